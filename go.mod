@@ -1,0 +1,3 @@
+module github.com/plumb-os/plumb
+
+go 1.26
