@@ -1,0 +1,422 @@
+// Package earlyinit is Plumb's early userspace: the /init (PID 1) of the
+// initramfs that builder/initramfs writes. It owns the way from the kernel
+// to the slot's root filesystem, and the BootInfo it leaves for the agent.
+//
+// Main runs the steps in order, logging each to the console:
+//
+//  1. mount devtmpfs on /dev, proc on /proc, sysfs on /sys
+//  2. load the modules listed in /lib/modules/load-order
+//  3. find the partition of root=PARTUUID=<uuid> by reading the GPT of every
+//     disk, retrying for up to 10 s while devices appear
+//  4. mount it read-only (squashfs) on /newroot, a tmpfs on /newroot/run,
+//     and overlays with a tmpfs upper layer on /etc and /var
+//  5. mount the disk's "plumb-data" partition (ext4) on /newroot/data; if
+//     that fails, boot on without /data (it is never formatted here)
+//  6. write BootInfo to /newroot/run/plumb/boot.json
+//  7. move /dev, /proc and /sys into the new root, free the initramfs,
+//     switch root and exec /sbin/init (or init= from the command line)
+//
+// Any failure is fatal: it is logged, and after 5 s the machine reboots so
+// that boot counting falls back to the other slot; with plumb.debug on the
+// command line it waits forever instead.
+package earlyinit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names the early init relies on.
+const (
+	// NewRoot is where the slot's root is mounted before the switch; the
+	// initramfs must have this directory.
+	NewRoot = "/newroot"
+	// LoadOrderPath lists the modules to load: one absolute path of an
+	// uncompressed .ko a line, dependencies first; blank lines and lines
+	// starting with # are skipped. builder/initramfs writes it.
+	LoadOrderPath = "/lib/modules/load-order"
+	// DataPartName is the GPT name of the data partition.
+	DataPartName = "plumb-data"
+	// DefaultInit is run in the new root unless init= says otherwise.
+	DefaultInit = "/sbin/init"
+	// overlayDir holds the upper and work directories of the /etc and /var
+	// overlays, inside the new root's /run tmpfs.
+	overlayDir = "/run/plumb-overlay"
+	rootWait   = 10 * time.Second
+	failDelay  = 5 * time.Second
+)
+
+// Main is the whole program: it runs the boot and never returns. On failure
+// it reboots (or, with plumb.debug, waits forever).
+func Main() {
+	start := time.Now()
+	con := &console{w: os.Stderr}
+	log := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{
+		Level: slog.LevelInfo,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	err := run(context.Background(), start, con, log)
+	fail(log, err)
+}
+
+// run returns only on failure; on success it has exec'd the real init.
+func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("plumb-init must run as PID 1 in an initramfs, got PID %d", os.Getpid())
+	}
+	log.Info("starting")
+
+	// 1. The kernel's virtual filesystems.
+	for _, m := range []struct {
+		src, dir, fstype string
+		flags            uintptr
+	}{
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+	} {
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", m.dir, err)
+		}
+		err := unix.Mount(m.src, m.dir, m.fstype, m.flags, "")
+		if err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mounting %s on %s: %w", m.fstype, m.dir, err)
+		}
+		log.Info("mounted", "fstype", m.fstype, "dir", m.dir)
+	}
+	con.open("/dev/console")
+
+	// 2. Modules.
+	if err := loadModules(LoadOrderPath, log); err != nil {
+		return err
+	}
+
+	// 3. The root partition.
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("reading kernel command line: %w", err)
+	}
+	cmdline := ParseCmdline(string(raw))
+	partuuid, err := cmdline.RootPARTUUID()
+	if err != nil {
+		return err
+	}
+	log.Info("looking for root", "partuuid", partuuid)
+	root, data, err := waitForRoot(ctx, defaultBlockPaths, partuuid, log)
+	if err != nil {
+		return err
+	}
+	bi := BootInfo{
+		Slot:         slotOf(root.Name),
+		CmdlineSlot:  cmdline["plumb.slot"],
+		RootPARTUUID: root.PARTUUID,
+		RootDevice:   root.Device,
+	}
+	log.Info("root found", "device", root.Device, "partition", root.Name, "slot", bi.Slot)
+	if bi.CmdlineSlot != "" && bi.CmdlineSlot != bi.Slot {
+		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
+	}
+
+	// 4. Root, /run, overlays.
+	fstype := "squashfs"
+	if v := cmdline["rootfstype"]; v != "" {
+		fstype = v
+	}
+	if err := os.MkdirAll(NewRoot, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", NewRoot, err)
+	}
+	if err := unix.Mount(root.Device, NewRoot, fstype, unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("mounting root %s (%s) on %s: %w", root.Device, fstype, NewRoot, err)
+	}
+	log.Info("mounted root", "device", root.Device, "fstype", fstype, "dir", NewRoot)
+	if err := unix.Mount("tmpfs", NewRoot+"/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("mounting tmpfs on %s/run (the root must have a /run directory): %w", NewRoot, err)
+	}
+	for _, dir := range []string{"/etc", "/var"} {
+		if err := mountOverlay(dir); err != nil {
+			return err
+		}
+		log.Info("writable overlay", "dir", dir, "upper", overlayDir+dir)
+	}
+
+	// 5. Data.
+	if data == nil {
+		bi.DataError = "no " + DataPartName + " partition on " + root.Disk
+		log.Warn("no data partition: booting without /data", "disk", root.Disk)
+	} else {
+		bi.DataDevice = data.Device
+		if err := unix.Mount(data.Device, NewRoot+"/data", "ext4", 0, ""); err != nil {
+			bi.DataError = err.Error()
+			log.Error("mounting data failed: booting without /data", "device", data.Device, "err", err)
+		} else {
+			bi.DataMounted = true
+			log.Info("mounted data", "device", data.Device, "dir", "/data")
+		}
+	}
+
+	// 6. Boot facts for the agent.
+	bi.InitMillis = time.Since(start).Milliseconds()
+	bi.UptimeMillis = uptimeMillis()
+	if err := writeBootInfo(NewRoot+BootInfoPath, bi); err != nil {
+		return err
+	}
+	log.Info("wrote boot info", "path", BootInfoPath, "init_ms", bi.InitMillis, "uptime_ms", bi.UptimeMillis)
+
+	// 7. Hand over.
+	initPath := DefaultInit
+	if v := cmdline["init"]; v != "" {
+		initPath = v
+	}
+	return switchRoot(initPath, con, log)
+}
+
+// waitForRoot looks for the root partition until it appears or rootWait
+// has passed.
+func waitForRoot(ctx context.Context, bp blockPaths, partuuid string, log *slog.Logger) (partition, *partition, error) {
+	deadline := time.Now().Add(rootWait)
+	for {
+		root, data, err := findRoot(bp, partuuid, DataPartName, log)
+		if err == nil {
+			return root, data, nil
+		}
+		if !errors.Is(err, errNotFound) || time.Now().After(deadline) {
+			return partition{}, nil, fmt.Errorf("finding root partition after %s: %w", rootWait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return partition{}, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// mountOverlay covers dir of the new root with an overlay whose upper layer
+// lives in the new root's /run tmpfs.
+func mountOverlay(dir string) error {
+	upper := NewRoot + overlayDir + dir + "/upper"
+	work := NewRoot + overlayDir + dir + "/work"
+	for _, d := range []string{upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("overlay for %s: %w", dir, err)
+		}
+	}
+	lower := NewRoot + dir
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", lower, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mounting overlay on %s (%s): %w", dir, opts, err)
+	}
+	return nil
+}
+
+// loadModules loads each module named in the load-order file. A missing
+// file means no modules; a module that is already loaded is fine; any other
+// failure is logged and the boot goes on (finding the root decides).
+func loadModules(listPath string, log *slog.Logger) error {
+	b, err := os.ReadFile(listPath)
+	if errors.Is(err, os.ErrNotExist) {
+		log.Info("no modules to load", "list", listPath)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading module list: %w", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		p := strings.TrimSpace(line)
+		if p == "" || strings.HasPrefix(p, "#") {
+			continue
+		}
+		if err := loadModule(p); err != nil {
+			log.Error("module not loaded", "module", p, "err", err)
+			continue
+		}
+		n++
+	}
+	log.Info("modules loaded", "count", n)
+	return nil
+}
+
+func loadModule(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("finit_module: %w", err)
+	}
+	return nil
+}
+
+// switchRoot moves the kernel filesystems into the new root, frees the
+// initramfs, makes the new root "/" and execs init there.
+func switchRoot(initPath string, con *console, log *slog.Logger) error {
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(d, NewRoot+d, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("moving %s into the new root (the root must have a %s directory): %w", d, d, err)
+		}
+	}
+	if err := os.Chdir(NewRoot); err != nil {
+		return fmt.Errorf("switching root: %w", err)
+	}
+	if n, err := freeInitramfs(); err != nil {
+		log.Warn("initramfs not freed", "err", err)
+	} else {
+		log.Info("freed initramfs", "files", n)
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("switching root: moving %s to /: %w", NewRoot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("switching root: chroot: %w", err)
+	}
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("switching root: %w", err)
+	}
+	log.Info("starting init", "path", initPath)
+	con.close()
+	argv := append([]string{initPath}, os.Args[1:]...)
+	err := syscall.Exec(initPath, argv, os.Environ())
+	return fmt.Errorf("exec %s in the new root: %w", initPath, err)
+}
+
+// freeInitramfs deletes the initramfs's files (everything on the device of
+// "/", not crossing into other mounts), as switch_root does, so their
+// memory is returned. It refuses unless "/" is a ramfs or tmpfs.
+func freeInitramfs() (int, error) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs("/", &sfs); err != nil {
+		return 0, fmt.Errorf("statfs /: %w", err)
+	}
+	if sfs.Type != unix.RAMFS_MAGIC && sfs.Type != unix.TMPFS_MAGIC {
+		return 0, fmt.Errorf("/ is not an initramfs (filesystem magic %#x)", sfs.Type)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat("/", &st); err != nil {
+		return 0, fmt.Errorf("stat /: %w", err)
+	}
+	return removeOnDevice("/", st.Dev, false)
+}
+
+// removeOnDevice removes the contents of dir that live on device dev (and
+// dir itself when self), leaving other mounts alone.
+func removeOnDevice(dir string, dev uint64, self bool) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil || st.Dev != dev {
+			continue
+		}
+		if e.IsDir() {
+			m, err := removeOnDevice(p, dev, true)
+			n += m
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
+		if err := os.Remove(p); err == nil {
+			n++
+		}
+	}
+	if self {
+		// Busy mount points (/newroot) stay; that is expected.
+		_ = os.Remove(dir)
+	}
+	return n, nil
+}
+
+func uptimeMillis() int64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	s, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	return int64(s * 1000)
+}
+
+// fail logs err, then reboots after failDelay, or with plumb.debug on the
+// command line waits forever. It never returns.
+func fail(log *slog.Logger, err error) {
+	log.Error("FATAL: boot failed", "err", err)
+	if raw, rerr := os.ReadFile("/proc/cmdline"); rerr == nil && ParseCmdline(string(raw)).Has("plumb.debug") {
+		log.Error("plumb.debug is set: not rebooting; waiting forever")
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+	log.Error("rebooting", "in", failDelay.String())
+	time.Sleep(failDelay)
+	unix.Sync()
+	if os.Getpid() == 1 {
+		rerr := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+		log.Error("reboot failed", "err", rerr)
+	}
+	os.Exit(1) // PID 1 exiting panics the kernel, which panic= reboots
+}
+
+// console is the log's destination: stderr until /dev/console can be
+// opened, then /dev/console. Every line starts with "plumb-init: ".
+type console struct {
+	mu sync.Mutex
+	w  io.Writer
+	f  *os.File
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := io.WriteString(c.w, "plumb-init: "); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+func (c *console) open(path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.w, c.f = f, f
+}
+
+func (c *console) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f != nil {
+		c.f.Close()
+		c.f = nil
+		c.w = os.Stderr
+	}
+}
