@@ -206,9 +206,9 @@ const (
 	DefaultESP  = 128 * MiB
 	DefaultRoot = 512 * MiB
 	DefaultData = 256 * MiB
-	MinESP      = 32 * MiB // smallest FAT32 that tools accept
+	MinESP      = 33 * MiB // smallest real FAT32 (65525 clusters of 512 bytes)
 	MinRoot     = 8 * MiB
-	MinData     = 16 * MiB
+	MinData     = 32 * MiB
 )
 
 // Compression configures the root filesystem's squashfs compression.

@@ -1,0 +1,59 @@
+# Plumb — see README.md. `make demo` and `make test` work on a fresh Debian 12
+# machine as root with only Go installed: both install what they need.
+
+GO       ?= go
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/plumb-os/plumb/internal/buildinfo.Version=$(VERSION)
+GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+CACHE    ?= $(CURDIR)/.cache
+OUT      ?= $(CURDIR)/out
+RECIPE   ?= recipes/qemu-x86_64.yaml
+export PLUMB_CACHE := $(CACHE)
+
+# Debian packages the builder, the tests and the VM harness run.
+DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
+	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
+	zstd xz-utils
+
+.PHONY: all deps build test test-short lint bench demo clean
+
+all: build
+
+# deps installs the missing Debian packages only (idempotent, no apt call
+# when everything is there).
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+build:
+	@mkdir -p bin
+	$(GOBUILD) -o bin/ ./cmd/plumb ./cmd/plumbd ./cmd/plumb-init
+
+# test runs everything, VM boots included.
+test: deps build
+	$(GO) test -timeout 40m -count=1 ./...
+
+# test-short is the fast tier: offline, no VMs.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+bench: deps build
+	bash bench/run.sh
+
+# demo builds the default recipe and boots it under OVMF with a TPM until
+# plumbd reports in.
+demo: deps build
+	bin/plumb build $(RECIPE) -o $(OUT)/demo --cache $(CACHE)
+	bin/plumb vm run $(OUT)/demo/disk.img --dir $(OUT)/demo-vm --until 'plumbd .* started' --timeout 5m
+
+clean:
+	rm -rf bin out

@@ -1,0 +1,114 @@
+package builder
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/plumb-os/plumb/internal/atomicfile"
+)
+
+// Manifest describes one build's outputs. It is written as manifest.json
+// beside them and holds nothing that changes between two builds of the same
+// recipe (no build time, no host names).
+type Manifest struct {
+	Name          string      `json:"name"`
+	Version       string      `json:"version"`
+	Hardware      string      `json:"hardware"`
+	Channel       string      `json:"channel"`
+	Epoch         int64       `json:"epoch"`
+	KernelRelease string      `json:"kernel_release"`
+	Cmdline       string      `json:"cmdline"` // the slot A entry's full options
+	Artifacts     []Artifact  `json:"artifacts"`
+	Kernel        Digest      `json:"kernel"`
+	Initrd        Digest      `json:"initrd"`
+	Partitions    []Partition `json:"partitions"`
+}
+
+// Artifact is one output file.
+type Artifact struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Digest is a sha256 and size.
+type Digest struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Partition is one GPT entry of the disk image.
+type Partition struct {
+	Index    int    `json:"index"`
+	Name     string `json:"name"`
+	Type     string `json:"type_guid"`
+	PartUUID string `json:"partuuid"`
+	Start    int64  `json:"start"`
+	Size     int64  `json:"size"`
+}
+
+// ReadManifest reads a build's manifest.json.
+func ReadManifest(path string) (*Manifest, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &m, nil
+}
+
+func (b *build) manifest() (*Manifest, error) {
+	m := &Manifest{
+		Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel,
+		Epoch: b.epoch, KernelRelease: b.kernel.release,
+	}
+	for _, name := range []string{DiskFile, RootfsFile, KernelFile, InitrdFile} {
+		d, err := digestFile(filepath.Join(b.work, name))
+		if err != nil {
+			return nil, err
+		}
+		m.Artifacts = append(m.Artifacts, Artifact{Name: name, Size: d.Size, SHA256: d.SHA256})
+		switch name {
+		case KernelFile:
+			m.Kernel = d
+		case InitrdFile:
+			m.Initrd = d
+		}
+	}
+	for _, p := range b.disk.partitions {
+		m.Partitions = append(m.Partitions, Partition{Index: p.Index, Name: p.Name, Type: p.TypeGUID, PartUUID: p.PartUUID, Start: p.Start, Size: p.Size})
+	}
+	m.Cmdline = b.disk.entry.Options()
+	return m, nil
+}
+
+// digestFile streams a file through sha256.
+func digestFile(path string) (Digest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Digest{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return Digest{}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return Digest{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func writeManifest(path string, m *Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
+}

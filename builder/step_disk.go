@@ -1,0 +1,157 @@
+package builder
+
+import (
+	"context"
+		"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/internal/progress"
+)
+
+// ESP paths. Each slot's kernel and initrd live in a directory named after
+// the slot, so installing a slot replaces exactly its own files.
+const (
+	espBootloader = "/EFI/BOOT/BOOTX64.EFI"
+	espLoaderConf = "/loader/loader.conf"
+	espEntries    = "/loader/entries"
+)
+
+// SlotKernel and SlotInitrd are the ESP paths of a slot's boot files.
+func SlotKernel(slot string) string { return "/plumb/" + slot + "/vmlinuz" }
+func SlotInitrd(slot string) string { return "/plumb/" + slot + "/initrd.img" }
+
+// loaderConf boots the first entry at once. Entries carry sort-key and
+// version, so systemd-boot puts the newest release first and, with boot
+// counting, an entry out of tries last.
+const loaderConf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n"
+
+// Entry is a Boot Loader Specification entry for a slot.
+type Entry struct {
+	Version  string
+	Slot     string
+	PartUUID string // of the slot's root partition
+	Cmdline  string // the recipe's extra command line
+}
+
+// FileName is the entry's name without boot counter ("plumb-1.0.0.conf").
+// A trial entry adds "+3" before ".conf".
+func (e Entry) FileName() string { return "plumb-" + e.Version + ".conf" }
+
+// Options is the kernel command line the entry boots with.
+func (e Entry) Options() string {
+	return strings.TrimSpace("root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + e.Slot + " " + e.Cmdline)
+}
+
+// Content is the entry file.
+func (e Entry) Content() string {
+	return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nlinux %s\ninitrd %s\noptions %s\n",
+		e.Version, e.Slot, e.Version, SlotKernel(e.Slot), SlotInitrd(e.Slot), e.Options())
+}
+
+// diskResult is what the disk step produced.
+type diskResult struct {
+	partitions []diskimg.Partition
+	entry      Entry
+}
+
+// writeDisk writes the flashable image: the ESP with systemd-boot and a
+// committed entry for slot A, slot A holding the root filesystem, slot B
+// empty, and an empty data filesystem.
+func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
+	layout := diskimg.Layout{
+		ESPSize:  int64(b.r.Partitions.ESP),
+		RootSize: int64(b.r.Partitions.Root),
+		DataSize: int64(b.r.Partitions.Data),
+		Seed:     b.r.Name + "/" + b.r.Hardware,
+	}
+	var rootA string
+	for _, p := range layout.Partitions() {
+		if p.Name == diskimg.NameRootA {
+			rootA = p.PartUUID
+		}
+	}
+	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Cmdline: b.r.Kernel.Cmdline}
+	initrd, err := os.Stat(b.initrdPath)
+	if err != nil {
+		return err
+	}
+	esp := []diskimg.ESPFile{
+		{Path: espBootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
+		{Path: espLoaderConf, Source: fstree.Bytes(loaderConf), Size: int64(len(loaderConf))},
+		{Path: espEntries + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
+		{Path: SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+		{Path: SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},
+	}
+	if err := b.checkSizes(esp); err != nil {
+		return err
+	}
+	b.diskPath = filepath.Join(b.work, DiskFile)
+	parts, err := diskimg.Write(ctx, b.diskPath, diskimg.Spec{
+		Layout:   layout,
+		ESP:      esp,
+		RootA:    b.rootfsPath,
+		DataDirs: []string{"plumb"},
+		ModTime:  max(b.epoch, fatEpoch),
+	})
+	if err != nil {
+		return fmt.Errorf("disk image: %w", err)
+	}
+	b.disk = &diskResult{partitions: parts, entry: entry}
+	// The kernel goes beside the outputs too (direct boot, installer).
+	return copySource(filepath.Join(b.work, KernelFile), b.kernel.image.Source)
+}
+
+func copySource(dst string, src fstree.Source) error {
+	r, err := src.Open()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := f.ReadFrom(r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// fatEpoch is 1980-01-01, the earliest time FAT can store: an earlier epoch
+// (the default 0) gives the disk's timestamps this time instead.
+const fatEpoch = 315532800
+
+// espOverhead is what FAT32 needs besides the files: reserved sectors, two
+// FATs, directories and cluster rounding, generously.
+const espOverhead = 4 << 20
+
+// checkSizes tells the recipe's author which partition is too small for
+// its content, in the recipe's own terms.
+func (b *build) checkSizes(esp []diskimg.ESPFile) error {
+	root, err := os.Stat(b.rootfsPath)
+	if err != nil {
+		return err
+	}
+	if root.Size() > int64(b.r.Partitions.Root) {
+		return fmt.Errorf("%w: %s: partitions.root: %s is too small for the root filesystem image of %s", ErrBadInput, b.r.Origin, b.r.Partitions.Root, recipe.Size(root.Size()))
+	}
+	// Two slots' kernels and initrds must fit, so that an update can
+	// install the other slot's beside the running one's.
+	need := int64(espOverhead)
+	for _, f := range esp {
+		need += f.Size
+		if strings.HasPrefix(f.Path, "/plumb/") {
+			need += f.Size
+		}
+	}
+	if need > int64(b.r.Partitions.ESP) {
+		return fmt.Errorf("%w: %s: partitions.esp: %s is too small for the boot files of two slots (%s)", ErrBadInput, b.r.Origin, b.r.Partitions.ESP, recipe.Size(need))
+	}
+	return nil
+}

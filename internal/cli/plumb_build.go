@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/internal/progress"
+)
+
+func init() { badInputClasses = append(badInputClasses, recipe.ErrInvalid, builder.ErrBadInput) }
+
+type buildOptions struct {
+	recipe    string
+	out       string
+	cache     string
+	agent     string
+	init      string
+	quiet     bool
+	jsonOut   bool
+}
+
+func newBuildCmd(e *env) *cobra.Command {
+	var o buildOptions
+	cmd := &cobra.Command{
+		Use:   "build RECIPE -o DIR",
+		Short: "Build a release (rootfs image) and a flashable disk image from a recipe",
+		Long: `Build reads a YAML recipe and writes into DIR:
+  disk.img       GPT disk image: ESP with systemd-boot, root slots A and B, data
+  rootfs.sqfs    the release's root filesystem (what devices pull)
+  vmlinuz        the kernel, initrd.img the initramfs
+  manifest.json  every artifact with size and sha256, the partition table
+
+Outputs appear only when the whole build succeeded. SOURCE_DATE_EPOCH, when
+set, replaces the recipe's epoch; the same recipe and epoch give
+byte-identical outputs.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.recipe = args[0]
+			return runBuild(cmd.Context(), e, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.out, "output", "o", "", "output directory (required)")
+	f.StringVar(&o.cache, "cache", defaultCache(), "cache directory for downloaded packages (env PLUMB_CACHE)")
+	f.StringVar(&o.agent, "plumbd", besideExecutable("plumbd"), "plumbd binary to put into the image")
+	f.StringVar(&o.init, "plumb-init", besideExecutable("plumb-init"), "plumb-init binary to put into the initramfs")
+	f.BoolVarP(&o.quiet, "quiet", "q", os.Getenv("CI") != "", "print nothing but errors (default in CI)")
+	f.BoolVar(&o.jsonOut, "json", false, "print the manifest as JSON")
+	cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+func runBuild(ctx context.Context, e *env, o buildOptions) error {
+	r, err := recipe.Load(o.recipe)
+	if err != nil {
+		return err
+	}
+	var epoch *int64
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return badInput(fmt.Errorf("SOURCE_DATE_EPOCH: expected seconds since 1970, got %q", s))
+		}
+		epoch = &v
+	}
+	rep := progress.New(e.stderr, o.quiet || o.jsonOut)
+	if !o.quiet && !o.jsonOut {
+		fmt.Fprintf(e.stderr, "building %s %s for %s\n", r.Name, r.Version, r.Hardware)
+	}
+	m, err := builder.Build(ctx, r, builder.Options{
+		OutDir: o.out, CacheDir: o.cache, Agent: o.agent, Init: o.init,
+		Epoch: epoch, Log: e.log, Progress: rep,
+	})
+	if err != nil {
+		return err
+	}
+	if o.jsonOut {
+		return printJSON(e.stdout, m)
+	}
+	if !o.quiet {
+		for _, a := range m.Artifacts {
+			fmt.Fprintf(e.stdout, "%-12s %10d  sha256:%s\n", a.Name, a.Size, a.SHA256)
+		}
+		fmt.Fprintf(e.stdout, "wrote %s\n", filepath.Join(o.out, builder.ManifestFile))
+	}
+	return nil
+}
+
+// defaultCache is PLUMB_CACHE, else the user's cache directory.
+func defaultCache() string {
+	if d := os.Getenv("PLUMB_CACHE"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "plumb")
+	}
+	return ".cache"
+}
+
+// besideExecutable is the path of a sibling binary of the running one
+// (make build puts plumb, plumbd and plumb-init into bin/).
+func besideExecutable(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	return filepath.Join(filepath.Dir(exe), name)
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/plumb-os/plumb/internal/buildinfo"
+	"github.com/plumb-os/plumb/updater/device"
+)
+
+// RunPlumbd runs the plumbd command with args (without the program name)
+// and returns the process exit code.
+func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	var verbose bool
+	root := &cobra.Command{
+		Use:           "plumbd",
+		Short:         "The Plumb device agent",
+		Version:       buildinfo.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(*cobra.Command, []string) {
+			e.log = newLogger(stderr, verbose)
+		},
+	}
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug details to stderr")
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.AddCommand(newStatusCmd(e), newRunCmd(e))
+	err := root.ExecuteContext(ctx)
+	if err != nil && isCobraUsageError(err) {
+		err = badInput(err)
+	}
+	return exitCode(err, stderr, "plumbd")
+}
+
+// agentStatus is what `plumbd status` prints.
+type agentStatus struct {
+	AgentVersion string `json:"agent_version"`
+	device.Facts
+}
+
+type statusOptions struct{ root string }
+
+func newStatusCmd(e *env) *cobra.Command {
+	var o statusOptions
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Print the device's release, slot and TPM as JSON",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runStatus(cmd.Context(), e, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.root, "root", "/", "filesystem root to read the device facts from")
+	cmd.Flags().MarkHidden("root")
+	return cmd
+}
+
+func runStatus(_ context.Context, e *env, o statusOptions) error {
+	st := agentStatus{AgentVersion: buildinfo.Version, Facts: device.Probe(o.root)}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
+}
+
+type runOptions struct{ root string }
+
+func newRunCmd(e *env) *cobra.Command {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent: report the device, then keep it up to date",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), e, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.root, "root", "/", "filesystem root to read the device facts from")
+	cmd.Flags().MarkHidden("root")
+	return cmd
+}
+
+// runAgent announces the device on stdout (the console under init) and then
+// waits for its context. Updating is added by the TUF update work.
+func runAgent(ctx context.Context, e *env, o runOptions) error {
+	f := device.Probe(o.root)
+	fmt.Fprintf(e.stdout, "plumbd %s started: release=%s version=%s slot=%s tpm=%t\n",
+		buildinfo.Version, f.Release.Name, f.Release.Version, f.Slot, f.TPM.Present)
+	e.log.Info("agent started", "version", f.Release.Version, "slot", f.Slot, "tpm", f.TPM.Present)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,109 @@
+// Package config owns plumbd's configuration file, /etc/plumb/agent.json:
+// the builder writes it from the recipe's agent section, the agent reads it
+// at start. Both sides use this package's types.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Path is where the builder puts the file in the root filesystem.
+const Path = "/etc/plumb/agent.json"
+
+// Files the builder copies next to the configuration.
+const (
+	RootPath = "/etc/plumb/root.json" // trusted TUF root
+	CAPath   = "/etc/plumb/ca.pem"    // CA bundle for the repository's TLS
+)
+
+// Config is plumbd's configuration.
+type Config struct {
+	Repository string        `json:"repository"`         // base URL of the TUF repository
+	Root       string        `json:"root"`               // path of the trusted root.json on the device
+	CA         string        `json:"ca,omitempty"`       // path of a PEM CA bundle on the device
+	Hardware   string        `json:"hardware"`           // which releases apply
+	Channel    string        `json:"channel"`            // which channel to follow
+	Poll       Duration      `json:"poll"`               // time between update checks
+	Commit     string        `json:"commit"`             // "health" or "attested"
+	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
+	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
+}
+
+// HealthCheck is one check after a trial boot: exactly one of Command, File
+// and URL.
+type HealthCheck struct {
+	Command string   `json:"command,omitempty"`
+	File    string   `json:"file,omitempty"`
+	URL     string   `json:"url,omitempty"`
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5m").
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("expected a duration like \"5m\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("expected a duration like \"5m\", got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Parse decodes and validates a configuration file's content; unknown keys
+// are errors.
+func Parse(data []byte) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Repository != "" {
+		u, err := url.Parse(c.Repository)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("agent config: repository: expected an http(s) URL, got %q", c.Repository)
+		}
+	}
+	if c.Hardware == "" {
+		return fmt.Errorf("agent config: hardware: expected a name, got nothing")
+	}
+	if c.Poll < Duration(time.Second) {
+		return fmt.Errorf("agent config: poll: expected at least 1s, got %s", time.Duration(c.Poll))
+	}
+	if c.Commit != "health" && c.Commit != "attested" {
+		return fmt.Errorf("agent config: commit: expected \"health\" or \"attested\", got %q", c.Commit)
+	}
+	for i, h := range c.Health {
+		n := 0
+		for _, s := range []string{h.Command, h.File, h.URL} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("agent config: health[%d]: expected exactly one of command, file, url", i)
+		}
+	}
+	return nil
+}
