@@ -15,7 +15,11 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils
 
-.PHONY: all deps build test test-short lint bench demo clean
+# Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
+# same cache plumb build uses). The kernel is the demo recipe's.
+TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 busybox-static systemd-boot-efi
+
+.PHONY: all deps debs build test test-short lint bench demo clean
 
 all: build
 
@@ -30,12 +34,19 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# debs downloads the test packages that are not cached yet.
+debs: deps
+	@mkdir -p $(CACHE)/debs
+	@cd $(CACHE)/debs && for p in $(TEST_DEBS); do \
+	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q -o APT::Sandbox::User=root $$p; \
+	done
+
 build:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ ./cmd/plumb ./cmd/plumbd ./cmd/plumb-init
 
 # test runs everything, VM boots included.
-test: deps build
+test: deps debs build
 	$(GO) test -timeout 40m -count=1 ./...
 
 # test-short is the fast tier: offline, no VMs.
@@ -46,7 +57,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-bench: deps build
+bench: deps debs build
 	bash bench/run.sh
 
 # demo builds the default recipe and boots it under OVMF with a TPM until

@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/plumb-os/plumb/updater/release"
+)
+
+func target(kind, hw, version, channel string, rollout int) Target {
+	f := release.Facts{
+		Kind: kind, Name: "demo", Hardware: hw, Version: version, Channel: channel, Rollout: rollout,
+		Rootfs: release.Digest{SHA256: strings.Repeat("ab", 32), Size: 1},
+	}
+	path := release.TargetPath(hw, version)
+	if kind == release.KindDelta {
+		f.From, f.BaseSHA256 = "1.0.0", strings.Repeat("cd", 32)
+		path = release.DeltaPath(hw, version, "1.0.0")
+	}
+	b, _ := json.Marshal(f)
+	return Target{Path: path, Custom: b}
+}
+
+func TestChoose(t *testing.T) {
+	base := Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0", DeviceID: "dev-1"}
+	tests := []struct {
+		name    string
+		targets []Target
+		want    Want
+		wantVer string
+	}{
+		{"nothing", nil, base, ""},
+		{"newer", []Target{target("full", "qemu", "1.1.0", "stable", 100)}, base, "1.1.0"},
+		{"newest of several", []Target{
+			target("full", "qemu", "1.10.0", "stable", 100),
+			target("full", "qemu", "1.9.0", "stable", 100),
+			target("full", "qemu", "1.2.0", "stable", 100),
+		}, base, "1.10.0"},
+		{"same version", []Target{target("full", "qemu", "1.0.0", "stable", 100)}, base, ""},
+		{"older", []Target{target("full", "qemu", "0.9.0", "stable", 100)}, base, ""},
+		{"other hardware", []Target{target("full", "rpi4", "2.0.0", "stable", 100)}, base, ""},
+		{"other channel", []Target{target("full", "qemu", "2.0.0", "beta", 100)}, base, ""},
+		{"delta is not a release", []Target{target("delta", "qemu", "2.0.0", "stable", 100)}, base, ""},
+		{"bad release skipped for the next", []Target{
+			target("full", "qemu", "2.0.0", "stable", 100),
+			target("full", "qemu", "1.5.0", "stable", 100),
+		}, Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0", Bad: map[string]bool{"2.0.0": true}}, "1.5.0"},
+		{"rollout 0 excludes everyone", []Target{target("full", "qemu", "2.0.0", "stable", 0)}, base, ""},
+		{"pre-release below release", []Target{
+			target("full", "qemu", "2.0.0-rc1", "stable", 100),
+			target("full", "qemu", "2.0.0", "stable", 100),
+		}, base, "2.0.0"},
+		{"facts at the wrong path ignored", []Target{{Path: "qemu/9.9.9/rootfs.sqfs", Custom: target("full", "qemu", "2.0.0", "stable", 100).Custom}}, base, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := Choose(tt.targets, tt.want)
+			gotVer := ""
+			if got != nil {
+				gotVer = got.Facts.Version
+			}
+			if gotVer != tt.wantVer {
+				t.Errorf("Choose = %q, want %q", gotVer, tt.wantVer)
+			}
+		})
+	}
+}
+
+func TestChooseSkipsBadFacts(t *testing.T) {
+	targets := []Target{{Path: "qemu/2.0.0/rootfs.sqfs", Custom: json.RawMessage(`{"kind":"full","hardware":"qemu","version":"2.0.0","channel":"stable","rollout":300}`)}}
+	got, skipped := Choose(targets, Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0"})
+	if got != nil || skipped["qemu/2.0.0/rootfs.sqfs"] == nil {
+		t.Fatalf("Choose = %v, skipped %v; want nothing chosen and the target skipped", got, skipped)
+	}
+	if msg := skipped["qemu/2.0.0/rootfs.sqfs"].Error(); !strings.Contains(msg, "rollout") {
+		t.Errorf("skip reason %q does not name rollout", msg)
+	}
+}
+
+func TestInRolloutSpread(t *testing.T) {
+	n := 0
+	for i := range 10000 {
+		if InRollout(fmt.Sprintf("device-%d", i), "2.0.0", 25) {
+			n++
+		}
+	}
+	if n < 2200 || n > 2800 {
+		t.Errorf("%d of 10000 devices inside a 25%% rollout, want about 2500", n)
+	}
+	if !InRollout("x", "1", 100) || InRollout("x", "1", 0) {
+		t.Error("100% must include and 0% exclude every device")
+	}
+}
