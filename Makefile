@@ -4,7 +4,7 @@
 GO       ?= go
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/plumb-os/plumb/internal/buildinfo.Version=$(VERSION)
-GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+GOBUILD  := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 CACHE    ?= $(CURDIR)/.cache
 OUT      ?= $(CURDIR)/out
 RECIPE   ?= recipes/qemu-x86_64.yaml
@@ -41,9 +41,12 @@ debs: deps
 	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q -o APT::Sandbox::User=root $$p; \
 	done
 
+# plumb uses cgo for libzstd (squashfs as small as mksquashfs's); the device
+# binaries are static.
 build:
 	@mkdir -p bin
-	$(GOBUILD) -o bin/ ./cmd/plumb ./cmd/plumbd ./cmd/plumb-init
+	CGO_ENABLED=1 $(GOBUILD) -o bin/ ./cmd/plumb
+	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumbd ./cmd/plumb-init
 
 # test runs everything, VM boots included.
 test: deps debs build

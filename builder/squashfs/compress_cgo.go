@@ -1,4 +1,4 @@
-//go:build zstd_cgo && cgo
+//go:build cgo && !purego_zstd
 
 package squashfs
 
