@@ -67,7 +67,7 @@ type build struct {
 	store *fstree.Store
 	fetch *rootfs.Fetcher
 
-	kernel     *kernel     // step_kernel
+	kernel     *kernel      // step_kernel
 	tree       *fstree.Tree // step_rootfs
 	initrdPath string       // step_initramfs
 	rootfsPath string       // step_squashfs

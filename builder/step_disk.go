@@ -2,7 +2,7 @@ package builder
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
