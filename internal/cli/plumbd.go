@@ -3,12 +3,13 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/internal/buildinfo"
+	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 )
 
@@ -32,7 +33,7 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newStatusCmd(e), newRunCmd(e))
+	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)
@@ -44,6 +45,7 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 type agentStatus struct {
 	AgentVersion string `json:"agent_version"`
 	device.Facts
+	Update *agent.State `json:"update,omitempty"`
 }
 
 type statusOptions struct{ root string }
@@ -65,6 +67,10 @@ func newStatusCmd(e *env) *cobra.Command {
 
 func runStatus(_ context.Context, e *env, o statusOptions) error {
 	st := agentStatus{AgentVersion: buildinfo.Version, Facts: device.Probe(o.root)}
+	cfg, _ := loadAgentConfig(o.root)
+	if s, err := agent.LoadState(filepath.Join(o.root, dataDir(cfg), stateFile)); err == nil {
+		st.Update = s
+	}
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(st)
@@ -87,13 +93,4 @@ func newRunCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// runAgent announces the device on stdout (the console under init) and then
-// waits for its context. Updating is added by the TUF update work.
-func runAgent(ctx context.Context, e *env, o runOptions) error {
-	f := device.Probe(o.root)
-	fmt.Fprintf(e.stdout, "plumbd %s started: release=%s version=%s slot=%s tpm=%t\n",
-		buildinfo.Version, f.Release.Name, f.Release.Version, f.Slot, f.TPM.Present)
-	e.log.Info("agent started", "version", f.Release.Version, "slot", f.Slot, "tpm", f.TPM.Present)
-	<-ctx.Done()
-	return nil
-}
+func agentVersion() string { return buildinfo.Version }

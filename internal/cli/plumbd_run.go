@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/updater/agent"
+	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/earlyinit"
+	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/slot"
+)
+
+// Device paths plumbd uses.
+const (
+	espMount     = "/run/plumb/esp"
+	defaultData  = "/data/plumb"
+	espPartName  = "ESP"
+	stateFile    = "state.json"
+	deviceIDFile = "device-id"
+)
+
+// dataDir is where the agent keeps its state on the data partition.
+func dataDir(cfg *config.Config) string {
+	if cfg != nil && cfg.DataDir != "" {
+		return cfg.DataDir
+	}
+	return defaultData
+}
+
+func loadAgentConfig(root string) (*config.Config, error) {
+	data, err := os.ReadFile(filepath.Join(root, config.Path))
+	if err != nil {
+		return nil, err
+	}
+	return config.Parse(data)
+}
+
+// newAgent sets up everything the update loop needs on a booted device.
+func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, error) {
+	if facts.Boot == nil {
+		return nil, errors.New("no boot record from plumb-init (/run/plumb/boot.json): not a Plumb boot")
+	}
+	parts, err := earlyinit.ScanPartitions("/sys/class/block", "/dev", e.log)
+	if err != nil {
+		return nil, err
+	}
+	espDev := ""
+	for _, p := range parts {
+		if p.Name == espPartName && strings.HasPrefix(facts.Boot.RootDevice, "/dev/"+p.Disk) {
+			espDev = p.Device
+		}
+	}
+	if espDev == "" {
+		return nil, fmt.Errorf("no partition named %s on the boot disk", espPartName)
+	}
+	if err := os.MkdirAll(espMount, 0o700); err != nil {
+		return nil, err
+	}
+	if err := slot.MountESP(espDev, espMount); err != nil {
+		return nil, err
+	}
+	if err := slot.MountEFIVars(slot.EFIVarsDir); err != nil {
+		e.log.Warn("efivarfs not mounted", "err", err)
+	}
+	dev, err := slot.FromBoot(*facts.Boot, slot.DirESP(espMount), "/sys/class/block", "/dev", e.log)
+	if err != nil {
+		return nil, err
+	}
+	dir := dataDir(cfg)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	root, err := os.ReadFile(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("trusted root: %w", err)
+	}
+	hc, err := httpClient(cfg.CA)
+	if err != nil {
+		return nil, err
+	}
+	client, err := fetch.New(fetch.Options{
+		Repo: cfg.Repository, MetadataDir: filepath.Join(dir, "tuf"), TrustedRoot: root,
+		HTTPClient: hc, Log: e.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	id, err := deviceID(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &agent.Agent{
+		Config: cfg, Facts: facts, Repo: client, Device: dev,
+		StatePath: filepath.Join(dir, stateFile), DeviceID: id, Log: e.log,
+	}, nil
+}
+
+// httpClient trusts the system roots plus caFile, if given, and takes a
+// proxy from the environment (HTTPS_PROXY).
+func httpClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA bundle: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA bundle %s: expected PEM certificates, found none", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Minute}, nil
+}
+
+// deviceID returns the device's identity, made on first use.
+func deviceID(dir string) (string, error) {
+	p := filepath.Join(dir, deviceIDFile)
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	return id, atomicfile.WriteFile(p, []byte(id+"\n"), 0o644)
+}
+
+// runAgent announces the device on stdout (the console under init) and
+// then keeps it up to date when the image names a repository.
+func runAgent(ctx context.Context, e *env, o runOptions) error {
+	f := device.Probe(o.root)
+	fmt.Fprintf(e.stdout, "plumbd %s started: release=%s version=%s slot=%s tpm=%t\n",
+		agentVersion(), f.Release.Name, f.Release.Version, f.Slot, f.TPM.Present)
+	cfg, err := loadAgentConfig(o.root)
+	if err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	if cfg.Repository == "" {
+		e.log.Info("no repository configured: not updating")
+		<-ctx.Done()
+		return nil
+	}
+	a, err := newAgent(e, f, cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,265 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/slot"
+)
+
+// repository is what the agent needs of the TUF client; *fetch.Client.
+type repository interface {
+	Refresh(ctx context.Context) error
+	Targets() ([]fetch.Target, error)
+	Download(ctx context.Context, targetPath string, w io.Writer, progress io.Writer) (int64, error)
+}
+
+// Agent updates one device. Call Settle once after boot, then Poll (or Run,
+// which polls forever). Not safe for concurrent use.
+type Agent struct {
+	Config    *config.Config
+	Facts     device.Facts // the running system
+	Repo      repository
+	Device    *slot.Device
+	StatePath string // DataDir/state.json
+	DeviceID  string
+	Log       *slog.Logger
+	// Reboot restarts the machine; default Device.Reboot. Tests replace it.
+	Reboot func() error
+
+	state *State
+}
+
+func (a *Agent) log() *slog.Logger {
+	if a.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Log
+}
+
+// State returns the agent's current state (loaded by Settle).
+func (a *Agent) State() *State { return a.state }
+
+func (a *Agent) save() error {
+	if err := a.state.Save(a.StatePath); err != nil {
+		return fmt.Errorf("saving agent state: %w", err)
+	}
+	return nil
+}
+
+// Settle runs once after boot. When the running slot was booted on trial it
+// runs the health checks and commits it, or, when they fail, records the
+// release as bad and reboots into the previous slot. When an update was in
+// flight and the device came back on its old slot, the new release failed
+// to boot: it is recorded as bad.
+func (a *Agent) Settle(ctx context.Context) error {
+	st, err := LoadState(a.StatePath)
+	if err != nil {
+		a.log().Error("agent state unreadable, starting over", "err", err)
+		st = &State{Phase: PhaseIdle}
+	}
+	a.state = st
+	running := a.Facts.Release.Version
+	entries, err := a.Device.Entries()
+	if err != nil {
+		return err
+	}
+	var mine *slot.Entry
+	for i, e := range entries {
+		if e.Slot == a.Device.Running && e.Version == running {
+			mine = &entries[i]
+		}
+	}
+	switch {
+	case mine != nil && !mine.Committed:
+		a.state.Phase, a.state.Version, a.state.Slot = PhaseTrial, running, a.Device.Running
+		if err := a.save(); err != nil {
+			return err
+		}
+		dataMounted := a.Facts.Boot != nil && a.Facts.Boot.DataMounted
+		if err := Check(ctx, dataMounted, a.Config.Health); err != nil {
+			return a.failTrial(running, err)
+		}
+		if err := a.Device.Commit(running); err != nil {
+			return err
+		}
+		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
+		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
+		return a.save()
+	case (a.state.Phase == PhaseRebooting || a.state.Phase == PhaseTrial) && a.state.Version != "" && a.state.Version != running:
+		// We rebooted into a new release but run the old one: its trial
+		// boots ran out (or it never started plumbd).
+		why := "boot failed"
+		a.state.MarkBad(a.state.Version, why)
+		a.state.Event = fmt.Sprintf("rolled back from %s: %s", a.state.Version, why)
+		a.log().Warn("rolled back", "from", a.state.Version, "to", running, "reason", why)
+		if err := a.Device.Discard(a.state.Slot); err != nil {
+			a.log().Error("removing the failed entry", "err", err)
+		}
+		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
+		return a.save()
+	case a.state.Phase != PhaseIdle && a.state.Phase != PhaseCommitted:
+		// An update was cut short before its reboot: start it again.
+		a.log().Info("resuming interrupted update", "phase", a.state.Phase, "version", a.state.Version)
+		a.state.Phase = PhaseIdle
+		return a.save()
+	}
+	return nil
+}
+
+// failTrial records a failed health check and reboots into the previous
+// slot (the trial entry is removed by the old slot's Settle).
+func (a *Agent) failTrial(version string, cause error) error {
+	a.state.MarkBad(version, cause.Error())
+	a.state.Event = fmt.Sprintf("rolled back from %s: %v", version, cause)
+	a.state.Phase = PhaseRebooting
+	a.log().Error("trial failed, rebooting into the previous slot", "version", version, "err", cause)
+	if err := a.save(); err != nil {
+		return err
+	}
+	return a.reboot()
+}
+
+func (a *Agent) reboot() error {
+	if a.Reboot != nil {
+		return a.Reboot()
+	}
+	return a.Device.Reboot()
+}
+
+// Poll refreshes the metadata and, if a newer release is there, installs it
+// into the inactive slot and reboots into it. It returns whether it
+// installed one.
+func (a *Agent) Poll(ctx context.Context) (bool, error) {
+	a.state.LastCheck = time.Now().UTC()
+	if err := a.Repo.Refresh(ctx); err != nil {
+		a.state.LastResult = err.Error()
+		a.save()
+		return false, err
+	}
+	targets, err := a.Repo.Targets()
+	if err != nil {
+		return false, err
+	}
+	ts := make([]Target, len(targets))
+	for i, t := range targets {
+		ts[i] = Target{Path: t.Path, Custom: t.Custom}
+	}
+	cand, skipped := Choose(ts, Want{
+		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
+		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
+	})
+	for p, why := range skipped {
+		a.log().Warn("target skipped", "target", p, "err", why)
+	}
+	if cand == nil {
+		a.state.LastResult = "no update"
+		return false, a.save()
+	}
+	if err := a.install(ctx, cand); err != nil {
+		a.state.LastResult = err.Error()
+		a.state.Phase = PhaseIdle
+		a.save()
+		return false, err
+	}
+	a.state.LastResult = "installed " + cand.Facts.Version
+	return true, nil
+}
+
+// install is steps 3–6 of the update: stream into the inactive slot,
+// verify, copy the boot files, write the trial entry last, reboot.
+func (a *Agent) install(ctx context.Context, c *Candidate) error {
+	to := a.Device.Inactive()
+	log := a.log().With("version", c.Facts.Version, "slot", to)
+	a.state.Phase, a.state.Version, a.state.Target, a.state.Slot = PhaseDownloading, c.Facts.Version, c.Path, to
+	a.state.Bytes, a.state.Total = 0, c.Facts.Rootfs.Size
+	if err := a.save(); err != nil {
+		return err
+	}
+	// The slot about to be overwritten must not stay bootable.
+	if err := a.Device.Discard(to); err != nil {
+		return err
+	}
+	f, err := a.Device.OpenInactive(c.Facts.Rootfs.Size)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	log.Info("downloading release", "target", c.Path, "bytes", c.Facts.Rootfs.Size)
+	start := time.Now()
+	n, err := a.Repo.Download(ctx, c.Path, f, nil)
+	if err != nil {
+		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
+	}
+	log.Info("slot written and verified", "bytes", n, "seconds", time.Since(start).Seconds())
+	a.state.Phase, a.state.Bytes = PhaseVerified, n
+	if err := a.save(); err != nil {
+		return err
+	}
+	img, err := os.Open(f.Name())
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	part := a.Device.Slots[to]
+	if err := a.Device.InstallBoot(ctx, img, n, c.Facts, part.PARTUUID); err != nil {
+		return err
+	}
+	a.state.Phase = PhaseEntry
+	if err := a.save(); err != nil {
+		return err
+	}
+	a.state.Phase = PhaseRebooting
+	if err := a.save(); err != nil {
+		return err
+	}
+	log.Info("rebooting into the new release")
+	return a.reboot()
+}
+
+// Run settles, then polls every Config.Poll with ±10% jitter, backing off
+// (doubling up to 16× the interval) while polls fail. It returns when ctx
+// ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Settle(ctx); err != nil {
+		a.log().Error("settling after boot", "err", err)
+	}
+	interval := time.Duration(a.Config.Poll)
+	backoff := interval
+	for {
+		installed, err := a.Poll(ctx)
+		switch {
+		case errors.Is(err, context.Canceled):
+			return nil
+		case err != nil:
+			a.log().Error("update check failed", "err", err)
+			backoff = min(backoff*2, 16*interval)
+		case installed:
+			return nil // rebooting
+		default:
+			backoff = interval
+		}
+		wait := jitter(backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}

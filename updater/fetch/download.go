@@ -1,0 +1,116 @@
+package fetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// copyBuffer is the size of the copy buffer: large enough to keep syscalls
+// few, small enough not to matter on a device.
+const copyBuffer = 256 << 10
+
+// Download streams the trusted target targetPath into w and returns the
+// number of bytes written. Its length and sha256 come from the metadata of
+// the last successful Refresh; the bytes come from the targets URL with
+// consistent-snapshot naming (<dir>/<sha256>.<name>). progress, when not
+// nil, sees every byte written. At most the trusted length is written to w;
+// more bytes than that, or a different sha256, fail with ErrVerification,
+// and w's content must then be discarded. Nothing is buffered beyond a
+// fixed copy buffer.
+func (c *Client) Download(ctx context.Context, targetPath string, w io.Writer, progress io.Writer) (int64, error) {
+	c.mu.Lock()
+	up, f := c.up, c.f
+	if f != nil {
+		f.ctx = ctx // delegated metadata may be fetched now
+	}
+	var (
+		tf  *metadata.TargetFiles
+		err error
+	)
+	if up != nil {
+		tf, err = up.GetTargetInfo(targetPath)
+	}
+	c.mu.Unlock()
+	if up == nil {
+		return 0, fmt.Errorf("target %s: no trusted metadata: Refresh first", targetPath)
+	}
+	if err != nil {
+		if strings.HasSuffix(err.Error(), "not found") && !errors.Is(err, &metadata.ErrRepository{}) {
+			return 0, fmt.Errorf("target %s: not in the trusted metadata", targetPath)
+		}
+		return 0, explain(err, f.lastName, up, f.lastBody)
+	}
+	want := hex.EncodeToString(tf.Hashes["sha256"])
+	if len(want) != sha256.Size*2 {
+		return 0, refuse(nil, "target %s: trusted metadata has no sha256 for it", targetPath)
+	}
+	u := c.targetURL(targetPath, want, up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot)
+	c.log.Debug("downloading target", "target", targetPath, "url", u, "length", tf.Length)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("target %s: %w", targetPath, err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("target %s: %w", targetPath, ctx.Err())
+		}
+		return 0, fmt.Errorf("target %s: %w", targetPath, &transportError{url: u, err: err})
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("target %s: %w", targetPath, &transportError{url: u, status: resp.StatusCode})
+	}
+	if resp.ContentLength > tf.Length {
+		return 0, refuse(nil, "target %s: server sends %d bytes, trusted length is %d", targetPath, resp.ContentLength, tf.Length)
+	}
+
+	h := sha256.New()
+	dst := io.MultiWriter(w, h)
+	if progress != nil {
+		dst = io.MultiWriter(w, h, progress)
+	}
+	n, err := io.CopyBuffer(dst, io.LimitReader(resp.Body, tf.Length), make([]byte, copyBuffer))
+	if err != nil {
+		if ctx.Err() != nil {
+			return n, fmt.Errorf("target %s: %w", targetPath, ctx.Err())
+		}
+		return n, fmt.Errorf("target %s: after %d of %d bytes: %w", targetPath, n, tf.Length, err)
+	}
+	if n < tf.Length {
+		return n, fmt.Errorf("target %s: connection ended after %d of %d bytes: %w", targetPath, n, tf.Length, io.ErrUnexpectedEOF)
+	}
+	// One more byte than recorded is a refusal (endless data attack).
+	var extra [1]byte
+	if k, _ := io.ReadFull(resp.Body, extra[:]); k > 0 {
+		return n, refuse(nil, "target %s: longer than its trusted length %d", targetPath, tf.Length)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return n, refuse(nil, "target %s: sha256 mismatch: expected %s, got %s", targetPath, want, got)
+	}
+	c.log.Info("target downloaded", "target", targetPath, "bytes", n, "sha256", want)
+	return n, nil
+}
+
+// targetURL is where targetPath is served: with consistent snapshots the
+// file name carries its sha256 as a prefix.
+func (c *Client) targetURL(targetPath, sha string, consistent bool) string {
+	parts := strings.Split(targetPath, "/")
+	if consistent {
+		parts[len(parts)-1] = sha + "." + parts[len(parts)-1]
+	}
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return c.targetsURL + strings.Join(parts, "/")
+}
