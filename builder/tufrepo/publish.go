@@ -1,0 +1,263 @@
+package tufrepo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/updater/release"
+)
+
+// PublishOptions choose how a release is offered.
+type PublishOptions struct {
+	// Channel the release is published to; "" means the manifest's.
+	Channel string
+	// Rollout is the percentage of devices that may install it; nil
+	// means 100.
+	Rollout *int
+}
+
+// Publish adds the build in buildDir (plumb build's output: manifest.json
+// and rootfs.sqfs) as the target <hardware>/<version>/rootfs.sqfs with its
+// release facts as custom field, then signs new targets, snapshot and
+// timestamp versions.
+//
+// The image is streamed into the repository (never held in memory) and its
+// sha256 checked against the manifest. Publishing a version again with the
+// same bytes and facts changes nothing; with the same bytes but another
+// channel or rollout it updates the facts; with other bytes it fails with
+// ErrExists. On any failure the repository is left as it was.
+func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (facts *release.Facts, err error) {
+	unlock, err := r.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	m, rootfs, err := readBuild(buildDir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := factsFor(m, rootfs, p)
+	if err != nil {
+		return nil, err
+	}
+	custom, err := json.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("encoding release facts: %w", err)
+	}
+	raw := json.RawMessage(custom)
+	log := r.opts.Log.With("hardware", f.Hardware, "version", f.Version)
+
+	st, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	path := release.TargetPath(f.Hardware, f.Version)
+	sum, err := hex.DecodeString(f.Rootfs.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("manifest rootfs sha256: %w", err)
+	}
+	copyImage := true
+	if old, ok := st.targets.Signed.Targets[path]; ok {
+		if old.Length != f.Rootfs.Size || !bytes.Equal(old.Hashes["sha256"], sum) {
+			return nil, fmt.Errorf("%w: %s is published with sha256 %x (%d bytes); %s has sha256 %s (%d bytes): give the new build another version",
+				ErrExists, path, []byte(old.Hashes["sha256"]), old.Length, filepath.Join(buildDir, builder.RootfsFile), f.Rootfs.SHA256, f.Rootfs.Size)
+		}
+		if old.Custom != nil && jsonEqual(*old.Custom, raw) {
+			log.Info("release already published")
+			return f, nil
+		}
+		copyImage = false
+	}
+
+	t := &txn{}
+	defer func() {
+		if rerr := t.rollback(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("undoing the failed publish: %w", rerr))
+		}
+	}()
+	if copyImage {
+		if err := r.copyTarget(ctx, t, rootfs, path, f.Rootfs); err != nil {
+			return nil, err
+		}
+	}
+	tf := metadata.TargetFile()
+	tf.Length = f.Rootfs.Size
+	tf.Hashes["sha256"] = sum
+	tf.Custom = &raw
+	tf.Path = path
+	st.targets.Signed.Targets[path] = tf
+
+	changed := map[string]bool{metadata.TARGETS: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
+	signers, err := r.signers(metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.bump(st, changed, signers); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := r.writeVersioned(t, st, changed); err != nil {
+		return nil, err
+	}
+	if err := r.writeFixed(t, st, changed); err != nil {
+		return nil, err
+	}
+	t.commit()
+	log.Info("release published", "target", path, "targets_version", st.targets.Signed.Version, "channel", f.Channel, "rollout", f.Rollout)
+	return f, nil
+}
+
+// readBuild reads a build directory's manifest and finds its rootfs image.
+func readBuild(buildDir string) (*builder.Manifest, string, error) {
+	if fi, err := os.Stat(buildDir); err != nil || !fi.IsDir() {
+		return nil, "", invalid("%s: expected the output directory of plumb build", buildDir)
+	}
+	mpath := filepath.Join(buildDir, builder.ManifestFile)
+	m, err := builder.ReadManifest(mpath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "", invalid("%s: not found; expected the output directory of plumb build", mpath)
+	}
+	if err != nil {
+		return nil, "", invalid("%w", err)
+	}
+	rootfs := filepath.Join(buildDir, builder.RootfsFile)
+	if _, err := os.Stat(rootfs); err != nil {
+		return nil, "", invalid("%s: expected the build's root filesystem image: %w", rootfs, err)
+	}
+	return m, rootfs, nil
+}
+
+// factsFor derives the release facts from a build manifest.
+func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*release.Facts, error) {
+	f := &release.Facts{
+		Kind:          release.KindFull,
+		Name:          m.Name,
+		Hardware:      m.Hardware,
+		Version:       m.Version,
+		Channel:       m.Channel,
+		Rollout:       100,
+		KernelRelease: m.KernelRelease,
+		Cmdline:       extraCmdline(m),
+		Kernel:        release.Digest{SHA256: m.Kernel.SHA256, Size: m.Kernel.Size},
+		Initrd:        release.Digest{SHA256: m.Initrd.SHA256, Size: m.Initrd.Size},
+	}
+	if p.Channel != "" {
+		f.Channel = p.Channel
+	}
+	if p.Rollout != nil {
+		f.Rollout = *p.Rollout
+	}
+	for _, a := range m.Artifacts {
+		if a.Name == builder.RootfsFile {
+			f.Rootfs = release.Digest{SHA256: a.SHA256, Size: a.Size}
+		}
+	}
+	if f.Rootfs.SHA256 == "" {
+		return nil, invalid("%s: manifest.json lists no %s artifact", filepath.Dir(rootfsPath), builder.RootfsFile)
+	}
+	if err := f.Validate(); err != nil {
+		return nil, invalid("%s: %w", filepath.Join(filepath.Dir(rootfsPath), builder.ManifestFile), err)
+	}
+	return f, nil
+}
+
+// extraCmdline recovers the recipe's extra command line from the manifest's
+// slot A options (builder.Entry.Options with the recipe's part appended).
+func extraCmdline(m *builder.Manifest) string {
+	var rootA string
+	for _, p := range m.Partitions {
+		if p.Name == diskimg.NameRootA {
+			rootA = p.PartUUID
+		}
+	}
+	base := builder.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}.Options()
+	if rest, ok := strings.CutPrefix(m.Cmdline, base); ok {
+		return strings.TrimSpace(rest)
+	}
+	return ""
+}
+
+// copyTarget streams the image to targets/<path dir>/<sha256>.<name>
+// through a temp file, checking size and sha256 against want.
+func (r *Repo) copyTarget(ctx context.Context, t *txn, src, path string, want release.Digest) error {
+	dir := filepath.Join(r.TargetsDir(), filepath.FromSlash(filepath.Dir(path)))
+	final := filepath.Join(dir, want.SHA256+"."+filepath.Base(path))
+	if err := t.mkdirAll(dir); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src, err)
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".upload-*")
+	if err != nil {
+		return fmt.Errorf("writing target %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, in})
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("writing target %s: %w", path, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != want.Size || got != want.SHA256 {
+		return invalid("%s: sha256 %s (%d bytes), but manifest.json says %s (%d bytes)", src, got, n, want.SHA256, want.Size)
+	}
+	if _, err := os.Lstat(final); err == nil {
+		// Left by an interrupted publish: same name, same content.
+		return nil
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("writing target %s: %w", path, err)
+	}
+	t.created = append(t.created, final)
+	return syncDir(dir)
+}
+
+// ctxReader stops a copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/plumb-os/plumb/builder/tufrepo"
+)
+
+type publishOptions struct {
+	dir     string
+	build   string
+	channel string
+	rollout int
+	jsonOut bool
+}
+
+func newPublishCmd(e *env) *cobra.Command {
+	var o publishOptions
+	cmd := &cobra.Command{
+		Use:   "publish DIR --release BUILD_DIR",
+		Short: "Publish a build (plumb build's output) as a release in a repository",
+		Long: `Publish copies BUILD_DIR/rootfs.sqfs into the repository DIR as the target
+<hardware>/<version>/rootfs.sqfs, with the release facts (channel, rollout,
+digests) from BUILD_DIR/manifest.json, and signs new metadata.
+
+Publishing a version again with the same image changes nothing (or only its
+channel and rollout); with another image it fails. A failed publish leaves
+the repository as it was.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.dir = args[0]
+			return runPublish(cmd.Context(), e, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.build, "release", "", "build output directory to publish (required)")
+	f.StringVar(&o.channel, "channel", "", "channel to publish to (default: the recipe's)")
+	f.IntVar(&o.rollout, "rollout", 100, "percentage of devices that may install the release (0..100)")
+	f.BoolVar(&o.jsonOut, "json", false, "print the release facts as JSON")
+	cmd.MarkFlagRequired("release")
+	return cmd
+}
+
+func runPublish(ctx context.Context, e *env, o publishOptions) error {
+	if o.rollout < 0 || o.rollout > 100 {
+		return badInput(fmt.Errorf("--rollout: expected a percentage 0..100, got %d", o.rollout))
+	}
+	r, err := openRepo(e, o.dir)
+	if err != nil {
+		return err
+	}
+	f, err := r.Publish(ctx, o.build, tufrepo.PublishOptions{Channel: o.channel, Rollout: &o.rollout})
+	if err != nil {
+		return err
+	}
+	if o.jsonOut {
+		return printJSON(e.stdout, f)
+	}
+	fmt.Fprintf(e.stdout, "published %s %s for %s on %s (rollout %d%%)\n", f.Name, f.Version, f.Hardware, f.Channel, f.Rollout)
+	return nil
+}

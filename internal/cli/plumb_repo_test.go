@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/tufrepo"
+)
+
+// runRepoVerbs runs plumb with the repo and publish verbs the way RunPlumb
+// does (same flag-error and exit-code handling).
+func runRepoVerbs(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, log: newLogger(&errb, false)}
+	root := &cobra.Command{Use: "plumb", SilenceUsage: true, SilenceErrors: true}
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.AddCommand(newRepoCmd(e), newPublishCmd(e))
+	err := root.ExecuteContext(t.Context())
+	if err != nil && isCobraUsageError(err) {
+		err = badInput(err)
+	}
+	code = exitCode(err, &errb, "plumb")
+	return code, out.String(), errb.String()
+}
+
+func writeBuild(t *testing.T, version, image string) string {
+	t.Helper()
+	dir := t.TempDir()
+	d := func(name, content string) builder.Digest {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256([]byte(content))
+		return builder.Digest{Size: int64(len(content)), SHA256: hex.EncodeToString(s[:])}
+	}
+	rootfs := d(builder.RootfsFile, image)
+	m := builder.Manifest{Name: "demo", Version: version, Hardware: "qemu-x86_64", Channel: "stable",
+		Artifacts: []builder.Artifact{{Name: builder.RootfsFile, Size: rootfs.Size, SHA256: rootfs.SHA256}},
+		Kernel:    d(builder.KernelFile, "k"), Initrd: d(builder.InitrdFile, "i")}
+	data, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(dir, builder.ManifestFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestRepoVerbs(t *testing.T) {
+	repo := filepath.Join(t.TempDir(), "repo")
+	b1, b2 := writeBuild(t, "1.0.0", "image one"), writeBuild(t, "1.1.0", "image two")
+	steps := []struct {
+		args    []string
+		code    int
+		wantOut string // substring of stdout (code 0) or stderr
+	}{
+		{[]string{"repo", "init", repo}, 0, "keys/root.key offline"},
+		{[]string{"repo", "init", repo}, exitBadInput, "expected an empty or missing directory"},
+		{[]string{"publish", repo, "--release", b1}, 0, "published demo 1.0.0 for qemu-x86_64 on stable (rollout 100%)"},
+		{[]string{"publish", repo, "--release", b2, "--channel", "beta", "--rollout", "5"}, 0, "on beta (rollout 5%)"},
+		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "other bytes")}, exitBadInput, "already published with other content"},
+		{[]string{"publish", repo, "--release", "/nonexistent"}, exitBadInput, "/nonexistent: expected the output directory of plumb build"},
+		{[]string{"publish", repo, "--release", t.TempDir()}, exitBadInput, "manifest.json: not found"},
+		{[]string{"publish", repo}, exitBadInput, `required flag(s) "release" not set`},
+		{[]string{"publish", repo, "--release", b1, "--rollout", "101"}, exitBadInput, "--rollout: expected a percentage 0..100, got 101"},
+		{[]string{"publish", filepath.Join(repo, "nope"), "--release", b1}, exitBadInput, "expected a repository made by plumb repo init"},
+		{[]string{"repo", "ls", repo}, 0, "qemu-x86_64  1.1.0    full  beta     5%"},
+		{[]string{"repo", "refresh", repo}, 0, ""},
+		{[]string{"repo", "rotate", repo, "apps"}, exitBadInput, `role: expected root, targets, snapshot or timestamp, got "apps"`},
+		{[]string{"repo", "rotate", repo, "timestamp"}, 0, "rotated the timestamp key"},
+	}
+	for _, s := range steps {
+		code, stdout, stderr := runRepoVerbs(t, s.args...)
+		got := stdout
+		if s.code != 0 {
+			got = stderr
+			if strings.Count(stderr, "\n") != 1 {
+				t.Errorf("plumb %q: stderr %q, want one line", s.args, stderr)
+			}
+		}
+		if code != s.code || !strings.Contains(got, s.wantOut) {
+			t.Errorf("plumb %q = exit %d, stdout %q, stderr %q; want exit %d and %q", s.args, code, stdout, stderr, s.code, s.wantOut)
+		}
+	}
+
+	code, stdout, stderr := runRepoVerbs(t, "repo", "ls", "--json", repo)
+	var rels []tufrepo.Release
+	if code != 0 || json.Unmarshal([]byte(stdout), &rels) != nil {
+		t.Fatalf("repo ls --json = exit %d, %q, %q", code, stdout, stderr)
+	}
+	var got []string
+	for _, r := range rels {
+		got = append(got, r.Facts.Version+"/"+r.Facts.Channel)
+	}
+	if want := "1.0.0/stable 1.1.0/beta"; strings.Join(got, " ") != want {
+		t.Errorf("repo ls --json versions = %q, want %q", got, want)
+	}
+}
