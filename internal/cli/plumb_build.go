@@ -17,13 +17,13 @@ import (
 func init() { badInputClasses = append(badInputClasses, recipe.ErrInvalid, builder.ErrBadInput) }
 
 type buildOptions struct {
-	recipe    string
-	out       string
-	cache     string
-	agent     string
-	init      string
-	quiet     bool
-	jsonOut   bool
+	recipe  string
+	out     string
+	cache   string
+	agent   string
+	init    string
+	quiet   bool
+	jsonOut bool
 }
 
 func newBuildCmd(e *env) *cobra.Command {
