@@ -37,7 +37,7 @@ func RunPlumb(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e))
+	root.AddCommand(newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)
@@ -47,6 +47,14 @@ func RunPlumb(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
 	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func newDeviceLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
 	}
