@@ -70,7 +70,7 @@ type Kernel struct {
 // DefaultModules are the kernel modules the initramfs loads when the recipe
 // does not list any: enough to mount the Plumb disk in QEMU and on most
 // virtio machines.
-var DefaultModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "squashfs", "vfat", "ext4", "overlay"}
+var DefaultModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "squashfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ext4", "overlay"}
 
 // Source is one root filesystem source: exactly one of Deb, Dir, Tar, OCI.
 type Source struct {

@@ -17,13 +17,16 @@ import (
 func init() { badInputClasses = append(badInputClasses, recipe.ErrInvalid, builder.ErrBadInput) }
 
 type buildOptions struct {
-	recipe  string
-	out     string
-	cache   string
-	agent   string
-	init    string
-	quiet   bool
-	jsonOut bool
+	recipe   string
+	out      string
+	cache    string
+	agent    string
+	init     string
+	repo     string
+	rootJSON string
+	ca       string
+	quiet    bool
+	jsonOut  bool
 }
 
 func newBuildCmd(e *env) *cobra.Command {
@@ -51,6 +54,9 @@ byte-identical outputs.`,
 	f.StringVar(&o.cache, "cache", defaultCache(), "cache directory for downloaded packages (env PLUMB_CACHE)")
 	f.StringVar(&o.agent, "plumbd", besideExecutable("plumbd"), "plumbd binary to put into the image")
 	f.StringVar(&o.init, "plumb-init", besideExecutable("plumb-init"), "plumb-init binary to put into the initramfs")
+	f.StringVar(&o.repo, "repository", "", "agent.repository: the URL devices pull from (replaces the recipe's)")
+	f.StringVar(&o.rootJSON, "root-json", "", "agent.root: the trusted TUF root.json (replaces the recipe's)")
+	f.StringVar(&o.ca, "ca", "", "agent.ca: a PEM CA bundle for the repository (replaces the recipe's)")
 	f.BoolVarP(&o.quiet, "quiet", "q", os.Getenv("CI") != "", "print nothing but errors (default in CI)")
 	f.BoolVar(&o.jsonOut, "json", false, "print the manifest as JSON")
 	cmd.MarkFlagRequired("output")
@@ -60,6 +66,9 @@ byte-identical outputs.`,
 func runBuild(ctx context.Context, e *env, o buildOptions) error {
 	r, err := recipe.Load(o.recipe)
 	if err != nil {
+		return err
+	}
+	if err := overrideAgent(r, o); err != nil {
 		return err
 	}
 	var epoch *int64
@@ -112,4 +121,38 @@ func besideExecutable(name string) string {
 		return name
 	}
 	return filepath.Join(filepath.Dir(exe), name)
+}
+
+// overrideAgent applies --repository, --root-json and --ca: a repository
+// made after the recipe was written (plumb repo init) is named at build
+// time.
+func overrideAgent(r *recipe.Recipe, o buildOptions) error {
+	if o.repo == "" && o.rootJSON == "" && o.ca == "" {
+		return nil
+	}
+	if r.Agent == nil {
+		r.Agent = &recipe.Agent{}
+	}
+	a := r.Agent
+	for _, p := range []*struct {
+		dst *string
+		v   string
+	}{{&a.Repository, o.repo}, {&a.Root, o.rootJSON}, {&a.CA, o.ca}} {
+		if p.v != "" {
+			*p.dst = p.v
+		}
+	}
+	for _, p := range []string{o.rootJSON, o.ca} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return badInput(err)
+		}
+	}
+	r.SetDefaults()
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	return nil
 }

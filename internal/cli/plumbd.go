@@ -25,7 +25,8 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(*cobra.Command, []string) {
-			e.log = newLogger(stderr, verbose)
+			// The agent's log is the device's record: info by default.
+			e.log = newDeviceLogger(stderr, verbose)
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug details to stderr")
