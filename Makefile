@@ -63,11 +63,10 @@ lint:
 bench: deps debs build
 	bash bench/run.sh
 
-# demo builds the default recipe and boots it under OVMF with a TPM until
-# plumbd reports in.
-demo: deps build
-	bin/plumb build $(RECIPE) -o $(OUT)/demo --cache $(CACHE)
-	bin/plumb vm run $(OUT)/demo/disk.img --dir $(OUT)/demo-vm --until 'plumbd .* started' --timeout 5m
+# demo: build v1 and v2, publish both, serve them, boot v1 in QEMU and
+# watch it update itself to v2 (scripts/demo.sh).
+demo: deps debs build
+	RECIPE=$(RECIPE) OUT=$(OUT) bash scripts/demo.sh
 
 clean:
 	rm -rf bin out

@@ -153,7 +153,10 @@ type Agent struct {
 	// Commit is when a trial slot is committed: CommitHealth (after the
 	// health checks pass) or CommitAttested (after the server accepted
 	// the attestation too). Default CommitHealth.
-	Commit string        `yaml:"commit"`
+	Commit string `yaml:"commit"`
+	// Reboot is when a device reboots into an installed release: "now"
+	// (default), "manual", or a daily window "HH:MM-HH:MM" (UTC).
+	Reboot string        `yaml:"reboot"`
 	Health []HealthCheck `yaml:"health"` // extra checks after a trial boot
 }
 

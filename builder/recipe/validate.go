@@ -1,6 +1,8 @@
 package recipe
 
 import (
+	"github.com/plumb-os/plumb/updater/config"
+
 	"fmt"
 	"math"
 	"net/url"
@@ -250,6 +252,9 @@ func (a *Agent) Validate() error {
 	case CommitHealth, CommitAttested:
 	default:
 		return fieldErr("commit", fmt.Sprintf("expected %q or %q, got %q", CommitHealth, CommitAttested, a.Commit))
+	}
+	if _, err := config.ParseReboot(a.Reboot); err != nil {
+		return fieldErr("reboot", err.Error())
 	}
 	for i := range a.Health {
 		if err := a.Health[i].Validate(); err != nil {

@@ -22,6 +22,7 @@ type buildOptions struct {
 	cache    string
 	agent    string
 	init     string
+	version  string
 	repo     string
 	rootJSON string
 	ca       string
@@ -54,6 +55,7 @@ byte-identical outputs.`,
 	f.StringVar(&o.cache, "cache", defaultCache(), "cache directory for downloaded packages (env PLUMB_CACHE)")
 	f.StringVar(&o.agent, "plumbd", besideExecutable("plumbd"), "plumbd binary to put into the image")
 	f.StringVar(&o.init, "plumb-init", besideExecutable("plumb-init"), "plumb-init binary to put into the initramfs")
+	f.StringVar(&o.version, "version", "", "release version (replaces the recipe's; CI stamps releases this way)")
 	f.StringVar(&o.repo, "repository", "", "agent.repository: the URL devices pull from (replaces the recipe's)")
 	f.StringVar(&o.rootJSON, "root-json", "", "agent.root: the trusted TUF root.json (replaces the recipe's)")
 	f.StringVar(&o.ca, "ca", "", "agent.ca: a PEM CA bundle for the repository (replaces the recipe's)")
@@ -67,6 +69,12 @@ func runBuild(ctx context.Context, e *env, o buildOptions) error {
 	r, err := recipe.Load(o.recipe)
 	if err != nil {
 		return err
+	}
+	if o.version != "" {
+		if !recipe.ValidVersion(o.version) {
+			return badInput(fmt.Errorf("--version: expected a version like 1.2.3, got %q", o.version))
+		}
+		r.Version = o.version
 	}
 	if err := overrideAgent(r, o); err != nil {
 		return err

@@ -49,7 +49,10 @@ type agentStatus struct {
 	Update *agent.State `json:"update,omitempty"`
 }
 
-type statusOptions struct{ root string }
+type statusOptions struct {
+	root    string
+	compact bool
+}
 
 func newStatusCmd(e *env) *cobra.Command {
 	var o statusOptions
@@ -63,6 +66,7 @@ func newStatusCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.root, "root", "/", "filesystem root to read the device facts from")
 	cmd.Flags().MarkHidden("root")
+	cmd.Flags().BoolVar(&o.compact, "compact", false, "print the JSON on one line")
 	return cmd
 }
 
@@ -73,7 +77,9 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 		st.Update = s
 	}
 	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
+	if !o.compact {
+		enc.SetIndent("", "  ")
+	}
 	return enc.Encode(st)
 }
 

@@ -93,12 +93,23 @@ func (a *Agent) Settle(ctx context.Context) error {
 			return err
 		}
 		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
+		if err := a.save(); err != nil {
+			return err
+		}
 		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
-		return a.save()
-	case (a.state.Phase == PhaseRebooting || a.state.Phase == PhaseTrial) && a.state.Version != "" && a.state.Version != running:
+		return nil
+	case a.state.Phase == PhaseEntry && a.state.Version != running && pendingTrial(entries, a.state.Version):
+		// Installed, its trial entry untried: waiting for the reboot the
+		// policy allows.
+		a.log().Info("installed release waiting for a reboot", "version", a.state.Version, "slot", a.state.Slot)
+		return nil
+	case (a.state.Phase == PhaseRebooting || a.state.Phase == PhaseTrial || a.state.Phase == PhaseEntry) && a.state.Version != "" && a.state.Version != running:
 		// We rebooted into a new release but run the old one: its trial
 		// boots ran out (or it never started plumbd).
 		why := "boot failed"
+		if prev, ok := a.state.Bad[a.state.Version]; ok {
+			why = prev // the trial boot said why (a failed health check)
+		}
 		a.state.MarkBad(a.state.Version, why)
 		a.state.Event = fmt.Sprintf("rolled back from %s: %s", a.state.Version, why)
 		a.log().Warn("rolled back", "from", a.state.Version, "to", running, "reason", why)
@@ -114,6 +125,17 @@ func (a *Agent) Settle(ctx context.Context) error {
 		return a.save()
 	}
 	return nil
+}
+
+// pendingTrial reports whether version has a trial entry that no boot has
+// tried yet.
+func pendingTrial(entries []slot.Entry, version string) bool {
+	for _, e := range entries {
+		if e.Version == version && !e.Committed && e.TriesDone == 0 && e.TriesLeft > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // failTrial records a failed health check and reboots into the previous
@@ -163,6 +185,10 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	if cand == nil {
 		a.state.LastResult = "no update"
+		return false, a.save()
+	}
+	if a.state.Phase == PhaseEntry && a.state.Version == cand.Facts.Version {
+		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
 		return false, a.save()
 	}
 	if err := a.install(ctx, cand); err != nil {
@@ -221,11 +247,37 @@ func (a *Agent) install(ctx context.Context, c *Candidate) error {
 	if err := a.save(); err != nil {
 		return err
 	}
+	return a.rebootPerPolicy(ctx, c.Facts.Version)
+}
+
+// rebootPerPolicy reboots into the installed release now, when the
+// maintenance window opens, or leaves it to a person (manual).
+func (a *Agent) rebootPerPolicy(ctx context.Context, version string) error {
+	p, err := config.ParseReboot(a.Config.Reboot)
+	if err != nil {
+		return err
+	}
+	wait := p.Wait(time.Now())
+	if wait < 0 {
+		a.state.Event = "installed " + version + ": waiting for a manual reboot"
+		a.log().Info("installed release waits for a manual reboot", "version", version)
+		return a.save()
+	}
+	if wait > 0 {
+		a.state.Event = fmt.Sprintf("installed %s: rebooting in the maintenance window at %s", version, time.Now().Add(wait).UTC().Format(time.RFC3339))
+		a.save()
+		a.log().Info("waiting for the maintenance window", "version", version, "in", wait.Round(time.Second))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 	a.state.Phase = PhaseRebooting
 	if err := a.save(); err != nil {
 		return err
 	}
-	log.Info("rebooting into the new release")
+	a.log().Info("rebooting into the new release", "version", version)
 	return a.reboot()
 }
 
@@ -246,7 +298,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case err != nil:
 			a.log().Error("update check failed", "err", err)
 			backoff = min(backoff*2, 16*interval)
-		case installed:
+		case installed && a.state.Phase == PhaseRebooting:
 			return nil // rebooting
 		default:
 			backoff = interval

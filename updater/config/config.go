@@ -29,6 +29,7 @@ type Config struct {
 	Channel    string        `json:"channel"`            // which channel to follow
 	Poll       Duration      `json:"poll"`               // time between update checks
 	Commit     string        `json:"commit"`             // "health" or "attested"
+	Reboot     string        `json:"reboot,omitempty"`   // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
 	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
 	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
 }
@@ -93,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Commit != "health" && c.Commit != "attested" {
 		return fmt.Errorf("agent config: commit: expected \"health\" or \"attested\", got %q", c.Commit)
+	}
+	if _, err := ParseReboot(c.Reboot); err != nil {
+		return fmt.Errorf("agent config: reboot: %w", err)
 	}
 	for i, h := range c.Health {
 		n := 0

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# make demo: the main job end to end on one machine.
+#   build v1 and v2 of the default recipe, publish both to a local TUF
+#   repository, serve it over HTTPS on 127.0.0.1, boot v1 in QEMU (OVMF +
+#   swtpm), and watch plumbd pull v2 into slot b, reboot and commit it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+recipe=${RECIPE:-recipes/qemu-x86_64.yaml}
+out=${OUT:-$PWD/out}/demo
+cache=${PLUMB_CACHE:-$PWD/.cache}
+port=${PORT:-18443}
+v1=${V1:-1.0.0}
+v2=${V2:-1.1.0}
+plumb=bin/plumb
+
+step() { printf '\n==> %s\n' "$*"; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+rm -rf "$out"
+mkdir -p "$out"
+
+step "creating a TUF repository in $out/repo"
+$plumb repo init "$out/repo"
+
+step "serving it on https://127.0.0.1:$port (the VM sees it as https://10.0.2.100/)"
+$plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false > "$out/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do [ -s "$out/repo/tls/ca.pem" ] && break; sleep 0.1; done
+
+agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem")
+for v in "$v1" "$v2"; do
+	step "building $recipe as version $v"
+	$plumb build "$recipe" -o "$out/v$v" --cache "$cache" --version "$v" "${agent[@]}"
+	step "publishing $v"
+	$plumb publish "$out/repo" --release "$out/v$v"
+done
+$plumb repo ls "$out/repo"
+
+step "booting $v1 (console in $out/vm/console.log); plumbd will pull $v2"
+start=$(date +%s)
+$plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" \
+	--until "release committed\" version=$v2" --timeout 10m \
+	| grep --line-buffered -E 'plumbd .* started|plumb: status|level=(INFO|WARN|ERROR) msg="(metadata refreshed|downloading|slot written|slot installed|rebooting into|release committed|rolled back|update check failed)' \
+	| cut -c1-200
+echo
+echo "demo: $v1 -> $v2 committed on slot b, $(( $(date +%s) - start ))s after power-on"
