@@ -148,6 +148,10 @@ func (a *Agent) failTrial(version string, cause error) error {
 	if err := a.save(); err != nil {
 		return err
 	}
+	// No more tries: the next boot is the previous slot's.
+	if err := a.Device.Exhaust(version); err != nil {
+		a.log().Error("marking the trial entry out of tries", "err", err)
+	}
 	return a.reboot()
 }
 

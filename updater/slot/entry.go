@@ -185,3 +185,29 @@ func (d *Device) Discard(slot string) error {
 	}
 	return nil
 }
+
+// Exhaust marks the running slot's uncommitted entry for version as out of
+// tries ("plumb-2.0.0+2-1.conf" -> "plumb-2.0.0+0-1.conf"), so the next boot
+// falls back to the other slot at once instead of retrying a release whose
+// health checks failed.
+func (d *Device) Exhaust(version string) error {
+	entries, err := d.Entries()
+	if err != nil {
+		return fmt.Errorf("giving up on %s: %w", version, err)
+	}
+	for _, e := range entries {
+		if e.Version != version || e.Committed || e.Slot != d.Running || e.TriesLeft == 0 {
+			continue
+		}
+		to := fmt.Sprintf("%s+0-%d.conf", e.ID, max(e.TriesDone, 1))
+		if d.DryRun {
+			d.log().Info("dry run: not exhausting", "entry", e.File, "to", to)
+			continue
+		}
+		if err := d.ESP.Rename(path.Join(EntriesDir, e.File), path.Join(EntriesDir, to)); err != nil {
+			return fmt.Errorf("giving up on %s: %w", version, err)
+		}
+		d.log().Info("trial entry out of tries", "entry", to)
+	}
+	return nil
+}

@@ -1,0 +1,803 @@
+package agent
+
+// Host-level acceptance tests of the update (issue 3): two real releases
+// built with builder.Build, a real TUF repository (tufrepo) served over
+// HTTPS by plumb serve's server (or nginx), the real fetch client, slot
+// device and agent. Only two seams are ours and replaced: the slots' block
+// devices are plain 64 MiB files, the ESP is a directory (slot.DirESP), and
+// Agent.Reboot records the call instead of rebooting.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/internal/testutil"
+	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/earlyinit"
+	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/slot"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildsDir != "" {
+		os.RemoveAll(buildsDir)
+	}
+	testutil.CleanupBinaries()
+	os.Exit(code)
+}
+
+// hostRecipe builds offline in seconds: a stand-in kernel file (never
+// booted), no modules, a directory source.
+const hostRecipe = `name: small
+version: %s
+hardware: test
+epoch: 1767225600
+kernel:
+  file: ./vmlinuz
+  modules: []
+rootfs:
+  - dir: ./root
+partitions:
+  esp: 33MiB
+  root: 16MiB
+  data: 32MiB
+`
+
+const (
+	hardware  = "test"
+	channel   = "stable" // the recipe's default
+	slotSize  = 64 << 20
+	v1, v2    = "1.0.0", "2.0.0"
+	v2Trial   = "plumb-2.0.0+3.conf"
+	v2Target  = hardware + "/" + v2 + "/rootfs.sqfs"
+	stateFile = "state.json"
+)
+
+// build is one built release: plumb build's output directory.
+type build struct {
+	dir string
+	m   *builder.Manifest
+}
+
+func (b build) file(name string) string { return filepath.Join(b.dir, name) }
+
+func (b build) partUUID(t *testing.T, name string) string {
+	t.Helper()
+	for _, p := range b.m.Partitions {
+		if p.Name == name {
+			return strings.ToLower(p.PartUUID)
+		}
+	}
+	t.Fatalf("manifest of %s has no partition %s", b.m.Version, name)
+	return ""
+}
+
+// The two releases are built once per test process (they do not change).
+var (
+	buildsOnce sync.Once
+	buildsDir  string
+	builds     map[string]build
+	buildsErr  error
+)
+
+func releases(t *testing.T) map[string]build {
+	t.Helper()
+	buildsOnce.Do(func() {
+		buildsDir, buildsErr = os.MkdirTemp("", "plumb-agent-test-")
+		if buildsErr != nil {
+			return
+		}
+		plumbd, plumbInit, err := testutil.BuildBinaries()
+		if err != nil {
+			buildsErr = err
+			return
+		}
+		builds = map[string]build{}
+		for _, v := range []string{v1, v2} {
+			src := filepath.Join(buildsDir, "src-"+v)
+			for name, data := range map[string]string{
+				"recipe.yaml":       fmt.Sprintf(hostRecipe, v),
+				"vmlinuz":           "not a real kernel " + v,
+				"root/etc/hostname": "small\n",
+			} {
+				p := filepath.Join(src, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					buildsErr = err
+					return
+				}
+				if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+					buildsErr = err
+					return
+				}
+			}
+			r, err := recipe.Load(filepath.Join(src, "recipe.yaml"))
+			if err != nil {
+				buildsErr = err
+				return
+			}
+			out := filepath.Join(buildsDir, "build-"+v)
+			m, err := builder.Build(t.Context(), r, builder.Options{
+				OutDir: out, CacheDir: testutil.CacheDir(t), Agent: plumbd, Init: plumbInit})
+			if err != nil {
+				buildsErr = fmt.Errorf("building %s: %w", v, err)
+				return
+			}
+			builds[v] = build{dir: out, m: m}
+		}
+	})
+	if buildsErr != nil {
+		t.Fatal(buildsErr)
+	}
+	return builds
+}
+
+// rig is one device and its repository: the repository directory served
+// over HTTPS, the device's slots (files), ESP (a directory) and data
+// directory (TUF metadata, agent state).
+type rig struct {
+	rel      map[string]build
+	repoDir  string
+	url      string // repository base URL
+	certDir  string
+	hc       *http.Client
+	tufDir   string
+	dataDir  string
+	espDir   string
+	slots    map[string]slot.Partition
+	sumA     [sha256.Size]byte // slot a's file before the test
+	reboots  int
+	repoOpts tufrepo.Options
+}
+
+// newRig makes a repository with opts (its clock and expiries), publishes
+// v1, serves it with plumb serve's server on 127.0.0.1, and makes a device
+// running v1 from slot a with a committed entry plumb-1.0.0.conf.
+func newRig(t *testing.T, opts tufrepo.Options) *rig {
+	t.Helper()
+	r := &rig{rel: releases(t), repoOpts: opts}
+	work := t.TempDir()
+	r.repoDir = filepath.Join(work, "repo")
+	if err := tufrepo.Init(t.Context(), r.repoDir, opts); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, v1)
+
+	r.certDir = filepath.Join(work, "tls")
+	srv, err := server.New(server.Options{Dir: r.repoDir, CertDir: r.certDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	r.url = "https://" + l.Addr().String()
+	ca, err := os.ReadFile(srv.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("%s: no certificate", srv.CACertPath())
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	r.hc = &http.Client{Transport: tr, Timeout: time.Minute}
+
+	// The device. Block devices are replaced by plain files (the seam is
+	// ours): slot a holds v1's rootfs.sqfs, slot b is empty.
+	r.tufDir = filepath.Join(work, "data", "tuf")
+	r.dataDir = filepath.Join(work, "data")
+	r.espDir = filepath.Join(work, "esp")
+	b1 := r.rel[v1]
+	r.slots = map[string]slot.Partition{
+		"a": {Device: filepath.Join(work, "slot-a"), PARTUUID: b1.partUUID(t, diskimg.NameRootA)},
+		"b": {Device: filepath.Join(work, "slot-b"), PARTUUID: b1.partUUID(t, diskimg.NameRootB)},
+	}
+	copyFile(t, b1.file(builder.RootfsFile), r.slots["a"].Device)
+	writeFile(t, r.slots["b"].Device, nil)
+	for _, s := range []string{"a", "b"} {
+		if err := os.Truncate(r.slots[s].Device, slotSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.sumA = sumFile(t, r.slots["a"].Device, -1)
+
+	// The ESP as the build left it for slot a.
+	e := builder.Entry{Version: v1, Slot: "a", PartUUID: r.slots["a"].PARTUUID}
+	writeFile(t, filepath.Join(r.espDir, "loader", "entries", e.FileName()), []byte(e.Content()))
+	copyFile(t, b1.file(builder.KernelFile), filepath.Join(r.espDir, builder.SlotKernel("a")))
+	copyFile(t, b1.file(builder.InitrdFile), filepath.Join(r.espDir, builder.SlotInitrd("a")))
+	return r
+}
+
+// publish adds release v to the repository with the rig's clock.
+func (r *rig) publish(t *testing.T, v string) {
+	t.Helper()
+	repo, err := tufrepo.Open(r.repoDir, r.repoOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Publish(t.Context(), r.rel[v].dir, tufrepo.PublishOptions{}); err != nil {
+		t.Fatalf("publishing %s: %v", v, err)
+	}
+}
+
+func (r *rig) metaPath(name string) string {
+	return filepath.Join(r.repoDir, "repository", "metadata", name)
+}
+
+// targetFile is the file serving target <hardware>/<v>/rootfs.sqfs.
+func (r *rig) targetFile(t *testing.T, v string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(r.repoDir, "repository", "targets", hardware, v, "*.rootfs.sqfs"))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("target files of %s: %v (err %v), want one", v, m, err)
+	}
+	return m[0]
+}
+
+// agent is plumbd as it starts after a boot of slot running with release
+// version: a new fetch client on the persistent metadata directory, the
+// device, the configuration.
+func (r *rig) agent(t *testing.T, running, version string, health []config.HealthCheck) *Agent {
+	t.Helper()
+	root, err := os.ReadFile(r.metaPath("1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fetch.New(fetch.Options{Repo: r.url, MetadataDir: r.tufDir, TrustedRoot: root, HTTPClient: r.hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{
+		Repository: r.url, Root: config.RootPath, Hardware: hardware, Channel: channel,
+		Poll: config.Duration(time.Second), Commit: "health", Health: health,
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{
+		Config: cfg,
+		Facts: device.Facts{
+			Release: device.Release{Name: "small", Version: version, Hardware: hardware, Channel: channel},
+			Slot:    running,
+			Boot:    &earlyinit.BootInfo{Slot: running, RootPARTUUID: r.slots[running].PARTUUID, DataMounted: true},
+		},
+		Repo:      c,
+		Device:    &slot.Device{ESP: slot.DirESP(r.espDir), Slots: r.slots, Running: running},
+		StatePath: filepath.Join(r.dataDir, stateFile),
+		DeviceID:  "host-test-device",
+		Reboot:    func() error { r.reboots++; return nil },
+	}
+}
+
+// entries lists the ESP's boot entry files.
+func (r *rig) entries(t *testing.T) []string {
+	t.Helper()
+	names, err := slot.DirESP(r.espDir).ReadDir(slot.EntriesDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func (r *rig) state(t *testing.T) *State {
+	t.Helper()
+	st, err := LoadState(filepath.Join(r.dataDir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// untouched checks what every refused update must leave: an error of one
+// line naming the problem, no trial entry and no boot files for slot b,
+// slot a's bytes, no reboot, and a state that is not on its way to a
+// reboot.
+func (r *rig) untouched(t *testing.T, err error, want *regexp.Regexp) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("Poll succeeded, want an error matching %q", want)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") {
+		t.Errorf("Poll error has %d lines, want one: %q", strings.Count(msg, "\n")+1, msg)
+	}
+	if !want.MatchString(msg) {
+		t.Errorf("Poll error = %q, want it to match %q", msg, want)
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+	for _, f := range []string{builder.SlotKernel("b"), builder.SlotInitrd("b")} {
+		if _, err := os.Stat(filepath.Join(r.espDir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("ESP %s exists (stat err %v), want none", f, err)
+		}
+	}
+	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+		t.Errorf("slot a's file changed")
+	}
+	if r.reboots != 0 {
+		t.Errorf("Reboot called %d times, want 0", r.reboots)
+	}
+	st := r.state(t)
+	if st.Phase == PhaseRebooting || st.Phase == PhaseEntry {
+		t.Errorf("state phase %q, want neither rebooting nor entry", st.Phase)
+	}
+	if st.LastResult != msg {
+		t.Errorf("state last_result %q, want the error %q", st.LastResult, msg)
+	}
+}
+
+// TestRefusedUpdates: v2 is published, and what the server serves is
+// changed; the device must refuse it and keep running v1 from slot a.
+func TestRefusedUpdates(t *testing.T) {
+	past := func() time.Time { return time.Now().Add(-48 * time.Hour) }
+	tests := []struct {
+		name string
+		opts tufrepo.Options
+		// attack runs after v1's agent settled; it publishes v2 and
+		// changes the served repository.
+		attack func(t *testing.T, r *rig, a *Agent)
+		want   string // regexp of the Poll error
+	}{
+		{
+			name: "target tampered, same length",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				r.publish(t, v2)
+				p := r.targetFile(t, v2)
+				b := readFile(t, p)
+				b[len(b)/2] ^= 0x55
+				writeFile(t, p, b)
+			},
+			want: `^installing 2\.0\.0 into slot b: target test/2\.0\.0/rootfs\.sqfs: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}$`,
+		},
+		{
+			name: "target longer than recorded",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				r.publish(t, v2)
+				p := r.targetFile(t, v2)
+				writeFile(t, p, append(readFile(t, p), "appended"...))
+			},
+			want: `^installing 2\.0\.0 into slot b: target test/2\.0\.0/rootfs\.sqfs: server sends \d+ bytes, trusted length is \d+$`,
+		},
+		{
+			name:   "expired timestamp",
+			opts:   tufrepo.Options{Now: past},
+			attack: func(t *testing.T, r *rig, a *Agent) { r.publish(t, v2) },
+			want:   `^timestamp\.json: repository metadata expired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$`,
+		},
+		{
+			name: "timestamp signature broken",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				r.publish(t, v2)
+				breakSignature(t, r.metaPath("timestamp.json"))
+			},
+			want: `^timestamp\.json: signature threshold not met \(0 of 1 required signatures valid\)$`,
+		},
+		{
+			name: "snapshot signature broken",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				r.publish(t, v2)
+				ts, err := metadata.Timestamp().FromFile(r.metaPath("timestamp.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				breakSignature(t, r.metaPath(fmt.Sprintf("%d.snapshot.json", ts.Signed.Meta["snapshot.json"].Version)))
+			},
+			want: `^\d+\.snapshot\.json: signature threshold not met \(0 of 1 required signatures valid\)$`,
+		},
+		{
+			name: "rollback to an older timestamp",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				// The device sees timestamp N (after a re-sign), the
+				// server then serves N-1 again, v2 being published.
+				old := readFile(t, r.metaPath("timestamp.json"))
+				repo, err := tufrepo.Open(r.repoDir, r.repoOpts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := repo.Refresh(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				if installed, err := a.Poll(t.Context()); installed || err != nil {
+					t.Fatalf("Poll with only v1 published = %v, %v; want no update", installed, err)
+				}
+				r.publish(t, v2)
+				writeFile(t, r.metaPath("timestamp.json"), old)
+			},
+			want: `^rollback: timestamp version 2 < trusted 3$`,
+		},
+		{
+			name: "new root not signed by the old root",
+			attack: func(t *testing.T, r *rig, a *Agent) {
+				r.publish(t, v2)
+				forgeRoot(t, r.metaPath("1.root.json"), r.metaPath("2.root.json"))
+			},
+			want: `^2\.root\.json: signature threshold not met \(0 of 1 required signatures valid\)$`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, tt.opts)
+			a := r.agent(t, "a", v1, nil)
+			if err := a.Settle(t.Context()); err != nil {
+				t.Fatalf("Settle: %v", err)
+			}
+			tt.attack(t, r, a)
+			installed, err := a.Poll(t.Context())
+			if installed {
+				t.Errorf("Poll installed an update")
+			}
+			r.untouched(t, err, regexp.MustCompile(tt.want))
+			// The trusted root stays version 1.
+			if root, err := metadata.Root().FromFile(filepath.Join(r.tufDir, "root.json")); err != nil || root.Signed.Version != 1 {
+				t.Errorf("trusted root: %v (err %v), want version 1", root, err)
+			}
+		})
+	}
+}
+
+// installV2 publishes v2 and runs the poll that installs it into slot b,
+// checking everything the install leaves behind.
+func installV2(t *testing.T, r *rig, a *Agent) {
+	t.Helper()
+	installed, err := a.Poll(t.Context())
+	if err != nil || !installed {
+		t.Fatalf("Poll = %v, %v; want v2 installed", installed, err)
+	}
+	// Slot b starts with v2's image, slot a is untouched.
+	img := r.rel[v2].file(builder.RootfsFile)
+	fi, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sumFile(t, r.slots["b"].Device, fi.Size()) != sumFile(t, img, -1) {
+		t.Errorf("slot b's first %d bytes differ from v2's rootfs.sqfs", fi.Size())
+	}
+	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+		t.Errorf("slot a's file changed")
+	}
+	for f, src := range map[string]string{
+		builder.SlotKernel("b"): r.rel[v2].file(builder.KernelFile),
+		builder.SlotInitrd("b"): r.rel[v2].file(builder.InitrdFile),
+	} {
+		if !bytes.Equal(readFile(t, filepath.Join(r.espDir, f)), readFile(t, src)) {
+			t.Errorf("ESP %s differs from v2's %s", f, filepath.Base(src))
+		}
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2Trial}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+	entry := string(readFile(t, filepath.Join(r.espDir, "loader", "entries", v2Trial)))
+	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots["b"].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 2.0.0\n"} {
+		if !strings.Contains(entry, want) {
+			t.Errorf("trial entry lacks %q:\n%s", want, entry)
+		}
+	}
+	if r.reboots != 1 {
+		t.Errorf("Reboot called %d times, want 1", r.reboots)
+	}
+	if st := r.state(t); st.Phase != PhaseRebooting || st.Version != v2 || st.Slot != "b" {
+		t.Errorf("state = %+v, want phase rebooting to 2.0.0 in slot b", st)
+	}
+}
+
+// bootTrial is what systemd-boot does to a trial entry it boots: count one
+// try in the file name.
+func bootTrial(t *testing.T, r *rig, to string) {
+	t.Helper()
+	d := filepath.Join(r.espDir, "loader", "entries")
+	if err := os.Rename(filepath.Join(d, v2Trial), filepath.Join(d, to)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpdateOnHost: the happy path: v2 goes into slot b on trial, the
+// device reboots, the trial boot passes its checks and commits.
+func TestUpdateOnHost(t *testing.T) {
+	r := newRig(t, tufrepo.Options{})
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	if installed, err := a.Poll(t.Context()); installed || err != nil || a.State().LastResult != "no update" {
+		t.Fatalf("Poll with only v1 published = %v, %v (%q); want no update", installed, err, a.State().LastResult)
+	}
+	r.publish(t, v2)
+	installV2(t, r, a)
+
+	// The reboot: systemd-boot boots the trial and counts a try.
+	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	b := r.agent(t, "b", v2, nil)
+	if err := b.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle after the trial boot: %v", err)
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
+		t.Errorf("state = %+v, want committed 2.0.0", st)
+	}
+	if r.reboots != 1 {
+		t.Errorf("Reboot called %d times, want 1", r.reboots)
+	}
+	// Nothing newer: the committed device stays.
+	if installed, err := b.Poll(t.Context()); installed || err != nil {
+		t.Errorf("Poll on v2 = %v, %v; want no update", installed, err)
+	}
+}
+
+// TestExpiryNeverBricks: a repository nobody re-signed leaves the device
+// on its running slot, saying why; a re-sign brings the update.
+func TestExpiryNeverBricks(t *testing.T) {
+	r := newRig(t, tufrepo.Options{Now: func() time.Time { return time.Now().Add(-48 * time.Hour) }})
+	r.publish(t, v2)
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	for range 2 { // and again: a failed poll changes nothing
+		installed, err := a.Poll(t.Context())
+		if installed || !errors.Is(err, fetch.ErrExpired) {
+			t.Fatalf("Poll = %v, %v; want a refusal matching fetch.ErrExpired", installed, err)
+		}
+		r.untouched(t, err, regexp.MustCompile(`expired`))
+	}
+	re := regexp.MustCompile(`repository metadata expired at (\S+)`)
+	m := re.FindStringSubmatch(a.State().LastResult)
+	if m == nil {
+		t.Fatalf("State().LastResult = %q, want %q", a.State().LastResult, re)
+	}
+	if at, err := time.Parse(time.RFC3339, m[1]); err != nil || !at.Before(time.Now()) {
+		t.Errorf("expiry time %q: %v; want an RFC3339 time in the past", m[1], err)
+	}
+
+	repo, err := tufrepo.Open(r.repoDir, tufrepo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	installV2(t, r, a)
+}
+
+// TestFailedHealthCheck: the trial boot of v2 fails a health check: the
+// device reboots, comes back on slot a, removes v2's entry and never tries
+// v2 again.
+func TestFailedHealthCheck(t *testing.T) {
+	r := newRig(t, tufrepo.Options{})
+	r.publish(t, v2)
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	installV2(t, r, a)
+
+	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	b := r.agent(t, "b", v2, []config.HealthCheck{{Command: "false"}})
+	if err := b.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle of the failing trial: %v", err)
+	}
+	if r.reboots != 2 {
+		t.Errorf("Reboot called %d times, want 2 (install, failed trial)", r.reboots)
+	}
+	const why = "health check command false: exit status 1: no output"
+	st := r.state(t)
+	if st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from 2.0.0: "+why {
+		t.Errorf("state = %+v, want phase rebooting, 2.0.0 bad and event %q", st, "rolled back from 2.0.0: "+why)
+	}
+	// The trial entry is never committed, and has no tries left: the
+	// reboot goes straight to slot a.
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0+0-1.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+
+	old := r.agent(t, "a", v1, nil)
+	if err := old.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle back on slot a: %v", err)
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+	st = r.state(t)
+	if st.Phase != PhaseIdle || st.Bad[v2] != why || !strings.HasPrefix(st.Event, "rolled back from 2.0.0: ") {
+		t.Errorf("state = %+v, want idle with 2.0.0 still bad (%q)", st, why)
+	}
+	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+		t.Errorf("slot a's file changed")
+	}
+	// v2 is still the newest release: it is not tried again.
+	installed, err := old.Poll(t.Context())
+	if installed || err != nil || old.State().LastResult != "no update" {
+		t.Errorf("Poll after the rollback = %v, %v (%q); want no update", installed, err, old.State().LastResult)
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries after the poll = %q, want %q", got, want)
+	}
+	if r.reboots != 2 {
+		t.Errorf("Reboot called %d times, want 2", r.reboots)
+	}
+}
+
+// TestUpdateThroughNginx: the same repository served by nginx configured
+// as docs/nginx.md says.
+func TestUpdateThroughNginx(t *testing.T) {
+	nginx := testutil.Nginx(t)
+	r := newRig(t, tufrepo.Options{})
+	r.url = testutil.StartNginx(t, nginx, r.repoDir, r.certDir)
+	r.publish(t, v2)
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	installV2(t, r, a)
+	// An idle poll through nginx (a conditional GET of timestamp.json) passes too.
+	if err := a.Repo.Refresh(t.Context()); err != nil {
+		t.Errorf("Refresh through nginx: %v", err)
+	}
+}
+
+// breakSignature flips one hex digit of the first signature in a metadata
+// file, keeping it valid JSON.
+func breakSignature(t *testing.T, path string) {
+	t.Helper()
+	b := readFile(t, path)
+	i := bytes.Index(b, []byte(`"sig"`))
+	if i < 0 {
+		t.Fatalf("%s: no signature", path)
+	}
+	j := bytes.IndexByte(b[i+len(`"sig"`):], '"')
+	if j < 0 {
+		t.Fatalf("%s: malformed signature", path)
+	}
+	k := i + len(`"sig"`) + j + 1 // the first hex digit
+	if b[k] == '0' {
+		b[k] = '1'
+	} else {
+		b[k] = '0'
+	}
+	writeFile(t, path, b)
+}
+
+// forgeRoot writes the next root version after the root in from, with a
+// fresh root key and signed by that key only.
+func forgeRoot(t *testing.T, from, to string) {
+	t.Helper()
+	root, err := metadata.Root().FromFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range root.Signed.Roles[metadata.ROOT].KeyIDs {
+		if err := root.Signed.RevokeKey(id, metadata.ROOT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Signed.AddKey(key, metadata.ROOT); err != nil {
+		t.Fatal(err)
+	}
+	root.Signed.Version++
+	s, err := signature.LoadED25519Signer(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.ClearSignatures()
+	if _, err := root.Sign(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.ToFile(to, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func equal(a, b []string) bool {
+	return strings.Join(a, "\x00") == strings.Join(b, "\x00")
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, p string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sumFile is the sha256 of the file's first n bytes (all when n < 0).
+func sumFile(t *testing.T, p string, n int64) [sha256.Size]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if n >= 0 {
+		r = io.LimitReader(f, n)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		t.Fatal(err)
+	}
+	var s [sha256.Size]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
