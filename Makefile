@@ -13,7 +13,7 @@ export PLUMB_CACHE := $(CACHE)
 # Debian packages the builder, the tests and the VM harness run.
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
-	zstd xz-utils nginx-light
+	zstd xz-utils nginx-light curl
 
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
 # same cache plumb build uses). The kernel is the demo recipe's.

@@ -4,6 +4,9 @@
 # squashfs: our writer against mksquashfs -comp zstd at the same level, on
 # the demo recipe's root filesystem tree (built, then unpacked as root so
 # owners, modes and devices are kept).
+#
+# download: updater/fetch streaming a 1 GiB TUF target into a file
+# (throughput, peak RSS) next to curl | dd on the same server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_OUT:-$PWD/out/bench}
@@ -18,3 +21,7 @@ unsquashfs -q -n -d "$out/tree" "$out/demo/rootfs.sqfs" >/dev/null
 
 echo "== squashfs: plumb vs mksquashfs, zstd level $level, demo rootfs tree"
 go run ./bench/squashfs -tree "$out/tree" -level "$level"
+
+echo
+echo "== download: 1 GiB TUF target streamed into a file-backed slot vs curl | dd, same local HTTPS server"
+sh bench/download.sh

@@ -226,7 +226,7 @@ func (a *Agent) install(ctx context.Context, c *Candidate) error {
 	defer f.Close()
 	log.Info("downloading release", "target", c.Path, "bytes", c.Facts.Rootfs.Size)
 	start := time.Now()
-	n, err := a.Repo.Download(ctx, c.Path, f, nil)
+	n, err := a.Repo.Download(ctx, c.Path, f, &progressSaver{a: a, every: 2 * time.Second})
 	if err != nil {
 		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
 	}
@@ -318,4 +318,23 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// progressSaver counts downloaded bytes into the state and saves it at most
+// every interval, so plumbd status shows an update's progress.
+type progressSaver struct {
+	a     *Agent
+	every time.Duration
+	last  time.Time
+}
+
+func (p *progressSaver) Write(b []byte) (int, error) {
+	p.a.state.Bytes += int64(len(b))
+	if time.Since(p.last) >= p.every {
+		p.last = time.Now()
+		if err := p.a.save(); err != nil {
+			p.a.log().Warn("saving download progress", "err", err)
+		}
+	}
+	return len(b), nil
 }
