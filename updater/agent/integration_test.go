@@ -801,3 +801,30 @@ func sumFile(t *testing.T, p string, n int64) [sha256.Size]byte {
 	copy(s[:], h.Sum(nil))
 	return s
 }
+
+// TestCommitSurvivesPowerCut: power is lost after the commit's rename on
+// the ESP but before the agent saved "committed": the next boot runs the
+// committed release and Settle completes the state instead of starting
+// the update over.
+func TestCommitSurvivesPowerCut(t *testing.T) {
+	r := newRig(t, tufrepo.Options{})
+	r.publish(t, v2)
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	installV2(t, r, a)
+	bootTrial(t, r, "plumb-2.0.0.conf") // committed on the ESP …
+	st := r.state(t)
+	st.Phase = PhaseTrial // … but the state still says trial
+	if err := st.Save(filepath.Join(r.dataDir, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+	b := r.agent(t, "b", v2, nil)
+	if err := b.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
+		t.Errorf("state after the power cut = %+v, want committed 2.0.0", st)
+	}
+}

@@ -98,6 +98,14 @@ func (a *Agent) Settle(ctx context.Context) error {
 		}
 		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
 		return nil
+	case mine != nil && mine.Committed && a.state.Version == running && a.state.Phase != PhaseCommitted && a.state.Phase != PhaseIdle:
+		// Power was lost between the commit's rename and saving it.
+		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
+		if err := a.save(); err != nil {
+			return err
+		}
+		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
+		return nil
 	case a.state.Phase == PhaseEntry && a.state.Version != running && pendingTrial(entries, a.state.Version):
 		// Installed, its trial entry untried: waiting for the reboot the
 		// policy allows.
