@@ -27,47 +27,20 @@ const copyBuffer = 256 << 10
 // and w's content must then be discarded. Nothing is buffered beyond a
 // fixed copy buffer.
 func (c *Client) Download(ctx context.Context, targetPath string, w io.Writer, progress io.Writer) (int64, error) {
-	c.mu.Lock()
-	up, f := c.up, c.f
-	if f != nil {
-		f.ctx = ctx // delegated metadata may be fetched now
-	}
-	var (
-		tf  *metadata.TargetFiles
-		err error
-	)
-	if up != nil {
-		tf, err = up.GetTargetInfo(targetPath)
-	}
-	c.mu.Unlock()
-	if up == nil {
-		return 0, fmt.Errorf("target %s: no trusted metadata: Refresh first", targetPath)
-	}
+	tf, want, u, err := c.targetInfo(ctx, targetPath)
 	if err != nil {
-		if strings.HasSuffix(err.Error(), "not found") && !errors.Is(err, &metadata.ErrRepository{}) {
-			return 0, fmt.Errorf("target %s: not in the trusted metadata", targetPath)
-		}
-		return 0, explain(err, f.lastName, up, f.lastBody)
+		return 0, err
 	}
-	want := hex.EncodeToString(tf.Hashes["sha256"])
-	if len(want) != sha256.Size*2 {
-		return 0, refuse(nil, "target %s: trusted metadata has no sha256 for it", targetPath)
-	}
-	u := c.targetURL(targetPath, want, up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot)
 	c.log.Debug("downloading target", "target", targetPath, "url", u, "length", tf.Length)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0, fmt.Errorf("target %s: %w", targetPath, err)
-	}
-	resp, err := c.http.Do(req)
+	resp, body, stop, err := c.openTarget(ctx, u, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("target %s: %w", targetPath, ctx.Err())
 		}
 		return 0, fmt.Errorf("target %s: %w", targetPath, &transportError{url: u, err: err})
 	}
-	defer resp.Body.Close()
+	defer stop()
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("target %s: %w", targetPath, &transportError{url: u, status: resp.StatusCode})
 	}
@@ -80,7 +53,7 @@ func (c *Client) Download(ctx context.Context, targetPath string, w io.Writer, p
 	if progress != nil {
 		dst = io.MultiWriter(w, h, progress)
 	}
-	n, err := io.CopyBuffer(dst, io.LimitReader(resp.Body, tf.Length), make([]byte, copyBuffer))
+	n, err := io.CopyBuffer(dst, io.LimitReader(body, tf.Length), make([]byte, copyBuffer))
 	if err != nil {
 		if ctx.Err() != nil {
 			return n, fmt.Errorf("target %s: %w", targetPath, ctx.Err())
@@ -92,7 +65,7 @@ func (c *Client) Download(ctx context.Context, targetPath string, w io.Writer, p
 	}
 	// One more byte than recorded is a refusal (endless data attack).
 	var extra [1]byte
-	if k, _ := io.ReadFull(resp.Body, extra[:]); k > 0 {
+	if k, _ := io.ReadFull(body, extra[:]); k > 0 {
 		return n, refuse(nil, "target %s: longer than its trusted length %d", targetPath, tf.Length)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
@@ -100,6 +73,35 @@ func (c *Client) Download(ctx context.Context, targetPath string, w io.Writer, p
 	}
 	c.log.Info("target downloaded", "target", targetPath, "bytes", n, "sha256", want)
 	return n, nil
+}
+
+// targetInfo looks targetPath up in the trusted metadata of the last
+// Refresh: its trusted facts, its sha256 in hex and its URL.
+func (c *Client) targetInfo(ctx context.Context, targetPath string) (tf *metadata.TargetFiles, want, u string, err error) {
+	c.mu.Lock()
+	up, f := c.up, c.f
+	if f != nil {
+		f.ctx = ctx // delegated metadata may be fetched now
+	}
+	if up != nil {
+		tf, err = up.GetTargetInfo(targetPath)
+	}
+	c.mu.Unlock()
+	if up == nil {
+		return nil, "", "", fmt.Errorf("target %s: no trusted metadata: Refresh first", targetPath)
+	}
+	if err != nil {
+		if strings.HasSuffix(err.Error(), "not found") && !errors.Is(err, &metadata.ErrRepository{}) {
+			return nil, "", "", fmt.Errorf("target %s: not in the trusted metadata", targetPath)
+		}
+		return nil, "", "", explain(err, f.lastName, up, f.lastBody)
+	}
+	want = hex.EncodeToString(tf.Hashes["sha256"])
+	if len(want) != sha256.Size*2 {
+		return nil, "", "", refuse(nil, "target %s: trusted metadata has no sha256 for it", targetPath)
+	}
+	u = c.targetURL(targetPath, want, up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot)
+	return tf, want, u, nil
 }
 
 // targetURL is where targetPath is served: with consistent snapshots the

@@ -33,6 +33,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+	"golang.org/x/time/rate"
 
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
@@ -50,8 +51,9 @@ type Options struct {
 	MetadataDir string
 	// TrustedRoot is the initial root.json, used when MetadataDir has none.
 	TrustedRoot []byte
-	// HTTPClient does the requests (CA bundle, proxy, timeouts); nil means
-	// http.DefaultClient, which is used but never changed.
+	// HTTPClient does the requests (CA bundle, timeouts); nil means
+	// http.DefaultClient. Neither is changed: the Client uses a copy whose
+	// *http.Transport is cloned to set Link.Proxy.
 	HTTPClient *http.Client
 	// Log receives debug and info records; nil discards them.
 	Log *slog.Logger
@@ -59,6 +61,8 @@ type Options struct {
 	// go-tuf's defaults (512 KB root, 16 KB timestamp, 2 MB snapshot,
 	// 5 MB targets).
 	MaxMetadataSize int64
+	// Link sets the proxy, timeouts, bandwidth cap and retries.
+	Link Link
 }
 
 // Target is a trusted target.
@@ -75,7 +79,10 @@ type Client struct {
 	targetsURL  string
 	dir         string
 	initialRoot []byte
-	http        doer
+	http        doer // metadata requests (with Link.RequestTimeout)
+	dl          doer // target requests
+	link        Link
+	limit       *rate.Limiter // Link.RateLimit; nil when uncapped
 	log         *slog.Logger
 	maxSize     int64
 	now         func() time.Time // the clock; tests replace it
@@ -120,13 +127,12 @@ func New(opts Options) (*Client, error) {
 		targetsURL:  strings.TrimSuffix(targetsURL, "/") + "/",
 		dir:         opts.MetadataDir,
 		initialRoot: opts.TrustedRoot,
-		http:        opts.HTTPClient,
 		log:         opts.Log,
 		maxSize:     opts.MaxMetadataSize,
 		now:         time.Now,
 	}
-	if opts.HTTPClient == nil {
-		c.http = http.DefaultClient
+	if err := c.setLink(opts); err != nil {
+		return nil, err
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
