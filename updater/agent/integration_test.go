@@ -8,6 +8,8 @@ package agent
 // Agent.Reboot records the call instead of rebooting.
 
 import (
+	"github.com/plumb-os/plumb/updater/release"
+
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -174,6 +176,7 @@ type rig struct {
 	sumA     [sha256.Size]byte // slot a's file before the test
 	reboots  int
 	repoOpts tufrepo.Options
+	srv      *server.Server
 }
 
 // newRig makes a repository with opts (its clock and expiries), publishes
@@ -207,6 +210,7 @@ func newRig(t *testing.T, opts tufrepo.Options) *rig {
 			t.Errorf("server: %v", err)
 		}
 	})
+	r.srv = srv
 	r.url = "https://" + l.Addr().String()
 	ca, err := os.ReadFile(srv.CACertPath())
 	if err != nil {
@@ -826,5 +830,43 @@ func TestCommitSurvivesPowerCut(t *testing.T) {
 	}
 	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
 		t.Errorf("state after the power cut = %+v, want committed 2.0.0", st)
+	}
+}
+
+// TestResumeInterruptedDownload: power was lost halfway through writing
+// v2 into slot b; after the restart the agent keeps the download, re-checks
+// the half on disk and fetches only the rest.
+func TestResumeInterruptedDownload(t *testing.T) {
+	r := newRig(t, tufrepo.Options{})
+	r.publish(t, v2)
+	data := readFile(t, r.rel[v2].file(builder.RootfsFile))
+	half := int64(len(data) / 2)
+	f, err := os.OpenFile(r.slots["b"].Device, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(data[:half], 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	st := &State{Phase: PhaseDownloading, Version: v2, Target: release.TargetPath("test", v2), Slot: "b", Bytes: half, Total: int64(len(data))}
+	os.MkdirAll(r.dataDir, 0o755)
+	if err := st.Save(filepath.Join(r.dataDir, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.state(t); got.Phase != PhaseDownloading || got.Bytes != half {
+		t.Fatalf("state after Settle = %+v, want the download kept at %d bytes", got, half)
+	}
+	before := r.srv.Stats().BytesOut
+	installV2(t, r, a)
+	sent := r.srv.Stats().BytesOut - before
+	t.Logf("resumed at %d of %d bytes; the server sent %d", half, len(data), sent)
+	if sent > int64(len(data))*6/10 {
+		t.Errorf("the server sent %d bytes for the second half of a %d-byte image, want about half", sent, len(data))
 	}
 }

@@ -20,7 +20,7 @@ import (
 type repository interface {
 	Refresh(ctx context.Context) error
 	Targets() ([]fetch.Target, error)
-	Download(ctx context.Context, targetPath string, w io.Writer, progress io.Writer) (int64, error)
+	DownloadFile(ctx context.Context, targetPath string, f *os.File, done int64, progress io.Writer) (int64, error)
 }
 
 // Agent updates one device. Call Settle once after boot, then Poll (or Run,
@@ -126,6 +126,10 @@ func (a *Agent) Settle(ctx context.Context) error {
 		}
 		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
 		return a.save()
+	case a.state.Phase == PhaseDownloading && a.state.Version != running:
+		// The next poll resumes the download from the bytes recorded.
+		a.log().Info("resuming interrupted download", "version", a.state.Version, "bytes", a.state.Bytes)
+		return nil
 	case a.state.Phase != PhaseIdle && a.state.Phase != PhaseCommitted:
 		// An update was cut short before its reboot: start it again.
 		a.log().Info("resuming interrupted update", "phase", a.state.Phase, "version", a.state.Version)
@@ -205,7 +209,9 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	if err := a.install(ctx, cand); err != nil {
 		a.state.LastResult = err.Error()
-		a.state.Phase = PhaseIdle
+		if a.state.Phase != PhaseDownloading { // a download resumes at the next poll
+			a.state.Phase = PhaseIdle
+		}
 		a.save()
 		return false, err
 	}
@@ -218,8 +224,12 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 func (a *Agent) install(ctx context.Context, c *Candidate) error {
 	to := a.Device.Inactive()
 	log := a.log().With("version", c.Facts.Version, "slot", to)
+	var done int64
+	if a.state.Phase == PhaseDownloading && a.state.Version == c.Facts.Version && a.state.Target == c.Path && a.state.Slot == to {
+		done = a.state.Bytes // written and synced before the interruption
+	}
 	a.state.Phase, a.state.Version, a.state.Target, a.state.Slot = PhaseDownloading, c.Facts.Version, c.Path, to
-	a.state.Bytes, a.state.Total = 0, c.Facts.Rootfs.Size
+	a.state.Bytes, a.state.Total = done, c.Facts.Rootfs.Size
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -232,10 +242,15 @@ func (a *Agent) install(ctx context.Context, c *Candidate) error {
 		return err
 	}
 	defer f.Close()
-	log.Info("downloading release", "target", c.Path, "bytes", c.Facts.Rootfs.Size)
+	log.Info("downloading release", "target", c.Path, "bytes", c.Facts.Rootfs.Size, "resume_at", done)
 	start := time.Now()
-	n, err := a.Repo.Download(ctx, c.Path, f, &progressSaver{a: a, every: 2 * time.Second})
+	saver := &progressSaver{a: a, f: f, every: 2 * time.Second}
+	n, err := a.Repo.DownloadFile(ctx, c.Path, f, done, saver)
 	if err != nil {
+		// Keep what is on disk for the next attempt.
+		if f.Sync() == nil {
+			a.state.Bytes = n
+		}
 		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -328,18 +343,29 @@ func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }
 
-// progressSaver counts downloaded bytes into the state and saves it at most
-// every interval, so plumbd status shows an update's progress.
+// progressSaver counts downloaded bytes into the state and, at most every
+// interval, syncs the slot and saves the count: plumbd status shows the
+// progress, and a download cut by a power loss resumes from bytes that are
+// on disk. (The fetch client re-hashes the prefix anyway.)
 type progressSaver struct {
 	a     *Agent
+	f     *os.File // the slot; nil in tests that only count
 	every time.Duration
 	last  time.Time
 }
 
 func (p *progressSaver) Write(b []byte) (int, error) {
 	p.a.state.Bytes += int64(len(b))
+	if p.a.state.Total > 0 && p.a.state.Bytes > p.a.state.Total {
+		p.a.state.Bytes = p.a.state.Total // a restart from 0 counts bytes again
+	}
 	if time.Since(p.last) >= p.every {
 		p.last = time.Now()
+		if p.f != nil {
+			if err := p.f.Sync(); err != nil {
+				return len(b), nil // not durable: do not record it
+			}
+		}
 		if err := p.a.save(); err != nil {
 			p.a.log().Warn("saving download progress", "err", err)
 		}

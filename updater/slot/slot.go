@@ -142,8 +142,9 @@ func (d *Device) inactive() (string, Partition, error) {
 	return s, p, nil
 }
 
-// OpenInactive opens the inactive slot's partition for writing (O_WRONLY,
-// no truncation: a block device), refusing the running slot, and checks
+// OpenInactive opens the inactive slot's partition for writing (O_RDWR, so
+// an interrupted download can re-read its prefix; no truncation: a block
+// device), refusing the running slot, and checks
 // that an image of size bytes fits. The caller writes from offset 0,
 // syncs and closes it. In DryRun it returns a file on os.DevNull.
 func (d *Device) OpenInactive(size int64) (*os.File, error) {
@@ -154,7 +155,7 @@ func (d *Device) OpenInactive(size int64) (*os.File, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("opening slot %s: image size: expected a positive size, got %d", s, size)
 	}
-	f, err := os.OpenFile(p.Device, os.O_WRONLY, 0)
+	f, err := os.OpenFile(p.Device, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening slot %s: %w", s, err)
 	}
