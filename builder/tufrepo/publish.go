@@ -83,6 +83,11 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 		copyImage = false
 	}
 
+	// Keys first: a role short of its threshold fails before any copy.
+	signers, err := r.signers(st.root, metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP)
+	if err != nil {
+		return nil, err
+	}
 	t := &txn{}
 	defer func() {
 		if rerr := t.rollback(); rerr != nil {
@@ -102,10 +107,6 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 	st.targets.Signed.Targets[path] = tf
 
 	changed := map[string]bool{metadata.TARGETS: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
-	signers, err := r.signers(metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP)
-	if err != nil {
-		return nil, err
-	}
 	if err := r.bump(st, changed, signers); err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func (r *Repo) Refresh(ctx context.Context) (err error) {
 			names = append(names, role)
 		}
 	}
-	signers, err := r.signers(names...)
+	signers, err := r.signers(st.root, names...)
 	if err != nil {
 		return err
 	}

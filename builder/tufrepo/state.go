@@ -69,35 +69,53 @@ func (st *state) verify() error {
 	return nil
 }
 
-// signAll signs the roles present in signers (replacing their signatures),
-// then verifies the whole set against root.
-func (st *state) signAll(signers map[string]signature.Signer) error {
+// signAll signs the roles present in signers with all of their keys
+// (replacing their signatures), then verifies the whole set against root.
+func (st *state) signAll(signers map[string][]signature.Signer) error {
 	for _, role := range roles {
-		s, ok := signers[role]
+		ss, ok := signers[role]
 		if !ok {
 			continue
 		}
-		var err error
 		switch role {
 		case metadata.ROOT:
 			st.root.ClearSignatures()
-			_, err = st.root.Sign(s)
 		case metadata.TARGETS:
 			st.targets.ClearSignatures()
-			_, err = st.targets.Sign(s)
 		case metadata.SNAPSHOT:
 			st.snapshot.ClearSignatures()
-			_, err = st.snapshot.Sign(s)
 		case metadata.TIMESTAMP:
 			st.timestamp.ClearSignatures()
-			_, err = st.timestamp.Sign(s)
 		}
-		if err != nil {
-			return fmt.Errorf("signing %s: %w", role, err)
+		for _, s := range ss {
+			if err := st.sign(role, s); err != nil {
+				return err
+			}
 		}
 	}
 	if err := st.verify(); err != nil {
 		return fmt.Errorf("checking new signatures (do the key files match root.json?): %w", err)
+	}
+	return nil
+}
+
+// sign adds one signature to role's metadata.
+func (st *state) sign(role string, s signature.Signer) error {
+	var err error
+	switch role {
+	case metadata.ROOT:
+		_, err = st.root.Sign(s)
+	case metadata.TARGETS:
+		_, err = st.targets.Sign(s)
+	case metadata.SNAPSHOT:
+		_, err = st.snapshot.Sign(s)
+	case metadata.TIMESTAMP:
+		_, err = st.timestamp.Sign(s)
+	default:
+		err = fmt.Errorf("unknown role")
+	}
+	if err != nil {
+		return fmt.Errorf("signing %s: %w", role, err)
 	}
 	return nil
 }
@@ -145,6 +163,26 @@ func (t *txn) replace(path string, data []byte, perm os.FileMode) error {
 	}
 	t.replaced = append(t.replaced, s)
 	return nil
+}
+
+// remove removes path, remembering its content for rollback.
+func (t *txn) remove(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+	t.replaced = append(t.replaced, saved{path: path, data: old, perm: fi.Mode().Perm()})
+	return syncDir(filepath.Dir(path))
 }
 
 // mkdirAll creates dir and missing parents, remembering those it created.
@@ -203,7 +241,7 @@ func (t *txn) rollback() error {
 // bump gives the roles in changed a new version and expiry, links
 // snapshot to targets and timestamp to snapshot, and signs them with the
 // keys in signers (which must hold every changed role).
-func (r *Repo) bump(st *state, changed map[string]bool, signers map[string]signature.Signer) error {
+func (r *Repo) bump(st *state, changed map[string]bool, signers map[string][]signature.Signer) error {
 	if changed[metadata.ROOT] {
 		st.root.Signed.Version++
 		st.root.Signed.Expires = r.expires(metadata.ROOT)
@@ -223,7 +261,7 @@ func (r *Repo) bump(st *state, changed map[string]bool, signers map[string]signa
 		st.timestamp.Signed.Expires = r.expires(metadata.TIMESTAMP)
 	}
 	for role := range changed {
-		if signers[role] == nil {
+		if len(signers[role]) == 0 {
 			return fmt.Errorf("signing %s: no key loaded", role)
 		}
 	}
@@ -278,17 +316,4 @@ func (r *Repo) writeFixed(t *txn, st *state, changed map[string]bool) error {
 		}
 	}
 	return nil
-}
-
-// signers loads the keys of the given roles.
-func (r *Repo) signers(roles ...string) (map[string]signature.Signer, error) {
-	m := map[string]signature.Signer{}
-	for _, role := range roles {
-		s, err := r.signer(role)
-		if err != nil {
-			return nil, err
-		}
-		m[role] = s
-	}
-	return m, nil
 }

@@ -4,8 +4,8 @@
 //
 // Init creates a repository directory (keys and the first metadata); Open
 // returns a Repo on which Publish adds a release, Refresh re-signs the
-// short-lived metadata, Rotate replaces a role's key and Releases lists what
-// is published. Each operation reads the repository afresh, takes an
+// short-lived metadata, Rotate replaces a role's keys, Releases lists what
+// is published and Keys lists each role's threshold and keys. Each operation reads the repository afresh, takes an
 // exclusive lock on DIR/lock, and either completes or leaves the repository
 // as it was: new versioned files are written first, the files clients read
 // by fixed name (timestamp.json, root.json) are replaced atomically last,
@@ -15,11 +15,16 @@
 // Layout:
 //
 //	DIR/keys/{root,targets,snapshot,timestamp}.key   ed25519, PKCS#8 PEM, 0600
+//	DIR/keys/<role>-2.key … <role>-N.key             the further keys of a role with threshold N
 //	DIR/repository/metadata/{N.root.json, root.json, timestamp.json, N.snapshot.json, N.targets.json}
 //	DIR/repository/targets/<hardware>/<version>/<sha256>.rootfs.sqfs
 //
-// keys/root.key is only needed by Rotate; it is meant to live offline and
-// be copied in for a rotation.
+// Each role has Options.Threshold[role] keys (default 1) and needs all of
+// them: its metadata is signed with every key of the role present in
+// DIR/keys, and an operation that finds fewer than the threshold fails
+// before writing anything. The root keys (keys/root*.key) are only needed
+// by Rotate; they are meant to live offline, each with its holder, and be
+// copied in for a rotation.
 package tufrepo
 
 import (
@@ -78,6 +83,11 @@ type Options struct {
 	// Expiry is each role's validity, replacing the defaults role by role:
 	// root 365 days, targets 90, snapshot 7, timestamp 1.
 	Expiry map[string]time.Duration
+	// Threshold is each role's signature threshold (1..10, default 1),
+	// used by Init only: it creates that many keys for the role and
+	// requires all of them. Later operations read thresholds from
+	// root.json.
+	Threshold map[string]int
 	// Now is the clock (time.Now when nil); for tests.
 	Now func() time.Time
 	// Log receives progress; nil discards.
@@ -99,6 +109,20 @@ func (o Options) resolve() (Options, error) {
 		exp[k] = v
 	}
 	o.Expiry = exp
+	thr := make(map[string]int, len(roles))
+	for _, role := range roles {
+		thr[role] = 1
+	}
+	for k, v := range o.Threshold {
+		if _, ok := thr[k]; !ok {
+			return o, invalid("threshold: expected a role (root, targets, snapshot, timestamp), got %q", k)
+		}
+		if v < 1 || v > maxThreshold {
+			return o, invalid("threshold[%s]: expected 1..%d keys, got %d", k, maxThreshold, v)
+		}
+		thr[k] = v
+	}
+	o.Threshold = thr
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -126,13 +150,17 @@ const (
 )
 
 func (r *Repo) metaPath(name string) string { return filepath.Join(r.dir, metaSubdir, name) }
-func (r *Repo) keyPath(role string) string  { return filepath.Join(r.dir, keysDir, role+".key") }
+func (r *Repo) keyPath(role string) string  { return r.keyPathN(role, 1) }
+func (r *Repo) keyPathN(role string, i int) string {
+	return filepath.Join(r.dir, keysDir, keyFileName(role, i))
+}
 func versioned(version int64, role string) string {
 	return strconv.FormatInt(version, 10) + "." + role + ".json"
 }
 
 // Init creates a repository in dir (created if missing, refused when not
-// empty): a fresh ed25519 key per role, root version 1 listing them,
+// empty): Options.Threshold[role] fresh ed25519 keys per role (one by
+// default), root version 1 listing them with that threshold,
 // empty targets, snapshot and timestamp version 1. On failure it removes
 // what it created.
 func Init(ctx context.Context, dir string, opts Options) (err error) {
@@ -175,39 +203,39 @@ func Init(ctx context.Context, dir string, opts Options) (err error) {
 	}
 	now := r.now()
 	root := metadata.Root(now.Add(opts.Expiry[metadata.ROOT]))
-	keys := map[string]ed25519.PrivateKey{}
+	signers := map[string][]signature.Signer{}
 	for _, role := range roles {
-		if err := ctx.Err(); err != nil {
-			return err
+		n := opts.Threshold[role]
+		for i := 1; i <= n; i++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			priv, key, err := newKey()
+			if err != nil {
+				return err
+			}
+			if err := root.Signed.AddKey(key, role); err != nil {
+				return fmt.Errorf("adding %s key: %w", role, err)
+			}
+			s, err := signature.LoadED25519Signer(priv)
+			if err != nil {
+				return fmt.Errorf("loading %s key: %w", role, err)
+			}
+			signers[role] = append(signers[role], s)
+			pemBytes, err := encodeKey(priv)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(r.keyPathN(role, i), pemBytes, 0o600); err != nil {
+				return err
+			}
 		}
-		priv, key, err := newKey()
-		if err != nil {
-			return err
-		}
-		if err := root.Signed.AddKey(key, role); err != nil {
-			return fmt.Errorf("adding %s key: %w", role, err)
-		}
-		keys[role] = priv
-		pemBytes, err := encodeKey(priv)
-		if err != nil {
-			return err
-		}
-		if err := writeNew(r.keyPath(role), pemBytes, 0o600); err != nil {
-			return err
-		}
+		root.Signed.Roles[role].Threshold = n
 	}
 	st := &state{root: root}
 	st.targets = metadata.Targets(now.Add(opts.Expiry[metadata.TARGETS]))
 	st.snapshot = metadata.Snapshot(now.Add(opts.Expiry[metadata.SNAPSHOT]))
 	st.timestamp = metadata.Timestamp(now.Add(opts.Expiry[metadata.TIMESTAMP]))
-	signers := map[string]signature.Signer{}
-	for role, k := range keys {
-		s, err := signature.LoadED25519Signer(k)
-		if err != nil {
-			return fmt.Errorf("loading %s key: %w", role, err)
-		}
-		signers[role] = s
-	}
 	if err := st.signAll(signers); err != nil {
 		return err
 	}
@@ -230,7 +258,7 @@ func Init(ctx context.Context, dir string, opts Options) (err error) {
 			return err
 		}
 	}
-	opts.Log.Info("repository created", "dir", dir, "root_expires", root.Signed.Expires)
+	opts.Log.Info("repository created", "dir", dir, "root_expires", root.Signed.Expires, "thresholds", opts.Threshold)
 	return nil
 }
 
@@ -299,16 +327,6 @@ func encodeKey(priv ed25519.PrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("encoding key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// signer reads role's key file.
-func (r *Repo) signer(role string) (signature.Signer, error) {
-	path := r.keyPath(role)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s key: %w", role, err)
-	}
-	return decodeSigner(path, data)
 }
 
 func decodeSigner(path string, data []byte) (signature.Signer, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -14,8 +16,9 @@ import (
 func init() { badInputClasses = append(badInputClasses, tufrepo.ErrInvalid) }
 
 type repoOptions struct {
-	dir     string
-	jsonOut bool
+	dir       string
+	jsonOut   bool
+	threshold []string // ROLE=N, from repeated --threshold
 }
 
 func newRepoCmd(e *env) *cobra.Command {
@@ -25,32 +28,85 @@ func newRepoCmd(e *env) *cobra.Command {
 		Long: `A repository directory holds:
   keys/root.key                  the root key: keep it offline, copy it in only for "plumb repo rotate"
   keys/{targets,snapshot,timestamp}.key
+  keys/<role>-2.key …            a role's further keys when its threshold is above 1
   repository/metadata/           TUF metadata (served as BASE/metadata/)
   repository/targets/            release images (served as BASE/targets/)
 
 Serve DIR/repository with "plumb serve DIR" or any static web server.`,
 	}
-	cmd.AddCommand(newRepoInitCmd(e), newRepoRefreshCmd(e), newRepoRotateCmd(e), newRepoLsCmd(e))
+	cmd.AddCommand(newRepoInitCmd(e), newRepoRefreshCmd(e), newRepoRotateCmd(e), newRepoLsCmd(e), newRepoKeysCmd(e))
 	return cmd
 }
 
 func newRepoInitCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var o repoOptions
+	cmd := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create a repository with new keys (DIR must be empty or missing)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create a repository with new keys (DIR must be empty or missing).
+
+--threshold ROLE=N (repeatable) gives ROLE N keys, all of which must sign its
+metadata: keys/ROLE.key, keys/ROLE-2.key … keys/ROLE-N.key. The default is 1.`,
+		Example: "  plumb repo init /srv/repo --threshold root=2 --threshold targets=2",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRepoInit(cmd.Context(), e, repoOptions{dir: args[0]})
+			o.dir = args[0]
+			return runRepoInit(cmd.Context(), e, o)
 		},
 	}
+	cmd.Flags().StringArrayVar(&o.threshold, "threshold", nil, "ROLE=N: number of keys, all required, for root, targets, snapshot or timestamp (repeatable; default 1)")
+	return cmd
+}
+
+// parseThresholds parses repeated --threshold ROLE=N values; tufrepo
+// checks the role names and ranges.
+func parseThresholds(vals []string) (map[string]int, error) {
+	m := map[string]int{}
+	for _, v := range vals {
+		role, num, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(num)
+		if !ok || role == "" || err != nil {
+			return nil, badInput(fmt.Errorf("--threshold: expected ROLE=N (e.g. root=2), got %q", v))
+		}
+		if _, dup := m[role]; dup {
+			return nil, badInput(fmt.Errorf("--threshold: role %q given twice", role))
+		}
+		m[role] = n
+	}
+	return m, nil
 }
 
 func runRepoInit(ctx context.Context, e *env, o repoOptions) error {
-	if err := tufrepo.Init(ctx, o.dir, tufrepo.Options{Log: e.log}); err != nil {
+	thr, err := parseThresholds(o.threshold)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "created repository %s\nmove %s offline: it is needed only to rotate keys\n",
-		o.dir, filepath.Join(o.dir, "keys", "root.key"))
+	if err := tufrepo.Init(ctx, o.dir, tufrepo.Options{Log: e.log, Threshold: thr}); err != nil {
+		return err
+	}
+	r, err := openRepo(e, o.dir)
+	if err != nil {
+		return err
+	}
+	roles, err := r.Keys()
+	if err != nil {
+		return err
+	}
+	var rootKeys []string
+	for _, rk := range roles {
+		if rk.Role == "root" {
+			for _, k := range rk.Keys {
+				rootKeys = append(rootKeys, filepath.Join(o.dir, k.File))
+			}
+		}
+	}
+	n := len(rootKeys)
+	if n == 1 {
+		fmt.Fprintf(e.stdout, "created repository %s\nmove %s offline: it is needed only to rotate keys\n", o.dir, rootKeys[0])
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "created repository %s\nmove %s offline, each to its holder: all %d are needed to rotate keys\n",
+		o.dir, strings.Join(rootKeys, ", "), n)
 	return nil
 }
 
@@ -72,7 +128,7 @@ func newRepoRefreshCmd(e *env) *cobra.Command {
 func newRepoRotateCmd(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate DIR ROLE",
-		Short: "Replace a role's key (root, targets, snapshot or timestamp); needs keys/root.key",
+		Short: "Replace all keys of a role (root, targets, snapshot or timestamp); needs the root keys",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := openRepo(e, args[0])
@@ -83,6 +139,9 @@ func newRepoRotateCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "rotated the %s key\n", args[1])
+			if args[1] == "root" {
+				fmt.Fprintf(e.stdout, "move the new %s offline again\n", filepath.Join(args[0], "keys", "root*.key"))
+			}
 			return nil
 		},
 	}
@@ -123,6 +182,47 @@ func runRepoLs(_ context.Context, e *env, o repoOptions) error {
 	for _, rel := range rels {
 		f := rel.Facts
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%%\t%d\t%s\n", f.Hardware, f.Version, f.Kind, f.Channel, f.Rollout, f.Rootfs.Size, f.Rootfs.SHA256)
+	}
+	return tw.Flush()
+}
+
+func newRepoKeysCmd(e *env) *cobra.Command {
+	var o repoOptions
+	cmd := &cobra.Command{
+		Use:   "keys DIR",
+		Short: "List each role's signature threshold, key ids and key files present",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.dir = args[0]
+			return runRepoKeys(cmd.Context(), e, o)
+		},
+	}
+	cmd.Flags().BoolVar(&o.jsonOut, "json", false, "print the roles as JSON")
+	return cmd
+}
+
+func runRepoKeys(_ context.Context, e *env, o repoOptions) error {
+	r, err := openRepo(e, o.dir)
+	if err != nil {
+		return err
+	}
+	roles, err := r.Keys()
+	if err != nil {
+		return err
+	}
+	if o.jsonOut {
+		return printJSON(e.stdout, roles)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tTHRESHOLD\tKEY ID\tFILE")
+	for _, rk := range roles {
+		for _, k := range rk.Keys {
+			file := k.File
+			if file == "" {
+				file = "(not in keys/)"
+			}
+			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", rk.Role, rk.Threshold, len(rk.Keys), k.ID, file)
+		}
 	}
 	return tw.Flush()
 }

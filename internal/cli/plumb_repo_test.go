@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,4 +107,65 @@ func TestRepoVerbs(t *testing.T) {
 	if want := "1.0.0/stable 1.1.0/beta"; strings.Join(got, " ") != want {
 		t.Errorf("repo ls --json versions = %q, want %q", got, want)
 	}
+}
+
+func TestRepoThresholds(t *testing.T) {
+	tmp := t.TempDir()
+	repo := filepath.Join(tmp, "repo")
+	steps := []struct {
+		args    []string
+		code    int
+		wantOut string // substring of stdout (code 0) or stderr
+	}{
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=two"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root=two"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "apps=2"}, exitBadInput, `threshold: expected a role (root, targets, snapshot, timestamp), got "apps"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=11"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 11"},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=0"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 0"},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=2", "--threshold", "root=3"}, exitBadInput, `--threshold: role "root" given twice`},
+		{[]string{"repo", "init", repo, "--threshold", "root=2", "--threshold", "targets=2"}, 0,
+			"move " + filepath.Join(repo, "keys", "root.key") + ", " + filepath.Join(repo, "keys", "root-2.key") + " offline"},
+		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "image one")}, 0, "published demo 1.0.0"},
+		{[]string{"repo", "keys", repo}, 0, "targets    2/2"},
+		{[]string{"repo", "rotate", repo, "root"}, 0, "rotated the root key"},
+	}
+	for _, s := range steps {
+		code, stdout, stderr := runRepoVerbs(t, s.args...)
+		got := stdout
+		if s.code != 0 {
+			got = stderr
+			if strings.Count(stderr, "\n") != 1 {
+				t.Errorf("plumb %q: stderr %q, want one line", s.args, stderr)
+			}
+		}
+		if code != s.code || !strings.Contains(got, s.wantOut) {
+			t.Errorf("plumb %q = exit %d, stdout %q, stderr %q; want exit %d and %q", s.args, code, stdout, stderr, s.code, s.wantOut)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "a")); !os.IsNotExist(err) {
+		t.Errorf("a refused init left %s: %v", filepath.Join(tmp, "a"), err)
+	}
+
+	code, stdout, stderr := runRepoVerbs(t, "repo", "keys", "--json", repo)
+	var roles []tufrepo.RoleKeys
+	if code != 0 || json.Unmarshal([]byte(stdout), &roles) != nil {
+		t.Fatalf("repo keys --json = exit %d, %q, %q", code, stdout, stderr)
+	}
+	var got []string
+	for _, rk := range roles {
+		got = append(got, fmt.Sprintf("%s %d/%d", rk.Role, rk.Threshold, len(rk.Keys)))
+	}
+	if want := "root 2/2 targets 2/2 snapshot 1/1 timestamp 1/1"; strings.Join(got, " ") != want {
+		t.Errorf("repo keys --json = %q, want %q", got, want)
+	}
+
+	// Without one of the two targets keys, publishing fails with one line.
+	if err := os.Remove(filepath.Join(repo, "keys", "targets-2.key")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runRepoVerbs(t, "publish", repo, "--release", writeBuild(t, "2.0.0", "image two"))
+	if code == 0 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "signing targets: 1 of its keys present") || !strings.Contains(stderr, "2 needed") {
+		t.Errorf("publish without targets-2.key = exit %d, stderr %q; want a one-line threshold error", code, stderr)
+	}
+	t.Logf("stderr: %s", stderr)
 }
