@@ -118,14 +118,20 @@ func (a *Agent) Settle(ctx context.Context) error {
 		if prev, ok := a.state.Bad[a.state.Version]; ok {
 			why = prev // the trial boot said why (a failed health check)
 		}
-		a.state.MarkBad(a.state.Version, why)
-		a.state.Event = fmt.Sprintf("rolled back from %s: %s", a.state.Version, why)
-		a.log().Warn("rolled back", "from", a.state.Version, "to", running, "reason", why)
-		if err := a.Device.Discard(a.state.Slot); err != nil {
+		failed, failedSlot := a.state.Version, a.state.Slot
+		a.state.MarkBad(failed, why)
+		a.state.Event = fmt.Sprintf("rolled back from %s: %s", failed, why)
+		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
+		// Durable first, then announced: a power cut right after the log
+		// line must not make the next boot roll back again.
+		if err := a.save(); err != nil {
+			return err
+		}
+		if err := a.Device.Discard(failedSlot); err != nil {
 			a.log().Error("removing the failed entry", "err", err)
 		}
-		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
-		return a.save()
+		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why)
+		return nil
 	case a.state.Phase == PhaseDownloading && a.state.Version != running:
 		// The next poll resumes the download from the bytes recorded.
 		a.log().Info("resuming interrupted download", "version", a.state.Version, "bytes", a.state.Bytes)
@@ -156,10 +162,10 @@ func (a *Agent) failTrial(version string, cause error) error {
 	a.state.MarkBad(version, cause.Error())
 	a.state.Event = fmt.Sprintf("rolled back from %s: %v", version, cause)
 	a.state.Phase = PhaseRebooting
-	a.log().Error("trial failed, rebooting into the previous slot", "version", version, "err", cause)
 	if err := a.save(); err != nil {
 		return err
 	}
+	a.log().Error("trial failed, rebooting into the previous slot", "version", version, "err", cause)
 	// No more tries: the next boot is the previous slot's.
 	if err := a.Device.Exhaust(version); err != nil {
 		a.log().Error("marking the trial entry out of tries", "err", err)
