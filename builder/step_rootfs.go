@@ -196,6 +196,10 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 	c := config.Config{Hardware: b.r.Hardware, Channel: b.r.Channel, Poll: config.Duration(5 * time.Minute), Commit: "health"}
 	if a := b.r.Agent; a != nil {
 		c.Repository, c.Poll, c.Commit, c.Reboot = a.Repository, config.Duration(a.Poll), a.Commit, a.Reboot
+		c.Link = config.Link{
+			Proxy: a.Link.Proxy, RateLimit: int64(a.Link.RateLimit), Attempts: a.Link.Attempts,
+			RequestTimeout: config.Duration(a.Link.RequestTimeout), IdleTimeout: config.Duration(a.Link.IdleTimeout),
+		}
 		for _, h := range a.Health {
 			c.Health = append(c.Health, config.HealthCheck{Command: h.Command, File: h.File, URL: h.URL, Timeout: config.Duration(h.Timeout)})
 		}

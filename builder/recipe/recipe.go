@@ -158,6 +158,7 @@ type Agent struct {
 	// (default), "manual", or a daily window "HH:MM-HH:MM" (UTC).
 	Reboot string        `yaml:"reboot"`
 	Health []HealthCheck `yaml:"health"` // extra checks after a trial boot
+	Link   Link          `yaml:"link"`   // the network to the repository
 }
 
 // Commit policies.
@@ -171,6 +172,17 @@ const (
 	DefaultPoll          = 5 * time.Minute
 	DefaultHealthTimeout = 30 * time.Second
 )
+
+// Link tunes the device's connection to the repository. Zero values keep
+// the agent's defaults: proxy from HTTPS_PROXY, no bandwidth cap, 1m
+// timeouts, 5 attempts per download.
+type Link struct {
+	Proxy          string        `yaml:"proxy"`           // http(s) proxy URL
+	RateLimit      Size          `yaml:"rate_limit"`      // bytes per second, like "256KiB"
+	RequestTimeout time.Duration `yaml:"request_timeout"` // each metadata request
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`    // no byte for this long: retry the download
+	Attempts       int           `yaml:"attempts"`        // tries per download
+}
 
 // HealthCheck is one check after a trial boot: exactly one of Command, File
 // and URL.

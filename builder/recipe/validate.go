@@ -256,6 +256,14 @@ func (a *Agent) Validate() error {
 	if _, err := config.ParseReboot(a.Reboot); err != nil {
 		return fieldErr("reboot", err.Error())
 	}
+	if l := a.Link; l.Proxy != "" {
+		if err := checkURL("link.proxy", l.Proxy); err != nil {
+			return err
+		}
+	}
+	if a.Link.RateLimit < 0 || a.Link.Attempts < 0 || a.Link.RequestTimeout < 0 || a.Link.IdleTimeout < 0 {
+		return fieldErr("link", "expected rate_limit, attempts and timeouts of 0 or more")
+	}
 	for i := range a.Health {
 		if err := a.Health[i].Validate(); err != nil {
 			return within(fmt.Sprintf("health[%d]", i), err)

@@ -94,6 +94,10 @@ func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, err
 	client, err := fetch.New(fetch.Options{
 		Repo: cfg.Repository, MetadataDir: filepath.Join(dir, "tuf"), TrustedRoot: root,
 		HTTPClient: hc, Log: e.log,
+		Link: fetch.Link{
+			Proxy: cfg.Link.Proxy, RateLimit: cfg.Link.RateLimit, Attempts: cfg.Link.Attempts,
+			RequestTimeout: time.Duration(cfg.Link.RequestTimeout), IdleTimeout: time.Duration(cfg.Link.IdleTimeout),
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -126,7 +130,9 @@ func httpClient(caFile string) (*http.Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
-	return &http.Client{Transport: tr, Timeout: 10 * time.Minute}, nil
+	// No overall timeout: a release over a slow link takes as long as it
+	// takes; the fetch client bounds requests and idle downloads instead.
+	return &http.Client{Transport: tr}, nil
 }
 
 // deviceID returns the device's identity, made on first use.

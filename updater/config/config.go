@@ -32,6 +32,18 @@ type Config struct {
 	Reboot     string        `json:"reboot,omitempty"`   // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
 	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
 	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
+	Link       Link          `json:"link,omitzero"`      // the network between device and repository
+}
+
+// Link tunes the agent's connection to the repository for slow, costly or
+// filtered links. Zero values keep the fetch client's defaults (1 min
+// timeouts, 5 attempts, no cap, proxy from HTTPS_PROXY).
+type Link struct {
+	Proxy          string   `json:"proxy,omitempty"`           // http://host:port
+	RateLimit      int64    `json:"rate_limit,omitempty"`      // bytes per second for downloads
+	RequestTimeout Duration `json:"request_timeout,omitempty"` // each metadata request
+	IdleTimeout    Duration `json:"idle_timeout,omitempty"`    // a download with no byte for this long is retried
+	Attempts       int      `json:"attempts,omitempty"`        // tries per download
 }
 
 // HealthCheck is one check after a trial boot: exactly one of Command, File
@@ -94,6 +106,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Commit != "health" && c.Commit != "attested" {
 		return fmt.Errorf("agent config: commit: expected \"health\" or \"attested\", got %q", c.Commit)
+	}
+	if l := c.Link; l.Proxy != "" {
+		u, err := url.Parse(l.Proxy)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("agent config: link.proxy: expected an http:// or https:// URL, got %q", l.Proxy)
+		}
+	}
+	if c.Link.RateLimit < 0 || c.Link.Attempts < 0 || c.Link.RequestTimeout < 0 || c.Link.IdleTimeout < 0 {
+		return fmt.Errorf("agent config: link: expected rate_limit, attempts and timeouts >= 0")
 	}
 	if _, err := ParseReboot(c.Reboot); err != nil {
 		return fmt.Errorf("agent config: reboot: %w", err)
