@@ -177,6 +177,7 @@ type rig struct {
 	reboots  int
 	repoOpts tufrepo.Options
 	srv      *server.Server
+	link     fetch.Link // the device's link options
 }
 
 // newRig makes a repository with opts (its clock and expiries), publishes
@@ -286,7 +287,7 @@ func (r *rig) agent(t *testing.T, running, version string, health []config.Healt
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := fetch.New(fetch.Options{Repo: r.url, MetadataDir: r.tufDir, TrustedRoot: root, HTTPClient: r.hc})
+	c, err := fetch.New(fetch.Options{Repo: r.url, MetadataDir: r.tufDir, TrustedRoot: root, HTTPClient: r.hc, Link: r.link})
 	if err != nil {
 		t.Fatal(err)
 	}
