@@ -15,6 +15,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // espCopyBuffer is the chunk size for streaming a file into the ESP.
@@ -224,7 +225,7 @@ func copyESPFile(ctx context.Context, fs *fat32.FileSystem, ef ESPFile, buf []by
 	}
 	defer dst.Close()
 	// Hide WriterTo/ReaderFrom so that io.CopyBuffer uses buf's size.
-	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, ctxReader{ctx, io.LimitReader(src, ef.Size+1)}, buf)
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, ctxio.Reader(ctx, io.LimitReader(src, ef.Size+1)), buf)
 	if err != nil {
 		return err
 	}
@@ -232,17 +233,4 @@ func copyESPFile(ctx context.Context, fs *fat32.FileSystem, ef ESPFile, buf []by
 		return fmt.Errorf("source gave %d bytes, expected size %d", n, ef.Size)
 	}
 	return nil
-}
-
-// ctxReader stops a copy when its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -1,8 +1,6 @@
 package recipe
 
 import (
-	"github.com/plumb-os/plumb/updater/config"
-
 	"fmt"
 	"math"
 	"net/url"
@@ -10,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/plumb-os/plumb/updater/config"
 )
 
 var (

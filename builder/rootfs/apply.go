@@ -29,6 +29,7 @@ import (
 	"strings"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // maxSymlinks bounds the symlinks followed while resolving one path, like
@@ -248,7 +249,7 @@ func (a *applier) prune(dir string) {
 
 // applyTar applies every member of the plain tar stream r.
 func (a *applier) applyTar(ctx context.Context, r io.Reader) error {
-	tr := tar.NewReader(ctxReader{ctx: ctx, r: r})
+	tr := tar.NewReader(ctxio.Reader(ctx, r))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -332,17 +333,4 @@ func nodeFromHeader(hdr *tar.Header) (*fstree.Node, error) {
 		}
 	}
 	return n, nil
-}
-
-// ctxReader stops a long copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

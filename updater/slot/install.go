@@ -18,6 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 
 	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/updater/release"
 )
 
@@ -101,7 +102,7 @@ func (d *Device) copyBootFile(ctx context.Context, sq *squashfs.FileSystem, src,
 	}
 	defer f.Close()
 	h := sha256.New()
-	r := io.TeeReader(io.LimitReader(ctxReader{ctx, f}, want.Size+1), h)
+	r := io.TeeReader(io.LimitReader(ctxio.Reader(ctx, f), want.Size+1), h)
 	n := int64(0)
 	check := func() error {
 		sum := hex.EncodeToString(h.Sum(nil))
@@ -176,19 +177,6 @@ func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // readerAtStorage is the read-only backend.Storage go-diskfs's squashfs
