@@ -33,6 +33,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/plumb-os/plumb/internal/atomicfile"
@@ -152,7 +153,15 @@ func New(opts Options) (*Client, error) {
 func (c *Client) trustedRoot() ([]byte, error) {
 	b, err := os.ReadFile(filepath.Join(c.dir, "root.json"))
 	if err == nil {
-		return b, nil
+		if _, perr := metadata.Root().FromBytes(b); perr == nil {
+			return b, nil
+		}
+		// A power cut while go-tuf wrote its cache (it does not fsync)
+		// can leave it empty or torn. Start over from the root the image
+		// trusts: the chain of roots is walked again.
+		c.log.Warn("trusted metadata cache unreadable, starting from the initial root", "dir", c.dir, "err", "root.json is not a TUF root")
+		c.dropCache()
+		err = os.ErrNotExist
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("reading trusted root: %w", err)
@@ -161,6 +170,28 @@ func (c *Client) trustedRoot() ([]byte, error) {
 		return nil, fmt.Errorf("trusted root: %s has no root.json and no initial root was given", c.dir)
 	}
 	return c.initialRoot, nil
+}
+
+// dropCache removes the cached metadata and the timestamp's ETag, so the
+// next refresh starts from the initial root with an unconditional GET.
+func (c *Client) dropCache() {
+	entries, _ := os.ReadDir(c.dir)
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".json") || n == etagFile {
+			os.Remove(filepath.Join(c.dir, n))
+		}
+	}
+}
+
+// syncCache makes what go-tuf wrote to MetadataDir durable (it writes
+// without fsync), so a power cut after a refresh cannot tear it.
+func (c *Client) syncCache() error {
+	d, err := os.Open(c.dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Syncfs(int(d.Fd()))
 }
 
 func (c *Client) config(f *tufFetcher, local bool) (*config.UpdaterConfig, error) {
@@ -212,13 +243,30 @@ func (c *Client) Refresh(ctx context.Context) error {
 		c.log.Debug("timestamp not modified", "etag", etag)
 		if c.up == nil {
 			if err := c.loadLocal(ctx); err != nil {
-				return err
+				if errors.Is(err, ErrVerification) {
+					return err
+				}
+				// The cache is unreadable (torn by a power cut):
+				// refresh from scratch, unconditionally.
+				c.log.Warn("trusted metadata cache unreadable, refreshing from scratch", "err", err)
+				c.dropCache()
+				return c.refreshFull(ctx, nil, "", tsURL)
 			}
 		}
 		return c.checkExpiry()
 	}
+	return c.refreshFull(ctx, body, newETag, tsURL)
+}
 
-	f := &tufFetcher{ctx: ctx, http: c.http, cached: map[string][]byte{tsURL: body}}
+// refreshFull runs go-tuf's refresh; body, when not nil, is the
+// timestamp.json just fetched.
+func (c *Client) refreshFull(ctx context.Context, body []byte, newETag, tsURL string) error {
+	cached := map[string][]byte{}
+	if body != nil {
+		cached[tsURL] = body
+	}
+
+	f := &tufFetcher{ctx: ctx, http: c.http, cached: cached}
 	cfg, err := c.config(f, false)
 	if err != nil {
 		return err
@@ -232,6 +280,9 @@ func (c *Client) Refresh(ctx context.Context) error {
 		return explain(err, f.lastName, up, f.lastBody)
 	}
 	c.up, c.f = up, f
+	if err := c.syncCache(); err != nil {
+		return fmt.Errorf("saving trusted metadata: %w", err)
+	}
 	c.storeETag(newETag)
 	ts := up.GetTrustedMetadataSet()
 	c.log.Info("metadata refreshed", "root", ts.Root.Signed.Version,

@@ -365,3 +365,26 @@ func (h heapWatcher) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// TestTornCache: a power cut while go-tuf wrote the metadata cache left
+// root.json and timestamp.json empty; a restarted client must not be stuck
+// on them but start again from the initial root.
+func TestTornCache(t *testing.T) {
+	f := newFixture(t)
+	c := f.client(t)
+	if err := c.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"root.json", "timestamp.json"} {
+		if err := os.WriteFile(filepath.Join(c.dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c2 := f.client(t)
+	if err := c2.Refresh(t.Context()); err != nil {
+		t.Fatalf("Refresh with a torn cache: %v", err)
+	}
+	if ts, err := c2.Targets(); err != nil || len(ts) != 1 {
+		t.Errorf("Targets = %v, %v; want one target", ts, err)
+	}
+}

@@ -1,11 +1,13 @@
 package slot
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -131,8 +133,26 @@ func MountESP(dev, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("mounting ESP: %w", err)
 	}
-	if err := unix.Mount(dev, dir, "vfat", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=0077"); err != nil {
+	err := unix.Mount(dev, dir, "vfat", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=0077")
+	if errors.Is(err, unix.EBUSY) && mounted(dir) {
+		return nil // a previous run of plumbd mounted it (init respawns plumbd)
+	}
+	if err != nil {
 		return fmt.Errorf("mounting ESP %s at %s: %w", dev, dir, err)
 	}
 	return nil
+}
+
+// mounted reports whether dir is a mount point (in /proc/self/mountinfo).
+func mounted(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == filepath.Clean(dir) {
+			return true
+		}
+	}
+	return false
 }
