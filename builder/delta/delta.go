@@ -1,0 +1,90 @@
+// Package delta owns the delta bundle format: a bundle turns one Plumb
+// root image (a squashfs written by builder/squashfs) into the next one.
+// The package holds the encoder (Encode, run by `plumb`), the decoder
+// (Apply, run by `plumbd` against its running slot) and the spec,
+// FORMAT.md beside this file.
+//
+// Encode reads both images at random, matches the new image's files to the
+// old one's (by path, by path with version numbers normalised, by base
+// name), and describes the new image as a stream of operations: copy a
+// range of the old image, literal bytes, or a file's new content as a zstd
+// patch against the old content which the decoder re-compresses into
+// blocks exactly as the builder did. The encoder checks every re-compressed
+// block against the real one and ships a block as literal bytes when the
+// decoder's compressor would not reproduce it.
+//
+// Apply checks the old image's sha256 against the bundle before it writes
+// anything, writes the new image sequentially, and checks the result's size
+// and sha256 at the end. Its memory is bounded by a constant (see MaxMemory),
+// whatever the image size. Encode and Apply are safe for concurrent use on
+// different inputs.
+package delta
+
+import (
+	"errors"
+	"log/slog"
+)
+
+// Version is the bundle format version this package writes and reads.
+const Version = 1
+
+// maxUnit bounds the uncompressed content a UNIT operation reconstructs,
+// its dictionary (old content) and its patch. It is part of the format:
+// a decoder refuses larger values.
+const maxUnit = 8 << 20
+
+// maxBlock is the largest squashfs block size.
+const maxBlock = 1 << 20
+
+// bodyWindow is the window of the outer zstd stream.
+const bodyWindow = 8 << 20
+
+// MaxMemory is an upper bound, in bytes, of the buffers Apply allocates:
+// a UNIT's dictionary, content and patch (3 x 8 MiB), the outer zstd
+// window and its block buffers (about 2 x 8 MiB), a block's compression
+// buffers and a copy buffer (about 4 MiB). It does not depend on the image
+// size. Measured peak RSS is in the package's test report.
+const MaxMemory = 3*maxUnit + 2*bodyWindow + 4*maxBlock
+
+// Options tune Encode. The zero value is valid.
+type Options struct {
+	// NoRecompress makes a bundle that any decoder can apply, whatever
+	// zstd it was built with: changed blocks travel as literal bytes.
+	NoRecompress bool
+	// Level is the outer zstd level of the bundle body (1..4 of
+	// klauspost's levels: fastest, default, better, best); 0 means best.
+	Level int
+	// Log receives progress; nil discards it.
+	Log *slog.Logger
+}
+
+// Stats describes a bundle, from either side.
+type Stats struct {
+	BundleBytes  int64 // bytes of the bundle
+	TargetBytes  int64 // bytes of the new image
+	CopyBytes    int64 // image bytes copied from the old image
+	LiteralBytes int64 // image bytes shipped as they are (before the outer zstd)
+	UnitBytes    int64 // image bytes re-compressed from patched content
+	Units        int   // patched contents (files or fragment blocks)
+	Recompressed int   // blocks re-compressed by the decoder
+	LiteralBlks  int   // blocks in units shipped as literal (re-compression would differ)
+	MatchedFiles int   // changed files patched against an old file
+}
+
+// Header is the cheap-to-read start of a bundle.
+type Header struct {
+	Version      int
+	BaseSize     int64
+	BaseSHA256   [32]byte
+	TargetSize   int64
+	TargetSHA256 [32]byte
+	// Compressor names the zstd implementation the decoder must have to
+	// re-compress blocks ("" when the bundle needs none), with the level
+	// and block size it must use.
+	Compressor string
+	Level      int
+	BlockSize  int
+}
+
+// ErrWrongBase is returned by Apply when the old image is not the bundle's base.
+var ErrWrongBase = errors.New("the old image is not this bundle's base")
