@@ -15,18 +15,27 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils nginx-light curl
 
+# What make bench compares plumb with (not needed by the tests).
+BENCH_PKGS := bsdiff xdelta3 casync ostree time
+
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
 # same cache plumb build uses). The kernel is the demo recipe's.
 TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 busybox-static systemd-boot-efi
 
-.PHONY: all deps debs build test test-short lint bench demo clean
+.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
 
 all: build
 
 # deps installs the missing Debian packages only (idempotent, no apt call
 # when everything is there).
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(DEB_PKGS)"
+
+deps-bench:
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(BENCH_PKGS)"
+
+install-pkgs:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -60,7 +69,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-bench: deps debs build
+bench: deps deps-bench debs build
 	bash bench/run.sh
 
 # demo: build v1 and v2, publish both, serve them, boot v1 in QEMU and

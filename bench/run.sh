@@ -25,3 +25,7 @@ go run ./bench/squashfs -tree "$out/tree" -level "$level"
 echo
 echo "== download: 1 GiB TUF target streamed into a file-backed slot vs curl | dd, same local HTTPS server"
 sh bench/download.sh
+
+echo
+echo "== delta: plumb delta vs bsdiff, xdelta3, zstd --patch-from, casync, ostree, full image (kernel 6.1.0-55 -> -56)"
+bash bench/delta/run.sh

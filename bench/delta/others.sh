@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The known delta tools on the benchmark pair (bench/delta/pair.sh), one at a
+# time. For each: delta bytes, create seconds, apply seconds, apply peak RSS
+# (/usr/bin/time's "Maximum resident set size"), and a byte-for-byte check
+# that the applied output equals v2.
+#
+#   bsdiff / bspatch, xdelta3 -9, zstd --patch-from --long=31 -19:
+#       on rootfs.sqfs and on rootfs.ext4
+#   casync: make --store for v1 and v2 (image and tree); bytes = the chunk
+#       files only v2's store has; apply = extract with v1 as seed
+#   ostree: archive repo, commit both trees, static-delta generate;
+#       bytes = the delta directory; apply = static-delta apply-offline into
+#       a bare repo holding only v1's commit
+#   full: v2's rootfs.sqfs
+#
+# Output: one TSV line per tool on stdout (tool, bytes, create s, apply s,
+# apply RSS KiB; "-" where it does not apply), progress on stderr. Work files
+# go to $OUT/work (deleted at the end). TOOLS selects a subset (space
+# separated: bsdiff xdelta3 zstd casync ostree full).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/out/bench/delta}
+tools=${TOOLS:-bsdiff xdelta3 zstd casync ostree full}
+work=$out/work
+
+need() { command -v "$1" >/dev/null || { echo "$1 not found: apt-get install $2" >&2; exit 1; }; }
+need bsdiff bsdiff
+need bspatch bsdiff
+need xdelta3 xdelta3
+need zstd zstd
+need casync casync
+need ostree ostree
+[ -x /usr/bin/time ] || { echo "/usr/bin/time not found: apt-get install time" >&2; exit 1; }
+for v in v1 v2; do
+  for f in rootfs.sqfs rootfs.ext4 tree; do
+    [ -e "$out/$v/$f" ] || { echo "$out/$v/$f missing: run bench/delta/pair.sh" >&2; exit 1; }
+  done
+done
+
+rm -rf "$work"
+mkdir -p "$work"
+trap 'rm -rf "$work"' EXIT
+
+# timed FILE CMD...: runs CMD, writes "seconds maxrss_kib" to FILE.
+timed() {
+  local f=$1
+  shift
+  /usr/bin/time -o "$f" -f '%e %M' "$@"
+}
+field() { cut -d' ' -f"$2" "$1"; }
+size() { stat -c %s "$1"; }
+same() {
+  cmp -s "$1" "$2" || { echo "$3: applied output differs from $2" >&2; exit 1; }
+}
+row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@"; }
+
+# bin_tool NAME KIND: a binary diff tool on $out/v{1,2}/rootfs.KIND.
+bin_tool() {
+  local name=$1 kind=$2
+  local old=$out/v1/rootfs.$kind new=$out/v2/rootfs.$kind
+  local p=$work/$name.$kind.patch o=$work/$name.$kind.out
+  echo "== $name on rootfs.$kind" >&2
+  case $name in
+  bsdiff)
+    timed "$work/c" bsdiff "$old" "$new" "$p"
+    timed "$work/a" bspatch "$old" "$o" "$p"
+    ;;
+  xdelta3)
+    # -B: a source window as large as the old image, so xdelta3 can match
+    # anywhere in it (its default window is 64 MiB).
+    local b=$(( ($(size "$old") + 1048575) / 1048576 * 1048576 ))
+    timed "$work/c" xdelta3 -9 -e -f -B "$b" -s "$old" "$new" "$p"
+    timed "$work/a" xdelta3 -d -f -B "$b" -s "$old" "$p" "$o"
+    ;;
+  zstd)
+    timed "$work/c" zstd -q -f -T1 --patch-from="$old" --long=31 -19 "$new" -o "$p"
+    timed "$work/a" zstd -q -f -d --memory=2048MB --patch-from="$old" --long=31 "$p" -o "$o"
+    ;;
+  esac
+  same "$o" "$new" "$name $kind"
+  row "$name $kind" "$(size "$p")" "$(field "$work/c" 1)" "$(field "$work/a" 1)" "$(field "$work/a" 2)"
+  rm -f "$p" "$o"
+}
+
+# casync_tool KIND: casync on the image (blob, .caibx) or the tree (.caidx).
+casync_tool() {
+  local kind=$1 ext src1 src2
+  case $kind in
+  sqfs) ext=caibx; src1=$out/v1/rootfs.sqfs; src2=$out/v2/rootfs.sqfs ;;
+  tree) ext=caidx; src1=$out/v1/tree; src2=$out/v2/tree ;;
+  esac
+  echo "== casync on $kind" >&2
+  local d=$work/casync.$kind
+  mkdir -p "$d"
+  casync make --store="$d/s1" "$d/v1.$ext" "$src1" >/dev/null
+  timed "$work/c" casync make --store="$d/s2" "$d/v2.$ext" "$src2" >/dev/null
+  # Bytes on the wire: the chunk files v2 needs that v1's store lacks.
+  local bytes
+  bytes=$(cd "$d/s2" && find . -type f -name '*.cacnk' | sort >"$d/l2" &&
+    (cd "$d/s1" && find . -type f -name '*.cacnk' | sort) >"$d/l1" &&
+    comm -23 "$d/l2" "$d/l1" | xargs -r stat -c %s | awk '{s+=$1} END {print s+0}')
+  if [ "$kind" = sqfs ]; then
+    timed "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
+    same "$d/out" "$src2" "casync $kind"
+  else
+    timed "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
+    diff -r --no-dereference "$d/out" "$src2" >/dev/null || { echo "casync tree: extracted tree differs" >&2; exit 1; }
+  fi
+  row "casync $kind" "$bytes" "$(field "$work/c" 1)" "$(field "$work/a" 1)" "$(field "$work/a" 2)"
+  rm -rf "$d"
+}
+
+ostree_tool() {
+  echo "== ostree static delta on the trees" >&2
+  local d=$work/ostree
+  mkdir -p "$d"
+  ostree init --repo="$d/r" --mode=archive
+  local c1 c2
+  c1=$(ostree commit --repo="$d/r" --branch=v1 --tree=dir="$out/v1/tree" --timestamp=@1767225600 --no-xattrs)
+  c2=$(ostree commit --repo="$d/r" --branch=v2 --tree=dir="$out/v2/tree" --timestamp=@1767225600 --no-xattrs)
+  timed "$work/c" ostree static-delta generate --repo="$d/r" --from="$c1" --to="$c2" >/dev/null
+  local bytes
+  bytes=$(find "$d/r/deltas" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  # Apply: a repo that has v1's commit only, then check out v2 and compare.
+  # A bare repo, as on a device (apply-offline refuses archive repos).
+  ostree init --repo="$d/a" --mode=bare
+  ostree pull-local --repo="$d/a" "$d/r" "$c1" >/dev/null
+  # The delta's directory name is the two checksums in ostree's modified
+  # base64: find it by its superblock.
+  local sb
+  sb=$(find "$d/r/deltas" -name superblock -printf '%h\n')
+  [ "$(printf '%s\n' "$sb" | wc -l)" = 1 ] || { echo "ostree: expected one static delta, got: $sb" >&2; exit 1; }
+  timed "$work/a" ostree static-delta apply-offline --repo="$d/a" "$sb" >/dev/null
+  ostree checkout --repo="$d/a" "$c2" "$d/co"
+  diff -r --no-dereference "$d/co" "$out/v2/tree" >/dev/null || { echo "ostree: checked-out v2 differs" >&2; exit 1; }
+  row "ostree static-delta" "$bytes" "$(field "$work/c" 1)" "$(field "$work/a" 1)" "$(field "$work/a" 2)"
+  rm -rf "$d"
+}
+
+for t in $tools; do
+  case $t in
+  bsdiff | xdelta3 | zstd) bin_tool "$t" sqfs; bin_tool "$t" ext4 ;;
+  casync) casync_tool sqfs; casync_tool tree ;;
+  ostree) ostree_tool ;;
+  full) row "full rootfs.sqfs" "$(size "$out/v2/rootfs.sqfs")" - - - ;;
+  *) echo "unknown tool $t: expected bsdiff, xdelta3, zstd, casync, ostree or full" >&2; exit 2 ;;
+  esac
+done
