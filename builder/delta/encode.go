@@ -289,12 +289,11 @@ func (e *encoder) gap(end int64) error {
 
 // stored is one stored block of the new image.
 type stored struct {
-	b       []byte
-	raw     bool
-	rawLen  uint64
-	oldOff  uint64
-	inOld   bool
-	literal bool
+	b      []byte
+	raw    bool
+	rawLen uint64
+	oldOff uint64
+	inOld  bool
 }
 
 func (e *encoder) readStored(off uint64, size uint32, rawLen uint64) (stored, error) {
