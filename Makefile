@@ -50,12 +50,18 @@ debs: deps
 	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q -o APT::Sandbox::User=root $$p; \
 	done
 
-# plumb uses cgo for libzstd (squashfs as small as mksquashfs's); the device
-# binaries are static.
+# plumb uses cgo for libzstd (squashfs as small as mksquashfs's). plumbd
+# re-compresses delta blocks exactly as the builder does, so it links the
+# same libzstd (cgo), statically: netgo/osusergo keep glibc's NSS out.
+# plumb-init stays pure Go (CGO_ENABLED=0). Both device binaries are static.
+STATIC_LDFLAGS := $(LDFLAGS) -linkmode external -extldflags -static
+
 build:
 	@mkdir -p bin
 	CGO_ENABLED=1 $(GOBUILD) -o bin/ ./cmd/plumb
-	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumbd ./cmd/plumb-init
+	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(STATIC_LDFLAGS)' -o bin/ ./cmd/plumbd
+	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumb-init
+	@file bin/plumbd | grep -q 'statically linked' || { echo "bin/plumbd is not static"; exit 1; }
 
 # test runs everything, VM boots included.
 test: deps debs build
