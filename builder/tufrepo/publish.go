@@ -27,6 +27,11 @@ type PublishOptions struct {
 	// Rollout is the percentage of devices that may install it; nil
 	// means 100.
 	Rollout *int
+	// Deltas is how many older releases of the same hardware (the newest
+	// ones) get a delta bundle to this one, as targets
+	// <hardware>/<version>/from-<old>.delta; 0 makes none (plumb publish's
+	// default is DefaultDeltas).
+	Deltas int
 }
 
 // Publish adds the build in buildDir (plumb build's output: manifest.json
@@ -35,7 +40,9 @@ type PublishOptions struct {
 // timestamp versions.
 //
 // The image is streamed into the repository (never held in memory) and its
-// sha256 checked against the manifest. Publishing a version again with the
+// sha256 checked against the manifest. With p.Deltas, it also encodes
+// delta bundles from older releases (see PublishOptions.Deltas), in the
+// same transaction. Publishing a version again with the
 // same bytes and facts changes nothing; with the same bytes but another
 // channel or rollout it updates the facts; with other bytes it fails with
 // ErrExists. On any failure the repository is left as it was.
@@ -105,6 +112,11 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 	tf.Custom = &raw
 	tf.Path = path
 	st.targets.Signed.Targets[path] = tf
+	if p.Deltas > 0 {
+		if err := r.addDeltas(ctx, t, st, f, p.Deltas); err != nil {
+			return nil, err
+		}
+	}
 
 	changed := map[string]bool{metadata.TARGETS: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
 	if err := r.bump(st, changed, signers); err != nil {

@@ -11,8 +11,9 @@ import (
 
 // Release is one published target with its facts.
 type Release struct {
-	Path  string        `json:"path"`
-	Facts release.Facts `json:"facts"`
+	Path   string        `json:"path"`
+	Length int64         `json:"length"` // bytes of the target
+	Facts  release.Facts `json:"facts"`
 }
 
 // Releases lists the published targets, by hardware, then version (oldest
@@ -32,7 +33,7 @@ func (r *Repo) Releases() ([]Release, error) {
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", path, err)
 		}
-		out = append(out, Release{Path: path, Facts: *f})
+		out = append(out, Release{Path: path, Length: tf.Length, Facts: *f})
 	}
 	slices.SortFunc(out, func(a, b Release) int {
 		return cmp.Or(
