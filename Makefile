@@ -19,8 +19,9 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
 
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
-# same cache plumb build uses). The kernel is the demo recipe's.
-TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 busybox-static systemd-boot-efi
+# same cache plumb build uses). The kernel is the demo recipe's; the
+# previous one (-55) is v1 of the delta update test (e2e TestDeltaUpdateVM).
+TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi
 
 .PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
 

@@ -32,6 +32,7 @@ func (a *Agent) bundleFile() string { return filepath.Join(filepath.Dir(a.StateP
 // again; an interrupted apply starts again from the bundle.
 func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, done int64) (_ *os.File, _ int64, err error) {
 	st := a.state
+	log := a.log().With("version", c.Facts.Version, "slot", to)
 	st.Phase, st.Version, st.Target, st.Slot, st.Method = PhaseDownloading, c.Facts.Version, dc.Path, to, MethodDelta
 	st.Bytes, st.Total = done, dc.Length
 	if err := a.save(); err != nil {
@@ -51,7 +52,7 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, d
 			os.Remove(bf.Name()) // used, or refused: the fallback needs the room
 		}
 	}()
-	a.log().Info("downloading delta", "target", dc.Path, "bytes", dc.Length, "full", c.Length, "resume_at", done)
+	log.Info("downloading delta", "target", dc.Path, "bytes", dc.Length, "full", c.Length, "resume_at", done)
 	saver := &progressSaver{a: a, f: bf, every: 2 * time.Second, fetched: true}
 	n, err := a.Repo.DownloadFile(ctx, dc.Path, bf, done, saver)
 	if err != nil {
@@ -105,7 +106,7 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, d
 			out.Close()
 		}
 	}()
-	a.log().Info("applying delta", "target", dc.Path, "from", dc.Facts.From, "bytes", h.TargetSize)
+	log.Info("applying delta", "target", dc.Path, "from", dc.Facts.From, "bytes", h.TargetSize)
 	sum := sha256.New()
 	prog := &progressSaver{a: a, every: 2 * time.Second}
 	hw := &hashWriter{w: out, h: sum}
@@ -124,7 +125,7 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, d
 	if err := out.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("delta %s: %w", dc.Path, err)
 	}
-	a.log().Debug("delta applied", "copied", stats.CopyBytes, "literal", stats.LiteralBytes, "recompressed", stats.Recompressed)
+	log.Debug("delta applied", "copied", stats.CopyBytes, "literal", stats.LiteralBytes, "recompressed", stats.Recompressed)
 	ok = true
 	return out, hw.n, nil
 }

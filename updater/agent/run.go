@@ -245,6 +245,7 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 	}
 	start := time.Now()
 	var done int64
+	var fallback error
 	switch {
 	case resuming && st.Target == c.Path:
 		done = st.Bytes // written and synced before the interruption
@@ -265,8 +266,8 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 		if ctx.Err() != nil {
 			return err // the next start resumes the delta
 		}
+		fallback = err
 		st.Fallback = err.Error()
-		log.Warn("delta not used, installing the full image", "target", dc.Path, "reason", err)
 		done = 0
 	}
 
@@ -274,6 +275,9 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 	st.Bytes, st.Total = done, c.Facts.Rootfs.Size
 	if err := a.save(); err != nil {
 		return err
+	}
+	if fallback != nil { // saved first, then announced
+		log.Warn("delta not used, installing the full image", "target", dc.Path, "reason", fallback)
 	}
 	// The slot about to be overwritten must not stay bootable.
 	if err := a.Device.Discard(to); err != nil {
