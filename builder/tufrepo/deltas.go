@@ -148,10 +148,14 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 	if err != nil {
 		return nil, fmt.Errorf("writing target %s: reading back its header: %w", dpath, err)
 	}
-	if hex.EncodeToString(hd.BaseSHA256[:]) != oldSHA || hex.EncodeToString(hd.TargetSHA256[:]) != f.Rootfs.SHA256 {
-		return nil, &skipError{fmt.Errorf("base %s: %s: its sha256 %x is not the published %s", oldPath, oldFile, hd.BaseSHA256, oldSHA)}
+	if got := hex.EncodeToString(hd.BaseSHA256[:]); got != oldSHA {
+		return nil, &skipError{fmt.Errorf("base %s: %s: its sha256 %s is not the published %s", oldPath, oldFile, got, oldSHA)}
 	}
-	if err := tmp.Sync(); err == nil {
+	if got := hex.EncodeToString(hd.TargetSHA256[:]); got != f.Rootfs.SHA256 {
+		return nil, fmt.Errorf("delta to %s: %s: its sha256 %s is not the release's %s", f.Version, newFile, got, f.Rootfs.SHA256)
+	}
+	err = tmp.Sync()
+	if err == nil {
 		err = tmp.Chmod(0o644)
 	}
 	if err != nil {

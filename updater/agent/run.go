@@ -242,6 +242,7 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 	if !resuming || (st.Target != c.Path && (dc == nil || st.Target != dc.Path)) {
 		resuming = false
 		st.Fetched, st.Fallback, st.Method = 0, "", ""
+		os.Remove(a.bundleFile()) // of an update given up; its room is needed
 	}
 	start := time.Now()
 	var done int64
