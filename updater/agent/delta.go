@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/plumb-os/plumb/builder/delta"
@@ -41,6 +42,9 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, d
 	// The slot about to be overwritten must not stay bootable.
 	if err := a.Device.Discard(to); err != nil {
 		return nil, 0, err
+	}
+	if err := roomFor(a.bundleFile(), dc.Length); err != nil {
+		return nil, 0, fmt.Errorf("delta %s: %w", dc.Path, err)
 	}
 	bf, err := os.OpenFile(a.bundleFile(), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -142,4 +146,22 @@ func (hw *hashWriter) Write(p []byte) (int, error) {
 	hw.h.Write(p[:n])
 	hw.n += int64(n)
 	return n, err
+}
+
+// roomFor checks that the file system of path can hold a file of n bytes
+// there (counting what path already holds), so that a bundle too large for
+// the data partition falls back at once instead of after its download.
+func roomFor(path string, n int64) error {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(path), &fs); err != nil {
+		return nil // unknown: the download finds out
+	}
+	free := int64(fs.Bavail) * int64(fs.Bsize)
+	if fi, err := os.Stat(path); err == nil {
+		free += fi.Size()
+	}
+	if free < n {
+		return fmt.Errorf("%s: %d bytes free for a bundle of %d", filepath.Dir(path), free, n)
+	}
+	return nil
 }

@@ -225,3 +225,17 @@ func TestDeltaResume(t *testing.T) {
 		t.Errorf("state method %q, fetched %d; want delta, %d", got.Method, got.Fetched, len(bundle))
 	}
 }
+
+// TestRoomFor: a bundle larger than the free space of the data partition
+// is refused before its download (and the update falls back to the full
+// image); one that fits is not.
+func TestRoomFor(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "update.delta")
+	if err := roomFor(p, 1); err != nil {
+		t.Errorf("roomFor(1 byte) = %v, want nil", err)
+	}
+	err := roomFor(p, 1<<60)
+	if err == nil || !regexp.MustCompile(`: \d+ bytes free for a bundle of 1152921504606846976$`).MatchString(err.Error()) {
+		t.Errorf("roomFor(1 EiB) = %v, want the free space named", err)
+	}
+}
