@@ -213,7 +213,7 @@ func (b *build) installerDisk() (*config.Installer, string, error) {
 	return &config.Installer{
 		ESPSize:    int64(b.r.Partitions.ESP),
 		RootSize:   int64(b.r.Partitions.Root),
-		DataSize:   int64(b.r.Partitions.Data),
+		DataSize:   data.Size, // the partition, aligned
 		Seed:       b.r.Name + "/" + b.r.Hardware,
 		ModTime:    max(b.epoch, fatEpoch),
 		Bootloader: installerBootloader,

@@ -3,8 +3,8 @@ package tufrepo
 import (
 	"cmp"
 	"encoding/hex"
-	pathpkg "path"
 	"fmt"
+	pathpkg "path"
 	"slices"
 
 	"github.com/plumb-os/plumb/builder/recipe"
