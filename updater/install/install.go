@@ -427,4 +427,3 @@ func (p *progressLines) Write(b []byte) (int, error) {
 
 // IsRefusal reports whether err is the installer refusing the disk.
 func IsRefusal(err error) bool { return errors.Is(err, ErrNotEmpty) || errors.Is(err, ErrNoDisk) }
-
