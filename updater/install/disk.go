@@ -21,6 +21,15 @@ var ErrNotEmpty = errors.New("disk is not empty")
 // than one.
 var ErrNoDisk = errors.New("no single empty disk")
 
+// classed is an error of a class (errors.Is) whose message is only its own.
+type classed struct {
+	msg   string
+	class error
+}
+
+func (c *classed) Error() string        { return c.msg }
+func (c *classed) Is(target error) bool { return target == c.class }
+
 // probeSize is how much of a disk's start Inspect reads: the protective
 // MBR, the GPT header and its entries, and the superblocks of the common
 // filesystems all lie in the first MiB.
@@ -127,13 +136,13 @@ func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 		if len(seen) == 0 {
 			seen = []string{"no disks"}
 		}
-		return Disk{}, fmt.Errorf("--disk auto: expected one empty disk of at least %d bytes, found none (%s): %w", minSize, strings.Join(seen, "; "), ErrNoDisk)
+		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; ")), ErrNoDisk}
 	default:
 		var names []string
 		for _, d := range empty {
 			names = append(names, d.Path)
 		}
-		return Disk{}, fmt.Errorf("--disk auto: expected one empty disk, found %d (%s): pass --disk: %w", len(empty), strings.Join(names, ", "), ErrNoDisk)
+		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", ")), ErrNoDisk}
 	}
 }
 

@@ -178,7 +178,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	if !d.Empty() {
 		if !o.Force {
-			return nil, fmt.Errorf("disk %s holds %s: refusing to overwrite it without --force; nothing was written: %w", d.Path, d.Holds, ErrNotEmpty)
+			return nil, &classed{fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds), ErrNotEmpty}
 		}
 		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
 	}
