@@ -216,4 +216,91 @@ func fileSize(t *testing.T, p string) int64 {
 	return fi.Size()
 }
 
-var _ = testvm.Tools
+// TestInstallVM: a VM with an empty disk boots the installer's kernel and
+// initramfs directly (QEMU -kernel/-initrd under OVMF, as network boot
+// would), installs the newest published release from the TUF repository
+// over HTTPS and reboots; then it boots from its disk under OVMF and plumbd
+// commits the release and reports it to the server under the TPM-derived
+// device id the installer showed.
+//
+// QEMU's -kernel would boot the installer again on the guest's reboot, so
+// the first run has -no-reboot: QEMU exits at the installer's reboot and the
+// test starts it again without -kernel (same disk, OVMF vars and TPM state),
+// as a machine whose network boot is over.
+func TestInstallVM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-install")
+	v0, v1 := f.build("0.9.0", "", ""), f.build("1.0.0", "", "")
+	f.publish(v0)
+	f.publish(v1)
+	dir := filepath.Join(f.work, "vm-installer")
+	os.MkdirAll(dir, 0o755)
+	disk := filepath.Join(dir, "disk.img")
+	blankDisk(t, disk, 1<<30)
+	man, err := builder.ReadManifest(filepath.Join(v1, builder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := "console=ttyS0 panic=5 loglevel=4 plumb.disk=auto"
+	vm, err := testvm.Start(ctx, dir, testvm.WithDisk(disk), testvm.WithTPM(), testvm.WithGuestForward(443, f.port),
+		testvm.WithKernel(filepath.Join(v1, builder.KernelFile), filepath.Join(v1, builder.InstallerInitrdFile), cmdline),
+		testvm.WithNoReboot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	powerOn := vm.Started()
+	got, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-install: device (\S+) \(TPM key\)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := got[1]
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-install: 1\.0\.0 installed on /dev/vda: rebooting`)); err != nil {
+		t.Fatal(err)
+	}
+	vm.Wait() // -no-reboot: QEMU exits at the reboot
+	installed := time.Since(powerOn)
+	for _, line := range strings.Split(vm.Console(), "\n") {
+		if strings.HasPrefix(line, "plumb-install") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	vm.Close()
+
+	vm2, err := testvm.Start(ctx, dir, testvm.WithDisk(disk), testvm.WithTPM(), testvm.WithGuestForward(443, f.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm2.Close() })
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`root found" device=/dev/vda2`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`plumb: status \{.*"version":"1\.0\.0".*"slot":"a".*"device":\{"id":"`+id+`"`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`release committed" version=1\.0\.0 slot=a`)); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Since(powerOn)
+	t.Logf("power-on to committed: %.1fs (installer power-on to its reboot %.1fs; QEMU restarted without -kernel in between)", committed.Seconds(), installed.Seconds())
+
+	// The server has the device's report under the same id: committed.
+	var rep []byte
+	committedRE := regexp.MustCompile(`"update": \{\s*"phase": "committed",\s*"version": "1\.0\.0"`)
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+		rep, _ = os.ReadFile(filepath.Join(f.reports, id+".json"))
+		if committedRE.Match(rep) {
+			break
+		}
+	}
+	if !committedRE.Match(rep) {
+		t.Errorf("server's report of device %s = %s; want release 1.0.0 committed", id, rep)
+	}
+	vm2.Close()
+
+	esp := extractPartition(t, disk, partition(t, man, diskimg.NameESP))
+	if entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries"); !strings.Contains(entries, "plumb-1.0.0.conf\n") {
+		t.Errorf("ESP entries after the first boot = %q, want plumb-1.0.0.conf (committed)", entries)
+	}
+}
