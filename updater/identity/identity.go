@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"strings"
 
@@ -107,9 +106,17 @@ func FromTPM(tpm transport.TPM) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TPM: identity key: %w", err)
 	}
-	key := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(pt.X.Buffer), Y: new(big.Int).SetBytes(pt.Y.Buffer)}
-	if !key.Curve.IsOnCurve(key.X, key.Y) {
-		return nil, errors.New("TPM: identity key: the point the TPM returned is not on P-256")
+	if len(pt.X.Buffer) > 32 || len(pt.Y.Buffer) > 32 {
+		return nil, fmt.Errorf("TPM: identity key: expected P-256 coordinates of at most 32 bytes, got %d and %d", len(pt.X.Buffer), len(pt.Y.Buffer))
+	}
+	// Uncompressed point: 0x04, X and Y, each 32 bytes big-endian.
+	raw := make([]byte, 65)
+	raw[0] = 4
+	copy(raw[1+32-len(pt.X.Buffer):33], pt.X.Buffer)
+	copy(raw[33+32-len(pt.Y.Buffer):], pt.Y.Buffer)
+	key, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
+		return nil, fmt.Errorf("TPM: identity key: %w", err)
 	}
 	return fromPublic(key, SourceTPM)
 }
