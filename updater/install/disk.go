@@ -94,7 +94,11 @@ func identify(b []byte) string {
 // minSize bytes. Loop, RAM, optical and device-mapper devices are skipped.
 func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 	if disk != "" && disk != "auto" {
-		return Inspect(disk)
+		d, err := Inspect(disk)
+		if err != nil {
+			return Disk{}, &classed{fmt.Sprintf("--disk %s: %v", disk, err), ErrNoDisk}
+		}
+		return d, nil
 	}
 	ents, err := os.ReadDir(sysBlock)
 	if err != nil {

@@ -148,3 +148,10 @@ func TestInspect(t *testing.T) {
 		t.Errorf("Pick(given) = %+v, %v; want the disk, not empty", got, err)
 	}
 }
+
+func TestPickMissingDisk(t *testing.T) {
+	_, err := Pick(filepath.Join(t.TempDir(), "sdq"), "", "", 1)
+	if err == nil || !errors.Is(err, ErrNoDisk) || !strings.HasPrefix(err.Error(), "--disk ") {
+		t.Errorf("Pick(missing) = %v, want a one-line --disk error of class ErrNoDisk", err)
+	}
+}

@@ -98,14 +98,16 @@ type Result struct {
 }
 
 type run struct {
-	o    Options
-	log  *slog.Logger
-	prog Progress
+	o     Options
+	log   *slog.Logger
+	prog  Progress
+	start time.Time
 }
 
+// say prints a console line with the seconds since Run started.
 func (r *run) say(format string, args ...any) {
 	if r.o.Console != nil {
-		fmt.Fprintf(r.o.Console, "plumb-install: "+format+"\n", args...)
+		fmt.Fprintf(r.o.Console, "plumb-install: [%5.1fs] "+format+"\n", append([]any{time.Since(r.start).Seconds()}, args...)...)
 	}
 }
 
@@ -119,7 +121,7 @@ func (r *run) step(phase string) {
 // Run installs the newest release on the disk. See the package doc for the
 // order of the steps.
 func Run(ctx context.Context, o Options) (_ *Result, err error) {
-	r := &run{o: o, log: o.Log}
+	r := &run{o: o, log: o.Log, start: time.Now()}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,7 +176,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	r.prog.Disk = d.Path
 	if d.Size < layout.DiskSize() {
-		return nil, fmt.Errorf("disk %s: %d bytes, expected at least %d for the layout", d.Path, d.Size, layout.DiskSize())
+		return nil, &classed{fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize()), ErrNoDisk}
 	}
 	if !d.Empty() {
 		if !o.Force {
