@@ -121,6 +121,28 @@ func TestInstallHost(t *testing.T) {
 	root := f.installerRoot(t, v1)
 	diskSize := int64(1 << 30) // larger than the layout: the backup GPT moves to its end
 
+	t.Run("usb image", func(t *testing.T) {
+		img := filepath.Join(v1, builder.InstallerDiskFile)
+		run(t, "sgdisk", "-v", img)
+		info := run(t, "sgdisk", "-i", "1", img)
+		if !strings.Contains(info, "EFI system partition") || !strings.Contains(info, "Partition name: 'ESP'") {
+			t.Errorf("installer.img partition 1:\n%s\nwant the ESP", info)
+		}
+		esp := extractPartition(t, img, builder.Partition{Name: "usb-esp", Start: 1 << 20, Size: fileSize(t, img) - 2<<20})
+		run(t, "fsck.vfat", "-n", esp)
+		entry := run(t, "mtype", "-i", esp, "::/loader/entries/plumb-installer.conf")
+		if !strings.Contains(entry, "linux /installer/vmlinuz\ninitrd /installer/initrd\noptions plumb.disk=auto ") {
+			t.Errorf("installer entry:\n%s", entry)
+		}
+		for src, want := range map[string]string{"::/installer/vmlinuz": builder.KernelFile, "::/installer/initrd": builder.InstallerInitrdFile, "::/EFI/BOOT/BOOTX64.EFI": ""} {
+			out := filepath.Join(t.TempDir(), "f")
+			run(t, "mcopy", "-i", esp, src, out)
+			if want != "" && sha256File(t, out) != sha256File(t, filepath.Join(v1, want)) {
+				t.Errorf("%s on the USB image differs from the build's %s", src, want)
+			}
+		}
+	})
+
 	t.Run("blank disk", func(t *testing.T) {
 		disk := filepath.Join(t.TempDir(), "disk.img")
 		blankDisk(t, disk, diskSize)
