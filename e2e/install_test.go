@@ -283,6 +283,10 @@ func TestInstallVM(t *testing.T) {
 	}
 	vm.Wait() // -no-reboot: QEMU exits at the reboot
 	installed := time.Since(powerOn)
+	// The installer reported its progress under the device id: done.
+	if rep, err := os.ReadFile(filepath.Join(f.reports, id+".json")); err != nil || !regexp.MustCompile(`"install": \{\s*"phase": "done",\s*"version": "1\.0\.0"`).Match(rep) {
+		t.Errorf("installer's last report of device %s = %s (%v); want install phase done", id, rep, err)
+	}
 	for _, line := range strings.Split(vm.Console(), "\n") {
 		if strings.HasPrefix(line, "plumb-install") {
 			t.Log(strings.TrimSpace(line))
