@@ -28,6 +28,7 @@ type fleet struct {
 	work     string
 	hardware string
 	rootJSON string
+	reports  string // the server's device reports
 	port     int
 	srv      *server.Server
 	repo     *tufrepo.Repo
@@ -47,7 +48,8 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 		t.Fatal(err)
 	}
 	var err error
-	if f.srv, err = server.New(server.Options{Dir: repoDir}); err != nil {
+	f.reports = filepath.Join(f.work, "reports")
+	if f.srv, err = server.New(server.Options{Dir: repoDir, Reports: f.reports}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

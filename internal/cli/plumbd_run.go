@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,12 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -29,7 +28,7 @@ const (
 	defaultData  = "/data/plumb"
 	espPartName  = "ESP"
 	stateFile    = "state.json"
-	deviceIDFile = "device-id"
+	identityFile = "identity.key" // the device key when there is no TPM
 )
 
 // dataDir is where the agent keeps its state on the data partition.
@@ -49,7 +48,7 @@ func loadAgentConfig(root string) (*config.Config, error) {
 }
 
 // newAgent sets up everything the update loop needs on a booted device.
-func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, error) {
+func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, error) {
 	if facts.Boot == nil {
 		return nil, errors.New("no boot record from plumb-init (/run/plumb/boot.json): not a Plumb boot")
 	}
@@ -102,14 +101,31 @@ func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, err
 	if err != nil {
 		return nil, err
 	}
-	id, err := deviceID(dir)
+	id, err := identity.Load(identity.TPMDevices, filepath.Join(dir, identityFile))
 	if err != nil {
 		return nil, err
 	}
-	return &agent.Agent{
+	e.log.Info("device identity", "id", id.ID, "source", id.Source)
+	a := &agent.Agent{
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
-		StatePath: filepath.Join(dir, stateFile), DeviceID: id, Log: e.log,
-	}, nil
+		StatePath: filepath.Join(dir, stateFile), DeviceID: id.ID, Log: e.log,
+	}
+	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+	if rep != nil {
+		var last string
+		a.OnSave = func(st *agent.State) {
+			// A change of phase, version, event or result is reported;
+			// a poll that changes only its time is not.
+			key := fmt.Sprintf("%s|%s|%s|%s|%d", st.Phase, st.Version, st.Event, st.LastResult, st.Bytes*10/max(st.Total, 1))
+			if key == last {
+				return
+			}
+			last = key
+			s := *st
+			rep.Send(agentStatus{AgentVersion: agentVersion(), Facts: facts, Device: id, Update: &s}, nil)
+		}
+	}
+	return a, nil
 }
 
 // httpClient trusts the system roots plus caFile, if given, and takes a
@@ -135,18 +151,6 @@ func httpClient(caFile string) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// deviceID returns the device's identity, made on first use.
-func deviceID(dir string) (string, error) {
-	p := filepath.Join(dir, deviceIDFile)
-	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	return id, atomicfile.WriteFile(p, []byte(id+"\n"), 0o644)
-}
-
 // runAgent announces the device on stdout (the console under init) and
 // then keeps it up to date when the image names a repository.
 func runAgent(ctx context.Context, e *env, o runOptions) error {
@@ -162,7 +166,7 @@ func runAgent(ctx context.Context, e *env, o runOptions) error {
 		<-ctx.Done()
 		return nil
 	}
-	a, err := newAgent(e, f, cfg)
+	a, err := newAgent(ctx, e, f, cfg)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,9 @@ type Agent struct {
 	Log       *slog.Logger
 	// Reboot restarts the machine; default Device.Reboot. Tests replace it.
 	Reboot func() error
+	// OnSave, when set, sees the state after every save (status reports);
+	// it must not block.
+	OnSave func(*State)
 
 	state *State
 }
@@ -52,6 +55,9 @@ func (a *Agent) State() *State { return a.state }
 func (a *Agent) save() error {
 	if err := a.state.Save(a.StatePath); err != nil {
 		return fmt.Errorf("saving agent state: %w", err)
+	}
+	if a.OnSave != nil {
+		a.OnSave(a.state)
 	}
 	return nil
 }

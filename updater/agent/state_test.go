@@ -82,3 +82,26 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// OnSave sees every saved state, after it is on disk.
+func TestOnSave(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.json")
+	var seen []string
+	a := &Agent{StatePath: p, state: &State{Phase: PhaseIdle}}
+	a.OnSave = func(s *State) {
+		onDisk, err := LoadState(p)
+		if err != nil || onDisk.Phase != s.Phase {
+			t.Errorf("OnSave(%s) before the state is on disk (disk: %+v, %v)", s.Phase, onDisk, err)
+		}
+		seen = append(seen, s.Phase)
+	}
+	for _, ph := range []string{PhaseDownloading, PhaseVerified, PhaseCommitted} {
+		a.state.Phase = ph
+		if err := a.save(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(seen, ","); got != "downloading,verified,committed" {
+		t.Errorf("OnSave saw %s", got)
+	}
+}

@@ -30,6 +30,7 @@ type Config struct {
 	Poll       Duration      `json:"poll"`               // time between update checks
 	Commit     string        `json:"commit"`             // "health" or "attested"
 	Reboot     string        `json:"reboot,omitempty"`   // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
+	Report     string        `json:"report,omitempty"`   // status report base URL; "" the repository's, "off" none
 	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
 	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
 	Link       Link          `json:"link,omitzero"`      // the network between device and repository
@@ -90,6 +91,18 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// ReportBase is where status reports go: Report, else the repository; ""
+// when reports are off.
+func (c *Config) ReportBase() string {
+	switch c.Report {
+	case "off":
+		return ""
+	case "":
+		return c.Repository
+	}
+	return c.Report
+}
+
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	if c.Repository != "" {
@@ -115,6 +128,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Link.RateLimit < 0 || c.Link.Attempts < 0 || c.Link.RequestTimeout < 0 || c.Link.IdleTimeout < 0 {
 		return fmt.Errorf("agent config: link: expected rate_limit, attempts and timeouts >= 0")
+	}
+	if c.Report != "" && c.Report != "off" {
+		u, err := url.Parse(c.Report)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("agent config: report: expected an http(s) URL or \"off\", got %q", c.Report)
+		}
 	}
 	if _, err := ParseReboot(c.Reboot); err != nil {
 		return fmt.Errorf("agent config: reboot: %w", err)
