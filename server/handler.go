@@ -41,6 +41,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"bytes", rec.body, "duration", time.Since(start), "range", r.Header.Get("Range"),
 			"remote", r.RemoteAddr)
 	}()
+	if s.verify != nil && s.verify.route(rec, r) {
+		return
+	}
 	s.serveFile(rec, r)
 }
 

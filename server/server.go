@@ -55,6 +55,8 @@ type Options struct {
 	Hosts []string
 	// Log receives the access log (Info) and server errors; nil discards.
 	Log *slog.Logger
+	// Attest, when set, adds the verifier endpoints (attest.go).
+	Attest *AttestOptions
 }
 
 // Server serves one repository directory.
@@ -64,6 +66,7 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
+	verify *verifier // nil: no attestation endpoints
 
 	requests, notModified, bytesOut atomic.Int64
 }
@@ -126,7 +129,13 @@ func New(opts Options) (*Server, error) {
 	case pki.reissued:
 		log.Info("reissued server certificate", "ca", pki.caPath, "cert", filepath.Join(certDir, serverCertFile), "hosts", hosts)
 	}
-	return &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}, nil
+	s := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}
+	if opts.Attest != nil {
+		if s.verify, err = newVerifier(opts.Dir, *opts.Attest); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // CACertPath returns the PEM file of the development CA: the file devices

@@ -106,10 +106,15 @@ func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, err
 	if err != nil {
 		return nil, err
 	}
-	return &agent.Agent{
+	a := &agent.Agent{
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
 		StatePath: filepath.Join(dir, stateFile), DeviceID: id, Log: e.log,
-	}, nil
+	}
+	if facts.TPM.Present {
+		a.Attest = attestor(e, facts, cfg, hc, id)
+		a.MeasuredBoot = measuredBoot(e, facts, dir, id)
+	}
+	return a, nil
 }
 
 // httpClient trusts the system roots plus caFile, if given, and takes a
