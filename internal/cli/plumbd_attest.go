@@ -130,7 +130,7 @@ func attestor(e *env, f device.Facts, cfg *config.Config, hc *http.Client, id st
 			return res
 		}
 		res.Verdict, res.Failed = report.Verdict, report.Failed()
-		e.log.Info("attestation verdict", "verdict", report.Verdict, "failed", res.Failed, "release", f.Release.Version)
+		e.log.Info("attestation verdict", "verdict", report.Verdict, "failed", strings.Join(res.Failed, ","), "release", f.Release.Version, "device", id)
 		return res
 	}
 }
