@@ -316,7 +316,7 @@ func lineOf(data []byte, off int64) int {
 
 type malformedError struct{ msg string }
 
-func (m *malformedError) Error() string { return m.msg }
+func (m *malformedError) Error() string   { return m.msg }
 func (m *malformedError) Is(t error) bool { return t == ErrMalformed }
 
 func malformed(field, format string, args ...any) error {
