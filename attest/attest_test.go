@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
+	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 // The tests run against go-tpm-tools' TPM simulator (the TCG reference
@@ -443,5 +445,38 @@ func TestReportMarkdown(t *testing.T) {
 	var back attest.Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Verdict != attest.VerdictFailed || len(back.Checks) != 13 {
 		t.Errorf("JSON report round trip: %v, %+v", err, back)
+	}
+}
+
+// Cross-check with an independent implementation: tpm2-tools'
+// tpm2_checkquote accepts the exported quote, signature, AK and PCRs, and
+// rejects them for another nonce or other PCR values.
+func TestTPM2CheckquoteAcceptsExport(t *testing.T) {
+	tool := testutil.RequireTool(t, "tpm2_checkquote", "tpm2-tools")
+	r := newRig(t, kernelDigest)
+	n := nonce(t)
+	ev := r.evidence(n)
+	dir := t.TempDir()
+	if d := os.Getenv("KEEP_EXPORT"); d != "" {
+		dir = d
+	}
+	if err := attest.Export(ev, dir); err != nil {
+		t.Fatal(err)
+	}
+	run := func(nonce []byte) (string, error) {
+		out, err := exec.Command(tool, attest.CheckquoteArgs(dir, nonce)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(n); err != nil {
+		t.Fatalf("tpm2_checkquote on the export: %v\n%s", err, out)
+	}
+	if out, err := run(nonce(t)); err == nil {
+		t.Errorf("tpm2_checkquote accepted a wrong nonce:\n%s", out)
+	}
+	pcrs, _ := os.ReadFile(filepath.Join(dir, attest.ExportPCRs))
+	pcrs[132+4+4+4*66+2] ^= 1 // PCR 4: after the selection, the list count, the first list's count, 4 TPM2B_DIGESTs and a size
+	writeFile(t, filepath.Join(dir, attest.ExportPCRs), pcrs)
+	if out, err := run(n); err == nil {
+		t.Errorf("tpm2_checkquote accepted a changed PCR 4:\n%s", out)
 	}
 }
