@@ -361,7 +361,14 @@ func (d *Device) Evidence(ctx context.Context, nonce []byte, rel Release) (*Evid
 			return nil, errors.New("quoting PCRs: the PCRs kept changing during the quote")
 		}
 	}
-	if ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize); err != nil {
+	ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		if merr := mountSecurityfs(d.o.eventLogPath); merr != nil {
+			d.o.log.Warn("securityfs not mounted", "err", merr)
+		}
+		ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+	}
+	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("reading the event log: %w", err)
 		}

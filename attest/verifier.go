@@ -574,7 +574,7 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 		return c
 	}
 	for _, s := range refs.slots() {
-		if ch.cmdlines[0].digest == cmdlineDigest(refs.Cmdline[s]) {
+		if d := cmdlineDigests(refs.Cmdline[s]); ch.cmdlines[0].digest == d[0] || ch.cmdlines[0].digest == d[1] {
 			c.Expected = "slot " + s + ": " + quote(refs.Cmdline[s])
 			return c.pass()
 		}
