@@ -21,6 +21,7 @@ type deviceAttestOptions struct {
 	root     string
 	eventLog string
 	plumbLog string
+	tpm      string
 }
 
 func newDeviceAttestCmd(e *env) *cobra.Command {
@@ -46,6 +47,7 @@ Check it with: plumb attest verify EVIDENCE --repo ... --nonce HEX`,
 	f.StringVar(&o.plumbLog, "plumb-log", attest.PlumbLogPath, "plumb-init's measurement log")
 	f.StringVar(&o.root, "root", "/", "filesystem root to read the device facts from")
 	f.MarkHidden("root")
+	f.StringVar(&o.tpm, "tpm", "", "TPM device or emulator socket (default /dev/tpmrm0, else /dev/tpm0)")
 	cmd.MarkFlagRequired("output")
 	return cmd
 }
@@ -68,7 +70,11 @@ func runDeviceAttest(ctx context.Context, e *env, o deviceAttestOptions) error {
 	if err != nil {
 		return fmt.Errorf("device id: %w", err)
 	}
-	rw, err := attest.OpenTPM()
+	var paths []string
+	if o.tpm != "" {
+		paths = []string{o.tpm}
+	}
+	rw, err := attest.OpenTPM(paths...)
 	if err != nil {
 		return err
 	}
