@@ -120,7 +120,7 @@ var (
 )
 
 // MarshalJSON encodes the evidence in its wire format.
-func (e *Evidence) MarshalJSON() ([]byte, error) {
+func (e Evidence) MarshalJSON() ([]byte, error) {
 	w := wireEvidence{
 		Version:       e.Version,
 		DeviceID:      e.DeviceID,

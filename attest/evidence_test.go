@@ -135,3 +135,31 @@ func TestGarbageEventLog(t *testing.T) {
 		t.Errorf("verdict = %s", rep.Verdict)
 	}
 }
+
+// Evidence marshals to the wire format as a value and as a pointer (inside
+// another document, for instance).
+func TestEvidenceMarshalValue(t *testing.T) {
+	b, err := os.ReadFile(sampleEvidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := attest.ParseEvidence(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := json.Marshal(struct {
+		Evidence attest.Evidence `json:"evidence"`
+	}{*ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Evidence attest.Evidence `json:"evidence"`
+	}
+	if err := json.Unmarshal(wrapped, &back); err != nil {
+		t.Fatalf("round trip through a wrapper: %v", err)
+	}
+	if !bytes.Equal(back.Evidence.Quote.Attest, ev.Quote.Attest) || !bytes.Equal(back.Evidence.PCRs[15], ev.PCRs[15]) {
+		t.Error("round trip changed the evidence")
+	}
+}
