@@ -1,6 +1,7 @@
 package attest_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"net"
 	"os"
@@ -102,4 +103,37 @@ func TestSwtpmEKCertificate(t *testing.T) {
 		}
 	}
 	t.Logf("EK certificate: %s", rep.Check(attest.CheckEKCertificate).Actual)
+}
+
+// swtpm's quote passes tpm2_checkquote, and a second Device on the same
+// TPM (the next boot, another plumbd run) has the same AK: the enrollment
+// holds without a stored key.
+func TestSwtpmQuoteCheckquoteAndStableAK(t *testing.T) {
+	checkquote := testutil.RequireTool(t, "tpm2_checkquote", "tpm2-tools")
+	conn := startSwtpm(t)
+	var aks [][]byte
+	var ev *attest.Evidence
+	for range 2 {
+		dev, err := attest.NewDevice(conn, "", attest.WithDeviceID("swtpm-1"), attest.WithEventLog("/nonexistent"), attest.WithPlumbLog("/nonexistent"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		aks = append(aks, dev.AKPublic())
+		if ev, err = dev.Evidence(t.Context(), []byte("checkquote nonce"), attest.Release{Version: "1.0.0", Hardware: "qemu-x86_64"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(aks[0], aks[1]) {
+		t.Error("the AK changed between two devices on the same TPM")
+	}
+	dir := t.TempDir()
+	if err := attest.Export(ev, dir); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(checkquote, attest.CheckquoteArgs(dir, ev.Nonce)...).CombinedOutput(); err != nil {
+		t.Fatalf("tpm2_checkquote on swtpm's quote: %v\n%s", err, out)
+	}
 }

@@ -23,7 +23,7 @@ import (
 
 func init() { badInputClasses = append(badInputClasses, attest.ErrMalformed) }
 
-func newAttestCmd(e *env) *cobra.Command {
+func newPlumbAttestCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attest",
 		Short: "Verify TPM attestation evidence from devices",
