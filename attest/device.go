@@ -80,10 +80,14 @@ var akTemplate = tpm2.Public{
 }
 
 // OpenTPM opens the kernel's TPM resource manager (/dev/tpmrm0), else the
-// raw device (/dev/tpm0).
-func OpenTPM() (io.ReadWriteCloser, error) {
+// raw device (/dev/tpm0). Given paths replace these: a character device or
+// a TPM emulator's Unix socket (swtpm --server type=unixio).
+func OpenTPM(paths ...string) (io.ReadWriteCloser, error) {
+	if len(paths) == 0 {
+		paths = []string{"/dev/tpmrm0", "/dev/tpm0"}
+	}
 	var errs []error
-	for _, p := range []string{"/dev/tpmrm0", "/dev/tpm0"} {
+	for _, p := range paths {
 		rw, err := tpm2.OpenTPM(p)
 		if err == nil {
 			return rw, nil
@@ -361,7 +365,14 @@ func (d *Device) Evidence(ctx context.Context, nonce []byte, rel Release) (*Evid
 			return nil, errors.New("quoting PCRs: the PCRs kept changing during the quote")
 		}
 	}
-	if ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize); err != nil {
+	ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		if merr := mountSecurityfs(d.o.eventLogPath); merr != nil {
+			d.o.log.Warn("securityfs not mounted", "err", merr)
+		}
+		ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+	}
+	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("reading the event log: %w", err)
 		}

@@ -163,17 +163,20 @@ func chainFrom(events []gattest.Event) bootChain {
 	return c
 }
 
-// cmdlineDigest is what systemd-boot extends for a command line: sha256 of
-// the UTF-16LE string with its terminating NUL.
-func cmdlineDigest(s string) string {
+// cmdlineDigests are what systemd-boot may extend for a command line:
+// sha256 of the UTF-16LE string with its terminating NUL (systemd-boot
+// 252's tpm_log_load_options measures strsize16, NUL included) and, to be
+// robust to a loader that leaves the NUL out, without it. Both encode the
+// same string.
+func cmdlineDigests(s string) [2]string {
 	u := utf16.Encode([]rune(s))
 	b := make([]byte, 0, 2*len(u)+2)
 	for _, c := range u {
 		b = binary.LittleEndian.AppendUint16(b, c)
 	}
-	b = append(b, 0, 0)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	without := sha256.Sum256(b)
+	with := sha256.Sum256(append(b, 0, 0))
+	return [2]string{hex.EncodeToString(with[:]), hex.EncodeToString(without[:])}
 }
 
 // utf16String decodes UTF-16LE up to the first NUL.

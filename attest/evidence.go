@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strconv"
 )
@@ -95,17 +96,17 @@ type Release struct {
 // wireEvidence is the JSON shape: binary fields as base64 or hex strings,
 // decoded one by one so an error names its field.
 type wireEvidence struct {
-	Version       int               `json:"version"`
-	DeviceID      string            `json:"device_id"`
-	Nonce         string            `json:"nonce"`
-	Quote         wireQuote         `json:"quote"`
-	PCRs          map[string]string `json:"pcrs"`
-	AKPublic      string            `json:"ak_public"`
-	EKPublic      string            `json:"ek_public"`
-	EKCertificate string            `json:"ek_certificate,omitempty"`
-	EventLog      string            `json:"event_log,omitempty"`
-	PlumbLog      []Measurement     `json:"plumb_log"`
-	Release       Release           `json:"release"`
+	Version       int                        `json:"version"`
+	DeviceID      string                     `json:"device_id"`
+	Nonce         string                     `json:"nonce"`
+	Quote         wireQuote                  `json:"quote"`
+	PCRs          map[string]json.RawMessage `json:"pcrs"`
+	AKPublic      string                     `json:"ak_public"`
+	EKPublic      string                     `json:"ek_public"`
+	EKCertificate string                     `json:"ek_certificate,omitempty"`
+	EventLog      string                     `json:"event_log,omitempty"`
+	PlumbLog      []Measurement              `json:"plumb_log"`
+	Release       Release                    `json:"release"`
 }
 
 type wireQuote struct {
@@ -119,13 +120,13 @@ var (
 )
 
 // MarshalJSON encodes the evidence in its wire format.
-func (e *Evidence) MarshalJSON() ([]byte, error) {
+func (e Evidence) MarshalJSON() ([]byte, error) {
 	w := wireEvidence{
 		Version:       e.Version,
 		DeviceID:      e.DeviceID,
 		Nonce:         b64(e.Nonce),
 		Quote:         wireQuote{Attest: b64(e.Quote.Attest), Signature: b64(e.Quote.Signature)},
-		PCRs:          make(map[string]string, len(e.PCRs)),
+		PCRs:          make(map[string]json.RawMessage, len(e.PCRs)),
 		AKPublic:      b64(e.AKPublic),
 		EKPublic:      b64(e.EKPublic),
 		EKCertificate: b64(e.EKCertificate),
@@ -137,7 +138,7 @@ func (e *Evidence) MarshalJSON() ([]byte, error) {
 		w.PlumbLog = []Measurement{}
 	}
 	for i, v := range e.PCRs {
-		w.PCRs[strconv.Itoa(i)] = hex.EncodeToString(v)
+		w.PCRs[strconv.Itoa(i)] = json.RawMessage(strconv.Quote(hex.EncodeToString(v)))
 	}
 	return json.Marshal(w)
 }
@@ -217,9 +218,13 @@ func (w *wireEvidence) decode() (*Evidence, error) {
 	e.PCRs = make(map[int][]byte, quotedPCRCount)
 	for i := range quotedPCRCount {
 		k := strconv.Itoa(i)
-		v, ok := w.PCRs[k]
+		raw, ok := w.PCRs[k]
 		if !ok {
 			return nil, malformed("pcrs", "expected PCRs 0-15, missing %q", k)
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, malformed("pcrs."+k, "expected a string of 64 hex digits, got JSON %s", short(string(raw)))
 		}
 		if !hexRE.MatchString(v) {
 			return nil, malformed("pcrs."+k, "expected 64 lower-case hex digits, got %s", short(v))
@@ -289,12 +294,32 @@ func jsonError(data []byte, err error) error {
 		if field == "" {
 			field = "(document)"
 		}
-		return malformed(field, "expected %s, got JSON %s (line %d)", typ.Type, typ.Value, lineOf(data, typ.Offset))
+		return malformed(field, "expected %s, got JSON %s (line %d)", jsonKind(typ.Type), typ.Value, lineOf(data, typ.Offset))
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return malformed("", "expected a JSON object, got %s", truncatedOrEmpty(data))
 	default:
 		return malformed("", "expected a JSON object: %v", err)
 	}
+}
+
+// jsonKind names a Go type the way the JSON document spells it.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.Kind() {
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return t.String()
 }
 
 func truncatedOrEmpty(data []byte) string {
@@ -316,7 +341,7 @@ func lineOf(data []byte, off int64) int {
 
 type malformedError struct{ msg string }
 
-func (m *malformedError) Error() string { return m.msg }
+func (m *malformedError) Error() string   { return m.msg }
 func (m *malformedError) Is(t error) bool { return t == ErrMalformed }
 
 func malformed(field, format string, args ...any) error {

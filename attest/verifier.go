@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 	"strings"
 	"time"
 
@@ -307,7 +308,7 @@ func checkSignature(ev *Evidence) sigResult {
 		return r
 	}
 	r.info = info
-	c.Actual = "ECDSA/RSA signature by AK " + fingerprint(ev.AKPublic) + " verified"
+	c.Actual = "signature by AK " + fingerprint(ev.AKPublic) + " verified"
 	r.Check = c.pass()
 	return r
 }
@@ -546,7 +547,7 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 	c := Check{Name: CheckCmdline}
 	var exp []string
 	for _, s := range refs.slots() {
-		exp = append(exp, fmt.Sprintf("slot %s: %q", s, refs.Cmdline[s]))
+		exp = append(exp, "slot "+s+": "+quote(refs.Cmdline[s]))
 	}
 	c.Expected = strings.Join(exp, " or ")
 	switch {
@@ -559,7 +560,7 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 	}
 	var got []string
 	for _, e := range ch.cmdlines {
-		text := fmt.Sprintf("%q", e.text)
+		text := quote(e.text)
 		if !e.honest {
 			text += " (event data does not match its digest " + e.digest + ")"
 		}
@@ -573,8 +574,8 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 		return c
 	}
 	for _, s := range refs.slots() {
-		if ch.cmdlines[0].digest == cmdlineDigest(refs.Cmdline[s]) {
-			c.Expected = fmt.Sprintf("slot %s: %q", s, refs.Cmdline[s])
+		if d := cmdlineDigests(refs.Cmdline[s]); ch.cmdlines[0].digest == d[0] || ch.cmdlines[0].digest == d[1] {
+			c.Expected = "slot " + s + ": " + quote(refs.Cmdline[s])
 			return c.pass()
 		}
 	}
@@ -637,4 +638,13 @@ func checkRelease(ev *Evidence, logOK bool, refs References, why string) Check {
 		return c
 	}
 	return c.pass()
+}
+
+// quote puts s in double quotes, escaping only when it holds characters
+// that are not printable (a command line keeps its backslashes readable).
+func quote(s string) string {
+	if strconv.CanBackquote(s) && !strings.Contains(s, `"`) {
+		return `"` + s + `"`
+	}
+	return strconv.Quote(s)
 }
