@@ -27,8 +27,8 @@ const (
 
 // Linux EFI stub's tagged event ids (drivers/firmware/efi/libstub).
 const (
-	linuxInitrdTag      = 0x8F3B22ED
-	linuxLoadOptionsTag = 0x8F3B22EE
+	linuxInitrdTag      = 0x8F3B22EC
+	linuxLoadOptionsTag = 0x8F3B22ED
 )
 
 // ParseEventLog parses a raw TCG2 crypto-agile event log (as the kernel

@@ -215,9 +215,9 @@ func BootEvents(bootloader, kernel, initrd []byte, cmdline string) []Event {
 	ev = append(ev, Event{PCR: 4, Type: EvEFIBootServicesApplication, Data: []byte("kernel image path"), Digest: kernel})
 	opts := utf16z(cmdline)
 	ev = append(ev, Hashed(12, EvIPL, opts))
-	ev = append(ev, Event{PCR: 9, Type: EvEventTag, Data: tagged(0x8F3B22ED, []byte("Linux initrd\x00")), Digest: initrd})
+	ev = append(ev, Event{PCR: 9, Type: EvEventTag, Data: tagged(0x8F3B22EC, []byte("Linux initrd\x00")), Digest: initrd})
 	lo := sha256.Sum256(opts)
-	ev = append(ev, Event{PCR: 9, Type: EvEventTag, Data: tagged(0x8F3B22EE, []byte("LOADED_IMAGE::LoadOptions\x00")), Digest: lo[:]})
+	ev = append(ev, Event{PCR: 9, Type: EvEventTag, Data: tagged(0x8F3B22ED, []byte("LOADED_IMAGE::LoadOptions\x00")), Digest: lo[:]})
 	return ev
 }
 
