@@ -248,4 +248,3 @@ func (f *fleet) keepReport(id, name string) {
 	os.WriteFile(filepath.Join(*attestDocs, name+".md"), md, 0o644)
 	os.WriteFile(filepath.Join(*attestDocs, name+".json"), []byte(f.reportFile(id, "latest.json")), 0o644)
 }
-
