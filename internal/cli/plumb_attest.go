@@ -74,7 +74,7 @@ malformed evidence.`,
 	f.StringVar(&o.repo, "repo", "", "TUF repository: a base URL (http:// or https://) or a plumb repo directory (required)")
 	f.StringVar(&o.root, "root", "", "trusted root.json of the repository (required for a URL)")
 	f.StringVar(&o.ca, "ca", "", "PEM bundle of CAs to trust for the repository's TLS")
-	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates (repeatable; swtpm: /var/lib/swtpm-localca/*.pem)")
+	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates (repeatable; swtpm: /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem and issuercert.pem)")
 	f.StringVar(&o.nonce, "nonce", "", "the nonce (hex) the device was challenged with; without it freshness is not checkable")
 	f.StringVar(&o.enrolled, "enrolled", "", "enrollments: a directory of DEVICE.json (plumb serve's) or one JSON file; without it the AK binding is not checkable")
 	f.StringVar(&o.format, "format", "md", "report format: md or json")
