@@ -5,7 +5,9 @@ go 1.26.0
 require (
 	github.com/DataDog/zstd v1.5.7
 	github.com/diskfs/go-diskfs v1.9.4
+	github.com/google/go-attestation v0.6.4
 	github.com/google/go-tpm v0.9.8
+	github.com/google/go-tpm-tools v0.4.7
 	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.20.4
 	github.com/opencontainers/go-digest v1.0.0

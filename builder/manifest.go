@@ -4,12 +4,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/plumb-os/plumb/builder/authenticode"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/updater/earlyinit"
+	"github.com/plumb-os/plumb/updater/release"
 )
 
 // Manifest describes one build's outputs. It is written as manifest.json
@@ -27,6 +33,9 @@ type Manifest struct {
 	Kernel        Digest      `json:"kernel"`
 	Initrd        Digest      `json:"initrd"`
 	Partitions    []Partition `json:"partitions"`
+	// Measured are the reference values for attestation: what booting
+	// this release measures into the TPM (release.Measured).
+	Measured *release.Measured `json:"measured,omitempty"`
 }
 
 // Artifact is one output file.
@@ -87,7 +96,76 @@ func (b *build) manifest() (*Manifest, error) {
 		m.Partitions = append(m.Partitions, Partition{Index: p.Index, Name: p.Name, Type: p.TypeGUID, PartUUID: p.PartUUID, Start: p.Start, Size: p.Size})
 	}
 	m.Cmdline = b.disk.entry.Options()
+	me, err := b.measured(m)
+	switch {
+	case errors.Is(err, authenticode.ErrNotPE):
+		// Not bootable by UEFI (a test kernel): nothing to attest.
+		b.log.Warn("no reference values for attestation", "err", err)
+	case err != nil:
+		return nil, err
+	default:
+		m.Measured = me
+	}
 	return m, nil
+}
+
+// measured computes the reference values of the build: what the firmware,
+// systemd-boot, the EFI stub and plumb-init will measure when a device
+// boots it (docs/attestation.md).
+func (b *build) measured(m *Manifest) (*release.Measured, error) {
+	boot, err := authenticodeOf(b.espBoot.Source, filepath.Join(b.work, "bootloader.efi"))
+	if err != nil {
+		return nil, fmt.Errorf("systemd-boot: %w", err)
+	}
+	kernel, err := authenticodeOf(fstree.HostFile(filepath.Join(b.work, KernelFile)), "")
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	var rootfs string
+	for _, a := range m.Artifacts {
+		if a.Name == RootfsFile {
+			rootfs = a.SHA256
+		}
+	}
+	pcr15, err := earlyinit.ExpectedPCR15(rootfs, m.Version)
+	if err != nil {
+		return nil, err
+	}
+	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
+	for _, p := range b.disk.layout.Partitions() {
+		slot := map[string]string{diskimg.NameRootA: "a", diskimg.NameRootB: "b"}[p.Name]
+		if slot != "" {
+			me.Cmdline[slot] = Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+		}
+	}
+	return me, nil
+}
+
+// authenticodeOf returns the PE/Authenticode sha256 (hex) of src; a source
+// that is not a host file is first copied to spill.
+func authenticodeOf(src fstree.Source, spill string) (string, error) {
+	path, ok := src.(fstree.HostFile)
+	if !ok {
+		if err := copySource(spill, src); err != nil {
+			return "", err
+		}
+		defer os.Remove(spill)
+		path = fstree.HostFile(spill)
+	}
+	f, err := os.Open(string(path))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	sum, err := authenticode.SHA256(f, fi.Size())
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(sum), nil
 }
 
 // digestFile streams a file through sha256.

@@ -47,6 +47,13 @@ func (e Entry) Options() string {
 	return strings.TrimSpace("root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + e.Slot + " " + e.Cmdline)
 }
 
+// LoadOptions is the command line systemd-boot hands to the kernel for this
+// entry, and measures into PCR 12: the entry's initrd as an initrd=
+// option (a path on the ESP with backslashes), then its options.
+func (e Entry) LoadOptions() string {
+	return "initrd=" + strings.ReplaceAll(SlotInitrd(e.Slot), "/", `\`) + " " + e.Options()
+}
+
 // Content is the entry file.
 func (e Entry) Content() string {
 	return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nlinux %s\ninitrd %s\noptions %s\n",
@@ -57,6 +64,7 @@ func (e Entry) Content() string {
 type diskResult struct {
 	partitions []diskimg.Partition
 	entry      Entry
+	layout     diskimg.Layout
 }
 
 // writeDisk writes the flashable image: the ESP with systemd-boot and a
@@ -101,7 +109,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	if err != nil {
 		return fmt.Errorf("disk image: %w", err)
 	}
-	b.disk = &diskResult{partitions: parts, entry: entry}
+	b.disk = &diskResult{partitions: parts, entry: entry, layout: layout}
 	// The kernel goes beside the outputs too (direct boot, installer).
 	return copySource(filepath.Join(b.work, KernelFile), b.kernel.image.Source)
 }

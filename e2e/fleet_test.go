@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +33,7 @@ type fleet struct {
 	port     int
 	srv      *server.Server
 	repo     *tufrepo.Repo
+	repoDir  string
 }
 
 func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
@@ -44,12 +46,24 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 	}
 	f := &fleet{t: t, ctx: ctx, work: t.TempDir(), hardware: hardware}
 	repoDir := filepath.Join(f.work, "repo")
+	f.repoDir = repoDir
 	if err := tufrepo.Init(ctx, repoDir, tufrepo.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	var err error
 	f.reports = filepath.Join(f.work, "reports")
-	if f.srv, err = server.New(server.Options{Dir: repoDir, Reports: f.reports}); err != nil {
+	// The fleet's server is the verifier too; it trusts swtpm's EK CA.
+	cas, err := testvm.TPMCACerts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pem, err := os.ReadFile(c)
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			t.Fatalf("EK CA %s: %v", c, err)
+		}
+	}
+	if f.srv, err = server.New(server.Options{Dir: repoDir, Reports: f.reports, Attest: &server.AttestOptions{ManufacturerCAs: pool}}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -60,6 +60,8 @@ type Options struct {
 	Reports string
 	// Log receives the access log (Info) and server errors; nil discards.
 	Log *slog.Logger
+	// Attest, when set, adds the verifier endpoints (attest.go).
+	Attest *AttestOptions
 }
 
 // Server serves one repository directory.
@@ -69,7 +71,8 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
-	rep    *reports // nil: no report endpoint
+	rep    *reports  // nil: no report endpoint
+	verify *verifier // nil: no attestation endpoints
 
 	requests, notModified, bytesOut atomic.Int64
 }
@@ -135,6 +138,11 @@ func New(opts Options) (*Server, error) {
 	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}
 	if opts.Reports != "" {
 		srv.rep = &reports{dir: opts.Reports}
+	}
+	if opts.Attest != nil {
+		if srv.verify, err = newVerifier(opts.Dir, *opts.Attest); err != nil {
+			return nil, err
+		}
 	}
 	return srv, nil
 }

@@ -117,3 +117,59 @@ func (t *swtpm) stop() error {
 	}
 	return fmt.Errorf("swtpm (pid %d) did not exit after SIGKILL", t.cmd.Process.Pid)
 }
+
+// swtpmLocalCAConf is swtpm-localca's configuration: swtpm_setup
+// --create-ek-cert has swtpm_localca sign each EK certificate with the
+// issuer it names, under a root in the same state directory.
+const swtpmLocalCAConf = "/etc/swtpm-localca.conf"
+
+// TPMCACerts returns the PEM files a verifier must trust for the EK
+// certificates of this package's TPMs (swtpm-localca's issuer and root
+// certificates), read from /etc/swtpm-localca.conf. swtpm-localca makes
+// them with its first certificate: if they are missing, TPMCACerts
+// manufactures a scratch TPM to have them made.
+func TPMCACerts(ctx context.Context) ([]string, error) {
+	b, err := os.ReadFile(swtpmLocalCAConf)
+	if err != nil {
+		return nil, fmt.Errorf("finding swtpm's EK certificate CA: %w", err)
+	}
+	var stateDir, issuer string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(strings.TrimSpace(k), "#") {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "statedir":
+			stateDir = strings.TrimSpace(v)
+		case "issuercert":
+			issuer = strings.TrimSpace(v)
+		}
+	}
+	if stateDir == "" || issuer == "" {
+		return nil, fmt.Errorf("%s: expected statedir and issuercert, got %q and %q", swtpmLocalCAConf, stateDir, issuer)
+	}
+	certs := []string{filepath.Join(stateDir, "swtpm-localca-rootca-cert.pem"), issuer}
+	missing := func() error {
+		for _, c := range certs {
+			if _, err := os.Stat(c); err != nil {
+				return fmt.Errorf("swtpm's EK certificate CA: %w", err)
+			}
+		}
+		return nil
+	}
+	if missing() != nil {
+		scratch, err := os.MkdirTemp("", "plumb-tpm-ca-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(scratch)
+		if err := manufactureTPM(ctx, scratch, slog.New(slog.DiscardHandler)); err != nil {
+			return nil, err
+		}
+	}
+	if err := missing(); err != nil {
+		return nil, err
+	}
+	return certs, nil
+}

@@ -232,6 +232,7 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 		Cmdline:       extraCmdline(m),
 		Kernel:        release.Digest{SHA256: m.Kernel.SHA256, Size: m.Kernel.Size},
 		Initrd:        release.Digest{SHA256: m.Initrd.SHA256, Size: m.Initrd.Size},
+		Measured:      m.Measured,
 	}
 	if p.Channel != "" {
 		f.Channel = p.Channel

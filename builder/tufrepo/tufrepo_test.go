@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -506,5 +507,34 @@ func TestRotate(t *testing.T) {
 	}
 	if treeHash(t, r.Dir()) != before {
 		t.Error("a failed rotation changed the repository")
+	}
+}
+
+// TestPublishMeasured: the build's reference values reach the release
+// facts unchanged.
+func TestPublishMeasured(t *testing.T) {
+	build := fakeBuild(t, "1.0.0", randomBytes(t, 4096))
+	p := filepath.Join(build, builder.ManifestFile)
+	m, err := builder.ReadManifest(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := func(c string) string { return strings.Repeat(c, 64) }
+	m.Measured = &release.Measured{Bootloader: h("1"), Kernel: h("2"), Initrd: h("3"), PCR15: h("4"),
+		Cmdline: map[string]string{"a": `initrd=\plumb\a\initrd.img root=PARTUUID=x ro plumb.slot=a`, "b": `initrd=\plumb\b\initrd.img root=PARTUUID=y ro plumb.slot=b`}}
+	data, _ := json.Marshal(m)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRepo(t, Options{})
+	if _, err := r.Publish(t.Context(), build, PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := r.Releases()
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("Releases = %v, %v", rs, err)
+	}
+	if got := rs[0].Facts.Measured; !reflect.DeepEqual(got, m.Measured) {
+		t.Errorf("published measured = %+v, want %+v", got, m.Measured)
 	}
 }

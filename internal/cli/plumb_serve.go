@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -21,6 +23,8 @@ type serveOptions struct {
 	certDir   string
 	accessLog bool
 	reports   string
+	attest    bool
+	ekCAs     []string
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -34,6 +38,13 @@ only: GET and HEAD, Range, strong ETags with If-None-Match, Cache-Control
 (no-cache for timestamp.json and root.json, immutable for versioned metadata
 and content-addressed targets). Any static server can serve the same
 directory instead (docs/nginx.md).
+
+With --attest (the default) it is also the attestation verifier for devices
+(docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
+/v1/attest/activate and /v1/attest/evidence (answered with the report), and
+GET /v1/devices/ID/attestation (the device's latest report). Enrollments and
+reports are kept in DIR/attest. EK certificates are checked against the
+--ek-ca files (PEM: the TPM manufacturers' roots and intermediates).
 
 The first run makes a development CA (DIR/tls/ca.pem, key ca.key) and a
 server certificate signed by it for 127.0.0.1, localhost, 10.0.2.100 (the
@@ -56,6 +67,8 @@ GET /v1/devices/<id>.`,
 	f.StringVar(&o.certDir, "tls-dir", "", "directory of the development CA and server certificate (default DIR/tls)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request on stderr")
 	f.StringVar(&o.reports, "reports", "", `directory of device status reports (POST /v1/devices/ID/status, GET /v1/devices[/ID]); default DIR/reports, "off" disables`)
+	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
+	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
 	return cmd
 }
 
@@ -70,6 +83,23 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var att *server.AttestOptions
+	if o.attest {
+		att = &server.AttestOptions{}
+		if len(o.ekCAs) > 0 {
+			pool := x509.NewCertPool()
+			for _, p := range o.ekCAs {
+				pem, err := os.ReadFile(p)
+				if err != nil {
+					return badInput(fmt.Errorf("--ek-ca: %w", err))
+				}
+				if !pool.AppendCertsFromPEM(pem) {
+					return badInput(fmt.Errorf("--ek-ca %s: expected PEM certificates, found none", p))
+				}
+			}
+			att.ManufacturerCAs = pool
+		}
+	}
 	s, err := server.New(server.Options{
 		Addr:    o.addr,
 		Dir:     o.dir,
@@ -77,6 +107,7 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 		Hosts:   append(server.DefaultHosts(), o.hosts...),
 		Reports: reportsDir(o),
 		Log:     log,
+		Attest:  att,
 	})
 	if err != nil {
 		return err

@@ -123,6 +123,8 @@ func TestServeBadInput(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(repo, "repository"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644)
 	tests := []struct {
 		args []string
 		want string
@@ -131,6 +133,8 @@ func TestServeBadInput(t *testing.T) {
 		{[]string{repo, "--host", "bad name"}, `host "bad name"`},
 		{[]string{repo, "--addr", "8443"}, `--addr "8443": expected HOST:PORT`},
 		{[]string{}, "accepts 1 arg"},
+		{[]string{repo, "--ek-ca", filepath.Join(repo, "no-such.pem")}, "--ek-ca: open"},
+		{[]string{repo, "--ek-ca", notPEM}, "expected PEM certificates, found none"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

@@ -125,6 +125,10 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 			rep.Send(agentStatus{AgentVersion: agentVersion(), Facts: facts, Device: id, Update: &s}, nil)
 		}
 	}
+	if facts.TPM.Present {
+		a.Attest = attestor(e, facts, cfg, hc, id.ID)
+		a.MeasuredBoot = measuredBoot(e, facts, dir, id.ID)
+	}
 	return a, nil
 }
 

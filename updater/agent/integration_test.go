@@ -871,3 +871,37 @@ func TestResumeInterruptedDownload(t *testing.T) {
 		t.Errorf("the server sent %d bytes for the second half of a %d-byte image, want about half", sent, len(data))
 	}
 }
+
+// TestAttestedCommitWithoutReferences: with commit "attested", a trial
+// boot whose release facts carry no reference values cannot prove its
+// measured boot: it is rolled back like a failed health check, the reason
+// named. (The rig's small test kernel is not an EFI application, so its
+// builds have no reference values; VMs test the rest: e2e/attest_test.go.)
+func TestAttestedCommitWithoutReferences(t *testing.T) {
+	r := newRig(t, tufrepo.Options{})
+	r.publish(t, v2)
+	a := r.agent(t, "a", v1, nil)
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	installV2(t, r, a)
+	if st := r.state(t); st.Facts == nil || st.Facts.Version != v2 {
+		t.Fatalf("state after the install keeps facts %+v, want 2.0.0's", st.Facts)
+	}
+	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	b := r.agent(t, "b", v2, nil)
+	b.Config.Commit = config.CommitAttested
+	called := false
+	b.MeasuredBoot = func(context.Context, *release.Facts) error { called = true; return nil }
+	if err := b.Settle(t.Context()); err != nil {
+		t.Fatalf("Settle of the trial: %v", err)
+	}
+	const why = "health check attestation: release 2.0.0 was published without reference values (measured)"
+	st := r.state(t)
+	if called || st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from 2.0.0: "+why {
+		t.Errorf("state = %+v (MeasuredBoot called: %v), want rebooting with 2.0.0 bad: %q", st, called, why)
+	}
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0+0-1.conf"}; !equal(got, want) {
+		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+}

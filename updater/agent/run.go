@@ -13,6 +13,7 @@ import (
 	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/release"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -38,6 +39,15 @@ type Agent struct {
 	// OnSave, when set, sees the state after every save (status reports);
 	// it must not block.
 	OnSave func(*State)
+	// MeasuredBoot checks, for Config.Commit "attested", that this boot's
+	// measurements (the TPM's event log replayed against its PCRs, and
+	// plumb-init's PCR 15 log) match the reference values in facts, the
+	// release facts of the running release. It returns an error naming
+	// the checks that failed. Nil with "attested": every trial fails.
+	MeasuredBoot func(ctx context.Context, facts *release.Facts) error
+	// Attest, if set, runs after Settle (so after every boot and every
+	// commit): it sends evidence to the verifier and returns its verdict.
+	Attest func(ctx context.Context) *Attestation
 
 	state *State
 }
@@ -95,6 +105,11 @@ func (a *Agent) Settle(ctx context.Context) error {
 		if err := Check(ctx, dataMounted, a.Config.Health); err != nil {
 			return a.failTrial(running, err)
 		}
+		if a.Config.Commit == config.CommitAttested {
+			if err := a.checkMeasuredBoot(ctx, running); err != nil {
+				return a.failTrial(running, err)
+			}
+		}
 		if err := a.Device.Commit(running); err != nil {
 			return err
 		}
@@ -148,6 +163,26 @@ func (a *Agent) Settle(ctx context.Context) error {
 		a.state.Phase = PhaseIdle
 		return a.save()
 	}
+	return nil
+}
+
+// checkMeasuredBoot is the attested commit's check: the trial boot's
+// measurements against the reference values of the release it runs.
+func (a *Agent) checkMeasuredBoot(ctx context.Context, running string) error {
+	fail := func(err error) error { return &HealthError{Check: "attestation", Err: err} }
+	f := a.state.Facts
+	switch {
+	case f == nil || f.Version != running:
+		return fail(fmt.Errorf("no release facts for %s kept from its installation: cannot compare its measurements", running))
+	case f.Measured == nil:
+		return fail(fmt.Errorf("release %s was published without reference values (measured)", running))
+	case a.MeasuredBoot == nil:
+		return fail(errors.New("this agent cannot check its measured boot (no TPM support)"))
+	}
+	if err := a.MeasuredBoot(ctx, f); err != nil {
+		return fail(err)
+	}
+	a.log().Info("measured boot matches the release's reference values", "version", running)
 	return nil
 }
 
@@ -250,6 +285,7 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 		st.Fetched, st.Fallback, st.Method = 0, "", ""
 		os.Remove(a.bundleFile()) // of an update given up; its room is needed
 	}
+	st.Facts = c.Facts // the measured reference values, for an attested commit
 	start := time.Now()
 	var done int64
 	var fallback error
@@ -373,6 +409,12 @@ func (a *Agent) rebootPerPolicy(ctx context.Context, version string) error {
 func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Settle(ctx); err != nil {
 		a.log().Error("settling after boot", "err", err)
+	}
+	if a.Attest != nil && a.state.Phase != PhaseRebooting {
+		a.state.Attestation = a.Attest(ctx)
+		if err := a.save(); err != nil {
+			a.log().Error("saving the attestation verdict", "err", err)
+		}
 	}
 	interval := time.Duration(a.Config.Poll)
 	backoff := interval

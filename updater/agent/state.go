@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/updater/release"
 )
 
 // Phases of an update, in order. Each is persisted before the work of the
@@ -48,6 +49,13 @@ type State struct {
 	// worked).
 	Fallback string `json:"fallback,omitempty"`
 
+	// Facts are the TUF release facts of the release being installed, as
+	// verified when it was chosen: an attested commit compares the trial
+	// boot's measurements with their reference values.
+	Facts *release.Facts `json:"facts,omitempty"`
+	// Attestation is the verifier's last verdict on this device.
+	Attestation *Attestation `json:"attestation,omitempty"`
+
 	LastCheck  time.Time `json:"last_check,omitzero"`
 	LastResult string    `json:"last_result,omitempty"` // "ok", "no update", or the error
 	// Bad maps versions that failed on this device to why; they are not
@@ -56,6 +64,15 @@ type State struct {
 	// Event is the last notable thing that happened ("committed 2.0.0",
 	// "rolled back from 2.0.0: boot failed").
 	Event string `json:"event,omitempty"`
+}
+
+// Attestation summarises the last report a verifier sent.
+type Attestation struct {
+	Time    time.Time `json:"time"`
+	Release string    `json:"release"`
+	Verdict string    `json:"verdict"`          // "passed", "failed", or "error"
+	Failed  []string  `json:"failed,omitempty"` // names of the failed checks
+	Error   string    `json:"error,omitempty"`  // why there is no verdict
 }
 
 // maxStateSize bounds what LoadState reads.

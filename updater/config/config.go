@@ -20,6 +20,12 @@ const (
 	CAPath   = "/etc/plumb/ca.pem"    // CA bundle for the repository's TLS
 )
 
+// Commit policies.
+const (
+	CommitHealth   = "health"   // commit a trial slot after its health checks pass
+	CommitAttested = "attested" // and after its measured boot matches the release's reference values
+)
+
 // Config is plumbd's configuration.
 type Config struct {
 	Repository string        `json:"repository"`         // base URL of the TUF repository

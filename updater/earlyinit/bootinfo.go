@@ -30,6 +30,14 @@ type BootInfo struct {
 	DataMounted bool `json:"data_mounted"`
 	// DataError is why /data is not mounted, if it is not.
 	DataError string `json:"data_error,omitempty"`
+	// Measured tells whether plumb-init extended PCR 15 with the root
+	// image and the release version and logged it to MeasurementsPath;
+	// MeasureError says why not ("no TPM ..."). RootfsSHA256 and
+	// RootfsSize describe the image it hashed.
+	Measured     bool   `json:"measured"`
+	MeasureError string `json:"measure_error,omitempty"`
+	RootfsSHA256 string `json:"rootfs_sha256,omitempty"`
+	RootfsSize   int64  `json:"rootfs_size,omitempty"`
 	// InitMillis is the time the early init took, from its start to
 	// handing over to the real init; UptimeMillis is the kernel's uptime
 	// at that point.

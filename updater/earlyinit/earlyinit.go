@@ -8,15 +8,21 @@
 //  2. load the modules listed in /lib/modules/load-order
 //  3. find the partition of root=PARTUUID=<uuid> by reading the GPT of every
 //     disk, retrying for up to 10 s while devices appear
-//  4. mount it read-only (squashfs) on /newroot, a tmpfs on /newroot/run,
-//     and overlays with a tmpfs upper layer on /etc and /var
-//  5. mount the disk's "plumb-data" partition (ext4) on /newroot/data; if
+//  4. with a TPM: hash the slot's squashfs image and extend PCR 15 with it
+//     ("plumb.rootfs", measure.go)
+//  5. mount it read-only (squashfs) on /newroot, a tmpfs on /newroot/run,
+//     and overlays with a tmpfs upper layer on /etc and /var; with a TPM,
+//     extend PCR 15 with the image's release version ("plumb.release")
+//     and log both extends to /newroot/run/plumb/measurements.json
+//  6. mount the disk's "plumb-data" partition (ext4) on /newroot/data; if
 //     that fails, boot on without /data (it is never formatted here)
-//  6. write BootInfo to /newroot/run/plumb/boot.json
-//  7. move /dev, /proc and /sys into the new root, free the initramfs,
+//  7. write BootInfo to /newroot/run/plumb/boot.json
+//  8. move /dev, /proc and /sys into the new root, free the initramfs,
 //     switch root and exec /sbin/init (or init= from the command line)
 //
-// Any failure is fatal: it is logged, and after 5 s the machine reboots so
+// A missing TPM or a failed measurement is not fatal: the boot goes on and
+// BootInfo says why nothing (or not everything) was measured; attestation
+// then fails with that reason. Any other failure is fatal: it is logged, and after 5 s the machine reboots so
 // that boot counting falls back to the other slot; with plumb.debug on the
 // command line it waits forever instead.
 package earlyinit
@@ -134,11 +140,12 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
 	}
 
-	// 4. Root, /run, overlays.
+	// 4. Measure the image before anything reads it as a filesystem.
 	fstype := "squashfs"
 	if v := cmdline["rootfstype"]; v != "" {
 		fstype = v
 	}
+	m := measureRootfs(ctx, root.Device, fstype, &bi, log)
 	if err := os.MkdirAll(NewRoot, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", NewRoot, err)
 	}
@@ -155,8 +162,9 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		}
 		log.Info("writable overlay", "dir", dir, "upper", overlayDir+dir)
 	}
+	measureRelease(m, &bi, log)
 
-	// 5. Data.
+	// 6. Data.
 	if data == nil {
 		bi.DataError = "no " + DataPartName + " partition on " + root.Disk
 		log.Warn("no data partition: booting without /data", "disk", root.Disk)
@@ -171,7 +179,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		}
 	}
 
-	// 6. Boot facts for the agent.
+	// 7. Boot facts for the agent.
 	bi.InitMillis = time.Since(start).Milliseconds()
 	bi.UptimeMillis = uptimeMillis()
 	if err := writeBootInfo(NewRoot+BootInfoPath, bi); err != nil {
@@ -179,12 +187,69 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	}
 	log.Info("wrote boot info", "path", BootInfoPath, "init_ms", bi.InitMillis, "uptime_ms", bi.UptimeMillis)
 
-	// 7. Hand over.
+	// 8. Hand over.
 	initPath := DefaultInit
 	if v := cmdline["init"]; v != "" {
 		initPath = v
 	}
 	return switchRoot(initPath, con, log)
+}
+
+// measureRootfs extends PCR 15 with the root image's sha256. It returns
+// nil when there is no TPM or the measurement failed (bi says which).
+func measureRootfs(ctx context.Context, dev, fstype string, bi *BootInfo, log *slog.Logger) *measurer {
+	tpm, err := openTPM(tpmDevices)
+	if err != nil {
+		bi.MeasureError = err.Error()
+		log.Warn("not measuring the root: no TPM", "err", err)
+		return nil
+	}
+	fail := func(err error) *measurer {
+		tpm.Close()
+		bi.MeasureError = err.Error()
+		log.Error("measuring the root failed: booting unmeasured", "err", err)
+		return nil
+	}
+	if fstype != "squashfs" {
+		return fail(fmt.Errorf("root filesystem type %s: only squashfs images are measured", fstype))
+	}
+	start := time.Now()
+	sum, size, err := HashImage(ctx, dev)
+	if err != nil {
+		return fail(err)
+	}
+	m := &measurer{tpm: tpm}
+	if err := m.extend(RootfsMeasurement(sum)); err != nil {
+		return fail(err)
+	}
+	bi.RootfsSHA256, bi.RootfsSize = sum, size
+	log.Info("measured root", "pcr", MeasurePCR, "sha256", sum, "bytes", size, "ms", time.Since(start).Milliseconds())
+	return m
+}
+
+// measureRelease extends PCR 15 with the mounted image's release version
+// and writes the measurement log into the new root's /run.
+func measureRelease(m *measurer, bi *BootInfo, log *slog.Logger) {
+	if m == nil {
+		return
+	}
+	defer m.tpm.Close()
+	version, err := releaseVersion(NewRoot)
+	if err == nil {
+		err = m.extend(ReleaseMeasurement(version))
+	}
+	if err != nil {
+		bi.MeasureError = err.Error()
+		log.Error("measuring the release failed", "err", err)
+	} else {
+		log.Info("measured release", "pcr", MeasurePCR, "version", version)
+	}
+	if err := writeMeasurements(NewRoot+MeasurementsPath, m.log); err != nil {
+		bi.MeasureError = err.Error()
+		log.Error("writing the measurement log failed", "err", err)
+		return
+	}
+	bi.Measured = bi.MeasureError == ""
 }
 
 // waitForRoot looks for the root partition until it appears or rootWait

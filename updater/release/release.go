@@ -39,6 +39,12 @@ type Facts struct {
 	Kernel Digest `json:"kernel"`
 	Initrd Digest `json:"initrd"`
 
+	// Measured are the reference values for attestation: what the
+	// firmware, systemd-boot, the kernel's EFI stub and plumb-init measure
+	// into the TPM when a device boots this release (docs/attestation.md).
+	// Absent in facts published before attestation existed.
+	Measured *Measured `json:"measured,omitempty"`
+
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
 	BaseSHA256 string `json:"base_sha256,omitempty"`
@@ -84,12 +90,59 @@ func (f *Facts) Validate() error {
 	if err := f.Rootfs.validate("rootfs"); err != nil {
 		return err
 	}
+	if f.Measured != nil {
+		if err := f.Measured.Validate(); err != nil {
+			return err
+		}
+	}
 	if f.Kind == KindDelta {
 		if !versionRE.MatchString(f.From) {
 			return fmt.Errorf("release facts: from: expected the base version of the delta, got %q", f.From)
 		}
 		if !isSHA256(f.BaseSHA256) {
 			return fmt.Errorf("release facts: base_sha256: expected 64 hex digits, got %q", f.BaseSHA256)
+		}
+	}
+	return nil
+}
+
+// Measured holds the digests a boot of the release extends into the TPM's
+// sha256 PCRs, as lower-case hex.
+type Measured struct {
+	// Bootloader and Kernel are the PE/Authenticode sha256 of systemd-boot
+	// (EFI/BOOT/BOOTX64.EFI) and of the kernel (vmlinuz), which UEFI
+	// measures into PCR 4 as EV_EFI_BOOT_SERVICES_APPLICATION events.
+	Bootloader string `json:"bootloader_authenticode"`
+	Kernel     string `json:"kernel_authenticode"`
+	// Initrd is the sha256 of the initrd the kernel's EFI stub measures
+	// into PCR 9 (EV_EVENT_TAG "Linux initrd"); the same as facts.initrd.
+	Initrd string `json:"initrd_sha256"`
+	// Cmdline is, per slot ("a", "b"), the load options systemd-boot
+	// passes to the kernel and measures into PCR 12 (EV_IPL, UTF-16LE with
+	// its terminating NUL; the EFI stub measures the same bytes into PCR 9
+	// as "LOADED_IMAGE::LoadOptions").
+	Cmdline map[string]string `json:"cmdline"`
+	// PCR15 is the value plumb-init leaves in PCR 15: the rootfs sha256
+	// extended, then sha256 of the version (updater/earlyinit, measure.go).
+	PCR15 string `json:"pcr15"`
+}
+
+// Validate checks the reference values.
+func (m *Measured) Validate() error {
+	for _, c := range []struct{ field, v string }{
+		{"bootloader_authenticode", m.Bootloader}, {"kernel_authenticode", m.Kernel},
+		{"initrd_sha256", m.Initrd}, {"pcr15", m.PCR15},
+	} {
+		if !isSHA256(c.v) {
+			return fmt.Errorf("release facts: measured.%s: expected 64 hex digits, got %q", c.field, c.v)
+		}
+	}
+	if len(m.Cmdline) == 0 {
+		return fmt.Errorf("release facts: measured.cmdline: expected the command line of each slot, got none")
+	}
+	for slot, c := range m.Cmdline {
+		if slot == "" || c == "" {
+			return fmt.Errorf("release facts: measured.cmdline: expected a slot name and its command line, got %q: %q", slot, c)
 		}
 	}
 	return nil

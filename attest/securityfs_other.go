@@ -1,0 +1,5 @@
+//go:build !linux
+
+package attest
+
+func mountSecurityfs(string) error { return nil }

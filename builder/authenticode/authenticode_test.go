@@ -1,0 +1,134 @@
+package authenticode
+
+import (
+	"bytes"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/plumb-os/plumb/internal/testutil"
+)
+
+// unpack extracts the files matching glob from a cached Debian package.
+func unpack(t *testing.T, debGlob, fileGlob string) string {
+	t.Helper()
+	testutil.RequireTool(t, "dpkg-deb", "dpkg")
+	debs, _ := filepath.Glob(filepath.Join(testutil.CacheDir(t), "debs", debGlob))
+	if len(debs) == 0 {
+		msg := "no " + debGlob + " in the package cache: run make debs"
+		if testing.Short() {
+			t.Skip(msg)
+		}
+		t.Fatal(msg)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "$3"`, "sh", debs[0], dir, fileGlob)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unpacking %s: %v: %s", debs[0], err, out)
+	}
+	got, _ := filepath.Glob(filepath.Join(dir, fileGlob))
+	if len(got) != 1 {
+		t.Fatalf("%s: expected one %s, found %d", debs[0], fileGlob, len(got))
+	}
+	return got[0]
+}
+
+func digestFile(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	sum, err := SHA256(f, fi.Size())
+	if err != nil {
+		t.Fatalf("SHA256(%s): %v", path, err)
+	}
+	return hex.EncodeToString(sum)
+}
+
+var calculatedRE = regexp.MustCompile(`Calculated message digest\s*:\s*([0-9A-Fa-f]{64})`)
+
+// osslsigncode is the independent implementation: it prints the digest it
+// calculates for a signed image.
+func osslsigncode(t *testing.T, path string) string {
+	t.Helper()
+	bin := testutil.RequireTool(t, "osslsigncode", "osslsigncode")
+	out, _ := exec.Command(bin, "verify", "-in", path).CombinedOutput() // fails: untrusted signer
+	m := calculatedRE.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("osslsigncode verify %s printed no calculated digest:\n%s", path, out)
+	}
+	return strings.ToLower(string(m[1]))
+}
+
+// TestKernel: Debian's signed cloud kernel, against osslsigncode.
+func TestKernel(t *testing.T) {
+	k := unpack(t, "linux-image-6.1.0-56-cloud-amd64_*.deb", "./boot/vmlinuz-*")
+	if got, want := digestFile(t, k), osslsigncode(t, k); got != want {
+		t.Errorf("SHA256(vmlinuz) = %s, osslsigncode calculates %s", got, want)
+	}
+}
+
+// TestSystemdBoot: the unsigned systemd-boot, against the digest OVMF
+// logged when it started it (testdata/ovmf-eventlog.bin is the UEFI event
+// log of a demo VM, /sys/kernel/security/tpm0/binary_bios_measurements);
+// and the same binary signed with a throwaway key, against osslsigncode.
+func TestSystemdBoot(t *testing.T) {
+	sb := unpack(t, "systemd-boot-efi_252*.deb", "./usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+	got := digestFile(t, sb)
+	log, err := os.ReadFile("testdata/ovmf-eventlog.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := hex.DecodeString(got)
+	if !bytes.Contains(log, d) {
+		t.Errorf("SHA256(systemd-bootx64.efi) = %s: not in the VM's UEFI event log", got)
+	}
+
+	openssl := testutil.RequireTool(t, "openssl", "openssl")
+	dir := t.TempDir()
+	key, cert, signed := filepath.Join(dir, "k.pem"), filepath.Join(dir, "c.pem"), filepath.Join(dir, "signed.efi")
+	if out, err := exec.Command(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=plumb test", "-days", "1").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v: %s", err, out)
+	}
+	if out, err := exec.Command("osslsigncode", "sign", "-certs", cert, "-key", key, "-in", sb, "-out", signed).CombinedOutput(); err != nil {
+		t.Fatalf("osslsigncode sign: %v: %s", err, out)
+	}
+	if got, want := digestFile(t, signed), osslsigncode(t, signed); got != want {
+		t.Errorf("SHA256(signed systemd-boot) = %s, osslsigncode calculates %s", got, want)
+	}
+}
+
+func TestNotPE(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":     {},
+		"text":      []byte("hello, world: not an EFI application at all, just some text padding it out to 64 bytes"),
+		"MZ only":   append([]byte("MZ"), make([]byte, 100)...),
+		"PE offset": append(append([]byte("MZ"), make([]byte, 58)...), 0xff, 0xff, 0xff, 0x7f),
+	} {
+		if _, err := SHA256(bytes.NewReader(b), int64(len(b))); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// FuzzSHA256 feeds mangled images: errors are fine, panics are not.
+func FuzzSHA256(f *testing.F) {
+	f.Add([]byte("MZ"))
+	pe := make([]byte, 1024)
+	copy(pe, "MZ")
+	pe[0x3c] = 0x80
+	copy(pe[0x80:], "PE\x00\x00")
+	pe[0x80+20] = 0xf0 // optional header size
+	pe[0x98], pe[0x99] = 0x0b, 0x02
+	f.Add(pe)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		SHA256(bytes.NewReader(b), int64(len(b)))
+	})
+}

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/internal/testutil"
+)
+
+// -attest-docs DIR writes the reports TestAttestation got into DIR
+// (attestation-report.{json,md} and the tampered device's), as committed
+// under docs/.
+var attestDocs = flag.String("attest-docs", "", "directory to write TestAttestation's example reports to")
+
+const attested = "  commit: attested\n"
+
+// TestAttestation: a demo device produces evidence after its first boot
+// and after an update, and plumb serve's verifier passes it against the
+// published reference values of the release it runs (both releases commit
+// only on an attested boot); a second device whose kernel on the ESP was
+// tampered with boots, and its report fails the kernel check, and only it.
+func TestAttestation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-attest")
+	v1, v2 := f.build("1.0.0", "", attested), f.build("2.0.0", "", attested)
+	f.publish(v1)
+	good := f.flash(t, v1, "good")
+	bad := f.flash(t, v1, "tampered")
+	bad.tamperKernel("a")
+
+	// Both boot side by side (two 1-vCPU VMs take about as long as one).
+	vmBad := bad.powerOn()
+	vm := good.powerOn()
+	line := bad.waitFor(0, `attestation verdict" verdict=(\S+) failed=(\S*) release=1\.0\.0 device=(\S+)`)
+	vmBad.Close()
+	if line[1] != "failed" || line[2] != "kernel" {
+		t.Errorf("tampered kernel: verdict %s, failed checks %q; want failed, kernel", line[1], line[2])
+	}
+	r := f.report(line[3])
+	if c := r.Check(attest.CheckKernel); c == nil || c.Status != attest.StatusFailed || c.Expected != bad.man.Measured.Kernel || c.Actual == c.Expected {
+		t.Errorf("tampered kernel: kernel check %+v, want failed with expected %s", c, bad.man.Measured.Kernel)
+	}
+	f.keepReport(line[3], "attestation-report-tampered-kernel")
+
+	line = good.waitFor(0, `attestation verdict" verdict=(\S+) failed=(\S*) release=1\.0\.0 device=(\S+)`)
+	if line[1] != "passed" {
+		t.Errorf("after the first boot: verdict %s, failed %q; want passed\n%s", line[1], line[2], f.reportFile(line[3], "latest.json"))
+	}
+	id := line[3]
+	mark := vm.Mark()
+	published := time.Now()
+	f.publish(v2)
+	good.waitFor(mark, `measured boot matches the release's reference values" version=2\.0\.0`)
+	good.waitFor(mark, `release committed" version=2\.0\.0`)
+	line = good.waitFor(mark, `attestation verdict" verdict=(\S+) failed=(\S*) release=2\.0\.0 device=(\S+)`)
+	t.Logf("publish to attested commit and verdict: %.1fs", time.Since(published).Seconds())
+	vm.Close()
+	if line[1] != "passed" || line[3] != id {
+		t.Errorf("after the update: verdict %s, failed %q, device %s; want passed, device %s", line[1], line[2], line[3], id)
+	}
+	r = f.report(id)
+	if r.Verdict != attest.VerdictPassed || r.Release != "2.0.0" || len(r.Checks) != 13 {
+		t.Errorf("kept report: verdict %s, release %s, %d checks; want passed, 2.0.0, 13", r.Verdict, r.Release, len(r.Checks))
+	}
+	for _, c := range r.Checks {
+		if c.Status != attest.StatusPassed {
+			t.Errorf("after the update: check %s %s: %s", c.Name, c.Status, c.Detail)
+		}
+	}
+	if c := r.Check(attest.CheckKernel); c == nil || c.Expected != good.man.Measured.Kernel {
+		t.Errorf("kernel check %+v: want the published %s", c, good.man.Measured.Kernel)
+	}
+	f.keepReport(id, "attestation-report")
+}
+
+// TestAttestedCommitRollback: a release published with reference values
+// that do not match what the device measures (its kernel's authenticode
+// digest altered in the facts) is installed and booted on trial, passes
+// its health checks, fails the attested commit and rolls back; plumbd
+// status names the failed check.
+func TestAttestedCommitRollback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-attcommit")
+	v1, v2 := f.build("1.0.0", "", attested), f.build("2.0.0", "", attested)
+	wrong := alterReference(t, v2)
+	f.publish(v1)
+	d := f.flash(t, v1, "device")
+
+	vm := d.powerOn()
+	d.waitFor(0, `plumbd \S+ started: .*version=1\.0\.0 slot=a`)
+	mark := vm.Mark()
+	published := time.Now()
+	f.publish(v2)
+	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
+	d.waitFor(mark, `trial failed, rebooting into the previous slot" version=2\.0\.0`)
+	d.waitFor(mark, `rolled back" from=2\.0\.0 to=1\.0\.0 reason="health check attestation: measured boot does not match release 2\.0\.0: kernel failed \(expected `+wrong)
+	t.Logf("rolled back %.1fs after publishing", time.Since(published).Seconds())
+	vm.Close()
+
+	// plumbd status, run on the device's data partition as it is now.
+	root := t.TempDir()
+	state := filepath.Join(root, "data", "plumb", "state.json")
+	os.MkdirAll(filepath.Dir(state), 0o755)
+	os.WriteFile(state, []byte(d.readData("/plumb/state.json")), 0o644)
+	plumbd, _ := testutil.Binaries(t)
+	out, err := exec.Command(plumbd, "status", "--root", root).CombinedOutput()
+	if err != nil {
+		t.Fatalf("plumbd status: %v\n%s", err, out)
+	}
+	var st struct {
+		Update struct {
+			Phase string            `json:"phase"`
+			Bad   map[string]string `json:"bad"`
+			Event string            `json:"event"`
+		} `json:"update"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("plumbd status: %v\n%s", err, out)
+	}
+	want := "health check attestation: measured boot does not match release 2.0.0: kernel failed (expected " + wrong
+	if !strings.HasPrefix(st.Update.Bad["2.0.0"], want) || !strings.HasPrefix(st.Update.Event, "rolled back from 2.0.0: "+want) {
+		t.Errorf("plumbd status: bad %q, event %q; want the kernel check named", st.Update.Bad, st.Update.Event)
+	}
+	if entries := d.entries(); strings.Contains(entries, "plumb-2.0.0") {
+		t.Errorf("ESP still holds 2.0.0's entry: %q", entries)
+	}
+}
+
+// alterReference changes the kernel's published reference value in a
+// build's manifest (plumb publish copies it into the release facts) and
+// returns the new value.
+func alterReference(t *testing.T, build string) string {
+	t.Helper()
+	p := filepath.Join(build, builder.ManifestFile)
+	m, err := builder.ReadManifest(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := []byte(m.Measured.Kernel)
+	if k[0] == '0' { // another digest
+		k[0] = '1'
+	} else {
+		k[0] = '0'
+	}
+	m.Measured.Kernel = string(k)
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return m.Measured.Kernel
+}
+
+// tamperKernel changes one byte of the slot's kernel on the ESP: the last
+// byte of the PE section .compat (zero padding after the mixed-mode entry
+// table, which 64-bit firmware never reads), so the kernel still boots but
+// its Authenticode digest differs from the published one.
+func (d *device) tamperKernel(slot string) {
+	d.t.Helper()
+	p := partition(d.t, d.man, diskimg.NameESP)
+	esp := extractPartition(d.t, d.disk, p)
+	k := filepath.Join(d.dir, "vmlinuz")
+	src := "::" + builder.SlotKernel(slot)
+	run(d.t, "mcopy", "-n", "-i", esp, src, k)
+	data, err := os.ReadFile(k)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	off := compatEnd(d.t, data) - 1
+	if data[off] != 0 {
+		d.t.Fatalf("vmlinuz: byte %#x of .compat is %#x, expected padding", off, data[off])
+	}
+	data[off] = 0x5a
+	os.WriteFile(k, data, 0o644)
+	run(d.t, "mcopy", "-o", "-i", esp, k, src)
+	in, _ := os.Open(esp)
+	defer in.Close()
+	disk, err := os.OpenFile(d.disk, os.O_WRONLY, 0)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer disk.Close()
+	if _, err := io.Copy(io.NewOffsetWriter(disk, p.Start), in); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// compatEnd returns the file offset where the PE section .compat ends.
+func compatEnd(t *testing.T, pe []byte) int {
+	t.Helper()
+	le := func(b []byte) int { return int(b[0]) | int(b[1])<<8 | int(b[2])<<16 | int(b[3])<<24 }
+	off := le(pe[0x3c:])
+	n := int(pe[off+6]) | int(pe[off+7])<<8
+	opt := int(pe[off+20]) | int(pe[off+21])<<8
+	for i := range n {
+		s := pe[off+24+opt+40*i:]
+		if strings.TrimRight(string(s[:8]), "\x00") == ".compat" {
+			return le(s[20:]) + le(s[16:])
+		}
+	}
+	t.Fatal("vmlinuz has no .compat section")
+	return 0
+}
+
+// reportFile reads a file the fleet's verifier kept for a device.
+func (f *fleet) reportFile(id, name string) string {
+	b, _ := os.ReadFile(filepath.Join(f.repoDir, "attest", "reports", id, name))
+	return string(b)
+}
+
+// report returns the device's latest report as kept by the verifier.
+func (f *fleet) report(id string) *attest.Report {
+	f.t.Helper()
+	var r attest.Report
+	if err := json.Unmarshal([]byte(f.reportFile(id, "latest.json")), &r); err != nil {
+		f.t.Fatalf("report of %s: %v", id, err)
+	}
+	return &r
+}
+
+// keepReport copies the device's latest report (JSON and Markdown) to
+// -attest-docs as name.json and name.md.
+func (f *fleet) keepReport(id, name string) {
+	f.t.Helper()
+	if *attestDocs == "" {
+		return
+	}
+	dir := filepath.Join(f.repoDir, "attest", "reports", id)
+	mds, _ := filepath.Glob(filepath.Join(dir, "*.md"))
+	slices.Sort(mds)
+	if len(mds) == 0 {
+		f.t.Fatalf("no Markdown report for %s", id)
+	}
+	md, _ := os.ReadFile(mds[len(mds)-1])
+	os.WriteFile(filepath.Join(*attestDocs, name+".md"), md, 0o644)
+	os.WriteFile(filepath.Join(*attestDocs, name+".json"), []byte(f.reportFile(id, "latest.json")), 0o644)
+}
