@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -11,6 +12,7 @@ import (
 	"github.com/plumb-os/plumb/internal/buildinfo"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/reconcile"
 )
 
 // RunPlumbd runs the plumbd command with args (without the program name)
@@ -47,6 +49,9 @@ type agentStatus struct {
 	AgentVersion string `json:"agent_version"`
 	device.Facts
 	Update *agent.State `json:"update,omitempty"`
+	// Workloads is the reconciler's last report (status.json), when the
+	// device runs workloads.
+	Workloads *reconcile.Status `json:"workloads,omitempty"`
 }
 
 type statusOptions struct {
@@ -75,6 +80,12 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 	cfg, _ := loadAgentConfig(o.root)
 	if s, err := agent.LoadState(filepath.Join(o.root, dataDir(cfg), stateFile)); err == nil {
 		st.Update = s
+	}
+	if cfg != nil && cfg.Workloads != nil {
+		st.Workloads = &reconcile.Status{Group: cfg.Workloads.Group, Containers: []reconcile.ContainerStatus{}}
+		if b, err := os.ReadFile(filepath.Join(o.root, dataDir(cfg), appsStateDir, reconcile.StatusFile)); err == nil {
+			json.Unmarshal(b, st.Workloads)
+		}
 	}
 	enc := json.NewEncoder(e.stdout)
 	if !o.compact {

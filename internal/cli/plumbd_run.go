@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plumb-os/plumb/internal/atomicfile"
@@ -20,6 +22,8 @@ import (
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/reconcile"
+	"github.com/plumb-os/plumb/updater/workload"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -106,10 +110,47 @@ func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, err
 	if err != nil {
 		return nil, err
 	}
-	return &agent.Agent{
+	a := &agent.Agent{
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
 		StatePath: filepath.Join(dir, stateFile), DeviceID: id, Log: e.log,
-	}, nil
+	}
+	if w := cfg.Workloads; w != nil {
+		a.Workloads = &lazyReconciler{opts: reconcile.Options{
+			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, defaultAppsData),
+			StateDir: filepath.Join(dir, appsStateDir), Log: e.log,
+		}}
+	}
+	return a, nil
+}
+
+// Workload paths on the device.
+const (
+	defaultAppsData = "/data/apps" // mount sources: /data/apps/<group>/<source>
+	appsStateDir    = "apps"       // in the agent's data dir: archives, logs, status.json
+)
+
+// lazyReconciler connects to containerd on first use (init starts
+// containerd just before plumbd; it may not answer yet) and again after a
+// failed connection.
+type lazyReconciler struct {
+	opts reconcile.Options
+	mu   sync.Mutex
+	r    *reconcile.Reconciler
+}
+
+func (l *lazyReconciler) Apply(ctx context.Context, group string, m *workload.Manifest, sum string, targets reconcile.Targets) error {
+	l.mu.Lock()
+	if l.r == nil {
+		r, err := reconcile.New(ctx, l.opts)
+		if err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		l.r = r
+	}
+	r := l.r
+	l.mu.Unlock()
+	return r.Apply(ctx, group, m, sum, targets)
 }
 
 // httpClient trusts the system roots plus caFile, if given, and takes a

@@ -35,8 +35,12 @@ type Agent struct {
 	Log       *slog.Logger
 	// Reboot restarts the machine; default Device.Reboot. Tests replace it.
 	Reboot func() error
+	// Workloads, when set with Config.Workloads, runs the group's
+	// containers once the OS is committed.
+	Workloads Workloads
 
-	state *State
+	state      *State
+	appliedSum string // sha256 of the workload manifest applied last
 }
 
 func (a *Agent) log() *slog.Logger {
@@ -207,7 +211,12 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	if cand == nil {
 		a.state.LastResult = "no update"
-		return false, a.save()
+		if err := a.save(); err != nil {
+			return false, err
+		}
+		// The OS is current: now the workloads (an OS update always
+		// goes first; the containers keep running meanwhile).
+		return false, a.reconcileWorkloads(ctx)
 	}
 	if a.state.Phase == PhaseEntry && a.state.Version == cand.Facts.Version {
 		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
@@ -320,6 +329,9 @@ func (a *Agent) rebootPerPolicy(ctx context.Context, version string) error {
 func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Settle(ctx); err != nil {
 		a.log().Error("settling after boot", "err", err)
+	}
+	if err := a.StartWorkloads(ctx); err != nil {
+		a.log().Error("starting the applied workloads", "err", err)
 	}
 	interval := time.Duration(a.Config.Poll)
 	backoff := interval

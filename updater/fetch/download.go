@@ -97,7 +97,7 @@ func (c *Client) targetInfo(ctx context.Context, targetPath string) (tf *metadat
 	}
 	if err != nil {
 		if strings.HasSuffix(err.Error(), "not found") && !errors.Is(err, &metadata.ErrRepository{}) {
-			return nil, "", "", fmt.Errorf("target %s: not in the trusted metadata", targetPath)
+			return nil, "", "", fmt.Errorf("target %s: %w", targetPath, ErrNotFound)
 		}
 		return nil, "", "", explain(err, f.lastName, up, f.lastBody)
 	}
