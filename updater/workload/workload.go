@@ -311,3 +311,6 @@ func (m *Manifest) Names() []string {
 	}
 	return slices.Clip(out)
 }
+
+// String is the Go duration string ("30s").
+func (d Duration) String() string { return time.Duration(d).String() }
