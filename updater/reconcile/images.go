@@ -85,7 +85,6 @@ func (r *Reconciler) importArchive(ctx context.Context, c *workload.Container, t
 	}
 	imported, err := r.client.Import(ctx, f,
 		client.WithDigestRef(func(d digest.Digest) string { return importPrefix + d.String() }),
-		client.WithSkipDigestRef(func(string) bool { return false }),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%w: archive %s: importing: %v", ErrRefused, c.Target, err)
