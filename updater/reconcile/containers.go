@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -41,8 +42,8 @@ func (r *Reconciler) create(ctx context.Context, group string, c *workload.Conta
 	specOpts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithHostNamespace(specs.NetworkNamespace),
-		oci.WithHostHostsFile,
-		oci.WithHostResolvconf,
+		withHostFile("/etc/hosts"),
+		withHostFile("/etc/resolv.conf"),
 		oci.WithEnv(env),
 		oci.WithMounts(mounts),
 	}
@@ -332,5 +333,18 @@ func (s *supervisor) exec(ctx context.Context, task client.Task, cmd []string, n
 		return nil
 	case <-ctx.Done():
 		return errors.New("timed out")
+	}
+}
+
+// withHostFile binds the host's file (host network: its /etc/hosts and
+// /etc/resolv.conf) read-only into the container when the host has it; a
+// minimal device may have neither.
+func withHostFile(path string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if _, err := os.Stat(path); err != nil {
+			return nil
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: path, Type: "bind", Source: path, Options: []string{"rbind", "ro"}})
+		return nil
 	}
 }
