@@ -6,6 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -85,6 +88,9 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 		st.Workloads = &reconcile.Status{Group: cfg.Workloads.Group, Containers: []reconcile.ContainerStatus{}}
 		if b, err := os.ReadFile(filepath.Join(o.root, dataDir(cfg), appsStateDir, reconcile.StatusFile)); err == nil {
 			json.Unmarshal(b, st.Workloads)
+			if boot := bootTime(o.root); !boot.IsZero() && st.Workloads.Updated.Before(boot) {
+				st.Workloads.Stale = true
+			}
 		}
 	}
 	enc := json.NewEncoder(e.stdout)
@@ -112,3 +118,21 @@ func newRunCmd(e *env) *cobra.Command {
 }
 
 func agentVersion() string { return buildinfo.Version }
+
+// bootTime is when the system booted (now minus /proc/uptime); zero when
+// unknown.
+func bootTime(root string) time.Time {
+	b, err := os.ReadFile(filepath.Join(root, "proc", "uptime"))
+	if err != nil {
+		return time.Time{}
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return time.Time{}
+	}
+	up, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(-time.Duration(up * float64(time.Second)))
+}

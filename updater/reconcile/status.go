@@ -15,10 +15,13 @@ const StatusFile = "status.json"
 
 // Status is the reconciler's state as `plumbd status` shows it.
 type Status struct {
-	Group      string            `json:"group,omitempty"`
-	Manifest   string            `json:"manifest_sha256,omitempty"` // the applied manifest
-	LastError  string            `json:"last_error,omitempty"`      // of the last Apply
-	Updated    time.Time         `json:"updated"`
+	Group     string    `json:"group,omitempty"`
+	Manifest  string    `json:"manifest_sha256,omitempty"` // the applied manifest
+	LastError string    `json:"last_error,omitempty"`      // of the last Apply
+	Updated   time.Time `json:"updated"`
+	// Stale is set by readers (plumbd status) when Updated is from before
+	// the current boot: the containers have not been started again yet.
+	Stale      bool              `json:"stale,omitempty"`
 	Containers []ContainerStatus `json:"containers"`
 }
 
