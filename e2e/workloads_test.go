@@ -14,14 +14,32 @@ import (
 	"github.com/plumb-os/plumb/updater/workload"
 )
 
-// statusInittab is the demo's inittab plus a watcher that, once plumbd
-// status shows a running container, prints that status and plumbd's
-// memory on the console (the test has no shell on the device).
+// statusInittab is the demo's inittab plus watchScript, which prints
+// plumbd status and plumbd's memory on the console whenever the number of
+// running containers changes (the test has no shell on the device).
 const statusInittab = `::sysinit:/etc/init.d/rcS
 ::respawn:/usr/bin/plumbd run
-::once:/bin/sh -c 'while ! /usr/bin/plumbd status --compact | grep -q "\"state\":\"running\""; do sleep 2; done; echo "plumb-test: status $(/usr/bin/plumbd status --compact)"; echo "plumb-test: plumbd $(grep -E "VmHWM|VmRSS" /proc/$(pidof -s plumbd)/status | tr -s " \t" " " | tr "\n" " ")"'
+::once:/etc/plumb-test-watch
 ::ctrlaltdel:/bin/busybox reboot
 ::shutdown:/bin/busybox umount -a -r
+`
+
+const watchScript = `#!/bin/sh
+last=0
+while :; do
+	s=$(/usr/bin/plumbd status --compact)
+	n=$(echo "$s" | grep -o '"state":"running"' | wc -l)
+	if [ "$n" != "$last" ]; then
+		echo "plumb-test: running=$n status $s"
+		for p in /proc/[0-9]*; do
+			if [ "$(cat $p/comm 2>/dev/null)" = plumbd ]; then
+				echo "plumb-test: plumbd pid=${p#/proc/} $(grep -E 'VmHWM|VmRSS' $p/status | tr -s ' \t' ' ' | tr '\n' ' ')"
+			fi
+		done
+		last=$n
+	fi
+	sleep 1
+done
 `
 
 // TestWorkloadsOnDevice: the demo device (containerd and runc from Debian,
@@ -34,11 +52,15 @@ func TestWorkloadsOnDevice(t *testing.T) {
 	defer cancel()
 	f := newFleet(t, ctx, "qemu-apps")
 	bb := testutil.RequireTool(t, "busybox", "busybox-static")
-	inittab := filepath.Join(f.work, "inittab")
+	inittab, watch := filepath.Join(f.work, "inittab"), filepath.Join(f.work, "watch")
 	if err := os.WriteFile(inittab, []byte(statusInittab), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.files = "  - path: /etc/inittab\n    source: " + inittab + "\n"
+	if err := os.WriteFile(watch, []byte(watchScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.files = "  - path: /etc/inittab\n    source: " + inittab + "\n" +
+		"  - path: /etc/plumb-test-watch\n    source: " + watch + "\n    mode: \"0755\"\n"
 	extra := "  workloads:\n    group: demo\n"
 	v1, v2 := f.build("1.0.0", "", extra), f.build("2.0.0", "", extra)
 	for _, v := range []string{v1, v2} {
@@ -83,13 +105,13 @@ func TestWorkloadsOnDevice(t *testing.T) {
 	if i, j := strings.LastIndex(con, `release committed" version=2.0.0`), strings.LastIndex(con, `workloads reconciled" group=demo`); j < i {
 		t.Errorf("workloads reconciled before the OS was committed")
 	}
-	st := d.waitFor(mark, `plumb-test: status (\{.*"workloads":\{.*"name":"hello".*"state":"running".*)`)
+	st := d.waitFor(mark, `plumb-test: running=1 status (\{.*"workloads":\{.*"name":"hello".*"state":"running".*)`)
 	t.Logf("plumbd status: %s", st[1])
 	if !strings.Contains(st[1], `"digest":"`+dg+`"`) || !strings.Contains(st[1], `"version":"2.0.0"`) {
 		t.Errorf("plumbd status %s: want hello with digest %s on 2.0.0", st[1], dg)
 	}
-	mem := d.waitFor(mark, `plumb-test: plumbd (.*)`)
-	t.Logf("FIGURE plumbd memory with the reconciler active: %s", mem[1])
+	mem := d.waitFor(mark, `plumb-test: plumbd (pid=\d+ .*VmHWM.*)`)
+	t.Logf("FIGURE plumbd memory with the reconciler active (one container): %s", mem[1])
 
 	// A second manifest: one more container, no reboot.
 	mark = vm.Mark()
@@ -100,9 +122,10 @@ func TestWorkloadsOnDevice(t *testing.T) {
 	if _, err := f.repo.PublishWorkloads(ctx, "demo", &workload.Manifest{Containers: []workload.Container{hello, second}}, archives, tufrepo.WorkloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	d.waitFor(mark, `container created" container=second`)
-	d.waitFor(mark, `workloads reconciled" group=demo`)
-	t.Logf("FIGURE manifest publish to new container created and started (poll 2s): %.1fs", time.Since(published).Seconds())
+	d.waitFor(mark, `plumb-test: running=2 status .*"name":"second".*"state":"running"`)
+	t.Logf("FIGURE manifest publish to the new container running in plumbd status (poll 2s, status sampled every 1s): %.1fs", time.Since(published).Seconds())
+	mem = d.waitFor(mark, `plumb-test: plumbd (pid=\d+ .*VmHWM.*)`)
+	t.Logf("FIGURE plumbd memory with the reconciler active (two containers): %s", mem[1])
 	vm.Close()
 
 	if got := d.readData("apps/demo/out/hello"); got != "hello from the device\n" {
