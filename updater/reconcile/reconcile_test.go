@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,5 +122,67 @@ func TestApplyRefuses(t *testing.T) {
 	}
 	if st := r.Status(); st.LastError == "" || len(st.Containers) != 0 {
 		t.Errorf("Status = %+v, want the error and no containers", st)
+	}
+}
+
+// TestAdoptAfterRestart: a new Reconciler (plumbd respawned) applying the
+// same manifest adopts the running containers instead of restarting them,
+// and then supervises them (a killed task is restarted).
+func TestAdoptAfterRestart(t *testing.T) {
+	d := containerdtest.Start(t)
+	bb := testutil.RequireTool(t, "busybox", "busybox-static")
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "bb.tar")
+	dg, err := ocitest.Write(archive, ocitest.Image{Files: ocitest.Busybox(bb), Cmd: []string{"/bin/busybox", "sleep", "100000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Address: d.Address, DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), RestartDelay: 100 * time.Millisecond, Log: testLog(t)}
+	m := &workload.Manifest{Containers: []workload.Container{{Name: "a", Image: "plumb.test/bb@" + dg, Target: "apps/g/bb.tar"}}}
+	src := localTargets{"apps/g/bb.tar": archive}
+	waitPID := func(r *Reconciler, not uint32) uint32 {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st := r.Status()
+			if len(st.Containers) == 1 && st.Containers[0].State == StateRunning && st.Containers[0].PID != 0 && st.Containers[0].PID != not {
+				return st.Containers[0].PID
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status %+v: want a running container (PID not %d)", st, not)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	r1, err := New(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Apply(t.Context(), "g", m, "sum", src); err != nil {
+		t.Fatal(err)
+	}
+	pid := waitPID(r1, 0)
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r2, err := New(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	// No archive source this time: the image is in containerd already.
+	if err := r2.Apply(t.Context(), "g", m, "sum", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitPID(r2, 0); got != pid {
+		t.Errorf("after a new reconciler: PID %d, want the adopted %d", got, pid)
+	}
+	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitPID(r2, pid)
+	if st := r2.Status().Containers[0]; st.Restarts != 1 {
+		t.Errorf("after killing the adopted task: %+v, want 1 restart", st)
 	}
 }
