@@ -186,3 +186,5 @@ func TestAdoptAfterRestart(t *testing.T) {
 		t.Errorf("after killing the adopted task: %+v, want 1 restart", st)
 	}
 }
+
+func sleep50() { time.Sleep(50 * time.Millisecond) }

@@ -38,12 +38,36 @@ type Image struct {
 	Env   []string
 }
 
-// Write writes the archive to path and returns the image's manifest
-// digest ("sha256:…"): the value a workload manifest pins.
-func Write(path string, img Image) (string, error) {
+// Blob is one blob of an image.
+type Blob struct {
+	MediaType string
+	Digest    string
+	Data      []byte
+}
+
+// Blobs builds the image: its layer, config and manifest blobs (the
+// manifest last) and the manifest digest.
+func Blobs(img Image) ([]Blob, string, error) {
+	d, err := build(img)
+	if err != nil {
+		return nil, "", err
+	}
+	return []Blob{
+		{v1.MediaTypeImageLayer, d.ldesc.Digest.String(), d.layer},
+		{v1.MediaTypeImageConfig, d.cdesc.Digest.String(), d.cfgJSON},
+		{v1.MediaTypeImageManifest, d.mdesc.Digest.String(), d.manJSON},
+	}, d.mdesc.Digest.String(), nil
+}
+
+type built struct {
+	layer, cfgJSON, manJSON, idxJSON []byte
+	ldesc, cdesc, mdesc               v1.Descriptor
+}
+
+func build(img Image) (*built, error) {
 	layer, err := layerTar(img.Files)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	ldesc := desc(v1.MediaTypeImageLayer, layer)
 	cfg := v1.Image{
@@ -53,24 +77,37 @@ func Write(path string, img Image) (string, error) {
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	cdesc := desc(v1.MediaTypeImageConfig, cfgJSON)
 	man := v1.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageManifest, Config: cdesc, Layers: []v1.Descriptor{ldesc}}
 	manJSON, err := json.Marshal(man)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	mdesc := desc(v1.MediaTypeImageManifest, manJSON)
-	mdesc.Platform = &v1.Platform{Architecture: "amd64", OS: "linux"}
+	idxDesc := mdesc
+	idxDesc.Platform = &v1.Platform{Architecture: "amd64", OS: "linux"}
 	if img.Name != "" {
-		mdesc.Annotations = map[string]string{v1.AnnotationRefName: img.Name}
+		idxDesc.Annotations = map[string]string{v1.AnnotationRefName: img.Name}
 	}
-	idx := v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{mdesc}}
+	idx := v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{idxDesc}}
 	idxJSON, err := json.Marshal(idx)
+	if err != nil {
+		return nil, err
+	}
+	return &built{layer, cfgJSON, manJSON, idxJSON, ldesc, cdesc, mdesc}, nil
+}
+
+// Write writes the archive to path and returns the image's manifest
+// digest ("sha256:…"): the value a workload manifest pins.
+func Write(path string, img Image) (string, error) {
+	b, err := build(img)
 	if err != nil {
 		return "", err
 	}
+	layer, cfgJSON, manJSON, idxJSON := b.layer, b.cfgJSON, b.manJSON, b.idxJSON
+	ldesc, cdesc, mdesc := b.ldesc, b.cdesc, b.mdesc
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
