@@ -32,6 +32,7 @@ type Workloads struct {
 	SHA256  string   `json:"sha256"`  // of the manifest JSON
 	Targets []string `json:"targets"` // every target added or replaced, archives first
 	Version int64    `json:"apps_version"`
+	Changed bool     `json:"changed"` // false: the same content was published already
 }
 
 // PublishWorkloads publishes group's manifest (validated; its archive
@@ -171,7 +172,7 @@ func (r *Repo) PublishWorkloads(ctx context.Context, group string, m *workload.M
 		return nil, err
 	}
 	t.commit()
-	out.Version = into.Signed.Version
+	out.Version, out.Changed = into.Signed.Version, true
 	r.opts.Log.Info("workloads published", "group", group, "target", out.Target, "role", role, "version", out.Version)
 	return out, nil
 }

@@ -57,7 +57,11 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 	if o.jsonOut {
 		return printJSON(e.stdout, w)
 	}
-	fmt.Fprintf(e.stdout, "published %s (%d containers, sha256 %s) signed by the apps role, version %d\n",
-		w.Target, len(src.Manifest.Containers), w.SHA256, w.Version)
+	verb := "published"
+	if !w.Changed {
+		verb = "already published, unchanged:"
+	}
+	fmt.Fprintf(e.stdout, "%s %s (%d containers, sha256 %s) signed by the apps role, version %d\n",
+		verb, w.Target, len(src.Manifest.Containers), w.SHA256, w.Version)
 	return nil
 }

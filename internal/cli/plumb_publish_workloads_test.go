@@ -44,6 +44,11 @@ func TestPublishWorkloads(t *testing.T) {
 		t.Errorf("no 2.apps.json: the apps role did not sign")
 	}
 
+	// The same content again: nothing new signed.
+	if code, stdout, stderr := runRepoVerbs(t, "publish", repo, "--workloads", yaml, "--group", "demo"); code != 0 || !strings.Contains(stdout, "already published, unchanged: apps/demo/workloads.json") || !strings.Contains(stdout, "version 2") {
+		t.Errorf("publishing the same workloads again = %d, %q, %q; want apps version 2 still", code, stdout, stderr)
+	}
+
 	// Bad input: one line, exit 2, nothing published.
 	other := "sha256:" + strings.Repeat("b", 64)
 	for _, tt := range []struct {
