@@ -21,8 +21,10 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
 
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
-# same cache plumb build uses). The kernel is the demo recipe's.
-TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 busybox-static systemd-boot-efi \
+# same cache plumb build uses). The kernel is the demo recipe's; the
+# previous one (-55) is v1 of the delta update test (e2e TestDeltaUpdateVM);
+# containerd, runc and their libraries are the demo recipe's too.
+TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi \
 	containerd runc libc6 libgcc-s1 libseccomp2
 
 .PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
@@ -53,12 +55,18 @@ debs: deps
 	  ls $${p}_*.deb >/dev/null 2>&1 || apt-get download -q -o APT::Sandbox::User=root $$p; \
 	done
 
-# plumb uses cgo for libzstd (squashfs as small as mksquashfs's); the device
-# binaries are static.
+# plumb uses cgo for libzstd (squashfs as small as mksquashfs's). plumbd
+# re-compresses delta blocks exactly as the builder does, so it links the
+# same libzstd (cgo), statically: netgo/osusergo keep glibc's NSS out.
+# plumb-init stays pure Go (CGO_ENABLED=0). Both device binaries are static.
+STATIC_LDFLAGS := $(LDFLAGS) -linkmode external -extldflags -static
+
 build:
 	@mkdir -p bin
 	CGO_ENABLED=1 $(GOBUILD) -o bin/ ./cmd/plumb
-	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumbd ./cmd/plumb-init
+	CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '$(STATIC_LDFLAGS)' -o bin/ ./cmd/plumbd
+	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumb-init
+	@file bin/plumbd | grep -q 'statically linked' || { echo "bin/plumbd is not static"; exit 1; }
 
 # test runs everything, VM boots included.
 test: deps debs build

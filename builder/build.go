@@ -4,8 +4,8 @@
 //
 // Build runs the steps in order, one file each: fetch (step_fetch.go),
 // kernel (step_kernel.go), root filesystem (step_rootfs.go), initramfs
-// (step_initramfs.go), squashfs (step_squashfs.go), disk (step_disk.go) and
-// manifest (manifest.go). Everything is written into a private work
+// (step_initramfs.go), squashfs (step_squashfs.go), disk (step_disk.go),
+// installer (step_installer.go) and manifest (manifest.go). Everything is written into a private work
 // directory and moved into the output directory only when every step
 // succeeded, so a failed build leaves nothing behind. The same recipe and
 // SOURCE_DATE_EPOCH give byte-identical outputs.
@@ -32,7 +32,15 @@ const (
 	KernelFile   = "vmlinuz"
 	InitrdFile   = "initrd.img"
 	ManifestFile = "manifest.json"
+	// InstallerInitrdFile is the installer's initramfs (it boots with
+	// KernelFile); InstallerDiskFile the bootable USB image holding both.
+	InstallerInitrdFile = "installer-initrd.img"
+	InstallerDiskFile   = "installer.img"
 )
+
+// outputs are the files a build moves into the output directory, the
+// manifest last.
+var outputs = []string{DiskFile, RootfsFile, KernelFile, InitrdFile, InstallerInitrdFile, InstallerDiskFile}
 
 // Options are the build's inputs besides the recipe.
 type Options struct {
@@ -147,6 +155,7 @@ func (b *build) run(ctx context.Context) (*Manifest, error) {
 		{"initramfs", b.buildInitramfs},
 		{"squashfs", b.writeSquashfs},
 		{"disk image", b.writeDisk},
+		{"installer", b.writeInstaller},
 	}
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
@@ -173,7 +182,7 @@ func (b *build) publish(out string, m *Manifest) error {
 	if err := os.Remove(filepath.Join(out, ManifestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("replacing the manifest: %w", err)
 	}
-	for _, name := range []string{DiskFile, RootfsFile, KernelFile, InitrdFile, ManifestFile} {
+	for _, name := range append(outputs, ManifestFile) {
 		if err := os.Rename(filepath.Join(b.work, name), filepath.Join(out, name)); err != nil {
 			return fmt.Errorf("moving %s into %s: %w", name, out, err)
 		}

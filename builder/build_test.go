@@ -200,7 +200,7 @@ func TestBuildSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Name != "small" || m.Version != "1.0.0" || len(m.Partitions) != 4 || len(m.Artifacts) != 4 {
+	if m.Name != "small" || m.Version != "1.0.0" || len(m.Partitions) != 4 || len(m.Artifacts) != len(outputs) {
 		t.Fatalf("manifest = %+v", m)
 	}
 	for _, a := range m.Artifacts {

@@ -70,7 +70,7 @@ func (b *build) manifest() (*Manifest, error) {
 		Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel,
 		Epoch: b.epoch, KernelRelease: b.kernel.release,
 	}
-	for _, name := range []string{DiskFile, RootfsFile, KernelFile, InitrdFile} {
+	for _, name := range outputs {
 		d, err := digestFile(filepath.Join(b.work, name))
 		if err != nil {
 			return nil, err

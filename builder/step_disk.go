@@ -25,10 +25,10 @@ const (
 func SlotKernel(slot string) string { return "/plumb/" + slot + "/vmlinuz" }
 func SlotInitrd(slot string) string { return "/plumb/" + slot + "/initrd.img" }
 
-// loaderConf boots the first entry at once. Entries carry sort-key and
+// LoaderConf (loader/loader.conf) boots the first entry at once. Entries carry sort-key and
 // version, so systemd-boot puts the newest release first and, with boot
 // counting, an entry out of tries last.
-const loaderConf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n"
+const LoaderConf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n"
 
 // Entry is a Boot Loader Specification entry for a slot.
 type Entry struct {
@@ -82,7 +82,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	}
 	esp := []diskimg.ESPFile{
 		{Path: espBootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
-		{Path: espLoaderConf, Source: fstree.Bytes(loaderConf), Size: int64(len(loaderConf))},
+		{Path: espLoaderConf, Source: fstree.Bytes(LoaderConf), Size: int64(len(LoaderConf))},
 		{Path: espEntries + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
 		{Path: SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
 		{Path: SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},

@@ -18,7 +18,7 @@ const bootloaderEFI = "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 // cost nothing) and unpacks the bootloader, so that later steps work
 // offline.
 func (b *build) fetchPackages(ctx context.Context, _ *progress.Step) error {
-	names := []string{b.opts.Bootloader}
+	names := []string{b.opts.Bootloader, installerBusyboxPackage}
 	if b.r.Kernel.Package != "" {
 		names = append(names, b.r.Kernel.Package)
 	}

@@ -28,6 +28,7 @@ type fleet struct {
 	work     string
 	hardware string
 	rootJSON string
+	reports  string // the server's device reports
 	port     int
 	srv      *server.Server
 	repo     *tufrepo.Repo
@@ -48,7 +49,8 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 		t.Fatal(err)
 	}
 	var err error
-	if f.srv, err = server.New(server.Options{Dir: repoDir}); err != nil {
+	f.reports = filepath.Join(f.work, "reports")
+	if f.srv, err = server.New(server.Options{Dir: repoDir, Reports: f.reports}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -67,8 +69,8 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 // build builds the demo recipe at version for the fleet's hardware with an
 // agent that polls the fleet's repository every 2 s. extra is appended to
 // the agent section (health checks, …); cmdline, if set, replaces the
-// kernel command line.
-func (f *fleet) build(version, cmdline, extra string) string {
+// kernel command line; edits change the recipe's text last.
+func (f *fleet) build(version, cmdline, extra string, edits ...func(string) string) string {
 	f.t.Helper()
 	data, err := os.ReadFile(demoRecipe(f.t))
 	if err != nil {
@@ -85,6 +87,9 @@ func (f *fleet) build(version, cmdline, extra string) string {
 		text = regexp.MustCompile(`(?m)^  cmdline: .*$`).ReplaceAllString(text, "  cmdline: \""+cmdline+"\"")
 	}
 	text += fmt.Sprintf("\nagent:\n  repository: https://10.0.2.100/\n  root: %s\n  ca: %s\n  poll: 2s\n%s", f.rootJSON, f.srv.CACertPath(), extra)
+	for _, edit := range edits {
+		text = edit(text)
+	}
 	p := filepath.Join(f.work, "recipe-"+version+".yaml")
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		f.t.Fatal(err)
@@ -99,6 +104,15 @@ func (f *fleet) build(version, cmdline, extra string) string {
 func (f *fleet) publish(build string) {
 	f.t.Helper()
 	if _, err := f.repo.Publish(f.ctx, build, tufrepo.PublishOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// publishDeltas publishes build with deltas from the older releases, as
+// plumb publish does by default.
+func (f *fleet) publishDeltas(build string) {
+	f.t.Helper()
+	if _, err := f.repo.Publish(f.ctx, build, tufrepo.PublishOptions{Deltas: tufrepo.DefaultDeltas}); err != nil {
 		f.t.Fatal(err)
 	}
 }

@@ -41,6 +41,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			"bytes", rec.body, "duration", time.Since(start), "range", r.Header.Get("Range"),
 			"remote", r.RemoteAddr)
 	}()
+	if s.rep != nil && (r.URL.Path == "/v1/devices" || strings.HasPrefix(r.URL.Path, "/v1/devices/")) {
+		s.rep.serve(rec, r)
+		return
+	}
 	s.serveFile(rec, r)
 }
 

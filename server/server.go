@@ -5,9 +5,11 @@
 //
 // New loads or makes the CA and server certificate in Options.CertDir, then
 // Serve answers on a listener until its context ends; Handler is the same
-// file server without TLS. The server is a static file server and nothing
-// more: any other static server (nginx, an object store, a CDN) can serve the
-// same directory (docs/nginx.md). It adds the cache headers that make an
+// file server without TLS. For the repository the server is a static file
+// server and nothing more: any other static server (nginx, an object store,
+// a CDN) can serve the same directory (docs/nginx.md). With
+// Options.Reports it also takes devices' status reports under /v1/devices
+// (reports.go). It adds the cache headers that make an
 // idle device's poll a 304 of a few hundred bytes. A Server is safe for
 // concurrent use.
 package server
@@ -53,6 +55,9 @@ type Options struct {
 	// Hosts are the server certificate's subject alternative names (IP
 	// addresses or DNS names). Replaces DefaultHosts() when not empty.
 	Hosts []string
+	// Reports is the directory of device status reports (one JSON file per
+	// device, reports.go); "" answers 404 under /v1/.
+	Reports string
 	// Log receives the access log (Info) and server errors; nil discards.
 	Log *slog.Logger
 }
@@ -64,6 +69,7 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
+	rep    *reports // nil: no report endpoint
 
 	requests, notModified, bytesOut atomic.Int64
 }
@@ -126,7 +132,11 @@ func New(opts Options) (*Server, error) {
 	case pki.reissued:
 		log.Info("reissued server certificate", "ca", pki.caPath, "cert", filepath.Join(certDir, serverCertFile), "hosts", hosts)
 	}
-	return &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}, nil
+	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}
+	if opts.Reports != "" {
+		srv.rep = &reports{dir: opts.Reports}
+	}
+	return srv, nil
 }
 
 // CACertPath returns the PEM file of the development CA: the file devices

@@ -408,10 +408,16 @@ func qemuArgs(o *options, p *paths) []string {
 			args = append(args, "-append", o.cmdline)
 		}
 	}
+	// A direct kernel takes boot index 0 (QEMU refuses two), the disks
+	// follow it.
+	first := 0
+	if p.kernel != "" {
+		first = 1
+	}
 	for i, d := range p.disks {
 		args = append(args,
 			"-drive", fmt.Sprintf("if=none,id=disk%d,format=raw,file=%s", i, qemuEscape(d)),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,addr=%#x,bootindex=%d", i, 0x10+i, i))
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=disk%d,addr=%#x,bootindex=%d", i, 0x10+i, first+i))
 	}
 	if p.tpmSock != "" {
 		args = append(args,

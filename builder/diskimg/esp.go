@@ -234,3 +234,68 @@ func copyESPFile(ctx context.Context, fs *fat32.FileSystem, ef ESPFile, buf []by
 	}
 	return nil
 }
+
+// WriteESP creates the FAT32 filesystem of partition part inside f (a disk
+// image or a disk) and copies files in, with every time modTime and the
+// volume ID derived from seed, exactly as Write does for the ESP. The
+// installer writes a device's ESP with it; a Source failing (a boot file
+// that does not match its digest) fails the write.
+func WriteESP(ctx context.Context, f *os.File, part Partition, seed string, files []ESPFile, modTime int64) error {
+	if err := checkESPContent(files, part); err != nil {
+		return err
+	}
+	spec := Spec{Layout: Layout{Seed: seed}, ESP: files, ModTime: max(modTime, minModTime)}
+	if err := writeESP(ctx, f, part, spec); err != nil {
+		return fmt.Errorf("writing partition %s: %w", part.Name, err)
+	}
+	return nil
+}
+
+// WriteBootDisk writes a disk image at path holding only an ESP with files:
+// the installer's USB stick image. The ESP is sized to the files plus
+// room, at least MinESPSize; GUIDs derive from seed and every time is
+// modTime, so the image is reproducible. On error no file is left.
+func WriteBootDisk(ctx context.Context, path, seed string, files []ESPFile, modTime int64) (err error) {
+	if seed == "" {
+		return errors.New("boot disk: expected a seed, got an empty string")
+	}
+	if _, err := espTree(files); err != nil {
+		return err
+	}
+	var content int64
+	for _, ef := range files {
+		content += ef.Size
+	}
+	espSize := alignUp(max(MinESPSize, content+content/8+8*MiB))
+	parts := []Partition{{
+		Index: 1, Name: NameESP, TypeGUID: TypeESP,
+		PartUUID: seedUUID(seed, "partition/"+NameESP).String(),
+		Start:    gptHead, Size: espSize,
+	}}
+	size := gptHead + espSize + gptTail
+	if err := checkESPContent(files, parts[0]); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("creating boot disk image: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if err := writeGPT(f, size, seed, parts); err != nil {
+		return fmt.Errorf("writing partition table: %w", err)
+	}
+	if err := WriteESP(ctx, f, parts[0], seed, files, modTime); err != nil {
+		return err
+	}
+	return f.Sync()
+}

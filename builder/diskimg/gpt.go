@@ -1,6 +1,7 @@
 package diskimg
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/diskfs/go-diskfs/backend/file"
@@ -32,4 +33,22 @@ func writeGPT(f *os.File, size int64, seed string, parts []Partition) error {
 		return err
 	}
 	return table.Write(w, size)
+}
+
+// WriteTable writes l's protective MBR and primary and backup GPT to f, a
+// disk of size bytes (at least l.DiskSize()): the partition table of the
+// image Write produces, on a disk that may be larger (the backup GPT goes
+// to its end). The installer writes a device's disk with it.
+func WriteTable(f *os.File, size int64, l Layout) ([]Partition, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	if need := l.DiskSize(); size < need {
+		return nil, fmt.Errorf("disk of %d bytes: expected at least %d bytes for the layout", size, need)
+	}
+	parts := l.Partitions()
+	if err := writeGPT(f, size, l.Seed, parts); err != nil {
+		return nil, fmt.Errorf("writing partition table: %w", err)
+	}
+	return parts, nil
 }

@@ -156,7 +156,11 @@ type Agent struct {
 	Commit string `yaml:"commit"`
 	// Reboot is when a device reboots into an installed release: "now"
 	// (default), "manual", or a daily window "HH:MM-HH:MM" (UTC).
-	Reboot string        `yaml:"reboot"`
+	Reboot string `yaml:"reboot"`
+	// Report is the base URL devices POST their status to
+	// (<report>/v1/devices/<id>/status): "" means the repository's URL,
+	// "off" sends none.
+	Report string        `yaml:"report"`
 	Health []HealthCheck `yaml:"health"` // extra checks after a trial boot
 	Link   Link          `yaml:"link"`   // the network to the repository
 	// Workloads makes plumbd run the containers of a group's workload

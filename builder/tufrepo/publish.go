@@ -27,15 +27,24 @@ type PublishOptions struct {
 	// Rollout is the percentage of devices that may install it; nil
 	// means 100.
 	Rollout *int
+	// Deltas is how many older releases of the same hardware (the newest
+	// ones) get a delta bundle to this one, as targets
+	// <hardware>/<version>/from-<old>.delta; 0 makes none (plumb publish's
+	// default is DefaultDeltas).
+	Deltas int
 }
 
 // Publish adds the build in buildDir (plumb build's output: manifest.json
 // and rootfs.sqfs) as the target <hardware>/<version>/rootfs.sqfs with its
-// release facts as custom field, then signs new targets, snapshot and
-// timestamp versions.
+// release facts as custom field, and the build's installer (when it has
+// one) as <hardware>/<version>/installer/vmlinuz and .../installer/initrd
+// with the same facts of kind "installer", then signs new targets, snapshot
+// and timestamp versions.
 //
 // The image is streamed into the repository (never held in memory) and its
-// sha256 checked against the manifest. Publishing a version again with the
+// sha256 checked against the manifest. With p.Deltas, it also encodes
+// delta bundles from older releases (see PublishOptions.Deltas), in the
+// same transaction. Publishing a version again with the
 // same bytes and facts changes nothing; with the same bytes but another
 // channel or rollout it updates the facts; with other bytes it fails with
 // ErrExists. On any failure the repository is left as it was.
@@ -65,22 +74,33 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 	if err != nil {
 		return nil, err
 	}
-	path := release.TargetPath(f.Hardware, f.Version)
-	sum, err := hex.DecodeString(f.Rootfs.SHA256)
+	entries, err := publishEntries(m, buildDir, rootfs, f, raw)
 	if err != nil {
-		return nil, fmt.Errorf("manifest rootfs sha256: %w", err)
+		return nil, err
 	}
-	copyImage := true
-	if old, ok := st.targets.Signed.Targets[path]; ok {
-		if old.Length != f.Rootfs.Size || !bytes.Equal(old.Hashes["sha256"], sum) {
-			return nil, fmt.Errorf("%w: %s is published with sha256 %x (%d bytes); %s has sha256 %s (%d bytes): give the new build another version",
-				ErrExists, path, []byte(old.Hashes["sha256"]), old.Length, filepath.Join(buildDir, builder.RootfsFile), f.Rootfs.SHA256, f.Rootfs.Size)
+	var todo []publishEntry
+	for _, e := range entries {
+		sum, err := hex.DecodeString(e.digest.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("manifest sha256 of %s: %w", e.src, err)
 		}
-		if old.Custom != nil && jsonEqual(*old.Custom, raw) {
-			log.Info("release already published")
-			return f, nil
+		e.sum = sum
+		e.copy = true
+		if old, ok := st.targets.Signed.Targets[e.path]; ok {
+			if old.Length != e.digest.Size || !bytes.Equal(old.Hashes["sha256"], sum) {
+				return nil, fmt.Errorf("%w: %s is published with sha256 %x (%d bytes); %s has sha256 %s (%d bytes): give the new build another version",
+					ErrExists, e.path, []byte(old.Hashes["sha256"]), old.Length, e.src, e.digest.SHA256, e.digest.Size)
+			}
+			if old.Custom != nil && jsonEqual(*old.Custom, e.custom) {
+				continue
+			}
+			e.copy = false
 		}
-		copyImage = false
+		todo = append(todo, e)
+	}
+	if len(todo) == 0 {
+		log.Info("release already published")
+		return f, nil
 	}
 
 	// Keys first: a role short of its threshold fails before any copy.
@@ -94,17 +114,25 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 			err = errors.Join(err, fmt.Errorf("undoing the failed publish: %w", rerr))
 		}
 	}()
-	if copyImage {
-		if err := r.copyTarget(ctx, t, rootfs, path, f.Rootfs); err != nil {
+	for _, e := range todo {
+		if e.copy {
+			if err := r.copyTarget(ctx, t, e.src, e.path, e.digest); err != nil {
+				return nil, err
+			}
+		}
+		tf := metadata.TargetFile()
+		tf.Length = e.digest.Size
+		tf.Hashes["sha256"] = e.sum
+		custom := e.custom
+		tf.Custom = &custom
+		tf.Path = e.path
+		st.targets.Signed.Targets[e.path] = tf
+	}
+	if p.Deltas > 0 {
+		if err := r.addDeltas(ctx, t, st, f, p.Deltas); err != nil {
 			return nil, err
 		}
 	}
-	tf := metadata.TargetFile()
-	tf.Length = f.Rootfs.Size
-	tf.Hashes["sha256"] = sum
-	tf.Custom = &raw
-	tf.Path = path
-	st.targets.Signed.Targets[path] = tf
 
 	changed := map[string]bool{metadata.TARGETS: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
 	if err := r.bump(st, changed, signers); err != nil {
@@ -120,8 +148,55 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 		return nil, err
 	}
 	t.commit()
-	log.Info("release published", "target", path, "targets_version", st.targets.Signed.Version, "channel", f.Channel, "rollout", f.Rollout)
+	log.Info("release published", "targets", len(todo), "targets_version", st.targets.Signed.Version, "channel", f.Channel, "rollout", f.Rollout)
 	return f, nil
+}
+
+// publishEntry is one target a publish adds.
+type publishEntry struct {
+	path   string // target path
+	src    string // file in the build directory
+	digest release.Digest
+	custom json.RawMessage
+	sum    []byte
+	copy   bool // the bytes are not in the repository yet
+}
+
+// publishEntries lists the targets of a build: the release image and, when
+// the build made one, the installer's kernel and initramfs
+// (<hardware>/<version>/installer/{vmlinuz,initrd}, facts of kind
+// installer).
+func publishEntries(m *builder.Manifest, buildDir, rootfs string, f *release.Facts, custom json.RawMessage) ([]publishEntry, error) {
+	entries := []publishEntry{{path: release.TargetPath(f.Hardware, f.Version), src: rootfs, digest: f.Rootfs, custom: custom}}
+	arts := map[string]builder.Artifact{}
+	for _, a := range m.Artifacts {
+		arts[a.Name] = a
+	}
+	kernel, okK := arts[builder.KernelFile]
+	initrd, okI := arts[builder.InstallerInitrdFile]
+	if !okK || !okI {
+		return entries, nil // a build without an installer
+	}
+	inst := *f
+	inst.Kind = release.KindInstaller
+	raw, err := json.Marshal(&inst)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range []struct {
+		name string
+		a    builder.Artifact
+	}{{"vmlinuz", kernel}, {"initrd", initrd}} {
+		src := filepath.Join(buildDir, e.a.Name)
+		if _, err := os.Stat(src); err != nil {
+			return nil, invalid("%s: expected the build's installer file: %w", src, err)
+		}
+		entries = append(entries, publishEntry{
+			path: release.InstallerPath(f.Hardware, f.Version, e.name), src: src,
+			digest: release.Digest{SHA256: e.a.SHA256, Size: e.a.Size}, custom: raw,
+		})
+	}
+	return entries, nil
 }
 
 // readBuild reads a build directory's manifest and finds its rootfs image.

@@ -2,7 +2,9 @@ package tufrepo
 
 import (
 	"cmp"
+	"encoding/hex"
 	"fmt"
+	pathpkg "path"
 	"slices"
 
 	"github.com/plumb-os/plumb/builder/recipe"
@@ -13,6 +15,13 @@ import (
 type Release struct {
 	Path  string        `json:"path"`
 	Facts release.Facts `json:"facts"`
+	// Length and SHA256 are the target file's; File is where it is served,
+	// relative to the repository's base URL (consistent snapshots name
+	// it by its sha256: targets/<dir>/<sha256>.<name>), for HTTP boot and
+	// PXE configurations.
+	Length int64  `json:"length"`
+	SHA256 string `json:"sha256"`
+	File   string `json:"file"`
 }
 
 // Releases lists the published targets, by hardware, then version (oldest
@@ -32,7 +41,9 @@ func (r *Repo) Releases() ([]Release, error) {
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", path, err)
 		}
-		out = append(out, Release{Path: path, Facts: *f})
+		sum := hex.EncodeToString(tf.Hashes["sha256"])
+		file := "targets/" + pathpkg.Join(pathpkg.Dir(path), sum+"."+pathpkg.Base(path))
+		out = append(out, Release{Path: path, Facts: *f, Length: tf.Length, SHA256: sum, File: file})
 	}
 	slices.SortFunc(out, func(a, b Release) int {
 		return cmp.Or(

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/updater/release"
 )
 
 type publishOptions struct {
@@ -14,6 +15,7 @@ type publishOptions struct {
 	build   string
 	channel string
 	rollout int
+	deltas  int
 	jsonOut bool
 
 	workloads string   // --workloads FILE
@@ -29,6 +31,11 @@ func newPublishCmd(e *env) *cobra.Command {
 		Long: `Publish copies BUILD_DIR/rootfs.sqfs into the repository DIR as the target
 <hardware>/<version>/rootfs.sqfs, with the release facts (channel, rollout,
 digests) from BUILD_DIR/manifest.json, and signs new metadata.
+
+With --deltas K (default 3) it also writes delta bundles from the K newest
+older releases of the same hardware, as targets
+<hardware>/<version>/from-<old>.delta (updater/release/release.md); a
+device running one of them downloads only the bundle.
 
 Publishing a version again with the same image changes nothing (or only its
 channel and rollout); with another image it fails. A failed publish leaves
@@ -57,6 +64,7 @@ FILE) as apps/G/<file>, all signed by the delegated role apps
 	f.StringVar(&o.build, "release", "", "build output directory to publish")
 	f.StringVar(&o.channel, "channel", "", "channel to publish to (default: the recipe's)")
 	f.IntVar(&o.rollout, "rollout", 100, "percentage of devices that may install the release (0..100)")
+	f.IntVar(&o.deltas, "deltas", tufrepo.DefaultDeltas, "make delta bundles from this many older releases of the same hardware (0: none)")
 	f.BoolVar(&o.jsonOut, "json", false, "print the release facts as JSON")
 	f.StringVar(&o.workloads, "workloads", "", "workload manifest (YAML) to publish as apps/GROUP/workloads.json")
 	f.StringVar(&o.group, "group", "", "device group the workloads are for (with --workloads)")
@@ -68,11 +76,14 @@ func runPublish(ctx context.Context, e *env, o publishOptions) error {
 	if o.rollout < 0 || o.rollout > 100 {
 		return badInput(fmt.Errorf("--rollout: expected a percentage 0..100, got %d", o.rollout))
 	}
+	if o.deltas < 0 {
+		return badInput(fmt.Errorf("--deltas: expected a count >= 0, got %d", o.deltas))
+	}
 	r, err := openRepo(e, o.dir)
 	if err != nil {
 		return err
 	}
-	f, err := r.Publish(ctx, o.build, tufrepo.PublishOptions{Channel: o.channel, Rollout: &o.rollout})
+	f, err := r.Publish(ctx, o.build, tufrepo.PublishOptions{Channel: o.channel, Rollout: &o.rollout, Deltas: o.deltas})
 	if err != nil {
 		return err
 	}
@@ -80,5 +91,14 @@ func runPublish(ctx context.Context, e *env, o publishOptions) error {
 		return printJSON(e.stdout, f)
 	}
 	fmt.Fprintf(e.stdout, "published %s %s for %s on %s (rollout %d%%)\n", f.Name, f.Version, f.Hardware, f.Channel, f.Rollout)
+	rels, err := r.Releases()
+	if err != nil {
+		return err
+	}
+	for _, rel := range rels {
+		if rel.Facts.Kind == release.KindDelta && rel.Facts.Hardware == f.Hardware && rel.Facts.Version == f.Version {
+			fmt.Fprintf(e.stdout, "  delta %s: %d bytes (%.1f%% of the full image)\n", rel.Path, rel.Length, 100*float64(rel.Length)/float64(f.Rootfs.Size))
+		}
+	}
 	return nil
 }

@@ -178,10 +178,10 @@ func runRepoLs(_ context.Context, e *env, o repoOptions) error {
 		return printJSON(e.stdout, rels)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HARDWARE\tVERSION\tKIND\tCHANNEL\tROLLOUT\tSIZE\tSHA256")
+	fmt.Fprintln(tw, "HARDWARE\tVERSION\tKIND\tCHANNEL\tROLLOUT\tSIZE\tFILE")
 	for _, rel := range rels {
 		f := rel.Facts
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%%\t%d\t%s\n", f.Hardware, f.Version, f.Kind, f.Channel, f.Rollout, f.Rootfs.Size, f.Rootfs.SHA256)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%%\t%d\t%s\n", f.Hardware, f.Version, f.Kind, f.Channel, f.Rollout, rel.Length, rel.File)
 	}
 	return tw.Flush()
 }

@@ -20,6 +20,7 @@ type serveOptions struct {
 	hosts     []string
 	certDir   string
 	accessLog bool
+	reports   string
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -37,7 +38,12 @@ directory instead (docs/nginx.md).
 The first run makes a development CA (DIR/tls/ca.pem, key ca.key) and a
 server certificate signed by it for 127.0.0.1, localhost, 10.0.2.100 (the
 host as QEMU guests see it) and every --host; later runs reuse them. Devices
-and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.`,
+and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.
+
+Devices report their status to POST /v1/devices/<id>/status (plumbd's
+"report" setting, by default the repository URL); the last report of each
+device is kept as --reports DIR/<id>.json and served at GET /v1/devices and
+GET /v1/devices/<id>.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.dir = args[0]
@@ -49,6 +55,7 @@ and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.`,
 	f.StringArrayVar(&o.hosts, "host", nil, "extra name or IP address for the server certificate (repeatable; added to the defaults)")
 	f.StringVar(&o.certDir, "tls-dir", "", "directory of the development CA and server certificate (default DIR/tls)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request on stderr")
+	f.StringVar(&o.reports, "reports", "", `directory of device status reports (POST /v1/devices/ID/status, GET /v1/devices[/ID]); default DIR/reports, "off" disables`)
 	return cmd
 }
 
@@ -68,6 +75,7 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 		Dir:     o.dir,
 		CertDir: o.certDir,
 		Hosts:   append(server.DefaultHosts(), o.hosts...),
+		Reports: reportsDir(o),
 		Log:     log,
 	})
 	if err != nil {
@@ -106,4 +114,14 @@ func displayAddr(a net.Addr) string {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return net.JoinHostPort(ip.String(), fmt.Sprint(ta.Port))
+}
+
+func reportsDir(o serveOptions) string {
+	switch o.reports {
+	case "off":
+		return ""
+	case "":
+		return filepath.Join(o.dir, "reports")
+	}
+	return o.reports
 }

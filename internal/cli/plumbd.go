@@ -15,6 +15,7 @@ import (
 	"github.com/plumb-os/plumb/internal/buildinfo"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/reconcile"
 )
 
@@ -39,7 +40,7 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e))
+	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)
@@ -51,7 +52,8 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 type agentStatus struct {
 	AgentVersion string `json:"agent_version"`
 	device.Facts
-	Update *agent.State `json:"update,omitempty"`
+	Device *identity.Identity `json:"device,omitempty"`
+	Update *agent.State       `json:"update,omitempty"`
 	// Workloads is the reconciler's last report (status.json), when the
 	// device runs workloads.
 	Workloads *reconcile.Status `json:"workloads,omitempty"`
@@ -83,6 +85,18 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 	cfg, _ := loadAgentConfig(o.root)
 	if s, err := agent.LoadState(filepath.Join(o.root, dataDir(cfg), stateFile)); err == nil {
 		st.Update = s
+	}
+	// Status only reads: the key file is made by plumbd run, not here.
+	keyFile := filepath.Join(o.root, dataDir(cfg), identityFile)
+	if _, err := os.Stat(keyFile); err != nil {
+		keyFile = ""
+	}
+	devices := identity.TPMDevices
+	if o.root != "/" {
+		devices = nil
+	}
+	if id, err := identity.Load(devices, keyFile); err == nil {
+		st.Device = id
 	}
 	if cfg != nil && cfg.Workloads != nil {
 		st.Workloads = &reconcile.Status{Group: cfg.Workloads.Group, Containers: []reconcile.ContainerStatus{}}

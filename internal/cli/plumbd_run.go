@@ -3,10 +3,8 @@ package cli
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,15 +14,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/reconcile"
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
+	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // Device paths plumbd uses.
@@ -33,7 +32,7 @@ const (
 	defaultData  = "/data/plumb"
 	espPartName  = "ESP"
 	stateFile    = "state.json"
-	deviceIDFile = "device-id"
+	identityFile = "identity.key" // the device key when there is no TPM
 )
 
 // dataDir is where the agent keeps its state on the data partition.
@@ -53,7 +52,7 @@ func loadAgentConfig(root string) (*config.Config, error) {
 }
 
 // newAgent sets up everything the update loop needs on a booted device.
-func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, error) {
+func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, error) {
 	if facts.Boot == nil {
 		return nil, errors.New("no boot record from plumb-init (/run/plumb/boot.json): not a Plumb boot")
 	}
@@ -106,13 +105,29 @@ func newAgent(e *env, facts device.Facts, cfg *config.Config) (*agent.Agent, err
 	if err != nil {
 		return nil, err
 	}
-	id, err := deviceID(dir)
+	id, err := identity.Load(identity.TPMDevices, filepath.Join(dir, identityFile))
 	if err != nil {
 		return nil, err
 	}
+	e.log.Info("device identity", "id", id.ID, "source", id.Source)
 	a := &agent.Agent{
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
-		StatePath: filepath.Join(dir, stateFile), DeviceID: id, Log: e.log,
+		StatePath: filepath.Join(dir, stateFile), DeviceID: id.ID, Log: e.log,
+	}
+	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+	if rep != nil {
+		var last string
+		a.OnSave = func(st *agent.State) {
+			// A change of phase, version, event or result is reported;
+			// a poll that changes only its time is not.
+			key := fmt.Sprintf("%s|%s|%s|%s|%d", st.Phase, st.Version, st.Event, st.LastResult, st.Bytes*10/max(st.Total, 1))
+			if key == last {
+				return
+			}
+			last = key
+			s := *st
+			rep.Send(agentStatus{AgentVersion: agentVersion(), Facts: facts, Device: id, Update: &s}, nil)
+		}
 	}
 	if w := cfg.Workloads; w != nil {
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
@@ -176,18 +191,6 @@ func httpClient(caFile string) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// deviceID returns the device's identity, made on first use.
-func deviceID(dir string) (string, error) {
-	p := filepath.Join(dir, deviceIDFile)
-	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	return id, atomicfile.WriteFile(p, []byte(id+"\n"), 0o644)
-}
-
 // runAgent announces the device on stdout (the console under init) and
 // then keeps it up to date when the image names a repository.
 func runAgent(ctx context.Context, e *env, o runOptions) error {
@@ -203,7 +206,7 @@ func runAgent(ctx context.Context, e *env, o runOptions) error {
 		<-ctx.Done()
 		return nil
 	}
-	a, err := newAgent(e, f, cfg)
+	a, err := newAgent(ctx, e, f, cfg)
 	if err != nil {
 		return err
 	}

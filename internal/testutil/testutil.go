@@ -57,7 +57,9 @@ var (
 )
 
 // Binaries builds plumbd and plumb-init from this repository (static,
-// reproducible flags) once per test process and returns their paths.
+// reproducible flags, as make build does: plumbd with cgo and a static
+// libzstd, plumb-init pure Go) once per test process and returns their
+// paths.
 func Binaries(t testing.TB) (plumbd, plumbInit string) {
 	t.Helper()
 	plumbd, plumbInit, err := BuildBinaries()
@@ -75,12 +77,15 @@ func BuildBinaries() (plumbd, plumbInit string, err error) {
 		if binErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binDir+"/",
-			"./cmd/plumbd", "./cmd/plumb-init")
+		binErr = buildPlumbd(binDir)
+		if binErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binDir+"/", "./cmd/plumb-init")
 		cmd.Dir = repoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("building plumbd and plumb-init: %v\n%s", err, out)
+			binErr = fmt.Errorf("building plumb-init: %v\n%s", err, out)
 		}
 	})
 	if binErr != nil {
@@ -95,4 +100,18 @@ func CleanupBinaries() {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+}
+
+// buildPlumbd builds plumbd into dir as make build does: cgo (libzstd
+// through DataDog/zstd, so it re-compresses delta blocks exactly as the
+// builder does), linked statically.
+func buildPlumbd(dir string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo",
+		"-ldflags", "-s -w -linkmode external -extldflags -static", "-o", dir+"/", "./cmd/plumbd")
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building plumbd (cgo, static: needs gcc and glibc's static libraries): %v\n%s", err, out)
+	}
+	return nil
 }

@@ -93,3 +93,48 @@ func TestInRolloutSpread(t *testing.T) {
 		t.Error("100% must include and 0% exclude every device")
 	}
 }
+
+func TestChooseDelta(t *testing.T) {
+	const runSHA, fullSHA = "11", "22"
+	sha := func(s string) string { return strings.Repeat(s, 32) }
+	full := &Candidate{Path: release.TargetPath("qemu", "2.0.0"), Length: 1000, SHA256: sha(fullSHA),
+		Facts: &release.Facts{Kind: "full", Hardware: "qemu", Version: "2.0.0"}}
+	running := Target{Path: release.TargetPath("qemu", "1.0.0"), Length: 900, SHA256: sha(runSHA)}
+	deltaT := func(mod func(f *release.Facts)) Target {
+		f := release.Facts{Kind: "delta", Name: "demo", Hardware: "qemu", Version: "2.0.0", Channel: "stable", Rollout: 100,
+			Rootfs: release.Digest{SHA256: sha(fullSHA), Size: 1000}, From: "1.0.0", BaseSHA256: sha(runSHA)}
+		if mod != nil {
+			mod(&f)
+		}
+		b, _ := json.Marshal(f)
+		return Target{Path: release.DeltaPath("qemu", "2.0.0", "1.0.0"), Custom: b, Length: 50, SHA256: sha("33")}
+	}
+	w := Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0"}
+	tests := []struct {
+		name    string
+		targets []Target
+		why     string // "" when the delta is chosen
+	}{
+		{"delta from the running image", []Target{running, deltaT(nil)}, ""},
+		{"no delta", []Target{running}, "no delta from 1.0.0"},
+		{"running release not published", []Target{deltaT(nil)}, "is not in the repository"},
+		{"other base", []Target{running, deltaT(func(f *release.Facts) { f.BaseSHA256 = sha("44") })}, "is not the running image's sha256"},
+		{"other result", []Target{running, deltaT(func(f *release.Facts) { f.Rootfs.SHA256 = sha("44") })}, "not the full release's"},
+		{"facts of a full release", []Target{running, deltaT(func(f *release.Facts) { f.Kind = "full" })}, "facts say kind full"},
+		{"bad facts", []Target{running, deltaT(func(f *release.Facts) { f.BaseSHA256 = "x" })}, "base_sha256: expected 64 hex digits"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, why := ChooseDelta(tt.targets, full, w)
+			if tt.why == "" {
+				if got == nil || got.Length != 50 || got.SHA256 != sha("33") || got.Facts.From != "1.0.0" {
+					t.Fatalf("ChooseDelta = %+v, %q; want the delta", got, why)
+				}
+				return
+			}
+			if got != nil || !strings.Contains(why, tt.why) {
+				t.Errorf("ChooseDelta = %+v, %q; want none because %q", got, why, tt.why)
+			}
+		})
+	}
+}

@@ -38,6 +38,9 @@ type Agent struct {
 	// Workloads, when set with Config.Workloads, runs the group's
 	// containers once the OS is committed.
 	Workloads Workloads
+	// OnSave, when set, sees the state after every save (status reports);
+	// it must not block.
+	OnSave func(*State)
 
 	state      *State
 	appliedSum string // sha256 of the workload manifest applied last
@@ -56,6 +59,9 @@ func (a *Agent) State() *State { return a.state }
 func (a *Agent) save() error {
 	if err := a.state.Save(a.StatePath); err != nil {
 		return fmt.Errorf("saving agent state: %w", err)
+	}
+	if a.OnSave != nil {
+		a.OnSave(a.state)
 	}
 	return nil
 }
@@ -136,7 +142,7 @@ func (a *Agent) Settle(ctx context.Context) error {
 		}
 		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why)
 		return nil
-	case a.state.Phase == PhaseDownloading && a.state.Version != running:
+	case (a.state.Phase == PhaseDownloading || a.state.Phase == PhaseApplying) && a.state.Version != running:
 		// The next poll resumes the download from the bytes recorded.
 		a.log().Info("resuming interrupted download", "version", a.state.Version, "bytes", a.state.Bytes)
 		return nil
@@ -200,12 +206,13 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	ts := make([]Target, len(targets))
 	for i, t := range targets {
-		ts[i] = Target{Path: t.Path, Custom: t.Custom}
+		ts[i] = Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256}
 	}
-	cand, skipped := Choose(ts, Want{
+	want := Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
 		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
-	})
+	}
+	cand, skipped := Choose(ts, want)
 	for p, why := range skipped {
 		a.log().Warn("target skipped", "target", p, "err", why)
 	}
@@ -222,9 +229,13 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
 		return false, a.save()
 	}
-	if err := a.install(ctx, cand); err != nil {
+	dc, why := ChooseDelta(ts, cand, want)
+	if dc == nil {
+		a.log().Debug("no delta", "version", cand.Facts.Version, "reason", why)
+	}
+	if err := a.install(ctx, cand, dc); err != nil {
 		a.state.LastResult = err.Error()
-		if a.state.Phase != PhaseDownloading { // a download resumes at the next poll
+		if a.state.Phase != PhaseDownloading && a.state.Phase != PhaseApplying { // resumed at the next poll
 			a.state.Phase = PhaseIdle
 		}
 		a.save()
@@ -234,19 +245,55 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// install is steps 3–6 of the update: stream into the inactive slot,
-// verify, copy the boot files, write the trial entry last, reboot.
-func (a *Agent) install(ctx context.Context, c *Candidate) error {
+// install is steps 3–6 of the update: stream into the inactive slot (from
+// the delta bundle dc when there is one, else or on its failure the full
+// image c), verify, copy the boot files, write the trial entry last,
+// reboot.
+func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 	to := a.Device.Inactive()
 	log := a.log().With("version", c.Facts.Version, "slot", to)
-	var done int64
-	if a.state.Phase == PhaseDownloading && a.state.Version == c.Facts.Version && a.state.Target == c.Path && a.state.Slot == to {
-		done = a.state.Bytes // written and synced before the interruption
+	st := a.state
+	resuming := (st.Phase == PhaseDownloading || st.Phase == PhaseApplying) && st.Version == c.Facts.Version && st.Slot == to
+	if !resuming || (st.Target != c.Path && (dc == nil || st.Target != dc.Path)) {
+		resuming = false
+		st.Fetched, st.Fallback, st.Method = 0, "", ""
+		os.Remove(a.bundleFile()) // of an update given up; its room is needed
 	}
-	a.state.Phase, a.state.Version, a.state.Target, a.state.Slot = PhaseDownloading, c.Facts.Version, c.Path, to
-	a.state.Bytes, a.state.Total = done, c.Facts.Rootfs.Size
+	start := time.Now()
+	var done int64
+	var fallback error
+	switch {
+	case resuming && st.Target == c.Path:
+		done = st.Bytes // written and synced before the interruption
+	case dc != nil:
+		if resuming && st.Target == dc.Path {
+			done = st.Bytes // of the bundle
+			if st.Phase == PhaseApplying {
+				done = dc.Length // downloaded: re-hashed, not fetched again
+			}
+		}
+		f, n, err := a.installDelta(ctx, c, dc, to, done)
+		if err == nil {
+			defer f.Close()
+			log.Info("slot written from delta and verified", "target", dc.Path, "bytes", n, "fetched", st.Fetched,
+				"full", c.Length, "seconds", time.Since(start).Seconds())
+			return a.installed(ctx, c, f, n)
+		}
+		if ctx.Err() != nil {
+			return err // the next start resumes the delta
+		}
+		fallback = err
+		st.Fallback = err.Error()
+		done = 0
+	}
+
+	st.Phase, st.Version, st.Target, st.Slot, st.Method = PhaseDownloading, c.Facts.Version, c.Path, to, MethodFull
+	st.Bytes, st.Total = done, c.Facts.Rootfs.Size
 	if err := a.save(); err != nil {
 		return err
+	}
+	if fallback != nil { // saved first, then announced
+		log.Warn("delta not used, installing the full image", "target", dc.Path, "reason", fallback)
 	}
 	// The slot about to be overwritten must not stay bootable.
 	if err := a.Device.Discard(to); err != nil {
@@ -258,21 +305,27 @@ func (a *Agent) install(ctx context.Context, c *Candidate) error {
 	}
 	defer f.Close()
 	log.Info("downloading release", "target", c.Path, "bytes", c.Facts.Rootfs.Size, "resume_at", done)
-	start := time.Now()
-	saver := &progressSaver{a: a, f: f, every: 2 * time.Second}
+	saver := &progressSaver{a: a, f: f, every: 2 * time.Second, fetched: true}
 	n, err := a.Repo.DownloadFile(ctx, c.Path, f, done, saver)
 	if err != nil {
 		// Keep what is on disk for the next attempt.
 		if f.Sync() == nil {
-			a.state.Bytes = n
+			st.Bytes = n
 		}
 		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
 	}
-	log.Info("slot written and verified", "bytes", n, "seconds", time.Since(start).Seconds())
-	a.state.Phase, a.state.Bytes = PhaseVerified, n
+	log.Info("slot written and verified", "bytes", n, "fetched", st.Fetched, "seconds", time.Since(start).Seconds())
+	return a.installed(ctx, c, f, n)
+}
+
+// installed finishes an install once the inactive slot f holds the
+// verified image of n bytes: boot files, trial entry, reboot.
+func (a *Agent) installed(ctx context.Context, c *Candidate, f *os.File, n int64) error {
+	to := a.Device.Inactive()
+	a.state.Phase, a.state.Bytes, a.state.Total = PhaseVerified, n, n
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -366,14 +419,18 @@ func jitter(d time.Duration) time.Duration {
 // progress, and a download cut by a power loss resumes from bytes that are
 // on disk. (The fetch client re-hashes the prefix anyway.)
 type progressSaver struct {
-	a     *Agent
-	f     *os.File // the slot; nil in tests that only count
-	every time.Duration
-	last  time.Time
+	a       *Agent
+	f       *os.File // the file written; nil in tests that only count
+	every   time.Duration
+	last    time.Time
+	fetched bool // the bytes come from the network: count them in Fetched
 }
 
 func (p *progressSaver) Write(b []byte) (int, error) {
 	p.a.state.Bytes += int64(len(b))
+	if p.fetched {
+		p.a.state.Fetched += int64(len(b))
+	}
 	if p.a.state.Total > 0 && p.a.state.Bytes > p.a.state.Total {
 		p.a.state.Bytes = p.a.state.Total // a restart from 0 counts bytes again
 	}

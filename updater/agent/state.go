@@ -15,12 +15,19 @@ import (
 // next begins, so a restarted plumbd knows where it was.
 const (
 	PhaseIdle        = "idle"        // nothing in flight
-	PhaseDownloading = "downloading" // writing the inactive slot
+	PhaseDownloading = "downloading" // writing the inactive slot (full) or the bundle file (delta)
+	PhaseApplying    = "applying"    // delta bundle downloaded and verified; writing the inactive slot from it
 	PhaseVerified    = "verified"    // slot written, length and sha256 match TUF
 	PhaseEntry       = "entry"       // boot files and trial entry on the ESP
 	PhaseRebooting   = "rebooting"   // waiting for (or in) the reboot
 	PhaseTrial       = "trial"       // booted the new slot, checks running
 	PhaseCommitted   = "committed"   // the new slot is permanent
+)
+
+// Methods of an update.
+const (
+	MethodDelta = "delta"
+	MethodFull  = "full"
 )
 
 // State is the agent's persisted state (DataDir/state.json).
@@ -29,8 +36,17 @@ type State struct {
 	Version string `json:"version,omitempty"` // release being installed
 	Target  string `json:"target,omitempty"`  // its TUF target path
 	Slot    string `json:"slot,omitempty"`    // the slot it goes to
-	Bytes   int64  `json:"bytes,omitempty"`   // written so far
+	Bytes   int64  `json:"bytes,omitempty"`   // written so far (of the target, or of the slot while applying)
 	Total   int64  `json:"total,omitempty"`
+	// Method is how the update goes: "delta" (a bundle applied to the
+	// running slot) or "full" (the whole image).
+	Method string `json:"method,omitempty"`
+	// Fetched counts the target bytes downloaded for this update (bundle
+	// and, after a fallback, the full image).
+	Fetched int64 `json:"fetched,omitempty"`
+	// Fallback is why a delta was not used ("" when none was tried or it
+	// worked).
+	Fallback string `json:"fallback,omitempty"`
 
 	LastCheck  time.Time `json:"last_check,omitzero"`
 	LastResult string    `json:"last_result,omitempty"` // "ok", "no update", or the error
@@ -72,12 +88,18 @@ func ParseState(data []byte) (*State, error) {
 		return nil, fmt.Errorf("agent state: %w", err)
 	}
 	switch s.Phase {
-	case PhaseIdle, PhaseDownloading, PhaseVerified, PhaseEntry, PhaseRebooting, PhaseTrial, PhaseCommitted:
+	case PhaseIdle, PhaseDownloading, PhaseApplying, PhaseVerified, PhaseEntry, PhaseRebooting, PhaseTrial, PhaseCommitted:
 	default:
-		return nil, fmt.Errorf("agent state: phase: expected one of idle, downloading, verified, entry, rebooting, trial, committed, got %q", s.Phase)
+		return nil, fmt.Errorf("agent state: phase: expected one of idle, downloading, applying, verified, entry, rebooting, trial, committed, got %q", s.Phase)
+	}
+	if s.Method != "" && s.Method != MethodDelta && s.Method != MethodFull {
+		return nil, fmt.Errorf("agent state: method: expected delta or full, got %q", s.Method)
 	}
 	if s.Slot != "" && s.Slot != "a" && s.Slot != "b" {
 		return nil, fmt.Errorf("agent state: slot: expected a or b, got %q", s.Slot)
+	}
+	if s.Fetched < 0 {
+		return nil, fmt.Errorf("agent state: fetched: expected a count >= 0, got %d", s.Fetched)
 	}
 	if s.Bytes < 0 || s.Total < 0 || (s.Total > 0 && s.Bytes > s.Total) {
 		return nil, fmt.Errorf("agent state: bytes %d of %d: expected 0 <= bytes <= total", s.Bytes, s.Total)

@@ -14,7 +14,8 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil || s.Phase != PhaseIdle {
 		t.Fatalf("LoadState(missing) = %+v, %v; want idle", s, err)
 	}
-	s.Phase, s.Version, s.Slot, s.Bytes, s.Total = PhaseDownloading, "2.0.0", "b", 10, 100
+	s.Phase, s.Version, s.Slot, s.Bytes, s.Total = PhaseApplying, "2.0.0", "b", 10, 100
+	s.Method, s.Fetched, s.Fallback = MethodDelta, 5, ""
 	s.LastCheck = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	s.MarkBad("1.5.0", "boot failed")
 	if err := s.Save(p); err != nil {
@@ -24,7 +25,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Phase != s.Phase || got.Version != "2.0.0" || got.Bytes != 10 || !got.LastCheck.Equal(s.LastCheck) || !got.BadSet()["1.5.0"] {
+	if got.Phase != s.Phase || got.Version != "2.0.0" || got.Bytes != 10 || got.Method != MethodDelta || got.Fetched != 5 || !got.LastCheck.Equal(s.LastCheck) || !got.BadSet()["1.5.0"] {
 		t.Errorf("round trip = %+v, want %+v", got, s)
 	}
 }
@@ -36,6 +37,8 @@ func TestParseStateRejects(t *testing.T) {
 		{`{"phase":"idle","slot":"c"}`, `slot: expected a or b`},
 		{`{"phase":"idle","bytes":5,"total":2}`, `expected 0 <= bytes <= total`},
 		{`{"phase":"idle","bogus":1}`, `unknown field "bogus"`},
+		{`{"phase":"idle","method":"carrier pigeon"}`, `method: expected delta or full, got "carrier pigeon"`},
+		{`{"phase":"applying","fetched":-1}`, `fetched: expected a count >= 0, got -1`},
 		{`{"phase":"idle","bytes":"x"}`, `cannot unmarshal`},
 		{strings.Repeat(" ", maxStateSize+1), "expected at most"},
 	}
@@ -78,4 +81,27 @@ func FuzzParseState(f *testing.F) {
 			t.Errorf("saved state does not load: %v", err)
 		}
 	})
+}
+
+// OnSave sees every saved state, after it is on disk.
+func TestOnSave(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.json")
+	var seen []string
+	a := &Agent{StatePath: p, state: &State{Phase: PhaseIdle}}
+	a.OnSave = func(s *State) {
+		onDisk, err := LoadState(p)
+		if err != nil || onDisk.Phase != s.Phase {
+			t.Errorf("OnSave(%s) before the state is on disk (disk: %+v, %v)", s.Phase, onDisk, err)
+		}
+		seen = append(seen, s.Phase)
+	}
+	for _, ph := range []string{PhaseDownloading, PhaseVerified, PhaseCommitted} {
+		a.state.Phase = ph
+		if err := a.save(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(seen, ","); got != "downloading,verified,committed" {
+		t.Errorf("OnSave saw %s", got)
+	}
 }

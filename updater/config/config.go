@@ -22,17 +22,18 @@ const (
 
 // Config is plumbd's configuration.
 type Config struct {
-	Repository string        `json:"repository"`         // base URL of the TUF repository
-	Root       string        `json:"root"`               // path of the trusted root.json on the device
-	CA         string        `json:"ca,omitempty"`       // path of a PEM CA bundle on the device
-	Hardware   string        `json:"hardware"`           // which releases apply
-	Channel    string        `json:"channel"`            // which channel to follow
-	Poll       Duration      `json:"poll"`               // time between update checks
-	Commit     string        `json:"commit"`             // "health" or "attested"
-	Reboot     string        `json:"reboot,omitempty"`   // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
-	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
-	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
-	Link       Link          `json:"link,omitzero"`      // the network between device and repository
+	Repository string        `json:"repository"`          // base URL of the TUF repository
+	Root       string        `json:"root"`                // path of the trusted root.json on the device
+	CA         string        `json:"ca,omitempty"`        // path of a PEM CA bundle on the device
+	Hardware   string        `json:"hardware"`            // which releases apply
+	Channel    string        `json:"channel"`             // which channel to follow
+	Poll       Duration      `json:"poll"`                // time between update checks
+	Commit     string        `json:"commit"`              // "health" or "attested"
+	Reboot     string        `json:"reboot,omitempty"`    // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
+	Report     string        `json:"report,omitempty"`    // status report base URL; "" the repository's, "off" none
+	Health     []HealthCheck `json:"health,omitempty"`    // extra checks after a trial boot
+	DataDir    string        `json:"data_dir,omitempty"`  // agent state; default /data/plumb
+	Link       Link          `json:"link,omitzero"`       // the network between device and repository
 	Workloads  *Workloads    `json:"workloads,omitempty"` // containers to run; nil: none
 }
 
@@ -100,6 +101,18 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// ReportBase is where status reports go: Report, else the repository; ""
+// when reports are off.
+func (c *Config) ReportBase() string {
+	switch c.Report {
+	case "off":
+		return ""
+	case "":
+		return c.Repository
+	}
+	return c.Report
+}
+
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	if c.Repository != "" {
@@ -129,6 +142,12 @@ func (c *Config) Validate() error {
 	if w := c.Workloads; w != nil {
 		if err := workloadGroup(w.Group); err != nil {
 			return fmt.Errorf("agent config: workloads.%w", err)
+		}
+	}
+	if c.Report != "" && c.Report != "off" {
+		u, err := url.Parse(c.Report)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("agent config: report: expected an http(s) URL or \"off\", got %q", c.Report)
 		}
 	}
 	if _, err := ParseReboot(c.Reboot); err != nil {

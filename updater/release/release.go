@@ -122,3 +122,9 @@ func TargetPath(hardware, version string) string {
 func DeltaPath(hardware, version, old string) string {
 	return hardware + "/" + version + "/from-" + old + ".delta"
 }
+
+// InstallerPath is where a release's installer file ("vmlinuz" or
+// "initrd") lives; HTTP boot and PXE fetch them from there.
+func InstallerPath(hardware, version, file string) string {
+	return hardware + "/" + version + "/installer/" + file
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -84,14 +85,78 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 			return fmt.Errorf("installing slot %s: %w", s, err)
 		}
 	}
-	e := builder.Entry{Version: facts.Version, Slot: s, PartUUID: partUUID, Cmdline: facts.Cmdline}
-	name := strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf"
-	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(e.Content()), nil); err != nil {
+	name, content := TrialEntry(facts, s, partUUID)
+	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(content), nil); err != nil {
 		return fmt.Errorf("installing slot %s: boot entry: %w", s, err)
 	}
 	d.log().Info("slot installed on trial", "slot", s, "version", facts.Version, "entry", name)
 	return nil
 }
+
+// TrialEntry returns the file name (plumb-<version>+3.conf) and content of
+// the boot-counting trial entry for a release installed in slot, whose root
+// partition is partUUID.
+func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content string) {
+	e := builder.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
+	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
+}
+
+// BootFile names a slot's boot file in the release image.
+type BootFile int
+
+const (
+	Kernel BootFile = iota // /boot/vmlinuz
+	Initrd                 // /boot/initrd.img
+)
+
+// OpenBootFile opens the kernel or the initrd inside the squashfs release
+// image slotImage (size bytes) and checks what is read against want: the
+// reader fails with ErrDigest at its end when the bytes do not match (the
+// installer writes them to a fresh ESP through it).
+func OpenBootFile(slotImage io.ReaderAt, size int64, which BootFile, want release.Digest) (io.ReadCloser, error) {
+	sq, err := squashfs.Read(readerAtStorage{io.NewSectionReader(slotImage, 0, size)}, size, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading the release's squashfs: %w", err)
+	}
+	sq.SetCacheSize(squashfsCache)
+	name := imageKernel
+	if which == Initrd {
+		name = imageInitrd
+	}
+	f, err := sq.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("opening /%s in the image: %w", name, err)
+	}
+	return &digestReader{name: name, r: f, c: f, h: sha256.New(), want: want}, nil
+}
+
+// digestReader checks size and sha256 of what it passes on.
+type digestReader struct {
+	name string
+	r    io.Reader
+	c    io.Closer
+	h    hash.Hash
+	n    int64
+	want release.Digest
+}
+
+func (d *digestReader) Read(p []byte) (int, error) {
+	if d.n+int64(len(p)) > d.want.Size+1 {
+		p = p[:max(0, d.want.Size+1-d.n)]
+	}
+	n, err := d.r.Read(p)
+	d.h.Write(p[:n])
+	d.n += int64(n)
+	if err == io.EOF || d.n > d.want.Size {
+		sum := hex.EncodeToString(d.h.Sum(nil))
+		if d.n != d.want.Size || sum != strings.ToLower(d.want.SHA256) {
+			return n, fmt.Errorf("/%s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s: %w", d.name, d.want.Size, d.want.SHA256, d.n, sum, ErrDigest)
+		}
+	}
+	return n, err
+}
+
+func (d *digestReader) Close() error { return d.c.Close() }
 
 // copyBootFile streams src from the squashfs to dst on the ESP, hashing as
 // it goes; dst only appears when the digest matches.

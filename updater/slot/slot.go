@@ -179,3 +179,17 @@ func (d *Device) OpenInactive(size int64) (*os.File, error) {
 	d.log().Info("slot opened", "slot", s, "device", p.Device, "bytes", size, "capacity", capacity)
 	return f, nil
 }
+
+// OpenRunning opens the running slot's partition read-only: the base a
+// delta bundle is applied to. Nothing writes through it.
+func (d *Device) OpenRunning() (*os.File, error) {
+	p, ok := d.Slots[d.Running]
+	if !ok || p.Device == "" {
+		return nil, fmt.Errorf("opening running slot %q: expected one of the device's slots", d.Running)
+	}
+	f, err := os.Open(p.Device)
+	if err != nil {
+		return nil, fmt.Errorf("opening running slot %s: %w", d.Running, err)
+	}
+	return f, nil
+}

@@ -76,7 +76,6 @@ func TestParseYAML(t *testing.T) {
 	}
 }
 
-
 func TestParseYAMLErrors(t *testing.T) {
 	img := "image: r.example/x@" + dgA
 	tests := []struct{ yaml, want string }{

@@ -61,7 +61,7 @@ func Blobs(img Image) ([]Blob, string, error) {
 
 type built struct {
 	layer, cfgJSON, manJSON, idxJSON []byte
-	ldesc, cdesc, mdesc               v1.Descriptor
+	ldesc, cdesc, mdesc              v1.Descriptor
 }
 
 func build(img Image) (*built, error) {

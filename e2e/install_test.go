@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/internal/testutil"
+	"github.com/plumb-os/plumb/testvm"
+	"github.com/plumb-os/plumb/updater/config"
+)
+
+// installerRoot unpacks a build's installer initramfs into a directory
+// (with cpio) and points its agent at the fleet's server on 127.0.0.1, so
+// that the real plumbd can run `install --root DIR` on the host.
+func (f *fleet) installerRoot(t *testing.T, build string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", "zstd -dc "+filepath.Join(build, builder.InstallerInitrdFile)+" | cpio -idm --quiet")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unpacking the installer initramfs: %v\n%s", err, out)
+	}
+	p := filepath.Join(dir, config.Path)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	c["repository"] = fmt.Sprintf("https://127.0.0.1:%d/", f.port)
+	data, _ = json.Marshal(c)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// plumbdInstall runs the real plumbd install on the host and returns its
+// exit code and output.
+func plumbdInstall(t *testing.T, root string, args ...string) (int, string) {
+	t.Helper()
+	plumbd, _ := testutil.Binaries(t)
+	cmd := exec.Command(plumbd, append([]string{"install", "--root", root, "--no-reboot"}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String()
+}
+
+func blankDisk(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// allZero reports whether the file holds only zero bytes.
+func allZero(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := f.Read(buf)
+		if bytes.IndexFunc(buf[:n], func(r rune) bool { return r != 0 }) >= 0 {
+			return false
+		}
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestInstallHost runs the real `plumbd install` on the host against disk
+// image files (no VM is needed for these claims; the VM test below boots
+// the installer for real): an install onto a blank disk gives the build's
+// layout and passes the real filesystem tools; a disk that holds partitions
+// is refused and left byte-identical unless --force; a tampered release
+// stops the installer before the partition table, the disk all zeros.
+func TestInstallHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-install-host")
+	v1 := f.build("1.0.0", "", "")
+	f.publish(v1)
+	man, err := builder.ReadManifest(filepath.Join(v1, builder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := f.installerRoot(t, v1)
+	diskSize := int64(1 << 30) // larger than the layout: the backup GPT moves to its end
+
+	t.Run("usb image", func(t *testing.T) {
+		img := filepath.Join(v1, builder.InstallerDiskFile)
+		run(t, "sgdisk", "-v", img)
+		info := run(t, "sgdisk", "-i", "1", img)
+		if !strings.Contains(info, "EFI system partition") || !strings.Contains(info, "Partition name: 'ESP'") {
+			t.Errorf("installer.img partition 1:\n%s\nwant the ESP", info)
+		}
+		esp := extractPartition(t, img, builder.Partition{Name: "usb-esp", Start: 1 << 20, Size: fileSize(t, img) - 2<<20})
+		run(t, "fsck.vfat", "-n", esp)
+		entry := run(t, "mtype", "-i", esp, "::/loader/entries/plumb-installer.conf")
+		if !strings.Contains(entry, "linux /installer/vmlinuz\ninitrd /installer/initrd\noptions plumb.disk=auto ") {
+			t.Errorf("installer entry:\n%s", entry)
+		}
+		for src, want := range map[string]string{"::/installer/vmlinuz": builder.KernelFile, "::/installer/initrd": builder.InstallerInitrdFile, "::/EFI/BOOT/BOOTX64.EFI": ""} {
+			out := filepath.Join(t.TempDir(), "f")
+			run(t, "mcopy", "-i", esp, src, out)
+			if want != "" && sha256File(t, out) != sha256File(t, filepath.Join(v1, want)) {
+				t.Errorf("%s on the USB image differs from the build's %s", src, want)
+			}
+		}
+	})
+
+	t.Run("blank disk", func(t *testing.T) {
+		disk := filepath.Join(t.TempDir(), "disk.img")
+		blankDisk(t, disk, diskSize)
+		start := time.Now()
+		code, out := plumbdInstall(t, root, "--disk", disk)
+		t.Logf("install took %.1fs:\n%s", time.Since(start).Seconds(), out)
+		if code != 0 {
+			t.Fatalf("plumbd install = exit %d", code)
+		}
+		run(t, "sgdisk", "-v", disk)
+		gpt := run(t, "sgdisk", "-p", disk)
+		for _, p := range man.Partitions {
+			info := run(t, "sgdisk", "-i", fmt.Sprint(p.Index), disk)
+			if !strings.Contains(strings.ToLower(info), "unique guid: "+p.PartUUID) || !strings.Contains(info, fmt.Sprintf("First sector: %d ", p.Start/512)) {
+				t.Errorf("partition %d on the installed disk:\n%s\nwant PARTUUID %s at sector %d as in disk.img", p.Index, info, p.PartUUID, p.Start/512)
+			}
+		}
+		t.Logf("partition table:\n%s", gpt)
+		esp := extractPartition(t, disk, partition(t, man, diskimg.NameESP))
+		run(t, "fsck.vfat", "-n", esp)
+		entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries")
+		if !strings.Contains(entries, "plumb-1.0.0+3.conf") {
+			t.Errorf("ESP entries = %q, want the trial entry plumb-1.0.0+3.conf", entries)
+		}
+		for _, p := range []string{"::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/plumb/a/vmlinuz", "::/plumb/a/initrd.img"} {
+			run(t, "mdir", "-i", esp, p)
+		}
+		data := extractPartition(t, disk, partition(t, man, diskimg.NameData))
+		run(t, "fsck.ext4", "-fn", data)
+		rootA := partition(t, man, diskimg.NameRootA)
+		if got, want := sha256Prefix(t, extractPartition(t, disk, rootA), fileSize(t, filepath.Join(v1, builder.RootfsFile))), sha256File(t, filepath.Join(v1, builder.RootfsFile)); got != want {
+			t.Errorf("slot A holds sha256 %s, want the release's %s", got, want)
+		}
+		// The data partition is the build's, byte for byte.
+		if got, want := sha256File(t, data), sha256File(t, extractPartition(t, filepath.Join(v1, builder.DiskFile), partition(t, man, diskimg.NameData))); got != want {
+			t.Errorf("data partition sha256 %s, disk.img's %s", got, want)
+		}
+
+		// The installed disk holds partitions now: refused, untouched.
+		before := sha256File(t, disk)
+		code, out = plumbdInstall(t, root, "--disk", disk)
+		t.Logf("second install: exit %d: %s", code, out)
+		if code != 2 || !regexp.MustCompile(`(?m)^plumbd: disk \S+ holds a GPT partition table: refusing to overwrite it without --force; nothing was written`).MatchString(out) {
+			t.Errorf("install on a partitioned disk = exit %d, %q; want exit 2 and the refusal", code, out)
+		}
+		if after := sha256File(t, disk); after != before {
+			t.Errorf("refused disk changed: sha256 %s before, %s after", before, after)
+		}
+		// --force --dry-run: verifies, writes nothing.
+		code, out = plumbdInstall(t, root, "--disk", disk, "--force", "--dry-run")
+		if code != 0 || !strings.Contains(out, "dry run:") {
+			t.Errorf("--force --dry-run = exit %d, %q", code, out)
+		}
+		if after := sha256File(t, disk); after != before {
+			t.Errorf("dry run changed the disk")
+		}
+	})
+
+	t.Run("tampered release", func(t *testing.T) {
+		// Flip bytes in the middle of the published rootfs target.
+		matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, "1.0.0", "*.rootfs.sqfs"))
+		if len(matches) != 1 {
+			t.Fatalf("published rootfs targets: %v", matches)
+		}
+		tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := tf.Stat()
+		if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		tf.Close()
+		disk := filepath.Join(t.TempDir(), "disk.img")
+		blankDisk(t, disk, diskSize)
+		code, out := plumbdInstall(t, root, "--disk", disk)
+		t.Logf("exit %d:\n%s", code, out)
+		if code != 3 || !strings.Contains(out, "sha256 mismatch") || !strings.Contains(out, "the partition table was not written") {
+			t.Errorf("install of a tampered release = exit %d; want exit 3 naming the sha256 mismatch, before the partition table", code)
+		}
+		if !allZero(t, disk) {
+			t.Error("the disk is not all zeros after the refused release")
+		}
+	})
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestInstallVM: a VM with an empty disk boots the installer's kernel and
+// initramfs directly (QEMU -kernel/-initrd under OVMF, as network boot
+// would), installs the newest published release from the TUF repository
+// over HTTPS and reboots; then it boots from its disk under OVMF and plumbd
+// commits the release and reports it to the server under the TPM-derived
+// device id the installer showed.
+//
+// QEMU's -kernel would boot the installer again on the guest's reboot, so
+// the first run has -no-reboot: QEMU exits at the installer's reboot and the
+// test starts it again without -kernel (same disk, OVMF vars and TPM state),
+// as a machine whose network boot is over.
+func TestInstallVM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-install")
+	v0, v1 := f.build("0.9.0", "", ""), f.build("1.0.0", "", "")
+	f.publish(v0)
+	f.publish(v1)
+	dir := filepath.Join(f.work, "vm-installer")
+	os.MkdirAll(dir, 0o755)
+	disk := filepath.Join(dir, "disk.img")
+	blankDisk(t, disk, 1<<30)
+	man, err := builder.ReadManifest(filepath.Join(v1, builder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline := "console=ttyS0 panic=5 loglevel=4 plumb.disk=auto"
+	vm, err := testvm.Start(ctx, dir, testvm.WithDisk(disk), testvm.WithTPM(), testvm.WithGuestForward(443, f.port),
+		testvm.WithKernel(filepath.Join(v1, builder.KernelFile), filepath.Join(v1, builder.InstallerInitrdFile), cmdline),
+		testvm.WithNoReboot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	powerOn := vm.Started()
+	got, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-install: device (\S+) \(TPM key\)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := got[1]
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-install: 1\.0\.0 installed on /dev/vda: rebooting`)); err != nil {
+		t.Fatal(err)
+	}
+	vm.Wait() // -no-reboot: QEMU exits at the reboot
+	installed := time.Since(powerOn)
+	// The installer reported its progress under the device id: done.
+	if rep, err := os.ReadFile(filepath.Join(f.reports, id+".json")); err != nil || !regexp.MustCompile(`"install": \{\s*"phase": "done",\s*"version": "1\.0\.0"`).Match(rep) {
+		t.Errorf("installer's last report of device %s = %s (%v); want install phase done", id, rep, err)
+	}
+	for _, line := range strings.Split(vm.Console(), "\n") {
+		if strings.HasPrefix(line, "plumb-install") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	vm.Close()
+
+	vm2, err := testvm.Start(ctx, dir, testvm.WithDisk(disk), testvm.WithTPM(), testvm.WithGuestForward(443, f.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm2.Close() })
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`root found" device=/dev/vda2`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`plumb: status \{.*"version":"1\.0\.0".*"slot":"a".*"device":\{"id":"`+id+`"`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vm2.WaitFor(ctx, regexp.MustCompile(`release committed" version=1\.0\.0 slot=a`)); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Since(powerOn)
+	t.Logf("power-on to committed: %.1fs (installer power-on to its reboot %.1fs; QEMU restarted without -kernel in between)", committed.Seconds(), installed.Seconds())
+
+	// The server has the device's report under the same id: committed.
+	var rep []byte
+	committedRE := regexp.MustCompile(`"update": \{\s*"phase": "committed",\s*"version": "1\.0\.0"`)
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+		rep, _ = os.ReadFile(filepath.Join(f.reports, id+".json"))
+		if committedRE.Match(rep) {
+			break
+		}
+	}
+	if !committedRE.Match(rep) {
+		t.Errorf("server's report of device %s = %s; want release 1.0.0 committed", id, rep)
+	}
+	vm2.Close()
+
+	esp := extractPartition(t, disk, partition(t, man, diskimg.NameESP))
+	if entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries"); !strings.Contains(entries, "plumb-1.0.0.conf\n") {
+		t.Errorf("ESP entries after the first boot = %q, want plumb-1.0.0.conf (committed)", entries)
+	}
+}

@@ -1,0 +1,168 @@
+package install
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrNotEmpty marks a disk the installer refuses to overwrite without
+// --force: it holds a partition table, a filesystem or other data.
+var ErrNotEmpty = errors.New("disk is not empty")
+
+// ErrNoDisk marks a failed automatic disk choice: no empty disk, or more
+// than one.
+var ErrNoDisk = errors.New("no single empty disk")
+
+// classed is an error of a class (errors.Is) whose message is only its own.
+type classed struct {
+	msg   string
+	class error
+}
+
+func (c *classed) Error() string        { return c.msg }
+func (c *classed) Is(target error) bool { return target == c.class }
+
+// probeSize is how much of a disk's start Inspect reads: the protective
+// MBR, the GPT header and its entries, and the superblocks of the common
+// filesystems all lie in the first MiB.
+const probeSize = 1 << 20
+
+// Disk is what Inspect found on a disk.
+type Disk struct {
+	Path string
+	Size int64
+	// Holds is empty for a disk whose first MiB is all zeros, else what
+	// it holds ("a GPT partition table", "an ext4 filesystem", "data").
+	Holds string
+}
+
+// Empty reports whether the disk's start is all zeros.
+func (d Disk) Empty() bool { return d.Holds == "" }
+
+// Inspect reads the first MiB of the disk (or image file) at path and says
+// what it holds. It never writes.
+func Inspect(path string) (Disk, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Disk{}, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return Disk{}, fmt.Errorf("size of %s: %w", path, err)
+	}
+	buf := make([]byte, min(size, probeSize))
+	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return Disk{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return Disk{Path: path, Size: size, Holds: identify(buf)}, nil
+}
+
+// identify names what the first bytes of a disk hold; "" for all zeros.
+func identify(b []byte) string {
+	at := func(off int, magic string) bool {
+		return len(b) >= off+len(magic) && string(b[off:off+len(magic)]) == magic
+	}
+	switch {
+	case at(512, "EFI PART") || at(4096, "EFI PART"):
+		return "a GPT partition table"
+	case len(b) >= 1082 && binary.LittleEndian.Uint16(b[1080:]) == 0xEF53:
+		return "an ext2/3/4 filesystem"
+	case at(0, "hsqs"):
+		return "a squashfs filesystem"
+	case at(82, "FAT32") || at(54, "FAT1") || at(3, "mkfs.fat"):
+		return "a FAT filesystem"
+	case len(b) >= 512 && b[510] == 0x55 && b[511] == 0xAA:
+		return "an MBR partition table"
+	case bytes.IndexFunc(b, func(r rune) bool { return r != 0 }) >= 0:
+		return "data (non-zero bytes in its first MiB)"
+	}
+	return ""
+}
+
+// Pick chooses the disk to install to. A given path is inspected; "auto"
+// (or "") looks at every whole disk listed in sysBlock ("/sys/class/block")
+// with its node in dev ("/dev") and takes the only empty one of at least
+// minSize bytes. Loop, RAM, optical and device-mapper devices are skipped.
+func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
+	if disk != "" && disk != "auto" {
+		d, err := Inspect(disk)
+		if err != nil {
+			return Disk{}, &classed{fmt.Sprintf("--disk %s: %v", disk, err), ErrNoDisk}
+		}
+		return d, nil
+	}
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return Disk{}, fmt.Errorf("listing disks: %w", err)
+	}
+	var empty []Disk
+	var seen []string
+	for _, e := range ents {
+		name := e.Name()
+		if skipDevice(name) {
+			continue
+		}
+		dir := filepath.Join(sysBlock, name)
+		if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+			continue // a partition, not a whole disk
+		}
+		if sectors, err := readInt(filepath.Join(dir, "size")); err != nil || sectors == 0 {
+			continue
+		}
+		d, err := Inspect(filepath.Join(dev, name))
+		if err != nil {
+			seen = append(seen, name+": "+err.Error())
+			continue
+		}
+		switch {
+		case d.Size < minSize:
+			seen = append(seen, fmt.Sprintf("%s: %d bytes, too small", name, d.Size))
+		case !d.Empty():
+			seen = append(seen, name+" holds "+d.Holds)
+		default:
+			empty = append(empty, d)
+		}
+	}
+	sort.Slice(empty, func(i, j int) bool { return empty[i].Path < empty[j].Path })
+	switch len(empty) {
+	case 1:
+		return empty[0], nil
+	case 0:
+		if len(seen) == 0 {
+			seen = []string{"no disks"}
+		}
+		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; ")), ErrNoDisk}
+	default:
+		var names []string
+		for _, d := range empty {
+			names = append(names, d.Path)
+		}
+		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", ")), ErrNoDisk}
+	}
+}
+
+func skipDevice(name string) bool {
+	for _, p := range []string{"loop", "ram", "sr", "dm-", "zram", "md", "nbd", "fd"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}

@@ -1,0 +1,431 @@
+// Package install owns `plumbd install`: it puts the newest release for the
+// device's hardware and channel on a blank disk, pulled from the TUF
+// repository, with the same layout as the build's disk.img.
+//
+// Run's order, and why: refresh the TUF metadata and choose the release;
+// pick the disk (refusing one that holds anything unless forced); stream
+// the release into slot A's region of the disk, hashing as it goes; only
+// when its length and sha256 match TUF write the partition table, so a
+// tampered or truncated release stops the installer with the disk's
+// partition table never written (the bytes written into the slot's region
+// are zeroed again). Then the data filesystem (the builder's empty ext4,
+// shipped compressed), the ESP (systemd-boot, loader.conf, slot A's kernel
+// and initrd checked against the release facts, its boot-counting trial
+// entry last), a read-back verification of slot A, the data partition and
+// the ESP's boot files, and a sync. The first boot commits slot A after
+// its health checks like any trial. Not safe for concurrent use.
+package install
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/updater/agent"
+	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/updater/slot"
+)
+
+// repository is what the installer needs of the TUF client; *fetch.Client.
+type repository interface {
+	Refresh(ctx context.Context) error
+	Targets() ([]fetch.Target, error)
+	Download(ctx context.Context, targetPath string, w io.Writer, progress io.Writer) (int64, error)
+}
+
+// Options are Run's inputs.
+type Options struct {
+	// Disk is the device (or image file) to install to, or "auto".
+	Disk string
+	// Force overwrites a disk that holds partitions or data.
+	Force bool
+	// DryRun does everything that only reads (refresh, choice, disk
+	// checks, download and verification of the release into nothing) and
+	// writes nothing.
+	DryRun bool
+	// Hardware, Channel and DeviceID choose the release (agent.Choose).
+	Hardware, Channel, DeviceID string
+	// Layout is the disk to write (from the installer initramfs).
+	Layout *config.Installer
+	// Root prefixes Layout's file paths ("/" in the installer).
+	Root string
+	Repo repository
+	// SysBlock and Dev list the disks for Disk "auto": "/sys/class/block"
+	// and "/dev".
+	SysBlock, Dev string
+	// Console receives progress lines for people ("plumb-install: ...").
+	Console io.Writer
+	// Report, when set, gets every progress step (best effort: it must
+	// not block).
+	Report func(Progress)
+	Log    *slog.Logger
+}
+
+// Progress is one step of an install, as reported to the server.
+type Progress struct {
+	Phase   string `json:"phase"` // refreshing, downloading, partitioning, data, esp, verifying, done, failed
+	Version string `json:"version,omitempty"`
+	Disk    string `json:"disk,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Total   int64  `json:"total,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Result is what an install did.
+type Result struct {
+	Version string
+	Disk    string
+	Bytes   int64 // release bytes written
+}
+
+type run struct {
+	o     Options
+	log   *slog.Logger
+	prog  Progress
+	start time.Time
+}
+
+// say prints a console line with the seconds since Run started.
+func (r *run) say(format string, args ...any) {
+	if r.o.Console != nil {
+		fmt.Fprintf(r.o.Console, "plumb-install: [%5.1fs] "+format+"\n", append([]any{time.Since(r.start).Seconds()}, args...)...)
+	}
+}
+
+func (r *run) step(phase string) {
+	r.prog.Phase = phase
+	if r.o.Report != nil {
+		r.o.Report(r.prog)
+	}
+}
+
+// Run installs the newest release on the disk. See the package doc for the
+// order of the steps.
+func Run(ctx context.Context, o Options) (_ *Result, err error) {
+	r := &run{o: o, log: o.Log, start: time.Now()}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if o.Layout == nil || o.Repo == nil {
+		return nil, errors.New("install: expected a layout and a repository")
+	}
+	defer func() {
+		if err != nil {
+			r.prog.Error = err.Error()
+			r.step("failed")
+		}
+	}()
+	layout := diskimg.Layout{ESPSize: o.Layout.ESPSize, RootSize: o.Layout.RootSize, DataSize: o.Layout.DataSize, Seed: o.Layout.Seed}
+	if err := layout.Validate(); err != nil {
+		return nil, fmt.Errorf("installer config: %w", err)
+	}
+	parts := layout.Partitions()
+	esp, rootA, rootB, data := parts[0], parts[1], parts[2], parts[3]
+
+	// 1. Refresh and choose.
+	r.step("refreshing")
+	r.say("refreshing the repository's metadata")
+	if err := o.Repo.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("refreshing TUF metadata: %w", err)
+	}
+	targets, err := o.Repo.Targets()
+	if err != nil {
+		return nil, err
+	}
+	ts := make([]agent.Target, len(targets))
+	for i, t := range targets {
+		ts[i] = agent.Target{Path: t.Path, Custom: t.Custom}
+	}
+	cand, skipped := agent.Choose(ts, agent.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
+	for p, why := range skipped {
+		r.log.Warn("target skipped", "target", p, "err", why)
+	}
+	if cand == nil {
+		return nil, fmt.Errorf("no release for hardware %q on channel %q in the repository", o.Hardware, o.Channel)
+	}
+	f := cand.Facts
+	r.prog.Version, r.prog.Total = f.Version, f.Rootfs.Size
+	r.say("release %s (%s, %d bytes)", f.Version, cand.Path, f.Rootfs.Size)
+	if f.Rootfs.Size > rootA.Size {
+		return nil, fmt.Errorf("release %s: %d bytes do not fit slot A of %d bytes", f.Version, f.Rootfs.Size, rootA.Size)
+	}
+
+	// 2. The disk.
+	d, err := Pick(o.Disk, o.SysBlock, o.Dev, layout.DiskSize())
+	if err != nil {
+		return nil, err
+	}
+	r.prog.Disk = d.Path
+	if d.Size < layout.DiskSize() {
+		return nil, &classed{fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize()), ErrNoDisk}
+	}
+	if !d.Empty() {
+		if !o.Force {
+			return nil, &classed{fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds), ErrNotEmpty}
+		}
+		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
+	}
+	r.say("installing %s on %s (%d bytes)", f.Version, d.Path, d.Size)
+	mode := os.O_RDWR
+	if o.DryRun {
+		mode = os.O_RDONLY
+	}
+	disk, err := os.OpenFile(d.Path, mode, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening disk: %w", err)
+	}
+	defer disk.Close()
+
+	// 3. The release into slot A's region, verified before anything else
+	// is written.
+	r.step("downloading")
+	start := time.Now()
+	var dst io.Writer = io.Discard
+	if !o.DryRun {
+		dst = io.NewOffsetWriter(disk, rootA.Start)
+	}
+	lim := &limitWriter{w: dst, left: rootA.Size}
+	n, err := o.Repo.Download(ctx, cand.Path, lim, &progressLines{r: r, every: 5 * time.Second, last: time.Now()})
+	if err != nil {
+		if !o.DryRun && lim.written > 0 {
+			if zerr := zero(disk, rootA.Start, lim.written); zerr != nil {
+				err = errors.Join(err, fmt.Errorf("zeroing the %d bytes written: %w", lim.written, zerr))
+			} else {
+				disk.Sync()
+			}
+		}
+		r.say("release %s failed: %v; the partition table was not written", f.Version, err)
+		return nil, fmt.Errorf("release %s: %w", f.Version, err)
+	}
+	r.prog.Bytes = n
+	r.say("release %s downloaded and verified against TUF: %d bytes in %.1fs", f.Version, n, time.Since(start).Seconds())
+	if o.DryRun {
+		r.say("dry run: would write the partition table, slot A, the data filesystem and the ESP of %s; nothing written", d.Path)
+		return &Result{Version: f.Version, Disk: d.Path, Bytes: n}, nil
+	}
+	if err := disk.Sync(); err != nil {
+		return nil, fmt.Errorf("syncing slot A: %w", err)
+	}
+
+	// 4. Partition table; clear slot B's start (a forced disk's leftovers).
+	r.step("partitioning")
+	if _, err := diskimg.WriteTable(disk, d.Size, layout); err != nil {
+		return nil, err
+	}
+	if err := zero(disk, rootB.Start, min(rootB.Size, 1<<20)); err != nil {
+		return nil, fmt.Errorf("clearing slot B: %w", err)
+	}
+	r.say("partition table written: %s %s %s %s", esp.Name, rootA.Name, rootB.Name, data.Name)
+
+	// 5. The data filesystem.
+	r.step("data")
+	if err := r.writeData(ctx, disk, data); err != nil {
+		return nil, fmt.Errorf("partition %s: %w", data.Name, err)
+	}
+
+	// 6. The ESP: bootloader, loader.conf, slot A's boot files, trial entry.
+	r.step("esp")
+	slotImage := io.NewSectionReader(disk, rootA.Start, n)
+	entryName, entry := slot.TrialEntry(f, "a", rootA.PartUUID)
+	boot, err := os.Stat(r.file(o.Layout.Bootloader))
+	if err != nil {
+		return nil, fmt.Errorf("bootloader: %w", err)
+	}
+	files := []diskimg.ESPFile{
+		{Path: "/EFI/BOOT/BOOTX64.EFI", Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
+		{Path: "/loader/loader.conf", Source: fstree.Bytes(builder.LoaderConf), Size: int64(len(builder.LoaderConf))},
+		{Path: builder.SlotKernel("a"), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
+		{Path: builder.SlotInitrd("a"), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
+		{Path: path.Join(slot.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
+	}
+	if err := diskimg.WriteESP(ctx, disk, esp, layout.Seed, files, o.Layout.ModTime); err != nil {
+		return nil, err
+	}
+	r.say("ESP written: systemd-boot, slot a's kernel and initrd, entry %s", entryName)
+
+	// 7. Verify what is on the disk, then sync.
+	r.step("verifying")
+	if err := disk.Sync(); err != nil {
+		return nil, fmt.Errorf("syncing disk: %w", err)
+	}
+	if err := verify(ctx, disk, rootA.Start, f.Rootfs); err != nil {
+		return nil, fmt.Errorf("slot A read back: %w", err)
+	}
+	if err := verify(ctx, disk, data.Start, release.Digest{SHA256: o.Layout.DataSHA256, Size: o.Layout.DataBytes}); err != nil {
+		return nil, fmt.Errorf("partition %s read back: %w", data.Name, err)
+	}
+	if err := verifyESP(disk, esp, f, entryName, entry); err != nil {
+		return nil, fmt.Errorf("ESP read back: %w", err)
+	}
+	rereadPartitions(disk)
+	r.say("verified: slot a matches TUF (sha256 %s), data and ESP read back", f.Rootfs.SHA256)
+	r.step("done")
+	return &Result{Version: f.Version, Disk: d.Path, Bytes: n}, nil
+}
+
+func (r *run) file(p string) string { return filepath.Join(r.o.Root, filepath.FromSlash(p)) }
+
+// writeData decompresses the shipped data filesystem into part, hashing it.
+func (r *run) writeData(ctx context.Context, disk *os.File, part diskimg.Partition) error {
+	src, err := os.Open(r.file(r.o.Layout.Data))
+	if err != nil {
+		return fmt.Errorf("data image: %w", err)
+	}
+	defer src.Close()
+	zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	h := sha256.New()
+	w := &limitWriter{w: io.NewOffsetWriter(disk, part.Start), left: part.Size}
+	n, err := io.Copy(io.MultiWriter(w, h), ctxio.Reader(ctx, zr))
+	if err != nil {
+		return fmt.Errorf("writing the data filesystem: %w", err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); n != r.o.Layout.DataBytes || sum != r.o.Layout.DataSHA256 {
+		return fmt.Errorf("data image %s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s", r.o.Layout.Data, r.o.Layout.DataBytes, r.o.Layout.DataSHA256, n, sum)
+	}
+	r.say("data filesystem written: %d bytes", n)
+	return nil
+}
+
+// bootSource is a boot file in the release image, checked as it is read.
+type bootSource struct {
+	img   io.ReaderAt
+	size  int64
+	which slot.BootFile
+	want  release.Digest
+}
+
+func (b bootSource) Open() (io.ReadCloser, error) {
+	return slot.OpenBootFile(b.img, b.size, b.which, b.want)
+}
+
+// verify re-reads size bytes at off and compares their sha256.
+func verify(ctx context.Context, disk *os.File, off int64, want release.Digest) error {
+	h := sha256.New()
+	n, err := io.Copy(h, ctxio.Reader(ctx, io.NewSectionReader(disk, off, want.Size)))
+	if err != nil {
+		return err
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); n != want.Size || sum != want.SHA256 {
+		return fmt.Errorf("expected %d bytes with sha256 %s, read %d bytes with sha256 %s", want.Size, want.SHA256, n, sum)
+	}
+	return nil
+}
+
+// verifyESP reads the FAT32 ESP back and checks the boot files and entry.
+func verifyESP(disk *os.File, part diskimg.Partition, f *release.Facts, entryName, entry string) error {
+	fs, err := fat32.Read(file.New(disk, true), part.Size, part.Start, 512)
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		want release.Digest
+	}{
+		{builder.SlotKernel("a"), f.Kernel},
+		{builder.SlotInitrd("a"), f.Initrd},
+		{path.Join(slot.EntriesDir, entryName), digestOf(entry)},
+	} {
+		rd, err := fs.OpenFile(c.name, os.O_RDONLY)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, rd)
+		rd.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); n != c.want.Size || sum != c.want.SHA256 {
+			return fmt.Errorf("%s: expected %d bytes with sha256 %s, read %d with %s", c.name, c.want.Size, c.want.SHA256, n, sum)
+		}
+	}
+	return nil
+}
+
+func digestOf(s string) release.Digest {
+	sum := sha256.Sum256([]byte(s))
+	return release.Digest{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(s))}
+}
+
+// zero writes n zero bytes at off.
+func zero(f *os.File, off, n int64) error {
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := f.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// rereadPartitions asks the kernel to read the new partition table (a
+// block device; an image file ignores it).
+func rereadPartitions(f *os.File) {
+	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0)
+	}
+}
+
+// limitWriter fails a write past left bytes and counts what it wrote.
+type limitWriter struct {
+	w       io.Writer
+	left    int64
+	written int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, fmt.Errorf("more than the slot's %d bytes", l.written+l.left)
+	}
+	n, err := l.w.Write(p)
+	l.left -= int64(n)
+	l.written += int64(n)
+	return n, err
+}
+
+// progressLines prints the download's progress on the console now and then
+// and reports it.
+type progressLines struct {
+	r     *run
+	every time.Duration
+	last  time.Time
+}
+
+func (p *progressLines) Write(b []byte) (int, error) {
+	p.r.prog.Bytes += int64(len(b))
+	if time.Since(p.last) >= p.every {
+		p.last = time.Now()
+		pr := p.r.prog
+		p.r.say("downloading %s: %d of %d bytes (%d%%)", pr.Version, pr.Bytes, pr.Total, pr.Bytes*100/max(pr.Total, 1))
+		p.r.step("downloading")
+	}
+	return len(b), nil
+}
+
+// IsRefusal reports whether err is the installer refusing the disk.
+func IsRefusal(err error) bool { return errors.Is(err, ErrNotEmpty) || errors.Is(err, ErrNoDisk) }

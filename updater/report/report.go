@@ -1,0 +1,161 @@
+// Package report sends the device's status to the report endpoint,
+// POST <base>/v1/devices/<id>/status, with the body
+// {"device": {"id", "public_key"}, "status": <plumbd status>, "install": <progress>}.
+//
+// Send never blocks and never fails: the Reporter keeps only the newest
+// report and posts it from its own goroutine (started by New, ended with
+// the context), so a slow or missing server never delays an update. Flush
+// waits a bounded time for the newest report to be out (before a reboot).
+// Safe for concurrent use.
+package report
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Device identifies the reporting device.
+type Device struct {
+	ID        string `json:"id"`
+	PublicKey []byte `json:"public_key"` // PKIX DER (base64 in JSON)
+}
+
+// Body is what a report carries.
+type Body struct {
+	Device  Device `json:"device"`
+	Status  any    `json:"status"`
+	Install any    `json:"install,omitempty"`
+}
+
+// doer is satisfied by *http.Client.
+type doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// timeout bounds one POST.
+const timeout = 15 * time.Second
+
+// Reporter posts reports for one device.
+type Reporter struct {
+	url string
+	dev Device
+	hc  doer
+	log *slog.Logger
+
+	mu       sync.Mutex
+	pending  *Body
+	inflight bool
+	wake     chan struct{}
+}
+
+// URL returns the endpoint for base ("" or "off": none).
+func URL(base, id string) string {
+	if base == "" || base == "off" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/v1/devices/" + id + "/status"
+}
+
+// New returns a Reporter posting to URL(base, dev.ID) until ctx ends; nil
+// (whose methods do nothing) when base is "" or "off".
+func New(ctx context.Context, base string, dev Device, hc doer, log *slog.Logger) *Reporter {
+	u := URL(base, dev.ID)
+	if u == "" {
+		return nil
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Reporter{url: u, dev: dev, hc: hc, log: log, wake: make(chan struct{}, 1)}
+	go r.loop(ctx)
+	return r
+}
+
+// Send queues status (and install progress, if not nil) as the newest
+// report, replacing one not yet sent.
+func (r *Reporter) Send(status, install any) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.pending = &Body{Device: r.dev, Status: status, Install: install}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Flush waits until the newest report is sent (or failed), at most d.
+func (r *Reporter) Flush(d time.Duration) {
+	if r == nil {
+		return
+	}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		r.mu.Lock()
+		idle := r.pending == nil && !r.inflight
+		r.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *Reporter) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		for {
+			r.mu.Lock()
+			b := r.pending
+			r.pending, r.inflight = nil, b != nil
+			r.mu.Unlock()
+			if b == nil {
+				break
+			}
+			if err := r.post(ctx, b); err != nil {
+				r.log.Warn("status report not sent", "url", r.url, "err", err)
+			} else {
+				r.log.Debug("status report sent", "url", r.url)
+			}
+			r.mu.Lock()
+			r.inflight = false
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *Reporter) post(ctx context.Context, b *Body) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("server answered %s", resp.Status)
+	}
+	return nil
+}
