@@ -10,18 +10,23 @@ OUT      ?= $(CURDIR)/out
 RECIPE   ?= recipes/qemu-x86_64.yaml
 export PLUMB_CACHE := $(CACHE)
 
-# Debian packages the builder, the tests and the VM harness run.
+# Debian packages the builder, the tests and the VM harness run. The
+# workload tests start their own containerd + runc (private root, state and
+# socket); they never use the system's containerd service.
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
-	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev
+	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev \
+	containerd runc
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
 
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
 # same cache plumb build uses). The kernel is the demo recipe's; the
-# previous one (-55) is v1 of the delta update test (e2e TestDeltaUpdateVM).
-TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi
+# previous one (-55) is v1 of the delta update test (e2e TestDeltaUpdateVM);
+# containerd, runc and their libraries are the demo recipe's too.
+TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi \
+	containerd runc libc6 libgcc-s1 libseccomp2
 
 .PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
 

@@ -200,6 +200,9 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 			Proxy: a.Link.Proxy, RateLimit: int64(a.Link.RateLimit), Attempts: a.Link.Attempts,
 			RequestTimeout: config.Duration(a.Link.RequestTimeout), IdleTimeout: config.Duration(a.Link.IdleTimeout),
 		}
+		if w := a.Workloads; w != nil {
+			c.Workloads = &config.Workloads{Group: w.Group, Containerd: w.Containerd, Namespace: w.Namespace, DataDir: w.DataDir}
+		}
 		for _, h := range a.Health {
 			c.Health = append(c.Health, config.HealthCheck{Command: h.Command, File: h.File, URL: h.URL, Timeout: config.Duration(h.Timeout)})
 		}

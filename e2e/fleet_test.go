@@ -34,6 +34,7 @@ type fleet struct {
 	srv      *server.Server
 	repo     *tufrepo.Repo
 	repoDir  string
+	files    string // extra entries for the recipe's files list (YAML, indented)
 }
 
 func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
@@ -93,6 +94,9 @@ func (f *fleet) build(version, cmdline, extra string, edits ...func(string) stri
 	text = strings.Replace(text, "version: 1.0.0", "version: "+version, 1)
 	text = strings.Replace(text, "hardware: qemu-x86_64", "hardware: "+f.hardware, 1)
 	text = strings.Replace(text, "./qemu-x86_64/rootfs", filepath.Join(filepath.Dir(demoRecipe(f.t)), "qemu-x86_64", "rootfs"), 1)
+	if f.files != "" {
+		text = strings.Replace(text, "\nfiles:\n", "\nfiles:\n"+f.files, 1)
+	}
 	if cmdline != "" {
 		text = regexp.MustCompile(`(?m)^  cmdline: .*$`).ReplaceAllString(text, "  cmdline: \""+cmdline+"\"")
 	}

@@ -163,6 +163,18 @@ type Agent struct {
 	Report string        `yaml:"report"`
 	Health []HealthCheck `yaml:"health"` // extra checks after a trial boot
 	Link   Link          `yaml:"link"`   // the network to the repository
+	// Workloads makes plumbd run the containers of a group's workload
+	// manifest through containerd; nil: none.
+	Workloads *Workloads `yaml:"workloads"`
+}
+
+// Workloads names the device's workload group and how plumbd reaches
+// containerd.
+type Workloads struct {
+	Group      string `yaml:"group"`      // the manifest is apps/<group>/workloads.json
+	Containerd string `yaml:"containerd"` // socket; default /run/containerd/containerd.sock
+	Namespace  string `yaml:"namespace"`  // containerd namespace; default plumb
+	DataDir    string `yaml:"data_dir"`   // device directory holding mount sources; default /data/apps
 }
 
 // Commit policies.

@@ -115,11 +115,21 @@ func readKey(path string) (roleKey, error) {
 // whose key root does not list for role is an error naming it. Two files
 // holding the same key count once.
 func (r *Repo) roleKeys(root *metadata.Metadata[metadata.RootType], role string) ([]roleKey, error) {
+	rr := root.Signed.Roles[role]
+	var ids []string
+	if rr != nil {
+		ids = rr.KeyIDs
+	}
+	return r.keysOf(role, ids, fmt.Sprintf("root.json version %d", root.Signed.Version))
+}
+
+// keysOf reads role's key files, each of which must hold one of ids
+// (listed by the metadata named by from).
+func (r *Repo) keysOf(role string, ids []string, from string) ([]roleKey, error) {
 	files, err := r.keyFiles(role)
 	if err != nil {
 		return nil, err
 	}
-	rr := root.Signed.Roles[role]
 	var out []roleKey
 	seen := map[string]bool{}
 	for _, f := range files {
@@ -127,8 +137,8 @@ func (r *Repo) roleKeys(root *metadata.Metadata[metadata.RootType], role string)
 		if err != nil {
 			return nil, err
 		}
-		if rr == nil || !slices.Contains(rr.KeyIDs, k.id) {
-			return nil, fmt.Errorf("%s: key %.16s is not a %s key of root.json version %d", f.path, k.id, role, root.Signed.Version)
+		if !slices.Contains(ids, k.id) {
+			return nil, fmt.Errorf("%s: key %.16s is not a %s key of %s", f.path, k.id, role, from)
 		}
 		if !seen[k.id] {
 			seen[k.id] = true
@@ -167,6 +177,42 @@ func (r *Repo) roleSigners(root *metadata.Metadata[metadata.RootType], role stri
 	return signers, nil
 }
 
+// appsDelegation is targets' delegation to the apps role, or nil.
+func appsDelegation(st *state) *metadata.DelegatedRole {
+	d := st.targets.Signed.Delegations
+	if d == nil {
+		return nil
+	}
+	for i := range d.Roles {
+		if d.Roles[i].Name == appsRole {
+			return &d.Roles[i]
+		}
+	}
+	return nil
+}
+
+// appsSigners loads the apps role's keys, checked against targets'
+// delegation and its threshold.
+func (r *Repo) appsSigners(st *state) ([]signature.Signer, error) {
+	dr := appsDelegation(st)
+	if dr == nil || st.apps == nil {
+		return nil, invalid("%s: no delegated role %q (the repository was made before workloads existed): create a new repository with plumb repo init", r.dir, appsRole)
+	}
+	keys, err := r.keysOf(appsRole, dr.KeyIDs, fmt.Sprintf("targets.json version %d", st.targets.Signed.Version))
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) < dr.Threshold {
+		return nil, fmt.Errorf("signing %s: %d of its keys present in %s, %d needed (threshold): copy in the missing key files",
+			appsRole, len(keys), filepath.Join(r.dir, keysDir), dr.Threshold)
+	}
+	out := make([]signature.Signer, len(keys))
+	for i, k := range keys {
+		out[i] = k.signer
+	}
+	return out, nil
+}
+
 // signers loads the keys of the given roles, checking each role's
 // threshold against root.
 func (r *Repo) signers(root *metadata.Metadata[metadata.RootType], roles ...string) (map[string][]signature.Signer, error) {
@@ -186,6 +232,8 @@ type RoleKeys struct {
 	Role      string `json:"role"`
 	Threshold int    `json:"threshold"`
 	Keys      []Key  `json:"keys"`
+	// Paths are the target paths a delegated role may sign (apps: apps/*/*).
+	Paths []string `json:"paths,omitempty"`
 }
 
 // Key is one key of a role: its TUF key id and the key file holding its
@@ -195,7 +243,8 @@ type Key struct {
 	File string `json:"file,omitempty"`
 }
 
-// Keys lists each top-level role's threshold and keys from root.json, with
+// Keys lists each top-level role's threshold and keys from root.json, then
+// the delegated role apps (from targets.json) with its paths, with
 // the key files present in DIR/keys. A key file that is unreadable or
 // holds a key root.json does not list for its role is an error naming it.
 func (r *Repo) Keys() ([]RoleKeys, error) {
@@ -217,6 +266,22 @@ func (r *Repo) Keys() ([]RoleKeys, error) {
 		}
 		rk := RoleKeys{Role: role, Threshold: rr.Threshold}
 		for _, id := range rr.KeyIDs {
+			rk.Keys = append(rk.Keys, Key{ID: id, File: file[id]})
+		}
+		out = append(out, rk)
+	}
+	if dr := appsDelegation(st); dr != nil {
+		keys, err := r.keysOf(appsRole, dr.KeyIDs, fmt.Sprintf("targets.json version %d", st.targets.Signed.Version))
+		if err != nil {
+			return nil, err
+		}
+		file := map[string]string{}
+		for _, k := range keys {
+			rel, _ := filepath.Rel(r.dir, k.path)
+			file[k.id] = rel
+		}
+		rk := RoleKeys{Role: appsRole, Threshold: dr.Threshold, Paths: dr.Paths}
+		for _, id := range dr.KeyIDs {
 			rk.Keys = append(rk.Keys, Key{ID: id, File: file[id]})
 		}
 		out = append(out, rk)

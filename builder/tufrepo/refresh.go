@@ -10,7 +10,8 @@ import (
 
 // Refresh re-signs timestamp.json with a new version and expiry. It also
 // gives snapshot a new version when snapshot would expire before the new
-// timestamp does, and targets when it would expire before that snapshot.
+// timestamp does, and targets (and the delegated apps role, with its own
+// keys) when it would expire before that snapshot.
 // Root is never re-signed here (its key is meant to be offline): a root
 // that expires within the timestamp's validity is logged as a warning.
 // Run it more often than the timestamp's validity (cron, a timer).
@@ -35,6 +36,10 @@ func (r *Repo) Refresh(ctx context.Context) (err error) {
 		changed[metadata.TARGETS] = true
 		changed[metadata.SNAPSHOT] = true
 	}
+	if st.apps != nil && st.apps.Signed.Expires.Before(snapExp) {
+		changed[appsRole] = true
+		changed[metadata.SNAPSHOT] = true
+	}
 	if st.root.Signed.Expires.Before(tsExp) {
 		r.opts.Log.Warn("root metadata expires soon: run plumb repo rotate root with the offline root key", "expires", st.root.Signed.Expires)
 	}
@@ -47,6 +52,16 @@ func (r *Repo) Refresh(ctx context.Context) (err error) {
 	signers, err := r.signers(st.root, names...)
 	if err != nil {
 		return err
+	}
+	if changed[appsRole] {
+		// The apps keys belong to the application owner: without them
+		// here, the apps role cannot be re-signed.
+		s, err := r.appsSigners(st)
+		if err != nil {
+			return fmt.Errorf("apps metadata expires at %s: %w", st.apps.Signed.Expires, err)
+		}
+		signers[appsRole] = s
+		names = append(names, appsRole)
 	}
 	if err := r.bump(st, changed, signers); err != nil {
 		return err

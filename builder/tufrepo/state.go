@@ -16,6 +16,9 @@ type state struct {
 	targets   *metadata.Metadata[metadata.TargetsType]
 	snapshot  *metadata.Metadata[metadata.SnapshotType]
 	timestamp *metadata.Metadata[metadata.TimestampType]
+	// apps is the delegated role that signs workload manifests; nil in a
+	// repository made before workloads existed.
+	apps *metadata.Metadata[metadata.TargetsType]
 }
 
 // load reads the current metadata: root.json, timestamp.json, the snapshot
@@ -46,6 +49,12 @@ func (r *Repo) load() (*state, error) {
 	if st.targets, err = metadata.Targets().FromFile(r.metaPath(name)); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
+	if am, ok := st.snapshot.Signed.Meta[appsRole+".json"]; ok {
+		name = versioned(am.Version, appsRole)
+		if st.apps, err = metadata.Targets().FromFile(r.metaPath(name)); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+	}
 	if err := st.verify(); err != nil {
 		return nil, fmt.Errorf("repository %s: %w", r.dir, err)
 	}
@@ -66,13 +75,18 @@ func (st *state) verify() error {
 	if err := st.root.VerifyDelegate(metadata.TIMESTAMP, st.timestamp); err != nil {
 		return fmt.Errorf("timestamp: %w", err)
 	}
+	if st.apps != nil {
+		if err := st.targets.VerifyDelegate(appsRole, st.apps); err != nil {
+			return fmt.Errorf("%s: %w", appsRole, err)
+		}
+	}
 	return nil
 }
 
 // signAll signs the roles present in signers with all of their keys
 // (replacing their signatures), then verifies the whole set against root.
 func (st *state) signAll(signers map[string][]signature.Signer) error {
-	for _, role := range roles {
+	for _, role := range append(roles[:len(roles):len(roles)], appsRole) {
 		ss, ok := signers[role]
 		if !ok {
 			continue
@@ -86,6 +100,8 @@ func (st *state) signAll(signers map[string][]signature.Signer) error {
 			st.snapshot.ClearSignatures()
 		case metadata.TIMESTAMP:
 			st.timestamp.ClearSignatures()
+		case appsRole:
+			st.apps.ClearSignatures()
 		}
 		for _, s := range ss {
 			if err := st.sign(role, s); err != nil {
@@ -111,6 +127,8 @@ func (st *state) sign(role string, s signature.Signer) error {
 		_, err = st.snapshot.Sign(s)
 	case metadata.TIMESTAMP:
 		_, err = st.timestamp.Sign(s)
+	case appsRole:
+		_, err = st.apps.Sign(s)
 	default:
 		err = fmt.Errorf("unknown role")
 	}
@@ -251,6 +269,11 @@ func (r *Repo) bump(st *state, changed map[string]bool, signers map[string][]sig
 		st.targets.Signed.Expires = r.expires(metadata.TARGETS)
 		st.snapshot.Signed.Meta["targets.json"] = metadata.MetaFile(st.targets.Signed.Version)
 	}
+	if changed[appsRole] {
+		st.apps.Signed.Version++
+		st.apps.Signed.Expires = r.expires(metadata.TARGETS)
+		st.snapshot.Signed.Meta[appsRole+".json"] = metadata.MetaFile(st.apps.Signed.Version)
+	}
 	if changed[metadata.SNAPSHOT] {
 		st.snapshot.Signed.Version++
 		st.snapshot.Signed.Expires = r.expires(metadata.SNAPSHOT)
@@ -279,6 +302,7 @@ func (r *Repo) writeVersioned(t *txn, st *state, changed map[string]bool) error 
 		{metadata.ROOT, st.root.Signed.Version, st.root},
 		{metadata.TARGETS, st.targets.Signed.Version, st.targets},
 		{metadata.SNAPSHOT, st.snapshot.Signed.Version, st.snapshot},
+		{appsRole, appsVersion(st), st.apps},
 	} {
 		if !changed[f.role] {
 			continue
@@ -316,4 +340,11 @@ func (r *Repo) writeFixed(t *txn, st *state, changed map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+func appsVersion(st *state) int64 {
+	if st.apps == nil {
+		return 0
+	}
+	return st.apps.Signed.Version
 }

@@ -48,7 +48,7 @@ func TestThresholdOptions(t *testing.T) {
 		thr  map[string]int
 		want string
 	}{
-		{map[string]int{"apps": 1}, `threshold: expected a role (root, targets, snapshot, timestamp), got "apps"`},
+		{map[string]int{"bogus": 1}, `threshold: expected a role (root, targets, snapshot, timestamp, apps), got "bogus"`},
 		{map[string]int{"root": 0}, "threshold[root]: expected 1..10 keys, got 0"},
 		{map[string]int{"targets": 11}, "threshold[targets]: expected 1..10 keys, got 11"},
 	}
@@ -97,7 +97,7 @@ func TestThresholds(t *testing.T) {
 	srv := serve(t, r)
 	root1 := readMeta(t, r, "1.root.json")
 
-	wantFiles := "root-2.key root.key snapshot.key targets-2.key targets.key timestamp.key"
+	wantFiles := "apps.key root-2.key root.key snapshot.key targets-2.key targets.key timestamp.key"
 	if got := strings.Join(keyFileSet(t, r), " "); got != wantFiles {
 		t.Errorf("key files = %q, want %q", got, wantFiles)
 	}

@@ -15,9 +15,14 @@
 // Layout:
 //
 //	DIR/keys/{root,targets,snapshot,timestamp}.key   ed25519, PKCS#8 PEM, 0600
+//	DIR/keys/apps.key                                 the delegated role apps (workload manifests)
 //	DIR/keys/<role>-2.key … <role>-N.key             the further keys of a role with threshold N
-//	DIR/repository/metadata/{N.root.json, root.json, timestamp.json, N.snapshot.json, N.targets.json}
+//	DIR/repository/metadata/{N.root.json, root.json, timestamp.json, N.snapshot.json, N.targets.json, N.apps.json}
 //	DIR/repository/targets/<hardware>/<version>/<sha256>.rootfs.sqfs
+//	DIR/repository/targets/apps/<group>/<sha256>.{workloads.json,<archive>.tar}
+//
+// targets.json delegates the paths apps/*/* to the role apps (terminating)
+// with its own keys; PublishWorkloads signs apps.json with them.
 //
 // Each role has Options.Threshold[role] keys (default 1) and needs all of
 // them: its metadata is signed with every key of the role present in
@@ -44,6 +49,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // ErrInvalid marks errors caused by the caller's input (a non-empty
@@ -69,6 +76,15 @@ func invalid(format string, args ...any) error {
 
 // Roles are the top-level TUF roles, in signing order from the top.
 var roles = []string{metadata.ROOT, metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP}
+
+// appsRole is the role targets delegates the workload manifests to
+// (target paths appsPaths), with its own keys: the OS team's keys cannot
+// sign applications, the application team's keys cannot sign releases.
+const appsRole = workload.Role
+
+// appsPaths are the target paths the apps role may sign. TUF path
+// patterns match segment by segment, so apps/<group>/<file> is apps/*/*.
+var appsPaths = []string{"apps/*/*"}
 
 // Default validity of each role's metadata.
 var defaultExpiry = map[string]time.Duration{
@@ -109,13 +125,14 @@ func (o Options) resolve() (Options, error) {
 		exp[k] = v
 	}
 	o.Expiry = exp
-	thr := make(map[string]int, len(roles))
+	thr := make(map[string]int, len(roles)+1)
 	for _, role := range roles {
 		thr[role] = 1
 	}
+	thr[appsRole] = 1
 	for k, v := range o.Threshold {
 		if _, ok := thr[k]; !ok {
-			return o, invalid("threshold: expected a role (root, targets, snapshot, timestamp), got %q", k)
+			return o, invalid("threshold: expected a role (root, targets, snapshot, timestamp, apps), got %q", k)
 		}
 		if v < 1 || v > maxThreshold {
 			return o, invalid("threshold[%s]: expected 1..%d keys, got %d", k, maxThreshold, v)
@@ -236,6 +253,37 @@ func Init(ctx context.Context, dir string, opts Options) (err error) {
 	st.targets = metadata.Targets(now.Add(opts.Expiry[metadata.TARGETS]))
 	st.snapshot = metadata.Snapshot(now.Add(opts.Expiry[metadata.SNAPSHOT]))
 	st.timestamp = metadata.Timestamp(now.Add(opts.Expiry[metadata.TIMESTAMP]))
+	// The delegated apps role: its own keys, paths apps/*/* only.
+	st.apps = metadata.Targets(now.Add(opts.Expiry[metadata.TARGETS]))
+	deleg := &metadata.Delegations{Keys: map[string]*metadata.Key{}, Roles: []metadata.DelegatedRole{{
+		Name: appsRole, Threshold: opts.Threshold[appsRole], Terminating: true, Paths: appsPaths,
+	}}}
+	for i := 1; i <= opts.Threshold[appsRole]; i++ {
+		priv, key, err := newKey()
+		if err != nil {
+			return err
+		}
+		id, err := key.ID()
+		if err != nil {
+			return fmt.Errorf("adding %s key: %w", appsRole, err)
+		}
+		deleg.Keys[id] = key
+		deleg.Roles[0].KeyIDs = append(deleg.Roles[0].KeyIDs, id)
+		s, err := signature.LoadED25519Signer(priv)
+		if err != nil {
+			return fmt.Errorf("loading %s key: %w", appsRole, err)
+		}
+		signers[appsRole] = append(signers[appsRole], s)
+		pemBytes, err := encodeKey(priv)
+		if err != nil {
+			return err
+		}
+		if err := writeNew(r.keyPathN(appsRole, i), pemBytes, 0o600); err != nil {
+			return err
+		}
+	}
+	st.targets.Signed.Delegations = deleg
+	st.snapshot.Signed.Meta[appsRole+".json"] = metadata.MetaFile(1)
 	if err := st.signAll(signers); err != nil {
 		return err
 	}
@@ -247,6 +295,7 @@ func Init(ctx context.Context, dir string, opts Options) (err error) {
 		{rootJSON, func() ([]byte, error) { return st.root.ToBytes(false) }},
 		{versioned(1, metadata.TARGETS), func() ([]byte, error) { return st.targets.ToBytes(false) }},
 		{versioned(1, metadata.SNAPSHOT), func() ([]byte, error) { return st.snapshot.ToBytes(false) }},
+		{versioned(1, appsRole), func() ([]byte, error) { return st.apps.ToBytes(false) }},
 		{timestampJS, func() ([]byte, error) { return st.timestamp.ToBytes(false) }},
 	}
 	for _, f := range files {

@@ -214,14 +214,21 @@ func runRepoKeys(_ context.Context, e *env, o repoOptions) error {
 		return printJSON(e.stdout, roles)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tTHRESHOLD\tKEY ID\tFILE")
+	fmt.Fprintln(tw, "ROLE\tTHRESHOLD\tKEY ID\tFILE\tTARGET PATHS")
 	for _, rk := range roles {
 		for _, k := range rk.Keys {
 			file := k.File
 			if file == "" {
 				file = "(not in keys/)"
 			}
-			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\n", rk.Role, rk.Threshold, len(rk.Keys), k.ID, file)
+			paths := "(all but delegated)"
+			switch {
+			case len(rk.Paths) > 0:
+				paths = strings.Join(rk.Paths, " ")
+			case rk.Role != "targets":
+				paths = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\n", rk.Role, rk.Threshold, len(rk.Keys), k.ID, file, paths)
 		}
 	}
 	return tw.Flush()

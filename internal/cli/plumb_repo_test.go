@@ -73,7 +73,7 @@ func TestRepoVerbs(t *testing.T) {
 		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "other bytes")}, exitBadInput, "already published with other content"},
 		{[]string{"publish", repo, "--release", "/nonexistent"}, exitBadInput, "/nonexistent: expected the output directory of plumb build"},
 		{[]string{"publish", repo, "--release", t.TempDir()}, exitBadInput, "manifest.json: not found"},
-		{[]string{"publish", repo}, exitBadInput, `required flag(s) "release" not set`},
+		{[]string{"publish", repo}, exitBadInput, "expected one of --release BUILD_DIR or --workloads FILE"},
 		{[]string{"publish", repo, "--release", b1, "--rollout", "101"}, exitBadInput, "--rollout: expected a percentage 0..100, got 101"},
 		{[]string{"publish", filepath.Join(repo, "nope"), "--release", b1}, exitBadInput, "expected a repository made by plumb repo init"},
 		{[]string{"repo", "ls", repo}, 0, "qemu-x86_64  1.1.0    full  beta     5%"},
@@ -119,7 +119,7 @@ func TestRepoThresholds(t *testing.T) {
 	}{
 		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root"`},
 		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=two"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root=two"`},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "apps=2"}, exitBadInput, `threshold: expected a role (root, targets, snapshot, timestamp), got "apps"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "bogus=2"}, exitBadInput, `threshold: expected a role (root, targets, snapshot, timestamp, apps), got "bogus"`},
 		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=11"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 11"},
 		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=0"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 0"},
 		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=2", "--threshold", "root=3"}, exitBadInput, `--threshold: role "root" given twice`},
@@ -155,7 +155,7 @@ func TestRepoThresholds(t *testing.T) {
 	for _, rk := range roles {
 		got = append(got, fmt.Sprintf("%s %d/%d", rk.Role, rk.Threshold, len(rk.Keys)))
 	}
-	if want := "root 2/2 targets 2/2 snapshot 1/1 timestamp 1/1"; strings.Join(got, " ") != want {
+	if want := "root 2/2 targets 2/2 snapshot 1/1 timestamp 1/1 apps 1/1"; strings.Join(got, " ") != want {
 		t.Errorf("repo keys --json = %q, want %q", got, want)
 	}
 

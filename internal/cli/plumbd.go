@@ -6,6 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/reconcile"
 )
 
 // RunPlumbd runs the plumbd command with args (without the program name)
@@ -50,6 +54,9 @@ type agentStatus struct {
 	device.Facts
 	Device *identity.Identity `json:"device,omitempty"`
 	Update *agent.State       `json:"update,omitempty"`
+	// Workloads is the reconciler's last report (status.json), when the
+	// device runs workloads.
+	Workloads *reconcile.Status `json:"workloads,omitempty"`
 }
 
 type statusOptions struct {
@@ -91,6 +98,15 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 	if id, err := identity.Load(devices, keyFile); err == nil {
 		st.Device = id
 	}
+	if cfg != nil && cfg.Workloads != nil {
+		st.Workloads = &reconcile.Status{Group: cfg.Workloads.Group, Containers: []reconcile.ContainerStatus{}}
+		if b, err := os.ReadFile(filepath.Join(o.root, dataDir(cfg), appsStateDir, reconcile.StatusFile)); err == nil {
+			json.Unmarshal(b, st.Workloads)
+			if boot := bootTime(o.root); !boot.IsZero() && st.Workloads.Updated.Before(boot) {
+				st.Workloads.Stale = true
+			}
+		}
+	}
 	enc := json.NewEncoder(e.stdout)
 	if !o.compact {
 		enc.SetIndent("", "  ")
@@ -116,3 +132,21 @@ func newRunCmd(e *env) *cobra.Command {
 }
 
 func agentVersion() string { return buildinfo.Version }
+
+// bootTime is when the system booted (now minus /proc/uptime); zero when
+// unknown.
+func bootTime(root string) time.Time {
+	b, err := os.ReadFile(filepath.Join(root, "proc", "uptime"))
+	if err != nil {
+		return time.Time{}
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return time.Time{}
+	}
+	up, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(-time.Duration(up * float64(time.Second)))
+}

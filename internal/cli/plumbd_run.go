@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plumb-os/plumb/updater/agent"
@@ -18,8 +20,10 @@ import (
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/reconcile"
 	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
+	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // Device paths plumbd uses.
@@ -129,7 +133,43 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 		a.Attest = attestor(e, facts, cfg, hc, id.ID)
 		a.MeasuredBoot = measuredBoot(e, facts, dir, id.ID)
 	}
+	if w := cfg.Workloads; w != nil {
+		a.Workloads = &lazyReconciler{opts: reconcile.Options{
+			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, defaultAppsData),
+			StateDir: filepath.Join(dir, appsStateDir), Log: e.log,
+		}}
+	}
 	return a, nil
+}
+
+// Workload paths on the device.
+const (
+	defaultAppsData = "/data/apps" // mount sources: /data/apps/<group>/<source>
+	appsStateDir    = "apps"       // in the agent's data dir: archives, logs, status.json
+)
+
+// lazyReconciler connects to containerd on first use (init starts
+// containerd just before plumbd; it may not answer yet) and again after a
+// failed connection.
+type lazyReconciler struct {
+	opts reconcile.Options
+	mu   sync.Mutex
+	r    *reconcile.Reconciler
+}
+
+func (l *lazyReconciler) Apply(ctx context.Context, group string, m *workload.Manifest, sum string, targets reconcile.Targets) error {
+	l.mu.Lock()
+	if l.r == nil {
+		r, err := reconcile.New(ctx, l.opts)
+		if err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		l.r = r
+	}
+	r := l.r
+	l.mu.Unlock()
+	return r.Apply(ctx, group, m, sum, targets)
 }
 
 // httpClient trusts the system roots plus caFile, if given, and takes a

@@ -36,6 +36,9 @@ type Agent struct {
 	Log       *slog.Logger
 	// Reboot restarts the machine; default Device.Reboot. Tests replace it.
 	Reboot func() error
+	// Workloads, when set with Config.Workloads, runs the group's
+	// containers once the OS is committed.
+	Workloads Workloads
 	// OnSave, when set, sees the state after every save (status reports);
 	// it must not block.
 	OnSave func(*State)
@@ -49,7 +52,8 @@ type Agent struct {
 	// commit): it sends evidence to the verifier and returns its verdict.
 	Attest func(ctx context.Context) *Attestation
 
-	state *State
+	state      *State
+	appliedSum string // sha256 of the workload manifest applied last
 }
 
 func (a *Agent) log() *slog.Logger {
@@ -249,7 +253,12 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	if cand == nil {
 		a.state.LastResult = "no update"
-		return false, a.save()
+		if err := a.save(); err != nil {
+			return false, err
+		}
+		// The OS is current: now the workloads (an OS update always
+		// goes first; the containers keep running meanwhile).
+		return false, a.reconcileWorkloads(ctx)
 	}
 	if a.state.Phase == PhaseEntry && a.state.Version == cand.Facts.Version {
 		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
@@ -415,6 +424,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.save(); err != nil {
 			a.log().Error("saving the attestation verdict", "err", err)
 		}
+	}
+	if err := a.StartWorkloads(ctx); err != nil {
+		a.log().Error("starting the applied workloads", "err", err)
 	}
 	interval := time.Duration(a.Config.Poll)
 	backoff := interval

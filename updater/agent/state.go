@@ -64,6 +64,9 @@ type State struct {
 	// Event is the last notable thing that happened ("committed 2.0.0",
 	// "rolled back from 2.0.0: boot failed").
 	Event string `json:"event,omitempty"`
+	// Workloads is why the last workload reconcile failed ("" after a
+	// success); the containers run as before such a failure.
+	Workloads string `json:"workloads_error,omitempty"`
 }
 
 // Attestation summarises the last report a verifier sent.

@@ -28,18 +28,28 @@ const (
 
 // Config is plumbd's configuration.
 type Config struct {
-	Repository string        `json:"repository"`         // base URL of the TUF repository
-	Root       string        `json:"root"`               // path of the trusted root.json on the device
-	CA         string        `json:"ca,omitempty"`       // path of a PEM CA bundle on the device
-	Hardware   string        `json:"hardware"`           // which releases apply
-	Channel    string        `json:"channel"`            // which channel to follow
-	Poll       Duration      `json:"poll"`               // time between update checks
-	Commit     string        `json:"commit"`             // "health" or "attested"
-	Reboot     string        `json:"reboot,omitempty"`   // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
-	Report     string        `json:"report,omitempty"`   // status report base URL; "" the repository's, "off" none
-	Health     []HealthCheck `json:"health,omitempty"`   // extra checks after a trial boot
-	DataDir    string        `json:"data_dir,omitempty"` // agent state; default /data/plumb
-	Link       Link          `json:"link,omitzero"`      // the network between device and repository
+	Repository string        `json:"repository"`          // base URL of the TUF repository
+	Root       string        `json:"root"`                // path of the trusted root.json on the device
+	CA         string        `json:"ca,omitempty"`        // path of a PEM CA bundle on the device
+	Hardware   string        `json:"hardware"`            // which releases apply
+	Channel    string        `json:"channel"`             // which channel to follow
+	Poll       Duration      `json:"poll"`                // time between update checks
+	Commit     string        `json:"commit"`              // "health" or "attested"
+	Reboot     string        `json:"reboot,omitempty"`    // "now" (default), "manual" or "HH:MM-HH:MM" (UTC)
+	Report     string        `json:"report,omitempty"`    // status report base URL; "" the repository's, "off" none
+	Health     []HealthCheck `json:"health,omitempty"`    // extra checks after a trial boot
+	DataDir    string        `json:"data_dir,omitempty"`  // agent state; default /data/plumb
+	Link       Link          `json:"link,omitzero"`       // the network between device and repository
+	Workloads  *Workloads    `json:"workloads,omitempty"` // containers to run; nil: none
+}
+
+// Workloads configures the containers plumbd runs through containerd: the
+// manifest apps/<Group>/workloads.json, signed by the delegated role apps.
+type Workloads struct {
+	Group      string `json:"group"`
+	Containerd string `json:"containerd,omitempty"` // socket; default /run/containerd/containerd.sock
+	Namespace  string `json:"namespace,omitempty"`  // containerd namespace; default plumb
+	DataDir    string `json:"data_dir,omitempty"`   // mount sources live in DataDir/<group>/; default /data/apps
 }
 
 // Link tunes the agent's connection to the repository for slow, costly or
@@ -135,6 +145,11 @@ func (c *Config) Validate() error {
 	if c.Link.RateLimit < 0 || c.Link.Attempts < 0 || c.Link.RequestTimeout < 0 || c.Link.IdleTimeout < 0 {
 		return fmt.Errorf("agent config: link: expected rate_limit, attempts and timeouts >= 0")
 	}
+	if w := c.Workloads; w != nil {
+		if err := workloadGroup(w.Group); err != nil {
+			return fmt.Errorf("agent config: workloads.%w", err)
+		}
+	}
 	if c.Report != "" && c.Report != "off" {
 		u, err := url.Parse(c.Report)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -154,6 +169,24 @@ func (c *Config) Validate() error {
 		if n != 1 {
 			return fmt.Errorf("agent config: health[%d]: expected exactly one of command, file, url", i)
 		}
+	}
+	return nil
+}
+
+// workloadGroup checks a group name like workload.ValidGroup (config is
+// imported by the builder; it does not import the workload package).
+func workloadGroup(g string) error {
+	ok := len(g) > 0 && len(g) <= 63
+	for i, r := range g {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+		case i > 0 && (r == '_' || r == '.' || r == '-'):
+		default:
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("group: expected [a-z0-9][a-z0-9_.-]* (at most 63 characters), got %q", g)
 	}
 	return nil
 }

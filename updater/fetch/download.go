@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 )
 
 // copyBuffer is the size of the copy buffer: large enough to keep syscalls
@@ -83,8 +84,12 @@ func (c *Client) targetInfo(ctx context.Context, targetPath string) (tf *metadat
 	if f != nil {
 		f.ctx = ctx // delegated metadata may be fetched now
 	}
+	var roleErr error
 	if up != nil {
 		tf, err = up.GetTargetInfo(targetPath)
+		if err == nil {
+			roleErr = checkSigner(up, targetPath)
+		}
 	}
 	c.mu.Unlock()
 	if up == nil {
@@ -92,9 +97,12 @@ func (c *Client) targetInfo(ctx context.Context, targetPath string) (tf *metadat
 	}
 	if err != nil {
 		if strings.HasSuffix(err.Error(), "not found") && !errors.Is(err, &metadata.ErrRepository{}) {
-			return nil, "", "", fmt.Errorf("target %s: not in the trusted metadata", targetPath)
+			return nil, "", "", fmt.Errorf("target %s: %w", targetPath, ErrNotFound)
 		}
 		return nil, "", "", explain(err, f.lastName, up, f.lastBody)
+	}
+	if roleErr != nil {
+		return nil, "", "", roleErr
 	}
 	want = hex.EncodeToString(tf.Hashes["sha256"])
 	if len(want) != sha256.Size*2 {
@@ -115,4 +123,54 @@ func (c *Client) targetURL(targetPath, sha string, consistent bool) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return c.targetsURL + strings.Join(parts, "/")
+}
+
+// Delegation policy: target paths under AppsPrefix are signed by the
+// delegated role AppsRole (the application owner's keys) and nothing
+// else; every other target by the top-level targets role (the OS keys).
+// go-tuf's walk finds a target in the first role that lists it, top-level
+// targets first, and the delegation's paths keep apps from signing other
+// paths; checkSigner adds the other direction, so neither key set can sign
+// for the other.
+const (
+	AppsPrefix = "apps/"
+	AppsRole   = "apps"
+)
+
+// checkSigner refuses a target signed by the wrong role.
+func checkSigner(up *updater.Updater, targetPath string) error {
+	ts := up.GetTrustedMetadataSet()
+	_, inTop := ts.Targets[metadata.TARGETS].Signed.Targets[targetPath]
+	if strings.HasPrefix(targetPath, AppsPrefix) {
+		if inTop {
+			return refuse(nil, "target %s: signed by the targets role (the OS keys); targets under %s must be signed by the delegated role %s", targetPath, AppsPrefix, AppsRole)
+		}
+		apps := ts.Targets[AppsRole]
+		if apps == nil {
+			return refuse(nil, "target %s: not signed by the delegated role %s", targetPath, AppsRole)
+		}
+		if _, ok := apps.Signed.Targets[targetPath]; !ok {
+			return refuse(nil, "target %s: not signed by the delegated role %s", targetPath, AppsRole)
+		}
+		return nil
+	}
+	if !inTop {
+		return refuse(nil, "target %s: not signed by the targets role (a delegated role may sign only %s targets)", targetPath, AppsPrefix)
+	}
+	return nil
+}
+
+// Lookup returns the trusted facts of targetPath, walking delegations, as
+// of the last successful Refresh. It refuses a target signed by the wrong
+// role (see AppsPrefix).
+func (c *Client) Lookup(ctx context.Context, targetPath string) (Target, error) {
+	tf, want, _, err := c.targetInfo(ctx, targetPath)
+	if err != nil {
+		return Target{}, err
+	}
+	t := Target{Path: targetPath, Length: tf.Length, SHA256: want}
+	if tf.Custom != nil {
+		t.Custom = append([]byte(nil), *tf.Custom...)
+	}
+	return t, nil
 }

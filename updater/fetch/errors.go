@@ -18,6 +18,9 @@ import (
 // trusted metadata, malformed metadata, expired metadata.
 var ErrVerification = errors.New("verification failed")
 
+// ErrNotFound marks a target the trusted metadata does not list.
+var ErrNotFound = errors.New("not in the trusted metadata")
+
 // ErrExpired marks trusted metadata whose expiry time has passed (a freeze
 // attack, or a repository nobody re-signed). Errors matching ErrExpired
 // also match ErrVerification.
