@@ -6,8 +6,11 @@
 //	go run ./bench/delta -old v1/rootfs.sqfs -new v2/rootfs.sqfs
 //
 // The apply runs in a child process (this program re-executed with
-// -apply-child) so that its peak RSS is its own: the kernel's ru_maxrss of
-// the child, what /usr/bin/time -v reports as "Maximum resident set size".
+// -apply-child) under /usr/bin/time, so that its peak RSS is its own, the
+// figure /usr/bin/time -v reports as "Maximum resident set size" (as
+// others.sh measures the other tools). Without /usr/bin/time in between,
+// Linux's ru_maxrss of a child forked from this process counts this
+// process's pages at the fork (the encoder's hundreds of MiB).
 //
 // -codec zstd measures the same way a whole-image zstd of the new image (the
 // "full image" baseline, klauspost/compress at its best level) and checks
@@ -28,7 +31,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -187,22 +189,28 @@ func applyInChild(ctx context.Context, o options, bundle, out string) (childRepo
 	if err != nil {
 		return childReport{}, 0, fmt.Errorf("finding this program: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out)
+	timeOut := out + ".time"
+	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "%M", "-o", timeOut,
+		exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return childReport{}, 0, fmt.Errorf("applying in a child process: %w", err)
+		return childReport{}, 0, fmt.Errorf("applying in a child process (under /usr/bin/time: apt-get install time): %w", err)
 	}
 	var rep childReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return childReport{}, 0, fmt.Errorf("reading the child's report %q: %w", strings.TrimSpace(stdout.String()), err)
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return childReport{}, 0, errors.New("reading the child's peak RSS: no rusage on this system")
+	b, err := os.ReadFile(timeOut)
+	if err != nil {
+		return childReport{}, 0, fmt.Errorf("reading the child's peak RSS: %w", err)
 	}
-	return rep, ru.Maxrss, nil // Linux: KiB
+	rss, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return childReport{}, 0, fmt.Errorf("reading the child's peak RSS from /usr/bin/time: expected KiB, got %q", b)
+	}
+	return rep, rss, nil
 }
 
 // runApplyChild applies -bundle to -old and writes the image to -new.

@@ -26,25 +26,32 @@ import (
 )
 
 // Version is the bundle format version this package writes and reads.
-const Version = 1
+const Version = 2
 
-// maxUnit bounds the uncompressed content a UNIT operation reconstructs,
-// its dictionary (old content) and its patch. It is part of the format:
-// a decoder refuses larger values.
-const maxUnit = 8 << 20
+// Limits of the format: a decoder refuses larger values (see FORMAT.md).
+const (
+	maxBlock   = 1 << 20 // the largest squashfs block size
+	maxSources = 8192    // sources of one UNIT
+	maxBlocks  = 1 << 15 // blocks of one UNIT (4 GiB of content at 128 KiB)
+	bodyWindow = 8 << 20 // window of the body's zstd stream
+	cacheSlots = 4       // decompressed old blocks the decoder keeps
+	pipeDepth  = 8       // blocks in flight between decoding and writing
+)
 
-// maxBlock is the largest squashfs block size.
-const maxBlock = 1 << 20
+// maxOld bounds the old content the encoder patches against (its suffix
+// array costs 5 bytes a byte); the decoder reads old content a block at a
+// time and has no such bound.
+const maxOld = 256 << 20
 
-// bodyWindow is the window of the outer zstd stream.
-const bodyWindow = 8 << 20
-
-// MaxMemory is an upper bound, in bytes, of the buffers Apply allocates:
-// a UNIT's dictionary, content and patch (3 x 8 MiB), the outer zstd
-// window and its block buffers (about 2 x 8 MiB), a block's compression
-// buffers and a copy buffer (about 4 MiB). It does not depend on the image
-// size. Measured peak RSS is in the package's test report.
-const MaxMemory = 3*maxUnit + 2*bodyWindow + 4*maxBlock
+// MaxMemory is an upper bound, in bytes, of the buffers Apply allocates,
+// for the largest block size (1 MiB; a 128 KiB-block image needs far
+// less): the body's zstd window and its decoder buffers (bodyWindow +
+// 2 MiB), cacheSlots decompressed old blocks, pipeDepth blocks in flight
+// (raw and compressed), one compression buffer per worker (at most 4), a
+// UNIT's block list (maxBlocks x 32 bytes) and sources (maxSources x 48
+// bytes), and a 256 KiB copy buffer. It does not depend on the image size.
+const MaxMemory = bodyWindow + 2<<20 + cacheSlots*maxBlock + pipeDepth*(2*maxBlock+maxBlock/64) +
+	maxBlocks*32 + maxSources*48 + 256<<10
 
 // Options tune Encode. The zero value is valid.
 type Options struct {

@@ -272,7 +272,7 @@ func TestReadHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(oldImg)
-	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != Version || h.Compressor != compressorName || h.Level != 15 || h.BlockSize != 128<<10 {
-		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), compressorName)
+	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != Version || h.Compressor != squashfs.CompressorID || h.Level != 15 || h.BlockSize != 128<<10 {
+		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), squashfs.CompressorID)
 	}
 }

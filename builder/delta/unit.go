@@ -2,9 +2,10 @@ package delta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/plumb-os/plumb/builder/squashfs"
 )
 
 // source is a piece of old content: a stored block of the old image,
@@ -20,16 +21,21 @@ type source struct {
 type ublock struct {
 	mode    byte
 	rawLen  uint64
-	stored  []byte // blkLiteral
 	copyOff uint64 // blkCopy
 	copyLen uint64
 }
 
 type unit struct {
-	sources    []source
-	contentLen uint64
-	patch      []byte
-	blocks     []ublock
+	sources []source
+	blocks  []ublock
+	old     []byte // the old content (the sources' slices), encoder side
+	content []byte // the new content
+	ctrls   []ctrl
+}
+
+func (o *opWriter) varint(v int64) {
+	o.tmp = binary.AppendVarint(o.tmp[:0], v)
+	o.w.Write(o.tmp)
 }
 
 func (o *opWriter) unitOp(u *unit) error {
@@ -48,21 +54,33 @@ func (o *opWriter) unitOp(u *unit) error {
 		o.uvarint(s.sliceOff)
 		o.uvarint(s.len)
 	}
-	o.uvarint(u.contentLen)
-	o.uvarint(uint64(len(u.patch)))
-	o.w.Write(u.patch)
 	o.uvarint(uint64(len(u.blocks)))
 	for _, b := range u.blocks {
 		o.w.WriteByte(b.mode)
 		o.uvarint(b.rawLen)
-		switch b.mode {
-		case blkLiteral:
-			o.uvarint(uint64(len(b.stored)))
-			o.w.Write(b.stored)
-		case blkCopy:
+		if b.mode == blkCopy {
 			o.uvarint(b.copyOff)
 			o.uvarint(b.copyLen)
 		}
+	}
+	// The patch: add (difference bytes), extra (literal bytes), seek.
+	var opos int64
+	npos := 0
+	var diff []byte
+	for _, c := range u.ctrls {
+		o.uvarint(uint64(c.add))
+		diff = diff[:0]
+		for i := range c.add {
+			diff = append(diff, u.content[npos+i]-u.old[opos+int64(i)])
+		}
+		o.w.Write(diff)
+		npos += c.add
+		opos += int64(c.add)
+		o.uvarint(uint64(c.extra))
+		o.w.Write(u.content[npos : npos+c.extra])
+		npos += c.extra
+		o.varint(c.seek)
+		opos += c.seek
 	}
 	// bufio.Writer keeps the first error; the caller's Flush reports it.
 	return nil
@@ -72,11 +90,11 @@ func (o *opWriter) unitOp(u *unit) error {
 // zeros is sparse (no bytes), a block zstd does not shrink is stored raw,
 // otherwise the zstd frame. It returns the stored bytes (which may alias
 // raw or dst).
-func recompress(c *blockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
+func recompress(c *squashfs.BlockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
 	if !fragment && allZero(raw) {
 		return nil, nil
 	}
-	out, err := c.compress(dst[:0], raw)
+	out, err := c.Compress(dst[:0], raw)
 	if err != nil {
 		return nil, fmt.Errorf("re-compressing a block: %w", err)
 	}
@@ -94,53 +112,4 @@ func allZero(b []byte) bool {
 		b = b[8:]
 	}
 	return len(b) == 0 || bytes.Count(b, []byte{0}) == len(b)
-}
-
-// patchCodec makes and applies content patches: a zstd frame compressed
-// with the old content as a raw dictionary.
-type patchCodec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
-}
-
-const dictID = 1
-
-func newPatchEncoder() (*patchCodec, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2*maxUnit), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, err
-	}
-	return &patchCodec{enc: enc}, nil
-}
-
-func newPatchDecoder() (*patchCodec, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(maxUnit), zstd.WithDecoderMaxWindow(2*maxUnit))
-	if err != nil {
-		return nil, err
-	}
-	return &patchCodec{dec: dec}, nil
-}
-
-func (p *patchCodec) encode(dict, content []byte) ([]byte, error) {
-	opt := zstd.WithEncoderDictDelete()
-	if len(dict) > 0 {
-		opt = zstd.WithEncoderDictRaw(dictID, dict)
-	}
-	if err := p.enc.ResetWithOptions(nil, opt); err != nil {
-		return nil, err
-	}
-	return p.enc.EncodeAll(content, nil), nil
-}
-
-func (p *patchCodec) decode(dst, dict, patch []byte) ([]byte, error) {
-	opts := []zstd.DOption{}
-	if len(dict) > 0 {
-		opts = append(opts, zstd.WithDecoderDictRaw(dictID, dict))
-	}
-	if err := p.dec.ResetWithOptions(nil, opts...); err != nil {
-		return nil, err
-	}
-	return p.dec.DecodeAll(patch, dst[:0])
 }

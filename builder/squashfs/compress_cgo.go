@@ -7,6 +7,11 @@ import "github.com/DataDog/zstd"
 // Compressor names the zstd implementation compiled in.
 const Compressor = "libzstd through cgo (DataDog/zstd v1.5.7)"
 
+// CompressorID identifies the implementation and version for builder/delta:
+// a bundle that needs blocks re-compressed names it, and a decoder with
+// another one refuses the bundle.
+const CompressorID = "libzstd/DataDog-zstd-1.5.7"
+
 type cZstd struct {
 	ctx   zstd.Ctx
 	level int

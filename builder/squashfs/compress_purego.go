@@ -7,6 +7,11 @@ import "github.com/klauspost/compress/zstd"
 // Compressor names the zstd implementation compiled in.
 const Compressor = "klauspost/compress (pure Go)"
 
+// CompressorID identifies the implementation and version for builder/delta:
+// a bundle that needs blocks re-compressed names it, and a decoder with
+// another one refuses the bundle.
+const CompressorID = "klauspost/compress-1.20.4"
+
 type goZstd struct{ enc *zstd.Encoder }
 
 func newCompressor(level int) (compressor, error) {
