@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -234,6 +235,17 @@ func runApplyChild(ctx context.Context, o options) error {
 		return fmt.Errorf("creating output: %w", err)
 	}
 	defer out.Close()
+	if p := os.Getenv("PLUMB_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	if err := c.apply(ctx, out, oldF, oldSize, bf); err != nil {
 		return fmt.Errorf("applying %s to %s: %w", o.bundle, o.old, err)

@@ -70,6 +70,12 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 		in: &opReader{r: bufio.NewReaderSize(zr, 64<<10)},
 	}
 	err = a.run()
+	if a.innerEnc != nil {
+		a.innerEnc.Close()
+	}
+	if a.innerDec != nil {
+		a.innerDec.Close()
+	}
 	werr := p.close()
 	if err == nil || errors.Is(err, errPipeClosed) && werr != nil {
 		err = werr
@@ -108,6 +114,12 @@ type applier struct {
 	cache  [cacheSlots]cached
 	tick   uint64
 	stored []byte
+
+	innerSrc, innerOld, scratch []byte
+	innerEnc                    *zstd.Encoder
+	innerDec                    *zstd.Decoder
+	ctrls                       []ctrl
+	diff                        []byte
 }
 
 // asource is a source with its place in the UNIT's old content.
@@ -189,6 +201,13 @@ func (a *applier) run() error {
 
 func (a *applier) unit() error {
 	in := a.in
+	inner, err := in.byte("unit inner compression")
+	if err != nil {
+		return err
+	}
+	if inner > innerZstd {
+		return fmt.Errorf("delta bundle: unit inner compression: expected 0 or 1, got %d", inner)
+	}
 	nsrc, err := in.uvarint("source count", maxSources)
 	if err != nil {
 		return err
@@ -263,14 +282,14 @@ func (a *applier) unit() error {
 	}
 	a.st.Units++
 
-	// The patch, producing the content block by block.
-	var opos int64
+	// The blocks, filled in order.
 	bi := 0
 	var cur []byte // the current block's buffer
 	fill := uint64(0)
-	var produced uint64
-	// next makes room: the current block's buffer, with k bytes free at most.
-	next := func() ([]byte, error) {
+	nextBlock := func() ([]byte, error) {
+		if bi >= len(a.blocks) {
+			return nil, errors.New("delta bundle: patch: content past the unit's blocks")
+		}
 		if cur == nil {
 			b, err := a.p.buf()
 			if err != nil {
@@ -280,82 +299,214 @@ func (a *applier) unit() error {
 		}
 		return cur[fill:a.blocks[bi].rawLen], nil
 	}
-	// done hands a full block on.
-	done := func() error {
+	commitBlock := func(n int) error {
+		fill += uint64(n)
+		if fill < a.blocks[bi].rawLen {
+			return nil
+		}
 		b := a.blocks[bi]
 		bi++
 		var j *job
-		switch b.mode {
-		case blkCopy:
+		if b.mode == blkCopy {
 			a.p.put(cur)
 			j = &job{kind: jobCopy, off: int64(b.copyOff), n: int64(b.copyLen), unit: true}
-		default:
+		} else {
 			j = &job{kind: jobCompress, raw: cur, in: cur[:b.rawLen], fragment: b.mode == blkFragment, unit: true}
 		}
 		cur = nil
 		return a.p.send(j)
 	}
-	for produced < contentLen {
-		add, err := in.uvarint("patch add length", contentLen-produced)
+	defer func() {
+		if cur != nil {
+			a.p.put(cur)
+		}
+	}()
+
+	if inner == innerNone {
+		p := patch{next: nextBlock, commit: commitBlock, addOld: a.addOld, oldLen: oldLen, total: contentLen, ctrls: a.ctrls[:0], diff: &a.diff}
+		return p.run(in)
+	}
+
+	// Inner zstd: the patch makes the uncompressed stream from the old
+	// content's, and the stream is compressed into the blocks.
+	oldInner, err := in.uvarint("unit old stream length", maxInner)
+	if err != nil {
+		return err
+	}
+	newInner, err := in.uvarint("unit new stream length", maxInner)
+	if err != nil {
+		return err
+	}
+	if oldLen > maxInner {
+		return fmt.Errorf("delta bundle: unit old content: expected at most %d bytes, got %d", maxInner, oldLen)
+	}
+	a.innerSrc = grow(a.innerSrc, int(oldLen))
+	clear(a.innerSrc)
+	if err := a.addOld(a.innerSrc, 0); err != nil {
+		return err
+	}
+	if cap(a.innerOld) < int(oldInner) {
+		a.innerOld = make([]byte, 0, oldInner)
+	}
+	if a.innerDec == nil {
+		if a.innerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxMemory(maxInner), zstd.WithDecoderMaxWindow(maxInner)); err != nil {
+			return fmt.Errorf("delta: creating the inner zstd decoder: %w", err)
+		}
+	}
+	old, err := a.innerDec.DecodeAll(a.innerSrc, a.innerOld[:0])
+	if err != nil || uint64(len(old)) != oldInner {
+		return fmt.Errorf("delta: unit old content: expected a zstd stream of %d bytes (wrong base?)", oldInner)
+	}
+	a.innerOld = old
+	fw := &blockFiller{next: nextBlock, commit: commitBlock}
+	if a.innerEnc == nil {
+		if a.innerEnc, err = newInnerEncoder(fw); err != nil {
+			return fmt.Errorf("delta: creating the inner zstd encoder: %w", err)
+		}
+	} else {
+		a.innerEnc.Reset(fw)
+	}
+	a.scratch = grow(a.scratch, 64<<10)
+	p := patch{
+		next:   func() ([]byte, error) { return a.scratch, nil },
+		commit: func(n int) error { _, err := a.innerEnc.Write(a.scratch[:n]); return err },
+		addOld: func(dst []byte, off uint64) error {
+			addBytes(dst, a.innerOld[off:off+uint64(len(dst))])
+			return nil
+		},
+		oldLen: oldInner, total: newInner, ctrls: a.ctrls[:0], diff: &a.diff,
+	}
+	if err := p.run(in); err != nil {
+		return err
+	}
+	if err := a.innerEnc.Close(); err != nil {
+		return err
+	}
+	if bi != len(a.blocks) {
+		return fmt.Errorf("delta bundle: unit: the stream filled %d of %d blocks", bi, len(a.blocks))
+	}
+	return nil
+}
+
+// blockFiller is an io.Writer into a unit's blocks.
+type blockFiller struct {
+	next   func() ([]byte, error)
+	commit func(int) error
+}
+
+func (f *blockFiller) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		dst, err := f.next()
+		if err != nil {
+			return 0, err
+		}
+		k := copy(dst, p)
+		if err := f.commit(k); err != nil {
+			return 0, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// patch runs a unit's patch instructions: total bytes are produced into
+// the buffers next gives (then handed to commit), each made of difference
+// bytes added to the old content (addOld) or of extra bytes.
+type patch struct {
+	next          func() ([]byte, error)
+	commit        func(int) error
+	addOld        func(dst []byte, off uint64) error
+	oldLen, total uint64
+	ctrls         []ctrl
+	diff          *[]byte
+}
+
+func (p *patch) run(in *opReader) error {
+	var opos int64
+	var produced uint64
+	for produced < p.total {
+		n, err := in.uvarint("patch segment length", maxSegCtrls)
 		if err != nil {
 			return err
 		}
-		if add > 0 && (opos < 0 || uint64(opos)+add > oldLen) {
-			return fmt.Errorf("delta bundle: patch: old content %d..%d past its %d bytes", opos, uint64(opos)+add, oldLen)
+		if n == 0 {
+			return errors.New("delta bundle: patch segment length: expected 1..4096, got 0")
 		}
-		for add > 0 {
-			dst, err := next()
+		p.ctrls = p.ctrls[:0]
+		var adds, extras uint64
+		for range n {
+			var c ctrl
+			add, err := in.uvarint("patch add length", min(p.total-produced-adds-extras, maxSegDiff-adds))
 			if err != nil {
 				return err
 			}
-			k := min(uint64(len(dst)), add)
-			dst = dst[:k]
-			if _, err := io.ReadFull(in.r, dst); err != nil {
-				return fmt.Errorf("delta bundle: reading patch: %w", truncated(err))
-			}
-			if err := a.addOld(dst, uint64(opos)); err != nil {
-				return err
-			}
-			opos += int64(k)
-			add -= k
-			fill += k
-			produced += k
-			if fill == a.blocks[bi].rawLen {
-				if err := done(); err != nil {
-					return err
-				}
-			}
-		}
-		extra, err := in.uvarint("patch extra length", contentLen-produced)
-		if err != nil {
-			return err
-		}
-		for extra > 0 {
-			dst, err := next()
+			extra, err := in.uvarint("patch extra length", p.total-produced-adds-extras-add)
 			if err != nil {
 				return err
 			}
-			k := min(uint64(len(dst)), extra)
-			if _, err := io.ReadFull(in.r, dst[:k]); err != nil {
-				return fmt.Errorf("delta bundle: reading patch: %w", truncated(err))
+			c.seek, err = binary.ReadVarint(in.r)
+			if err != nil {
+				return fmt.Errorf("delta bundle: reading patch seek: %w", truncated(err))
 			}
-			extra -= k
-			fill += k
-			produced += k
-			if fill == a.blocks[bi].rawLen {
-				if err := done(); err != nil {
+			if c.seek > 1<<40 || c.seek < -(1<<40) {
+				return fmt.Errorf("delta bundle: patch seek: expected at most 2^40 bytes, got %d", c.seek)
+			}
+			c.add, c.extra = int(add), int(extra)
+			adds += add
+			extras += extra
+			p.ctrls = append(p.ctrls, c)
+		}
+		if cap(*p.diff) < int(adds) {
+			*p.diff = make([]byte, adds, maxSegDiff)
+		}
+		diff := (*p.diff)[:adds]
+		if _, err := io.ReadFull(in.r, diff); err != nil {
+			return fmt.Errorf("delta bundle: reading patch: %w", truncated(err))
+		}
+		for _, c := range p.ctrls {
+			add := uint64(c.add)
+			if add > 0 && (opos < 0 || uint64(opos)+add > p.oldLen) {
+				return fmt.Errorf("delta bundle: patch: old content %d..%d past its %d bytes", opos, opos+int64(add), p.oldLen)
+			}
+			for add > 0 {
+				dst, err := p.next()
+				if err != nil {
+					return err
+				}
+				k := min(uint64(len(dst)), add)
+				dst = dst[:k]
+				copy(dst, diff)
+				diff = diff[k:]
+				if err := p.addOld(dst, uint64(opos)); err != nil {
+					return err
+				}
+				opos += int64(k)
+				add -= k
+				produced += k
+				if err := p.commit(int(k)); err != nil {
 					return err
 				}
 			}
+			extra := uint64(c.extra)
+			for extra > 0 {
+				dst, err := p.next()
+				if err != nil {
+					return err
+				}
+				k := min(uint64(len(dst)), extra)
+				if _, err := io.ReadFull(in.r, dst[:k]); err != nil {
+					return fmt.Errorf("delta bundle: reading patch: %w", truncated(err))
+				}
+				extra -= k
+				produced += k
+				if err := p.commit(int(k)); err != nil {
+					return err
+				}
+			}
+			opos += c.seek
 		}
-		seek, err := binary.ReadVarint(in.r)
-		if err != nil {
-			return fmt.Errorf("delta bundle: reading patch seek: %w", truncated(err))
-		}
-		if seek > 1<<40 || seek < -(1<<40) {
-			return fmt.Errorf("delta bundle: patch seek: expected at most 2^40 bytes, got %d", seek)
-		}
-		opos += seek
 	}
 	return nil
 }

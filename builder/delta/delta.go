@@ -30,12 +30,24 @@ const Version = 2
 
 // Limits of the format: a decoder refuses larger values (see FORMAT.md).
 const (
-	maxBlock   = 1 << 20 // the largest squashfs block size
-	maxSources = 8192    // sources of one UNIT
-	maxBlocks  = 1 << 15 // blocks of one UNIT (4 GiB of content at 128 KiB)
-	bodyWindow = 8 << 20 // window of the body's zstd stream
-	cacheSlots = 4       // decompressed old blocks the decoder keeps
-	pipeDepth  = 8       // blocks in flight between decoding and writing
+	maxBlock    = 1 << 20 // the largest squashfs block size
+	maxSources  = 8192    // sources of one UNIT
+	maxBlocks   = 1 << 15 // blocks of one UNIT (4 GiB of content at 128 KiB)
+	bodyWindow  = 8 << 20 // window of the body's zstd stream
+	cacheSlots  = 4       // decompressed old blocks the decoder keeps
+	pipeDepth   = 8       // blocks in flight between decoding and writing
+	maxSegCtrls = 4096    // patch instructions in a segment
+	maxSegDiff  = 1 << 20 // difference bytes in a segment
+)
+
+// maxInner bounds an inner zstd stream (a compressed initramfs) and its
+// compressed form: the decoder holds both (see FORMAT.md).
+const maxInner = 16 << 20
+
+// Inner compression of a UNIT's content.
+const (
+	innerNone = 0 // the patch makes the content
+	innerZstd = 1 // the patch makes a stream; newInnerEncoder compresses it into the content
 )
 
 // maxOld bounds the old content the encoder patches against (its suffix
@@ -46,11 +58,12 @@ const maxOld = 256 << 20
 // MaxMemory is an upper bound, in bytes, of the buffers Apply allocates,
 // for the largest block size (1 MiB; a 128 KiB-block image needs far
 // less): the body's zstd window and its decoder buffers (bodyWindow +
-// 2 MiB), cacheSlots decompressed old blocks, pipeDepth blocks in flight
+// 2 MiB), a patch segment's instructions and difference bytes
+// (maxSegCtrls x 24 + maxSegDiff), cacheSlots decompressed old blocks, pipeDepth blocks in flight
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (maxBlocks x 32 bytes) and sources (maxSources x 48
 // bytes), and a 256 KiB copy buffer. It does not depend on the image size.
-const MaxMemory = bodyWindow + 2<<20 + cacheSlots*maxBlock + pipeDepth*(2*maxBlock+maxBlock/64) +
+const MaxMemory = bodyWindow + 2<<20 + maxSegCtrls*24 + maxSegDiff + cacheSlots*maxBlock + pipeDepth*(2*maxBlock+maxBlock/64) +
 	maxBlocks*32 + maxSources*48 + 256<<10
 
 // Options tune Encode. The zero value is valid.

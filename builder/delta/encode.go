@@ -144,6 +144,7 @@ type encoder struct {
 
 	// Tracing (analysis only, PLUMB_DELTA_TRACE=FILE): after each item the
 	// body is flushed and the compressed bytes it cost are written down.
+	innerDec *zstd.Decoder
 	trace    io.Writer
 	traceZ   io.Writer
 	traceCW  *countWriter
@@ -457,7 +458,10 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 		return false, err
 	}
 	u.old = old
-	cs, err := bsdiff(old, content)
+	if oi, ni, ok := e.innerStreams(old, content); ok {
+		u.inner, u.old, u.content, u.oldInner, u.newInner = innerZstd, oi, ni, len(oi), len(ni)
+	}
+	cs, err := bsdiff(u.old, u.content)
 	if err != nil {
 		return false, fmt.Errorf("delta: making a patch: %w", err)
 	}
@@ -491,6 +495,46 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 		e.st.MatchedFiles++
 	}
 	return true, nil
+}
+
+// innerStreams returns the uncompressed streams of old and new content
+// when both are zstd streams within maxInner and newInnerEncoder gives new
+// back byte for byte (builder/initramfs's archives).
+func (e *encoder) innerStreams(old, content []byte) ([]byte, []byte, bool) {
+	magic := []byte{0x28, 0xb5, 0x2f, 0xfd}
+	if !bytes.HasPrefix(old, magic) || !bytes.HasPrefix(content, magic) || len(old) > maxInner || len(content) > maxInner {
+		return nil, nil, false
+	}
+	if e.innerDec == nil {
+		var err error
+		if e.innerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(maxInner), zstd.WithDecoderMaxWindow(maxInner)); err != nil {
+			return nil, nil, false
+		}
+	}
+	oi, err := e.innerDec.DecodeAll(old, nil)
+	if err != nil {
+		return nil, nil, false
+	}
+	ni, err := e.innerDec.DecodeAll(content, nil)
+	if err != nil {
+		return nil, nil, false
+	}
+	// Re-compress in uneven writes, as the decoder's patch will.
+	var b bytes.Buffer
+	enc, err := newInnerEncoder(&b)
+	if err != nil {
+		return nil, nil, false
+	}
+	for p, k := ni, 1; len(p) > 0; k = k*7%65521 + 1 {
+		n := min(k, len(p))
+		enc.Write(p[:n])
+		p = p[n:]
+	}
+	if enc.Close() != nil || !bytes.Equal(b.Bytes(), content) {
+		return nil, nil, false
+	}
+	return oi, ni, true
 }
 
 // sources lists the stored pieces of an old file's content, appending to

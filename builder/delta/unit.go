@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/builder/squashfs"
 )
@@ -26,11 +29,13 @@ type ublock struct {
 }
 
 type unit struct {
-	sources []source
-	blocks  []ublock
-	old     []byte // the old content (the sources' slices), encoder side
-	content []byte // the new content
-	ctrls   []ctrl
+	inner              byte
+	oldInner, newInner int // stream lengths, for innerZstd
+	sources            []source
+	blocks             []ublock
+	old                []byte // the old content (the sources' slices), encoder side
+	content            []byte // the new content
+	ctrls              []ctrl
 }
 
 func (o *opWriter) varint(v int64) {
@@ -45,6 +50,7 @@ func (o *opWriter) unitOp(u *unit) error {
 	if err := o.w.WriteByte(opUnit); err != nil {
 		return err
 	}
+	o.w.WriteByte(u.inner)
 	o.uvarint(uint64(len(u.sources)))
 	for _, s := range u.sources {
 		o.uvarint(s.off)
@@ -63,24 +69,53 @@ func (o *opWriter) unitOp(u *unit) error {
 			o.uvarint(b.copyLen)
 		}
 	}
-	// The patch: add (difference bytes), extra (literal bytes), seek.
+	if u.inner == innerZstd {
+		o.uvarint(uint64(u.oldInner))
+		o.uvarint(uint64(u.newInner))
+	}
+	// The patch, in segments: instructions, then their difference bytes,
+	// then their extra bytes (three kinds of data that compress better apart).
+	var cs []ctrl
+	for _, c := range u.ctrls {
+		for c.add > maxSegDiff {
+			cs = append(cs, ctrl{add: maxSegDiff})
+			c.add -= maxSegDiff
+		}
+		cs = append(cs, c)
+	}
 	var opos int64
 	npos := 0
 	var diff []byte
-	for _, c := range u.ctrls {
-		o.uvarint(uint64(c.add))
+	for len(cs) > 0 {
+		n, sum := 0, 0
+		for n < len(cs) && n < maxSegCtrls && sum+cs[n].add <= maxSegDiff {
+			sum += cs[n].add
+			n++
+		}
+		seg := cs[:n]
+		cs = cs[n:]
+		o.uvarint(uint64(n))
+		for _, c := range seg {
+			o.uvarint(uint64(c.add))
+			o.uvarint(uint64(c.extra))
+			o.varint(c.seek)
+		}
 		diff = diff[:0]
-		for i := range c.add {
-			diff = append(diff, u.content[npos+i]-u.old[opos+int64(i)])
+		p, q := npos, opos
+		for _, c := range seg {
+			for i := range c.add {
+				diff = append(diff, u.content[p+i]-u.old[q+int64(i)])
+			}
+			p += c.add + c.extra
+			q += int64(c.add) + c.seek
 		}
 		o.w.Write(diff)
-		npos += c.add
-		opos += int64(c.add)
-		o.uvarint(uint64(c.extra))
-		o.w.Write(u.content[npos : npos+c.extra])
-		npos += c.extra
-		o.varint(c.seek)
-		opos += c.seek
+		for _, c := range seg {
+			npos += c.add
+			o.w.Write(u.content[npos : npos+c.extra])
+			npos += c.extra
+			opos += int64(c.add) + c.seek
+		}
 	}
 	// bufio.Writer keeps the first error; the caller's Flush reports it.
 	return nil
@@ -112,4 +147,13 @@ func allZero(b []byte) bool {
 		b = b[8:]
 	}
 	return len(b) == 0 || bytes.Count(b, []byte{0}) == len(b)
+}
+
+// newInnerEncoder is the zstd encoder builder/initramfs compresses
+// initramfs archives with (klauspost/compress, SpeedBetterCompression, one
+// goroutine, default window and checksum): its output does not depend on
+// how writes are cut, so a decoder that feeds it the patched stream gets
+// the archive's bytes back.
+func newInnerEncoder(w io.Writer) (*zstd.Encoder, error) {
+	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
 }
