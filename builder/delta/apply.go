@@ -51,8 +51,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 		return st, fmt.Errorf("delta: body: %w", err)
 	}
 	defer zr.Close()
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(maxBlock), zstd.WithDecoderMaxWindow(maxBlock))
+	dec, err := squashfs.NewBlockDecompressor()
 	if err != nil {
 		return st, fmt.Errorf("delta: creating block decoder: %w", err)
 	}
@@ -100,7 +99,7 @@ type applier struct {
 	h       Header
 	old     io.ReaderAt
 	oldSize int64
-	dec     *zstd.Decoder
+	dec     *squashfs.BlockDecompressor
 	in      *opReader
 	p       *pipe
 	st      *Stats
@@ -564,7 +563,7 @@ func (a *applier) source(s *asource) ([]byte, error) {
 	}
 	c := &a.cache[lru]
 	if cap(c.raw) < int(s.rawLen) {
-		c.raw = make([]byte, 0, a.bufLen)
+		c.raw = make([]byte, 0, max(a.bufLen, int(s.rawLen)))
 	}
 	raw := c.raw[:0]
 	switch s.kind {
@@ -579,11 +578,13 @@ func (a *applier) source(s *asource) ([]byte, error) {
 		if s.kind == srcRaw {
 			raw = append(raw, a.stored...)
 		} else {
-			var err error
-			if raw, err = a.dec.DecodeAll(a.stored, raw); err != nil {
+			raw = raw[:s.rawLen]
+			n, err := a.dec.DecompressInto(raw, a.stored)
+			if err != nil {
 				c.raw = nil
-				return nil, fmt.Errorf("delta: old block at %d: %w", s.off, err)
+				return nil, fmt.Errorf("delta: old block at %d: %w (wrong base?)", s.off, err)
 			}
+			raw = raw[:n]
 		}
 	}
 	if uint64(len(raw)) != s.rawLen {

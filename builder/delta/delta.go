@@ -42,7 +42,7 @@ const (
 
 // maxInner bounds an inner zstd stream (a compressed initramfs) and its
 // compressed form: the decoder holds both (see FORMAT.md).
-const maxInner = 16 << 20
+const maxInner = 8 << 20
 
 // Inner compression of a UNIT's content.
 const (
@@ -62,9 +62,16 @@ const maxOld = 256 << 20
 // (maxSegCtrls x 24 + maxSegDiff), cacheSlots decompressed old blocks, pipeDepth blocks in flight
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (maxBlocks x 32 bytes) and sources (maxSources x 48
-// bytes), and a 256 KiB copy buffer. It does not depend on the image size.
+// bytes), a 256 KiB copy buffer, and for inner zstd units the old stream
+// compressed and not (2 x maxInner) and the inner encoder (innerEncMem).
+// It does not depend on the image size: about 69 MiB, or 51 MiB for
+// 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
 const MaxMemory = bodyWindow + 2<<20 + maxSegCtrls*24 + maxSegDiff + cacheSlots*maxBlock + pipeDepth*(2*maxBlock+maxBlock/64) +
-	maxBlocks*32 + maxSources*48 + 256<<10
+	maxBlocks*32 + maxSources*48 + 256<<10 + 2*maxInner + innerEncMem
+
+// innerEncMem is what newInnerEncoder allocates (measured: 20 MiB, mostly
+// its 8 MiB window twice and its match tables).
+const innerEncMem = 20 << 20
 
 // Options tune Encode. The zero value is valid.
 type Options struct {

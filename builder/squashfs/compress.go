@@ -1,5 +1,7 @@
 package squashfs
 
+import "errors"
+
 // compressor turns one block into one zstd frame. Each goroutine owns its
 // own. Two implementations exist: libzstd through cgo (the default when
 // cgo is on) and pure Go (klauspost/compress: CGO_ENABLED=0 or build tag
@@ -33,3 +35,5 @@ func (b *BlockCompressor) Compress(dst, src []byte) ([]byte, error) { return b.c
 
 // Close releases the compressor.
 func (b *BlockCompressor) Close() { b.c.close() }
+
+var errEmpty = errors.New("zstd: empty block")
