@@ -34,7 +34,7 @@ const (
 	maxSources  = 8192    // sources of one UNIT
 	maxBlocks   = 1 << 15 // blocks of one UNIT (4 GiB of content at 128 KiB)
 	bodyWindow  = 8 << 20 // window of the body's zstd stream
-	cacheSlots  = 4       // decompressed old blocks the decoder keeps
+	cacheBytes  = 4 << 20 // decompressed old blocks the decoder keeps (at least 4)
 	pipeDepth   = 8       // blocks in flight between decoding and writing
 	maxSegCtrls = 4096    // patch instructions in a segment
 	maxSegDiff  = 1 << 20 // difference bytes in a segment
@@ -59,14 +59,14 @@ const maxOld = 256 << 20
 // for the largest block size (1 MiB; a 128 KiB-block image needs far
 // less): the body's zstd window and its decoder buffers (bodyWindow +
 // 2 MiB), a patch segment's instructions and difference bytes
-// (maxSegCtrls x 24 + maxSegDiff), cacheSlots decompressed old blocks, pipeDepth blocks in flight
+// (maxSegCtrls x 24 + maxSegDiff), cacheBytes of decompressed old blocks, pipeDepth blocks in flight
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (maxBlocks x 32 bytes) and sources (maxSources x 48
 // bytes), a 256 KiB copy buffer, and for inner zstd units the old stream
 // compressed and not (2 x maxInner) and the inner encoder (innerEncMem).
 // It does not depend on the image size: about 69 MiB, or 51 MiB for
 // 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
-const MaxMemory = bodyWindow + 2<<20 + maxSegCtrls*24 + maxSegDiff + cacheSlots*maxBlock + pipeDepth*(2*maxBlock+maxBlock/64) +
+const MaxMemory = bodyWindow + 2<<20 + maxSegCtrls*24 + maxSegDiff + cacheBytes + pipeDepth*(2*maxBlock+maxBlock/64) +
 	maxBlocks*32 + maxSources*48 + 256<<10 + 2*maxInner + innerEncMem
 
 // innerEncMem is what newInnerEncoder allocates (measured: 20 MiB, mostly
