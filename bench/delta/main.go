@@ -32,6 +32,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -93,6 +94,7 @@ type result struct {
 	BundleBytes int64   `json:"bundle_bytes"`
 	EncodeSec   float64 `json:"encode_s"`
 	ApplySec    float64 `json:"apply_s"` // Apply into the file, in the child, without fsync
+	ApplyCPU    float64 `json:"apply_cpu_s"`
 	SyncSec     float64 `json:"sync_s"`  // the fsync after it
 	ApplyRSSKiB int64   `json:"apply_rss_kib"`
 	ApplyMBps   float64 `json:"apply_mb_s"` // new image bytes / ApplySec, MB = 1e6 bytes
@@ -101,6 +103,7 @@ type result struct {
 // childReport is what the child prints on stdout (JSON, one line).
 type childReport struct {
 	ApplySec float64 `json:"apply_s"`
+	ApplyCPU float64 `json:"apply_cpu_s"` // user+sys of the child during Apply
 	SyncSec  float64 `json:"sync_s"`
 }
 
@@ -158,7 +161,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	r.ApplySec, r.SyncSec, r.ApplyRSSKiB = rep.ApplySec, rep.SyncSec, rss
+	r.ApplySec, r.ApplyCPU, r.SyncSec, r.ApplyRSSKiB = rep.ApplySec, rep.ApplyCPU, rep.SyncSec, rss
 	if r.ApplySec > 0 {
 		r.ApplyMBps = float64(newSize) / 1e6 / r.ApplySec
 	}
@@ -171,13 +174,13 @@ func run(ctx context.Context, o options) error {
 		if o.codec != "plumb" {
 			label = "go zstd whole image"
 		}
-		fmt.Printf("%s\t%d\t%.2f\t%.2f\t%d\n", label, r.BundleBytes, r.EncodeSec, r.ApplySec, r.ApplyRSSKiB)
+		fmt.Printf("%s\t%d\t%.2f\t%.2f\t%d\t%.2f\n", label, r.BundleBytes, r.EncodeSec, r.ApplySec, r.ApplyRSSKiB, r.ApplyCPU)
 		return nil
 	}
 	fmt.Printf("codec %s: old %d bytes, new %d bytes\n", r.Codec, r.OldBytes, r.NewBytes)
 	fmt.Printf("  bundle      %d bytes (%.2f%% of the new image)\n", r.BundleBytes, 100*float64(r.BundleBytes)/float64(max(r.NewBytes, 1)))
 	fmt.Printf("  encode      %.2f s\n", r.EncodeSec)
-	fmt.Printf("  apply       %.2f s (%.0f MB/s of target image), then fsync %.2f s\n", r.ApplySec, r.ApplyMBps, r.SyncSec)
+	fmt.Printf("  apply       %.2f s (%.0f MB/s of target image), then fsync %.2f s; %.2f s of CPU (user+sys)\n", r.ApplySec, r.ApplyMBps, r.SyncSec, r.ApplyCPU)
 	fmt.Printf("  apply RSS   %d KiB peak (child process)\n", r.ApplyRSSKiB)
 	fmt.Printf("  verified    applied image == %s byte for byte\n", o.new)
 	return nil
@@ -246,11 +249,12 @@ func runApplyChild(ctx context.Context, o options) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	if err := c.apply(ctx, out, oldF, oldSize, bf); err != nil {
 		return fmt.Errorf("applying %s to %s: %w", o.bundle, o.old, err)
 	}
-	rep := childReport{ApplySec: time.Since(start).Seconds()}
+	rep := childReport{ApplySec: time.Since(start).Seconds(), ApplyCPU: cpuSeconds() - cpu0}
 	start = time.Now()
 	if err := out.Sync(); err != nil {
 		return fmt.Errorf("syncing output: %w", err)
@@ -344,4 +348,13 @@ func (zstdCodec) apply(ctx context.Context, w io.Writer, _ io.ReaderAt, _ int64,
 	defer dec.Close()
 	_, err = io.Copy(w, dec)
 	return err
+}
+
+// cpuSeconds is this process's user+sys time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
