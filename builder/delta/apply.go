@@ -458,6 +458,9 @@ func (p *patch) run(in *opReader) error {
 			extras += extra
 			p.ctrls = append(p.ctrls, c)
 		}
+		if adds+extras == 0 {
+			return errors.New("delta bundle: patch segment: produces nothing (corrupt bundle)")
+		}
 		if cap(*p.diff) < int(adds) {
 			*p.diff = make([]byte, adds, maxSegDiff)
 		}

@@ -465,21 +465,23 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 	if err != nil {
 		return false, fmt.Errorf("delta: making a patch: %w", err)
 	}
-	// Fold instructions that produce nothing into the next one's seek.
+	// Fold instructions that produce nothing into the previous one's seek
+	// (or, before the first, into a leading seek-only instruction): every
+	// other instruction produces bytes, so every patch segment does.
 	var seek int64
 	for _, c := range cs {
-		if c.add == 0 && c.extra == 0 {
+		switch {
+		case c.add == 0 && c.extra == 0:
 			seek += c.seek
 			continue
-		}
-		if seek != 0 && c.add == 0 {
+		case seek != 0 && len(u.ctrls) > 0:
+			u.ctrls[len(u.ctrls)-1].seek += seek
+		case seek != 0 && c.add == 0:
 			c.seek += seek
-			seek = 0
-		}
-		if seek != 0 {
+		case seek != 0:
 			u.ctrls = append(u.ctrls, ctrl{seek: seek})
-			seek = 0
 		}
+		seek = 0
 		u.ctrls = append(u.ctrls, c)
 	}
 	if err := e.ops.unitOp(u); err != nil {
