@@ -10,7 +10,8 @@
 // figure /usr/bin/time -v reports as "Maximum resident set size" (as
 // others.sh measures the other tools). Without /usr/bin/time in between,
 // Linux's ru_maxrss of a child forked from this process counts this
-// process's pages at the fork (the encoder's hundreds of MiB).
+// process's pages at the fork (the encoder's hundreds of MiB). APPLY_RT=1
+// runs the child under chrt -f 10 (SCHED_FIFO), as others.sh does.
 //
 // -codec zstd measures the same way a whole-image zstd of the new image (the
 // "full image" baseline, klauspost/compress at its best level) and checks
@@ -194,8 +195,13 @@ func applyInChild(ctx context.Context, o options, bundle, out string) (childRepo
 		return childReport{}, 0, fmt.Errorf("finding this program: %w", err)
 	}
 	timeOut := out + ".time"
-	cmd := exec.CommandContext(ctx, "/usr/bin/time", "-f", "%M", "-o", timeOut,
-		exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out)
+	args := []string{"/usr/bin/time", "-f", "%M", "-o", timeOut,
+		exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out}
+	if os.Getenv("APPLY_RT") == "1" {
+		// As others.sh: the apply under SCHED_FIFO, for a shared machine.
+		args = append([]string{"chrt", "-f", "10"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr

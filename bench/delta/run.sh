@@ -10,7 +10,10 @@
 # changes the times: plumb's apply CPU time is printed beside its wall time).
 #
 # KEEP_PAIR=1 reuses an existing pair in $OUT (default out/bench/delta).
-# TOOLS selects the other tools (see others.sh). Needs bin/plumb (make build).
+# TOOLS selects the other tools (see others.sh). APPLY_RT=1 runs every
+# tool's apply (plumb's too) under chrt -f 10, SCHED_FIFO: on a machine
+# shared with other work, apply times as if the tool had the cores. Needs
+# bin/plumb (make build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-$PWD/out/bench/delta}
