@@ -78,8 +78,9 @@ type Options struct {
 	// NoRecompress makes a bundle that any decoder can apply, whatever
 	// zstd it was built with: changed blocks travel as literal bytes.
 	NoRecompress bool
-	// Level is the outer zstd level of the bundle body (1..4 of
-	// klauspost's levels: fastest, default, better, best); 0 means best.
+	// Level is the zstd level of the bundle body: 1..4 select klauspost's
+	// levels (fastest, default, better, best); 0 means the smallest body:
+	// libzstd level 19 in cgo builds, klauspost's best otherwise.
 	Level int
 	// Log receives progress; nil discards it.
 	Log *slog.Logger
