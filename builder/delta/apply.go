@@ -67,7 +67,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 	a := &applier{
 		ctx: ctx, h: h, old: old, oldSize: oldSize, dec: dec, st: &st, p: p, bufLen: bufLen,
 		cache: make([]cached, max(cacheBytes/bufLen, 4)),
-		in: &opReader{r: bufio.NewReaderSize(zr, 64<<10)},
+		in:    &opReader{r: bufio.NewReaderSize(zr, 64<<10)},
 	}
 	err = a.run()
 	if a.innerEnc != nil {
