@@ -96,7 +96,7 @@ type result struct {
 	EncodeSec   float64 `json:"encode_s"`
 	ApplySec    float64 `json:"apply_s"` // Apply into the file, in the child, without fsync
 	ApplyCPU    float64 `json:"apply_cpu_s"`
-	SyncSec     float64 `json:"sync_s"`  // the fsync after it
+	SyncSec     float64 `json:"sync_s"` // the fsync after it
 	ApplyRSSKiB int64   `json:"apply_rss_kib"`
 	ApplyMBps   float64 `json:"apply_mb_s"` // new image bytes / ApplySec, MB = 1e6 bytes
 }
