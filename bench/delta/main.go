@@ -6,8 +6,12 @@
 //	go run ./bench/delta -old v1/rootfs.sqfs -new v2/rootfs.sqfs
 //
 // The apply runs in a child process (this program re-executed with
-// -apply-child) so that its peak RSS is its own: the kernel's ru_maxrss of
-// the child, what /usr/bin/time -v reports as "Maximum resident set size".
+// -apply-child) under /usr/bin/time, so that its peak RSS is its own, the
+// figure /usr/bin/time -v reports as "Maximum resident set size" (as
+// others.sh measures the other tools). Without /usr/bin/time in between,
+// Linux's ru_maxrss of a child forked from this process counts this
+// process's pages at the fork (the encoder's hundreds of MiB). APPLY_RT=1
+// runs the child under chrt -f 10 (SCHED_FIFO), as others.sh does.
 //
 // -codec zstd measures the same way a whole-image zstd of the new image (the
 // "full image" baseline, klauspost/compress at its best level) and checks
@@ -26,6 +30,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,7 +95,8 @@ type result struct {
 	BundleBytes int64   `json:"bundle_bytes"`
 	EncodeSec   float64 `json:"encode_s"`
 	ApplySec    float64 `json:"apply_s"` // Apply into the file, in the child, without fsync
-	SyncSec     float64 `json:"sync_s"`  // the fsync after it
+	ApplyCPU    float64 `json:"apply_cpu_s"`
+	SyncSec     float64 `json:"sync_s"` // the fsync after it
 	ApplyRSSKiB int64   `json:"apply_rss_kib"`
 	ApplyMBps   float64 `json:"apply_mb_s"` // new image bytes / ApplySec, MB = 1e6 bytes
 }
@@ -98,6 +104,7 @@ type result struct {
 // childReport is what the child prints on stdout (JSON, one line).
 type childReport struct {
 	ApplySec float64 `json:"apply_s"`
+	ApplyCPU float64 `json:"apply_cpu_s"` // user+sys of the child during Apply
 	SyncSec  float64 `json:"sync_s"`
 }
 
@@ -155,7 +162,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	r.ApplySec, r.SyncSec, r.ApplyRSSKiB = rep.ApplySec, rep.SyncSec, rss
+	r.ApplySec, r.ApplyCPU, r.SyncSec, r.ApplyRSSKiB = rep.ApplySec, rep.ApplyCPU, rep.SyncSec, rss
 	if r.ApplySec > 0 {
 		r.ApplyMBps = float64(newSize) / 1e6 / r.ApplySec
 	}
@@ -168,13 +175,13 @@ func run(ctx context.Context, o options) error {
 		if o.codec != "plumb" {
 			label = "go zstd whole image"
 		}
-		fmt.Printf("%s\t%d\t%.2f\t%.2f\t%d\n", label, r.BundleBytes, r.EncodeSec, r.ApplySec, r.ApplyRSSKiB)
+		fmt.Printf("%s\t%d\t%.2f\t%.2f\t%d\t%.2f\n", label, r.BundleBytes, r.EncodeSec, r.ApplySec, r.ApplyRSSKiB, r.ApplyCPU)
 		return nil
 	}
 	fmt.Printf("codec %s: old %d bytes, new %d bytes\n", r.Codec, r.OldBytes, r.NewBytes)
 	fmt.Printf("  bundle      %d bytes (%.2f%% of the new image)\n", r.BundleBytes, 100*float64(r.BundleBytes)/float64(max(r.NewBytes, 1)))
 	fmt.Printf("  encode      %.2f s\n", r.EncodeSec)
-	fmt.Printf("  apply       %.2f s (%.0f MB/s of target image), then fsync %.2f s\n", r.ApplySec, r.ApplyMBps, r.SyncSec)
+	fmt.Printf("  apply       %.2f s (%.0f MB/s of target image), then fsync %.2f s; %.2f s of CPU (user+sys)\n", r.ApplySec, r.ApplyMBps, r.SyncSec, r.ApplyCPU)
 	fmt.Printf("  apply RSS   %d KiB peak (child process)\n", r.ApplyRSSKiB)
 	fmt.Printf("  verified    applied image == %s byte for byte\n", o.new)
 	return nil
@@ -187,22 +194,33 @@ func applyInChild(ctx context.Context, o options, bundle, out string) (childRepo
 	if err != nil {
 		return childReport{}, 0, fmt.Errorf("finding this program: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out)
+	timeOut := out + ".time"
+	args := []string{"/usr/bin/time", "-f", "%M", "-o", timeOut,
+		exe, "-apply-child", "-codec", o.codec, "-old", o.old, "-bundle", bundle, "-new", out}
+	if os.Getenv("APPLY_RT") == "1" {
+		// As others.sh: the apply under SCHED_FIFO, for a shared machine.
+		args = append([]string{"chrt", "-f", "10"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
-		return childReport{}, 0, fmt.Errorf("applying in a child process: %w", err)
+		return childReport{}, 0, fmt.Errorf("applying in a child process (under /usr/bin/time: apt-get install time): %w", err)
 	}
 	var rep childReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return childReport{}, 0, fmt.Errorf("reading the child's report %q: %w", strings.TrimSpace(stdout.String()), err)
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return childReport{}, 0, errors.New("reading the child's peak RSS: no rusage on this system")
+	b, err := os.ReadFile(timeOut)
+	if err != nil {
+		return childReport{}, 0, fmt.Errorf("reading the child's peak RSS: %w", err)
 	}
-	return rep, ru.Maxrss, nil // Linux: KiB
+	rss, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return childReport{}, 0, fmt.Errorf("reading the child's peak RSS from /usr/bin/time: expected KiB, got %q", b)
+	}
+	return rep, rss, nil
 }
 
 // runApplyChild applies -bundle to -old and writes the image to -new.
@@ -226,11 +244,23 @@ func runApplyChild(ctx context.Context, o options) error {
 		return fmt.Errorf("creating output: %w", err)
 	}
 	defer out.Close()
+	if p := os.Getenv("PLUMB_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	if err := c.apply(ctx, out, oldF, oldSize, bf); err != nil {
 		return fmt.Errorf("applying %s to %s: %w", o.bundle, o.old, err)
 	}
-	rep := childReport{ApplySec: time.Since(start).Seconds()}
+	rep := childReport{ApplySec: time.Since(start).Seconds(), ApplyCPU: cpuSeconds() - cpu0}
 	start = time.Now()
 	if err := out.Sync(); err != nil {
 		return fmt.Errorf("syncing output: %w", err)
@@ -324,4 +354,13 @@ func (zstdCodec) apply(ctx context.Context, w io.Writer, _ io.ReaderAt, _ int64,
 	defer dec.Close()
 	_, err = io.Copy(w, dec)
 	return err
+}
+
+// cpuSeconds is this process's user+sys time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

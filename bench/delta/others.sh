@@ -16,7 +16,9 @@
 # Output: one TSV line per tool on stdout (tool, bytes, create s, apply s,
 # apply RSS KiB; "-" where it does not apply), progress on stderr. Work files
 # go to $OUT/work (deleted at the end). TOOLS selects a subset (space
-# separated: bsdiff xdelta3 zstd casync ostree full).
+# separated: bsdiff xdelta3 zstd casync ostree full). APPLY_RT=1 runs every
+# apply under chrt -f 10 (SCHED_FIFO): on a machine shared with other work,
+# the apply times of a core the tool has to itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
@@ -47,6 +49,16 @@ timed() {
   shift
   /usr/bin/time -o "$f" -f '%e %M' "$@"
 }
+# timed_apply FILE CMD...: timed, under SCHED_FIFO when APPLY_RT=1.
+timed_apply() {
+  if [ "${APPLY_RT:-}" = 1 ]; then
+    local f=$1
+    shift
+    chrt -f 10 /usr/bin/time -o "$f" -f '%e %M' "$@"
+  else
+    timed "$@"
+  fi
+}
 field() { cut -d' ' -f"$2" "$1"; }
 size() { stat -c %s "$1"; }
 same() {
@@ -63,18 +75,18 @@ bin_tool() {
   case $name in
   bsdiff)
     timed "$work/c" bsdiff "$old" "$new" "$p"
-    timed "$work/a" bspatch "$old" "$o" "$p"
+    timed_apply "$work/a" bspatch "$old" "$o" "$p"
     ;;
   xdelta3)
     # -B: a source window as large as the old image, so xdelta3 can match
     # anywhere in it (its default window is 64 MiB).
     local b=$(( ($(size "$old") + 1048575) / 1048576 * 1048576 ))
     timed "$work/c" xdelta3 -9 -e -f -B "$b" -s "$old" "$new" "$p"
-    timed "$work/a" xdelta3 -d -f -B "$b" -s "$old" "$p" "$o"
+    timed_apply "$work/a" xdelta3 -d -f -B "$b" -s "$old" "$p" "$o"
     ;;
   zstd)
     timed "$work/c" zstd -q -f -T1 --patch-from="$old" --long=31 -19 "$new" -o "$p"
-    timed "$work/a" zstd -q -f -d --memory=2048MB --patch-from="$old" --long=31 "$p" -o "$o"
+    timed_apply "$work/a" zstd -q -f -d --memory=2048MB --patch-from="$old" --long=31 "$p" -o "$o"
     ;;
   esac
   same "$o" "$new" "$name $kind"
@@ -100,10 +112,10 @@ casync_tool() {
     (cd "$d/s1" && find . -type f -name '*.cacnk' | sort) >"$d/l1" &&
     comm -23 "$d/l2" "$d/l1" | xargs -r stat -c %s | awk '{s+=$1} END {print s+0}')
   if [ "$kind" = sqfs ]; then
-    timed "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
+    timed_apply "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
     same "$d/out" "$src2" "casync $kind"
   else
-    timed "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
+    timed_apply "$work/a" casync extract --store="$d/s2" --seed="$src1" "$d/v2.$ext" "$d/out" >/dev/null
     diff -r --no-dereference "$d/out" "$src2" >/dev/null || { echo "casync tree: extracted tree differs" >&2; exit 1; }
   fi
   row "casync $kind" "$bytes" "$(field "$work/c" 1)" "$(field "$work/a" 1)" "$(field "$work/a" 2)"
@@ -130,7 +142,7 @@ ostree_tool() {
   local sb
   sb=$(find "$d/r/deltas" -name superblock -printf '%h\n')
   [ "$(printf '%s\n' "$sb" | wc -l)" = 1 ] || { echo "ostree: expected one static delta, got: $sb" >&2; exit 1; }
-  timed "$work/a" ostree static-delta apply-offline --repo="$d/a" "$sb" >/dev/null
+  timed_apply "$work/a" ostree static-delta apply-offline --repo="$d/a" "$sb" >/dev/null
   ostree checkout --repo="$d/a" "$c2" "$d/co"
   diff -r --no-dereference "$d/co" "$out/v2/tree" >/dev/null || { echo "ostree: checked-out v2 differs" >&2; exit 1; }
   row "ostree static-delta" "$bytes" "$(field "$work/c" 1)" "$(field "$work/a" 1)" "$(field "$work/a" 2)"

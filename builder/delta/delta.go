@@ -26,33 +26,61 @@ import (
 )
 
 // Version is the bundle format version this package writes and reads.
-const Version = 1
+const Version = 2
 
-// maxUnit bounds the uncompressed content a UNIT operation reconstructs,
-// its dictionary (old content) and its patch. It is part of the format:
-// a decoder refuses larger values.
-const maxUnit = 8 << 20
+// Limits of the format: a decoder refuses larger values (see FORMAT.md).
+const (
+	maxBlock    = 1 << 20 // the largest squashfs block size
+	maxSources  = 8192    // sources of one UNIT
+	maxBlocks   = 1 << 15 // blocks of one UNIT (4 GiB of content at 128 KiB)
+	bodyWindow  = 8 << 20 // window of the body's zstd stream
+	cacheBytes  = 4 << 20 // decompressed old blocks the decoder keeps (at least 4)
+	pipeDepth   = 8       // blocks in flight between decoding and writing
+	maxSegCtrls = 4096    // patch instructions in a segment
+	maxSegDiff  = 1 << 20 // difference bytes in a segment
+)
 
-// maxBlock is the largest squashfs block size.
-const maxBlock = 1 << 20
+// maxInner bounds an inner zstd stream (a compressed initramfs) and its
+// compressed form: the decoder holds both (see FORMAT.md).
+const maxInner = 8 << 20
 
-// bodyWindow is the window of the outer zstd stream.
-const bodyWindow = 8 << 20
+// Inner compression of a UNIT's content.
+const (
+	innerNone = 0 // the patch makes the content
+	innerZstd = 1 // the patch makes a stream; newInnerEncoder compresses it into the content
+)
 
-// MaxMemory is an upper bound, in bytes, of the buffers Apply allocates:
-// a UNIT's dictionary, content and patch (3 x 8 MiB), the outer zstd
-// window and its block buffers (about 2 x 8 MiB), a block's compression
-// buffers and a copy buffer (about 4 MiB). It does not depend on the image
-// size. Measured peak RSS is in the package's test report.
-const MaxMemory = 3*maxUnit + 2*bodyWindow + 4*maxBlock
+// maxOld bounds the old content the encoder patches against (its suffix
+// array costs 5 bytes a byte); the decoder reads old content a block at a
+// time and has no such bound.
+const maxOld = 256 << 20
+
+// MaxMemory is an upper bound, in bytes, of the buffers Apply allocates,
+// for the largest block size (1 MiB; a 128 KiB-block image needs far
+// less): the body's zstd window and its decoder buffers (bodyWindow +
+// 2 MiB), a patch segment's instructions and difference bytes
+// (maxSegCtrls x 24 + maxSegDiff), cacheBytes of decompressed old blocks, pipeDepth blocks in flight
+// (raw and compressed), one compression buffer per worker (at most 4), a
+// UNIT's block list (maxBlocks x 32 bytes) and sources (maxSources x 48
+// bytes), a 256 KiB copy buffer, and for inner zstd units the old stream
+// compressed and not (2 x maxInner) and the inner encoder (innerEncMem).
+// It does not depend on the image size: about 69 MiB, or 51 MiB for
+// 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
+const MaxMemory = bodyWindow + 2<<20 + maxSegCtrls*24 + maxSegDiff + cacheBytes + pipeDepth*(2*maxBlock+maxBlock/64) +
+	maxBlocks*32 + maxSources*48 + 256<<10 + 2*maxInner + innerEncMem
+
+// innerEncMem is what newInnerEncoder allocates (measured: 20 MiB, mostly
+// its 8 MiB window twice and its match tables).
+const innerEncMem = 20 << 20
 
 // Options tune Encode. The zero value is valid.
 type Options struct {
 	// NoRecompress makes a bundle that any decoder can apply, whatever
 	// zstd it was built with: changed blocks travel as literal bytes.
 	NoRecompress bool
-	// Level is the outer zstd level of the bundle body (1..4 of
-	// klauspost's levels: fastest, default, better, best); 0 means best.
+	// Level is the zstd level of the bundle body: 1..4 select klauspost's
+	// levels (fastest, default, better, best); 0 means the smallest body:
+	// libzstd level 19 in cgo builds, klauspost's best otherwise.
 	Level int
 	// Log receives progress; nil discards it.
 	Log *slog.Logger

@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path"
 	"regexp"
 	"sort"
+
+	"github.com/plumb-os/plumb/builder/squashfs"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -58,14 +61,11 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 			}
 			h.Level = int(binary.LittleEndian.Uint32(b[:]))
 		}
-		h.Compressor, h.BlockSize = compressorName, int(ni.sb.blockSize)
-		if e.c, err = newBlockCompressor(h.Level); err != nil {
+		h.Compressor, h.BlockSize = squashfs.CompressorID, int(ni.sb.blockSize)
+		if e.c, err = squashfs.NewBlockCompressor(h.Level); err != nil {
 			return st, fmt.Errorf("delta: creating compressor: %w", err)
 		}
-		defer e.c.close()
-	}
-	if e.pc, err = newPatchEncoder(); err != nil {
-		return st, fmt.Errorf("delta: creating patch encoder: %w", err)
+		defer e.c.Close()
 	}
 	if err := e.indexOld(); err != nil {
 		return st, err
@@ -75,12 +75,20 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 	if _, err := cw.Write(h.marshal()); err != nil {
 		return st, fmt.Errorf("delta: writing header: %w", err)
 	}
-	zw, err := zstd.NewWriter(cw, zstd.WithEncoderLevel(level), zstd.WithWindowSize(bodyWindow))
+	zw, err := newBodyWriter(cw, opts.Level, level)
 	if err != nil {
 		return st, fmt.Errorf("delta: body: %w", err)
 	}
 	bw := bufio.NewWriterSize(zw, 1<<20)
 	e.ops = &opWriter{w: bw}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return st, err
+		}
+		defer f.Close()
+		e.trace, e.traceZ, e.traceCW = f, zw, cw
+	}
 	if err := e.run(); err != nil {
 		zw.Close()
 		return st, err
@@ -124,8 +132,7 @@ type encoder struct {
 	ctx      context.Context
 	old, new *sqImage
 	st       *Stats
-	c        *blockCompressor
-	pc       *patchCodec
+	c        *squashfs.BlockCompressor
 	ops      *opWriter
 	blocks   map[[32]byte]uint64 // sha256 of a stored old block -> its offset
 	byPath   map[string]*sqFile
@@ -134,6 +141,32 @@ type encoder struct {
 	fragRaw  map[uint32]int // old fragment block -> uncompressed length
 	comp     []byte
 	pos      int64 // bytes of the new image described so far
+
+	// Tracing (analysis only, PLUMB_DELTA_TRACE=FILE): after each item the
+	// body is flushed and the compressed bytes it cost are written down.
+	innerDec *zstd.Decoder
+	trace    io.Writer
+	traceZ   io.Writer
+	traceCW  *countWriter
+	traceAt  int64
+	tracePos int64
+}
+
+var traceFile = os.Getenv("PLUMB_DELTA_TRACE")
+
+func (e *encoder) traceItem(name string) error {
+	e.ops.flushCopy()
+	if err := e.ops.w.Flush(); err != nil {
+		return err
+	}
+	if f, ok := e.traceZ.(interface{ Flush() error }); ok {
+		if err := f.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.trace, "%d\t%d\t%s\n", e.traceCW.n-e.traceAt, e.pos-e.tracePos, name)
+	e.traceAt, e.tracePos = e.traceCW.n, e.pos
+	return nil
 }
 
 // version matches a version number: digit runs joined by dots, with an
@@ -251,6 +284,15 @@ func (e *encoder) run() error {
 		if err != nil {
 			return err
 		}
+		if e.trace != nil {
+			name := "(fragment)"
+			if it.file != nil {
+				name = it.file.path
+			}
+			if err := e.traceItem(name); err != nil {
+				return err
+			}
+		}
 	}
 	return e.gap(e.new.size)
 }
@@ -325,20 +367,18 @@ func (e *encoder) fileItem(f *sqFile) error {
 	bs := uint64(e.new.sb.blockSize)
 	blocks := make([]stored, len(f.blocks))
 	off := f.start
-	var plain int64
+	changed := false
 	for i, sz := range f.blocks {
 		rawLen := min(bs, f.size-uint64(i)*bs)
 		s, err := e.readStored(off, sz, rawLen)
 		if err != nil {
 			return err
 		}
-		if !s.inOld {
-			plain += int64(len(s.b))
-		}
+		changed = changed || !s.inOld
 		blocks[i] = s
 		off += uint64(len(s.b))
 	}
-	if plain > 0 && e.c != nil && f.size <= maxUnit {
+	if changed && e.c != nil && len(blocks) <= maxBlocks {
 		var content []byte
 		for _, s := range blocks {
 			raw, err := e.unpack(e.new, s.b, s.raw, s.rawLen)
@@ -354,7 +394,7 @@ func (e *encoder) fileItem(f *sqFile) error {
 				return err
 			}
 		}
-		done, err := e.tryUnit(content, srcs, blocks, false, plain)
+		done, err := e.tryUnit(content, srcs, blocks, false)
 		if err != nil || done {
 			return err
 		}
@@ -381,24 +421,13 @@ func (e *encoder) plain(blocks []stored) error {
 	return nil
 }
 
-// tryUnit describes blocks as a patch of their content when that is
-// smaller than plain bytes; it reports whether it did.
-func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragment bool, plain int64) (bool, error) {
-	dict, err := e.dict(srcs)
-	if err != nil {
-		return false, err
-	}
-	patch, err := e.pc.encode(dict, content)
-	if err != nil {
-		return false, fmt.Errorf("delta: making a patch: %w", err)
-	}
-	if len(patch) > maxUnit+maxUnit/8 {
-		return false, nil
-	}
-	u := &unit{sources: srcs, contentLen: uint64(len(content)), patch: patch}
-	cost := int64(len(patch))
+// tryUnit describes blocks as a patch of their content against the old
+// content of srcs, if the decoder's compressor reproduces every changed
+// block; it reports whether it did.
+func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragment bool) (bool, error) {
+	u := &unit{sources: srcs, content: content}
 	pos := uint64(0)
-	recomp, lit := 0, 0
+	recomp := 0
 	for _, s := range blocks {
 		raw := content[pos : pos+s.rawLen]
 		pos += s.rawLen
@@ -406,10 +435,9 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 		if fragment {
 			b.mode = blkFragment
 		}
-		switch {
-		case s.inOld:
+		if s.inOld {
 			b.mode, b.copyOff, b.copyLen = blkCopy, s.oldOff, uint64(len(s.b))
-		default:
+		} else {
 			if e.comp == nil {
 				e.comp = make([]byte, 0, maxBlock+maxBlock/128+64)
 			}
@@ -418,17 +446,43 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 				return false, err
 			}
 			if !bytes.Equal(out, s.b) {
-				b.mode, b.stored = blkLiteral, s.b
-				cost += int64(len(s.b))
-				lit++
-			} else {
-				recomp++
+				e.st.LiteralBlks++
+				return false, nil
 			}
+			recomp++
 		}
 		u.blocks = append(u.blocks, b)
 	}
-	if cost >= plain {
-		return false, nil
+	old, err := e.dict(srcs)
+	if err != nil {
+		return false, err
+	}
+	u.old = old
+	if oi, ni, ok := e.innerStreams(old, content); ok {
+		u.inner, u.old, u.content, u.oldInner, u.newInner = innerZstd, oi, ni, len(oi), len(ni)
+	}
+	cs, err := bsdiff(u.old, u.content)
+	if err != nil {
+		return false, fmt.Errorf("delta: making a patch: %w", err)
+	}
+	// Fold instructions that produce nothing into the previous one's seek
+	// (or, before the first, into a leading seek-only instruction): every
+	// other instruction produces bytes, so every patch segment does.
+	var seek int64
+	for _, c := range cs {
+		switch {
+		case c.add == 0 && c.extra == 0:
+			seek += c.seek
+			continue
+		case seek != 0 && len(u.ctrls) > 0:
+			u.ctrls[len(u.ctrls)-1].seek += seek
+		case seek != 0 && c.add == 0:
+			c.seek += seek
+		case seek != 0:
+			u.ctrls = append(u.ctrls, ctrl{seek: seek})
+		}
+		seek = 0
+		u.ctrls = append(u.ctrls, c)
 	}
 	if err := e.ops.unitOp(u); err != nil {
 		return false, fmt.Errorf("delta: writing body: %w", err)
@@ -439,21 +493,60 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 	}
 	e.st.Units++
 	e.st.Recompressed += recomp
-	e.st.LiteralBlks += lit
 	if len(srcs) > 0 {
 		e.st.MatchedFiles++
 	}
 	return true, nil
 }
 
+// innerStreams returns the uncompressed streams of old and new content
+// when both are zstd streams within maxInner and newInnerEncoder gives new
+// back byte for byte (builder/initramfs's archives).
+func (e *encoder) innerStreams(old, content []byte) ([]byte, []byte, bool) {
+	magic := []byte{0x28, 0xb5, 0x2f, 0xfd}
+	if !bytes.HasPrefix(old, magic) || !bytes.HasPrefix(content, magic) || len(old) > maxInner || len(content) > maxInner {
+		return nil, nil, false
+	}
+	if e.innerDec == nil {
+		var err error
+		if e.innerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxMemory(maxInner), zstd.WithDecoderMaxWindow(maxInner)); err != nil {
+			return nil, nil, false
+		}
+	}
+	oi, err := e.innerDec.DecodeAll(old, nil)
+	if err != nil {
+		return nil, nil, false
+	}
+	ni, err := e.innerDec.DecodeAll(content, nil)
+	if err != nil {
+		return nil, nil, false
+	}
+	// Re-compress in uneven writes, as the decoder's patch will.
+	var b bytes.Buffer
+	enc, err := newInnerEncoder(&b)
+	if err != nil {
+		return nil, nil, false
+	}
+	for p, k := ni, 1; len(p) > 0; k = k*7%65521 + 1 {
+		n := min(k, len(p))
+		enc.Write(p[:n])
+		p = p[n:]
+	}
+	if enc.Close() != nil || !bytes.Equal(b.Bytes(), content) {
+		return nil, nil, false
+	}
+	return oi, ni, true
+}
+
 // sources lists the stored pieces of an old file's content, appending to
-// srcs, as long as the total stays within maxUnit.
+// srcs, as long as the total stays within maxOld and maxSources.
 func (e *encoder) sources(f *sqFile, srcs []source) ([]source, error) {
 	var total uint64
 	for _, s := range srcs {
 		total += s.len
 	}
-	if total+f.size > maxUnit {
+	if total+f.size > maxOld || len(srcs)+len(f.blocks)+1 > maxSources {
 		return srcs, nil
 	}
 	bs := uint64(e.old.sb.blockSize)
@@ -540,7 +633,7 @@ func (e *encoder) fragItem(i uint32, files []*sqFile) error {
 				}
 			}
 		}
-		done, err := e.tryUnit(content, srcs, []stored{s}, true, int64(len(s.b)))
+		done, err := e.tryUnit(content, srcs, []stored{s}, true)
 		if err != nil || done {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/plumb-os/plumb/builder/squashfs"
 )
 
 // TestFlavoursDiffer records why the decoder's zstd must be the builder's:
@@ -15,12 +16,12 @@ import (
 // decoder would have to ship every changed block as literal bytes.
 func TestFlavoursDiffer(t *testing.T) {
 	raw := pseudoText(11, 128<<10)
-	c, err := newBlockCompressor(15)
+	c, err := squashfs.NewBlockCompressor(15)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.close()
-	lib, err := c.compress(nil, raw)
+	defer c.Close()
+	lib, err := c.Compress(nil, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,13 @@ package delta
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/plumb-os/plumb/builder/squashfs"
 )
 
 // source is a piece of old content: a stored block of the old image,
@@ -20,16 +24,23 @@ type source struct {
 type ublock struct {
 	mode    byte
 	rawLen  uint64
-	stored  []byte // blkLiteral
 	copyOff uint64 // blkCopy
 	copyLen uint64
 }
 
 type unit struct {
-	sources    []source
-	contentLen uint64
-	patch      []byte
-	blocks     []ublock
+	inner              byte
+	oldInner, newInner int // stream lengths, for innerZstd
+	sources            []source
+	blocks             []ublock
+	old                []byte // the old content (the sources' slices), encoder side
+	content            []byte // the new content
+	ctrls              []ctrl
+}
+
+func (o *opWriter) varint(v int64) {
+	o.tmp = binary.AppendVarint(o.tmp[:0], v)
+	o.w.Write(o.tmp)
 }
 
 func (o *opWriter) unitOp(u *unit) error {
@@ -39,6 +50,7 @@ func (o *opWriter) unitOp(u *unit) error {
 	if err := o.w.WriteByte(opUnit); err != nil {
 		return err
 	}
+	o.w.WriteByte(u.inner)
 	o.uvarint(uint64(len(u.sources)))
 	for _, s := range u.sources {
 		o.uvarint(s.off)
@@ -48,20 +60,61 @@ func (o *opWriter) unitOp(u *unit) error {
 		o.uvarint(s.sliceOff)
 		o.uvarint(s.len)
 	}
-	o.uvarint(u.contentLen)
-	o.uvarint(uint64(len(u.patch)))
-	o.w.Write(u.patch)
 	o.uvarint(uint64(len(u.blocks)))
 	for _, b := range u.blocks {
 		o.w.WriteByte(b.mode)
 		o.uvarint(b.rawLen)
-		switch b.mode {
-		case blkLiteral:
-			o.uvarint(uint64(len(b.stored)))
-			o.w.Write(b.stored)
-		case blkCopy:
+		if b.mode == blkCopy {
 			o.uvarint(b.copyOff)
 			o.uvarint(b.copyLen)
+		}
+	}
+	if u.inner == innerZstd {
+		o.uvarint(uint64(u.oldInner))
+		o.uvarint(uint64(u.newInner))
+	}
+	// The patch, in segments: instructions, then their difference bytes,
+	// then their extra bytes (three kinds of data that compress better apart).
+	var cs []ctrl
+	for _, c := range u.ctrls {
+		for c.add > maxSegDiff {
+			cs = append(cs, ctrl{add: maxSegDiff})
+			c.add -= maxSegDiff
+		}
+		cs = append(cs, c)
+	}
+	var opos int64
+	npos := 0
+	var diff []byte
+	for len(cs) > 0 {
+		n, sum := 0, 0
+		for n < len(cs) && n < maxSegCtrls && sum+cs[n].add <= maxSegDiff {
+			sum += cs[n].add
+			n++
+		}
+		seg := cs[:n]
+		cs = cs[n:]
+		o.uvarint(uint64(n))
+		for _, c := range seg {
+			o.uvarint(uint64(c.add))
+			o.uvarint(uint64(c.extra))
+			o.varint(c.seek)
+		}
+		diff = diff[:0]
+		p, q := npos, opos
+		for _, c := range seg {
+			for i := range c.add {
+				diff = append(diff, u.content[p+i]-u.old[q+int64(i)])
+			}
+			p += c.add + c.extra
+			q += int64(c.add) + c.seek
+		}
+		o.w.Write(diff)
+		for _, c := range seg {
+			npos += c.add
+			o.w.Write(u.content[npos : npos+c.extra])
+			npos += c.extra
+			opos += int64(c.add) + c.seek
 		}
 	}
 	// bufio.Writer keeps the first error; the caller's Flush reports it.
@@ -72,11 +125,11 @@ func (o *opWriter) unitOp(u *unit) error {
 // zeros is sparse (no bytes), a block zstd does not shrink is stored raw,
 // otherwise the zstd frame. It returns the stored bytes (which may alias
 // raw or dst).
-func recompress(c *blockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
+func recompress(c *squashfs.BlockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
 	if !fragment && allZero(raw) {
 		return nil, nil
 	}
-	out, err := c.compress(dst[:0], raw)
+	out, err := c.Compress(dst[:0], raw)
 	if err != nil {
 		return nil, fmt.Errorf("re-compressing a block: %w", err)
 	}
@@ -96,51 +149,11 @@ func allZero(b []byte) bool {
 	return len(b) == 0 || bytes.Count(b, []byte{0}) == len(b)
 }
 
-// patchCodec makes and applies content patches: a zstd frame compressed
-// with the old content as a raw dictionary.
-type patchCodec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
-}
-
-const dictID = 1
-
-func newPatchEncoder() (*patchCodec, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2*maxUnit), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, err
-	}
-	return &patchCodec{enc: enc}, nil
-}
-
-func newPatchDecoder() (*patchCodec, error) {
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxMemory(maxUnit), zstd.WithDecoderMaxWindow(2*maxUnit))
-	if err != nil {
-		return nil, err
-	}
-	return &patchCodec{dec: dec}, nil
-}
-
-func (p *patchCodec) encode(dict, content []byte) ([]byte, error) {
-	opt := zstd.WithEncoderDictDelete()
-	if len(dict) > 0 {
-		opt = zstd.WithEncoderDictRaw(dictID, dict)
-	}
-	if err := p.enc.ResetWithOptions(nil, opt); err != nil {
-		return nil, err
-	}
-	return p.enc.EncodeAll(content, nil), nil
-}
-
-func (p *patchCodec) decode(dst, dict, patch []byte) ([]byte, error) {
-	opts := []zstd.DOption{}
-	if len(dict) > 0 {
-		opts = append(opts, zstd.WithDecoderDictRaw(dictID, dict))
-	}
-	if err := p.dec.ResetWithOptions(nil, opts...); err != nil {
-		return nil, err
-	}
-	return p.dec.DecodeAll(patch, dst[:0])
+// newInnerEncoder is the zstd encoder builder/initramfs compresses
+// initramfs archives with (klauspost/compress, SpeedBetterCompression, one
+// goroutine, default window and checksum): its output does not depend on
+// how writes are cut, so a decoder that feeds it the patched stream gets
+// the archive's bytes back.
+func newInnerEncoder(w io.Writer) (*zstd.Encoder, error) {
+	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
 }

@@ -1,5 +1,7 @@
 package squashfs
 
+import "errors"
+
 // compressor turns one block into one zstd frame. Each goroutine owns its
 // own. Two implementations exist: libzstd through cgo (the default when
 // cgo is on) and pure Go (klauspost/compress: CGO_ENABLED=0 or build tag
@@ -11,3 +13,27 @@ type compressor interface {
 	compress(dst, src []byte) ([]byte, error)
 	close()
 }
+
+// BlockCompressor is the block compressor this package writes images with,
+// exported so that builder/delta's decoder re-compresses blocks with the
+// very same code (and so the same bytes). Not safe for concurrent use: one
+// per goroutine.
+type BlockCompressor struct{ c compressor }
+
+// NewBlockCompressor returns a compressor at a zstd level (1..22).
+func NewBlockCompressor(level int) (*BlockCompressor, error) {
+	c, err := newCompressor(level)
+	if err != nil {
+		return nil, err
+	}
+	return &BlockCompressor{c}, nil
+}
+
+// Compress returns src as one zstd frame, exactly as a block of an image;
+// the result may reuse dst's memory (give it cap >= len(src)+len(src)/128+64).
+func (b *BlockCompressor) Compress(dst, src []byte) ([]byte, error) { return b.c.compress(dst, src) }
+
+// Close releases the compressor.
+func (b *BlockCompressor) Close() { b.c.close() }
+
+var errEmpty = errors.New("zstd: empty block")
