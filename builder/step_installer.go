@@ -39,8 +39,10 @@ const (
 )
 
 // installerModules are added to the recipe's modules in the installer: it
-// needs the network besides the disk.
-var installerModules = []string{"virtio_pci", "virtio_blk", "virtio_net"}
+// needs the network besides the disk, and efivarfs (a module in Debian's
+// kernels) to learn which partition systemd-boot started it from, so that
+// it never writes the USB stick it booted from.
+var installerModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "efivarfs"}
 
 // installerCmdline is the installer entry's kernel command line on the USB
 // image (besides the recipe's console and log settings).

@@ -330,3 +330,141 @@ func TestInstallVM(t *testing.T) {
 		t.Errorf("ESP entries after the first boot = %q, want plumb-1.0.0.conf (committed)", entries)
 	}
 }
+
+// TestInstallUSB boots the installer as a USB stick would: the build's
+// installer.img (grown to 1 GiB, as dd onto a larger stick leaves it) is
+// the VM's first disk under OVMF with swtpm, and OVMF boots its ESP
+// (systemd-boot → the installer entry with the image's own command line,
+// plumb.disk=auto). Two more disks are attached: one holding a GPT
+// partition table (written by sgdisk) and a blank one. The release in the
+// repository is tampered with before power-on.
+//
+// One boot checks both refusals: `auto` passes over the stick and the
+// partitioned disk and takes the blank one; the tampered release stops
+// the install before the partition table (exit 3, the reason on the
+// console) and the blank disk stays all zeros. The installer then drops to
+// a shell, where the test types `plumbd install --disk /dev/vdb` (the
+// partitioned disk, as a technician would by hand): refused with its
+// one-line message, exit 2; then `plumbd install --disk /dev/vda --force`
+// (the stick itself): refused too, exit 2, since systemd-boot named the
+// stick's ESP as the boot partition. Every disk file's sha256 is unchanged
+// at the end, the stick's included.
+func TestInstallUSB(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-install-usb")
+	v1 := f.build("1.0.0", "", "")
+	f.publish(v1)
+
+	dir := filepath.Join(f.work, "vm-usb")
+	os.MkdirAll(dir, 0o755)
+	stick := filepath.Join(dir, "stick.img")
+	if err := testvm.CopyImage(stick, filepath.Join(v1, builder.InstallerDiskFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(stick, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	parted := filepath.Join(dir, "parted.img")
+	blankDisk(t, parted, 1<<30)
+	run(t, "sgdisk", "-n", "1:2048:+64M", "-t", "1:8300", "-c", "1:old-data", parted)
+	blank := filepath.Join(dir, "blank.img")
+	blankDisk(t, blank, 1<<30)
+	before := map[string]string{}
+	for _, p := range []string{stick, parted} {
+		before[p] = sha256File(t, p)
+	}
+
+	// Flip bytes in the middle of the published rootfs target.
+	matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, "1.0.0", "*.rootfs.sqfs"))
+	if len(matches) != 1 {
+		t.Fatalf("published rootfs targets: %v", matches)
+	}
+	tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := tf.Stat()
+	if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	tf.Close()
+
+	keys, typing := io.Pipe()
+	t.Cleanup(func() { typing.Close() })
+	vm, err := testvm.Start(ctx, dir, testvm.WithDisk(stick), testvm.WithDisk(parted), testvm.WithDisk(blank),
+		testvm.WithTPM(), testvm.WithGuestForward(443, f.port), testvm.WithConsoleInput(keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	powerOn := vm.Started()
+	// Only the stick has a bootloader: OVMF booted its systemd-boot,
+	// which started the installer entry.
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-installer: plumbd install --disk auto`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := vm.WaitFor(ctx, regexp.MustCompile(`plumb-installer: plumbd install failed \(exit (\d+)\)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := time.Since(powerOn)
+	con := vm.Console()
+	if got[1] != "3" || !strings.Contains(con, "installing 1.0.0 on /dev/vdc") ||
+		!regexp.MustCompile(`(?m)^plumb-install: \[.*\] release 1\.0\.0 failed: .*sha256 mismatch.*; the partition table was not written`).MatchString(con) {
+		t.Errorf("installer on the tampered release: exit %s; want exit 3, the blank /dev/vdc chosen, and one line naming the sha256 mismatch before the partition table", got[1])
+	}
+	for _, line := range strings.Split(con, "\n") {
+		if strings.HasPrefix(line, "plumb") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+
+	// By hand at the installer's shell: the partitioned disk.
+	m := vm.Mark()
+	if _, err := io.WriteString(typing, "plumbd install --disk /dev/vdb; echo plumb-test-rc=$?\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = vm.WaitForAfter(ctx, m, regexp.MustCompile(`plumb-test-rc=(\d+)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := time.Since(powerOn)
+	tail := vm.Console()
+	refusal := regexp.MustCompile(`(?m)^plumbd: disk /dev/vdb holds a GPT partition table: refusing to overwrite it without --force; nothing was written\r?$`)
+	if got[1] != "2" || !refusal.MatchString(tail) {
+		t.Errorf("plumbd install --disk /dev/vdb = exit %s, console:\n%s\nwant exit 2 and the one-line refusal", got[1], tail)
+	}
+	t.Logf("refusal: %s", refusal.FindString(tail))
+
+	// Even forced, the stick the installer booted from is not written:
+	// systemd-boot named its ESP in LoaderDevicePartUUID.
+	m = vm.Mark()
+	if _, err := io.WriteString(typing, "plumbd install --disk /dev/vda --force; echo plumb-test-rc=$?\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = vm.WaitForAfter(ctx, m, regexp.MustCompile(`plumb-test-rc=(\d+)`)); err != nil {
+		t.Fatal(err)
+	}
+	stickESP := regexp.MustCompile(`(?i)Partition unique GUID: (\S+)`).FindStringSubmatch(run(t, "sgdisk", "-i", "1", stick))
+	if stickESP == nil {
+		t.Fatal("no unique GUID for the stick's ESP")
+	}
+	esp := strings.ToLower(stickESP[1])
+	bootRefusal := regexp.MustCompile(`(?m)^plumbd: disk /dev/vda holds the partition the installer booted from \(PARTUUID ` + esp + `\): refusing to overwrite it, even with --force; nothing was written\r?$`)
+	if con := vm.Console(); got[1] != "2" || !bootRefusal.MatchString(con) || !strings.Contains(con, "plumb-install: booted from partition "+esp) {
+		t.Errorf("plumbd install --disk /dev/vda --force = exit %s, console:\n%s\nwant exit 2 and the refusal naming the stick's ESP %s", got[1], con, esp)
+	}
+	t.Logf("refusal: %s", bootRefusal.FindString(vm.Console()))
+	vm.Close()
+	t.Logf("power-on to the tampered release's stop: %.1fs; to the first refusal typed at the shell: %.1fs", tampered.Seconds(), refused.Seconds())
+
+	for p, sum := range before {
+		if after := sha256File(t, p); after != sum {
+			t.Errorf("%s changed: sha256 %s before, %s after", filepath.Base(p), sum, after)
+		}
+	}
+	if !allZero(t, blank) {
+		t.Error("the blank disk is not all zeros after the tampered release")
+	}
+}

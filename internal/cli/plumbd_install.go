@@ -15,6 +15,7 @@ import (
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/install"
 	"github.com/plumb-os/plumb/updater/report"
+	"github.com/plumb-os/plumb/updater/slot"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +50,9 @@ the disk described by /etc/plumb/installer.json (the build's layout):
 
 --disk auto takes the only disk whose first MiB is all zeros. A disk holding
 a partition table, a filesystem or any data is refused (exit 2, nothing
-written) unless --force. --dry-run does steps that only read: the release is
+written) unless --force. The disk holding the partition systemd-boot
+started the installer from (LoaderDevicePartUUID in efivarfs: the USB
+stick's ESP) is refused even with --force. --dry-run does steps that only read: the release is
 downloaded and verified into nothing. Exit 3: the release or the repository
 failed verification.`,
 		Args: cobra.NoArgs,
@@ -128,8 +131,25 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 	} else {
 		e.log.Info("no TPM identity: the installer sends no status reports", "err", err)
 	}
+	// Booted from a USB stick by systemd-boot: the stick's ESP is named
+	// in efivarfs, and the disk holding it is never written.
+	efivars := rooted(o.root, slot.EFIVarsDir)
+	if o.root == "/" {
+		if ents, err := os.ReadDir(efivars); err == nil && len(ents) == 0 {
+			if err := slot.MountEFIVars(efivars); err != nil {
+				e.log.Debug("efivarfs not mounted", "err", err)
+			}
+		}
+	}
+	bootPart, err := install.BootPartUUID(efivars)
+	if err != nil {
+		e.log.Warn("boot partition unknown", "err", err)
+	}
+	if bootPart != "" {
+		fmt.Fprintf(e.stdout, "plumb-install: booted from partition %s: its disk is never written\n", bootPart)
+	}
 	res, err := install.Run(ctx, install.Options{
-		Disk: o.disk, Force: o.force, DryRun: o.dryRun,
+		Disk: o.disk, Force: o.force, DryRun: o.dryRun, BootPartUUID: bootPart,
 		Hardware: cfg.Hardware, Channel: cfg.Channel, DeviceID: deviceID,
 		Layout: layout, Root: o.root, Repo: client,
 		SysBlock: "/sys/class/block", Dev: "/dev",

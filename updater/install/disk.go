@@ -166,3 +166,98 @@ func readInt(path string) (int64, error) {
 	}
 	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
+
+// loaderDevicePartUUID is systemd-boot's variable naming the partition it
+// was started from (vendor GUID of the Boot Loader Interface).
+const loaderDevicePartUUID = "LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+
+// BootPartUUID returns the PARTUUID (lower case) of the partition
+// systemd-boot started the running kernel from, read from efivarfs mounted
+// at dir: on an installer booted from a USB stick, the stick's ESP. It
+// returns "" and no error when the variable is absent (no UEFI, no
+// systemd-boot, or a kernel started directly as network boot does).
+func BootPartUUID(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, loaderDevicePartUUID))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading LoaderDevicePartUUID: %w", err)
+	}
+	// 4 bytes of attributes, then UTF-16LE text, NUL-terminated.
+	if len(b) < 4 || (len(b)-4)%2 != 0 {
+		return "", fmt.Errorf("LoaderDevicePartUUID: expected 4 bytes of attributes and UTF-16LE text, got %d bytes", len(b))
+	}
+	var s []byte
+	for i := 4; i+1 < len(b); i += 2 {
+		c := binary.LittleEndian.Uint16(b[i:])
+		if c == 0 {
+			break
+		}
+		if c > 0x7f {
+			return "", fmt.Errorf("LoaderDevicePartUUID: expected a GUID, got a non-ASCII character")
+		}
+		s = append(s, byte(c))
+	}
+	return strings.ToLower(string(s)), nil
+}
+
+// PartUUIDs returns the unique GUIDs (lower case, as in PARTUUID=) of the
+// partitions in the GPT of the disk (or image file) at path; none when it
+// has no GPT. Sector sizes of 512 and 4096 bytes are tried.
+func PartUUIDs(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	for _, sector := range []int64{512, 4096} {
+		hdr := make([]byte, 92)
+		if _, err := f.ReadAt(hdr, sector); err != nil {
+			if errors.Is(err, io.EOF) {
+				continue
+			}
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if string(hdr[:8]) != "EFI PART" {
+			continue
+		}
+		lba := int64(binary.LittleEndian.Uint64(hdr[72:]))
+		count := int64(binary.LittleEndian.Uint32(hdr[80:]))
+		size := int64(binary.LittleEndian.Uint32(hdr[84:]))
+		if size < 128 || size > 4096 || count > 1024 || lba < 2 {
+			return nil, fmt.Errorf("%s: GPT header: expected up to 1024 entries of 128-4096 bytes, got %d of %d at LBA %d", path, count, size, lba)
+		}
+		ents := make([]byte, count*size)
+		if _, err := f.ReadAt(ents, lba*sector); err != nil {
+			return nil, fmt.Errorf("reading the GPT entries of %s: %w", path, err)
+		}
+		var ids []string
+		for i := int64(0); i < count; i++ {
+			e := ents[i*size : (i+1)*size]
+			if bytes.Equal(e[:16], make([]byte, 16)) {
+				continue // unused entry: no partition type
+			}
+			g := e[16:32]
+			ids = append(ids, fmt.Sprintf("%08x-%04x-%04x-%x-%x",
+				binary.LittleEndian.Uint32(g[0:]), binary.LittleEndian.Uint16(g[4:]), binary.LittleEndian.Uint16(g[6:]), g[8:10], g[10:16]))
+		}
+		return ids, nil
+	}
+	return nil, nil
+}
+
+// holdsPartition tells whether the disk at path has a partition with the
+// given PARTUUID in its GPT.
+func holdsPartition(path, partUUID string) (bool, error) {
+	ids, err := PartUUIDs(path)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range ids {
+		if id == partUUID {
+			return true, nil
+		}
+	}
+	return false, nil
+}

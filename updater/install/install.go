@@ -58,6 +58,10 @@ type Options struct {
 	Disk string
 	// Force overwrites a disk that holds partitions or data.
 	Force bool
+	// BootPartUUID is the PARTUUID of the partition the installer was
+	// booted from (BootPartUUID: the USB stick's ESP), or "". The disk that
+	// holds it is never written, even with Force.
+	BootPartUUID string
 	// DryRun does everything that only reads (refresh, choice, disk
 	// checks, download and verification of the release into nothing) and
 	// writes nothing.
@@ -177,6 +181,15 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	r.prog.Disk = d.Path
 	if d.Size < layout.DiskSize() {
 		return nil, &classed{fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize()), ErrNoDisk}
+	}
+	if o.BootPartUUID != "" {
+		boot, err := holdsPartition(d.Path, o.BootPartUUID)
+		if err != nil {
+			return nil, err
+		}
+		if boot {
+			return nil, &classed{fmt.Sprintf("disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID), ErrNotEmpty}
+		}
 	}
 	if !d.Empty() {
 		if !o.Force {
