@@ -51,6 +51,7 @@ func TestWorkloadsOnDevice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
 	f := newFleet(t, ctx, "qemu-apps")
+	f.containers = true
 	bb := testutil.RequireTool(t, "busybox", "busybox-static")
 	inittab, watch := filepath.Join(f.work, "inittab"), filepath.Join(f.work, "watch")
 	if err := os.WriteFile(inittab, []byte(statusInittab), 0o644); err != nil {
