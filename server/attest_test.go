@@ -186,14 +186,13 @@ func TestAttestEndpoints(t *testing.T) {
 	}
 
 	// A wrong answer to the challenge is refused, and uses it up.
-	ch, err := c.Enroll(ctx, dev.EnrollmentRequest())
-	if err != nil {
+	if _, err := c.Enroll(ctx, dev.EnrollmentRequest()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: "dev-1", Secret: []byte("guess")}); !errors.Is(err, attestapi.ErrRefused) {
 		t.Errorf("activate with a wrong secret: %v, want refused", err)
 	}
-	ch, err = c.Enroll(ctx, dev.EnrollmentRequest())
+	ch, err := c.Enroll(ctx, dev.EnrollmentRequest())
 	if err != nil {
 		t.Fatal(err)
 	}
