@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/plumb-os/plumb/updater/identity"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/release"
 )
 
