@@ -135,19 +135,9 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 	}
 
 	changed := map[string]bool{metadata.TARGETS: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
-	if err := r.bump(st, changed, signers); err != nil {
+	if err := r.signAndWrite(ctx, t, st, changed, signers); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := r.writeVersioned(t, st, changed); err != nil {
-		return nil, err
-	}
-	if err := r.writeFixed(t, st, changed); err != nil {
-		return nil, err
-	}
-	t.commit()
 	log.Info("release published", "targets", len(todo), "targets_version", st.targets.Signed.Version, "channel", f.Channel, "rollout", f.Rollout)
 	return f, nil
 }

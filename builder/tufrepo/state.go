@@ -1,6 +1,7 @@
 package tufrepo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -289,6 +290,26 @@ func (r *Repo) bump(st *state, changed map[string]bool, signers map[string][]sig
 		}
 	}
 	return st.signAll(signers)
+}
+
+// signAndWrite bumps and signs the changed roles, writes their versioned
+// files, then the fixed-name ones, and commits t: the last steps of every
+// change to the repository (rotate has its own order for root).
+func (r *Repo) signAndWrite(ctx context.Context, t *txn, st *state, changed map[string]bool, signers map[string][]signature.Signer) error {
+	if err := r.bump(st, changed, signers); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.writeVersioned(t, st, changed); err != nil {
+		return err
+	}
+	if err := r.writeFixed(t, st, changed); err != nil {
+		return err
+	}
+	t.commit()
+	return nil
 }
 
 // writeVersioned creates the new versioned files of the changed roles.

@@ -159,19 +159,9 @@ func (r *Repo) PublishWorkloads(ctx context.Context, group string, m *workload.M
 		return out, nil
 	}
 	bumped := map[string]bool{role: true, metadata.SNAPSHOT: true, metadata.TIMESTAMP: true}
-	if err := r.bump(st, bumped, signers); err != nil {
+	if err := r.signAndWrite(ctx, t, st, bumped, signers); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := r.writeVersioned(t, st, bumped); err != nil {
-		return nil, err
-	}
-	if err := r.writeFixed(t, st, bumped); err != nil {
-		return nil, err
-	}
-	t.commit()
 	out.Version, out.Changed = into.Signed.Version, true
 	r.opts.Log.Info("workloads published", "group", group, "target", out.Target, "role", role, "version", out.Version)
 	return out, nil
