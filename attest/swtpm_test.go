@@ -6,50 +6,16 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
-// swtpm's local CA (swtpm_setup --create-ek-cert signs with it).
-var swtpmCAs = []string{"/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"}
-
 // startSwtpm manufactures a swtpm like the VM tests do (EK certificate from
 // swtpm's local CA) and connects to it over its server socket.
 func startSwtpm(t *testing.T) net.Conn {
-	t.Helper()
-	testutil.RequireTool(t, "swtpm", "swtpm")
-	testutil.RequireTool(t, "swtpm_setup", "swtpm-tools")
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o700)
-	if out, err := exec.CommandContext(t.Context(), "swtpm_setup", "--tpm2", "--tpmstate", state,
-		"--create-ek-cert", "--create-platform-cert", "--overwrite").CombinedOutput(); err != nil {
-		t.Fatalf("swtpm_setup: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "tpm.sock")
-	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
-		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+sock+".ctrl",
-		"--flags", "not-need-init,startup-clear")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var conn net.Conn
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if conn, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("connecting to swtpm: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, _ := testutil.Swtpm(t, t.TempDir(), true)
 	return conn
 }
 
@@ -68,7 +34,7 @@ func TestSwtpmEKCertificate(t *testing.T) {
 		t.Fatal("no EK certificate read from swtpm's NV 0x01c00002")
 	}
 	pool := x509.NewCertPool()
-	for _, p := range swtpmCAs {
+	for _, p := range testutil.SwtpmCAs {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("swtpm local CA: %v", err)

@@ -9,15 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 
@@ -30,39 +27,10 @@ import (
 	"github.com/plumb-os/plumb/updater/release"
 )
 
-// swtpm-localca's CA, which signs the EK certificates swtpm_setup makes.
-var swtpmCAs = []string{"/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"}
-
-// startTPM manufactures a TPM with an EK certificate (swtpm_setup) and
-// serves it on a raw command socket (swtpm).
+// startTPM manufactures a TPM with an EK certificate and serves it on a raw
+// command socket.
 func startTPM(t *testing.T) io.ReadWriter {
-	t.Helper()
-	setup := testutil.RequireTool(t, "swtpm_setup", "swtpm-tools")
-	bin := testutil.RequireTool(t, "swtpm", "swtpm")
-	dir := t.TempDir()
-	if out, err := exec.Command(setup, "--tpm2", "--tpmstate", dir, "--create-ek-cert", "--create-platform-cert").CombinedOutput(); err != nil {
-		t.Fatalf("swtpm_setup: %v\n%s", err, out)
-	}
-	sock := filepath.Join(dir, "cmd")
-	cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+dir,
-		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl"),
-		"--flags", "not-need-init,startup-clear")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var conn net.Conn
-	var err error
-	for range 100 {
-		if conn, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("connecting to swtpm: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, _ := testutil.Swtpm(t, t.TempDir(), true)
 	return conn
 }
 
@@ -108,7 +76,7 @@ func TestAttestEndpoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("manufactures a TPM with swtpm_setup (RSA key generation): not in -short")
 	}
-	for _, p := range swtpmCAs {
+	for _, p := range testutil.SwtpmCAs {
 		if _, err := os.Stat(p); err != nil {
 			t.Skipf("swtpm-localca CA not found (%v): run swtpm_setup once", err)
 		}
@@ -119,7 +87,7 @@ func TestAttestEndpoints(t *testing.T) {
 	}
 	facts := publishRelease(t, repoDir, "1.0.0")
 	pool := x509.NewCertPool()
-	for _, p := range swtpmCAs {
+	for _, p := range testutil.SwtpmCAs {
 		pem, _ := os.ReadFile(p)
 		pool.AppendCertsFromPEM(pem)
 	}

@@ -6,13 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
@@ -121,31 +118,9 @@ func TestExtendPCR(t *testing.T) {
 	}
 }
 
-// startSwtpm runs swtpm with a raw command socket and returns it.
+// startSwtpm starts a real TPM (swtpm).
 func startSwtpm(t *testing.T) io.ReadWriteCloser {
-	t.Helper()
-	bin := testutil.RequireTool(t, "swtpm", "swtpm")
-	dir := t.TempDir()
-	sock, ctrl := filepath.Join(dir, "cmd"), filepath.Join(dir, "ctrl")
-	cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+dir,
-		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+ctrl,
-		"--flags", "not-need-init,startup-clear")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var conn net.Conn
-	var err error
-	for range 100 {
-		if conn, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("connecting to swtpm: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, _ := testutil.Swtpm(t, t.TempDir(), false)
 	return conn
 }
 

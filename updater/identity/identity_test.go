@@ -1,58 +1,21 @@
 package identity
 
 import (
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
-// swtpm starts a real TPM 2.0 simulator (swtpm) with its state in dir,
-// serving raw TPM commands on a unix socket, and returns a connection and
-// a function that stops it (also run at cleanup).
+// swtpm starts a real TPM 2.0 simulator (swtpm) with its state in dir and
+// returns a connection and a function that stops it (also run at cleanup).
 func swtpm(t *testing.T, dir string) (transport.TPM, func()) {
-	t.Helper()
-	bin := testutil.RequireTool(t, "swtpm", "swtpm")
-	sock := filepath.Join(dir, "sock")
-	os.Remove(sock)
-	cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+dir,
-		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+sock+".ctrl",
-		"--flags", "not-need-init,startup-clear")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cmd.Process.Kill() // by its PID
-			cmd.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	var conn net.Conn
-	var err error
-	for i := 0; i < 100; i++ {
-		if conn, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("swtpm (pid %s) did not listen: %v", strconv.Itoa(pid), err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return transport.FromReadWriter(conn), func() { conn.Close(); stop() }
+	conn, stop := testutil.Swtpm(t, dir, false)
+	return transport.FromReadWriter(conn), stop
 }
 
 var idRE = regexp.MustCompile(`^[a-z2-7]{16}$`)
