@@ -15,7 +15,7 @@ import (
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/earlyinit"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // Manifest describes one build's outputs. It is written as manifest.json

@@ -19,7 +19,7 @@ import (
 	"github.com/plumb-os/plumb/builder/initramfs"
 	"github.com/plumb-os/plumb/builder/rootfs"
 	"github.com/plumb-os/plumb/internal/progress"
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 // The installer's init script and udhcpc's event script.

@@ -14,7 +14,7 @@ import (
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
 	"github.com/plumb-os/plumb/internal/progress"
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/updater/device"
 )
 

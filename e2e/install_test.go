@@ -18,7 +18,7 @@ import (
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/testvm"
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 // installerRoot unpacks a build's installer initramfs into a directory

@@ -19,7 +19,7 @@ import (
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/server/attestapi"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // AttestOptions turn on the verifier endpoints (/v1/attest/..., see

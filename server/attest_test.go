@@ -24,7 +24,7 @@ import (
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server/attestapi"
 	"github.com/plumb-os/plumb/updater/earlyinit"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // startTPM manufactures a TPM with an EK certificate and serves it on a raw

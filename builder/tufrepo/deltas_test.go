@@ -15,7 +15,7 @@ import (
 	"github.com/plumb-os/plumb/builder/delta"
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // sqfsImage is a real root image (builder/squashfs) of a small tree whose

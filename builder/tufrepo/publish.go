@@ -17,7 +17,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // PublishOptions choose how a release is offered.

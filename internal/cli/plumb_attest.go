@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/fetch"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 func init() { badInputClasses = append(badInputClasses, attest.ErrMalformed) }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
@@ -71,7 +72,7 @@ func runBuild(ctx context.Context, e *env, o buildOptions) error {
 		return err
 	}
 	if o.version != "" {
-		if !recipe.ValidVersion(o.version) {
+		if !release.ValidVersion(o.version) {
 			return badInput(fmt.Errorf("--version: expected a version like 1.2.3, got %q", o.version))
 		}
 		r.Version = o.version

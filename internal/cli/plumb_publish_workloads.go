@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/builder/workloadsrc"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // runPublishWorkloads is `plumb publish DIR --workloads FILE --group G`.
@@ -22,7 +23,7 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 	if err != nil {
 		return badInput(fmt.Errorf("--workloads: %w", err))
 	}
-	src, err := workload.ParseYAML(o.workloads, data, o.group)
+	src, err := workloadsrc.ParseYAML(o.workloads, data, o.group)
 	if err != nil {
 		return badInput(err)
 	}
@@ -41,7 +42,7 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 	// here rather than on every device.
 	for _, c := range src.Manifest.Containers {
 		if file, ok := archives[c.Target]; ok && c.Target != "" {
-			if err := workload.CheckArchive(&c, file); err != nil {
+			if err := workloadsrc.CheckArchive(&c, file); err != nil {
 				return badInput(err)
 			}
 		}

@@ -14,13 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/server/attestapi"
 	"github.com/plumb-os/plumb/updater/agent"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/identity"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // reportFile keeps the verifier's last report on the data partition.

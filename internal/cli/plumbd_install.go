@@ -10,13 +10,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/install"
 	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
-	"golang.org/x/sys/unix"
 )
 
 type installOptions struct {

@@ -14,8 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/updater/agent"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
@@ -23,7 +24,6 @@ import (
 	"github.com/plumb-os/plumb/updater/reconcile"
 	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // Device paths plumbd uses.

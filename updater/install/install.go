@@ -37,11 +37,10 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
-	"github.com/plumb-os/plumb/updater/agent"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/fetch"
-	"github.com/plumb-os/plumb/updater/release"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -66,7 +65,7 @@ type Options struct {
 	// checks, download and verification of the release into nothing) and
 	// writes nothing.
 	DryRun bool
-	// Hardware, Channel and DeviceID choose the release (agent.Choose).
+	// Hardware, Channel and DeviceID choose the release (release.Choose).
 	Hardware, Channel, DeviceID string
 	// Layout is the disk to write (from the installer initramfs).
 	Layout *config.Installer
@@ -155,11 +154,11 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := make([]agent.Target, len(targets))
+	ts := make([]release.Target, len(targets))
 	for i, t := range targets {
-		ts[i] = agent.Target{Path: t.Path, Custom: t.Custom}
+		ts[i] = release.Target{Path: t.Path, Custom: t.Custom}
 	}
-	cand, skipped := agent.Choose(ts, agent.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
+	cand, skipped := release.Choose(ts, release.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
 	for p, why := range skipped {
 		r.log.Warn("target skipped", "target", p, "err", why)
 	}

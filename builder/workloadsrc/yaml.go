@@ -1,9 +1,10 @@
-package workload
+package workloadsrc
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/plumb-os/plumb/format/workload"
 	"io"
 
 	"path/filepath"
@@ -41,7 +42,7 @@ func (e *Error) Error() string {
 
 // Source is a manifest read from YAML with the archives it names.
 type Source struct {
-	Manifest *Manifest
+	Manifest *workload.Manifest
 	// Archives maps a container's index to the host path of its OCI image
 	// archive (the YAML's "archive:", relative to the YAML file); its
 	// Target is set to apps/<group>/<base name>.
@@ -52,7 +53,7 @@ type Source struct {
 // anchors relative archive paths. Unknown keys, wrong types and invalid
 // values are errors with the line.
 func ParseYAML(file string, data []byte, group string) (*Source, error) {
-	if err := ValidGroup(group); err != nil {
+	if err := workload.ValidGroup(group); err != nil {
 		return nil, err
 	}
 	p := &parser{file: file}
@@ -60,7 +61,7 @@ func ParseYAML(file string, data []byte, group string) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &Source{Manifest: &Manifest{}, Archives: map[int]string{}}
+	src := &Source{Manifest: &workload.Manifest{}, Archives: map[int]string{}}
 	lines := map[int]int{}
 	if root != nil {
 		err := p.mapping(root, "", map[string]func(*yaml.Node) error{
@@ -69,7 +70,7 @@ func ParseYAML(file string, data []byte, group string) (*Source, error) {
 					return p.errAt(n, "containers", "expected a list, got %s", describe(n))
 				}
 				for i, cn := range n.Content {
-					var c Container
+					var c workload.Container
 					var archive string
 					if err := p.container(cn, fmt.Sprintf("containers[%d]", i), &c, &archive); err != nil {
 						return err
@@ -82,7 +83,7 @@ func ParseYAML(file string, data []byte, group string) (*Source, error) {
 							archive = filepath.Join(filepath.Dir(file), archive)
 						}
 						src.Archives[i] = archive
-						c.Target = TargetPrefix + group + "/" + filepath.Base(archive)
+						c.Target = workload.TargetPrefix + group + "/" + filepath.Base(archive)
 					}
 					lines[i] = cn.Line
 					src.Manifest.Containers = append(src.Manifest.Containers, c)
@@ -95,7 +96,7 @@ func ParseYAML(file string, data []byte, group string) (*Source, error) {
 		}
 	}
 	if err := src.Manifest.Validate(group); err != nil {
-		var fe *FieldError
+		var fe *workload.FieldError
 		if errors.As(err, &fe) {
 			return nil, &Error{File: file, Line: p.lineOf(fe, lines), Field: strings.SplitN(fe.Error(), ": ", 2)[0], Msg: fe.Msg}
 		}
@@ -109,7 +110,7 @@ type parser struct {
 	lines map[string]int // field path -> line
 }
 
-func (p *parser) lineOf(fe *FieldError, containers map[int]int) int {
+func (p *parser) lineOf(fe *workload.FieldError, containers map[int]int) int {
 	f := strings.SplitN(fe.Error(), ": ", 2)[0]
 	for f != "" {
 		if l, ok := p.lines[f]; ok {
@@ -237,7 +238,7 @@ func (p *parser) strs(n *yaml.Node, field string, dst *[]string) error {
 	return nil
 }
 
-func (p *parser) container(n *yaml.Node, field string, c *Container, archive *string) error {
+func (p *parser) container(n *yaml.Node, field string, c *workload.Container, archive *string) error {
 	f := func(k string) string { return field + "." + k }
 	return p.mapping(n, field, map[string]func(*yaml.Node) error{
 		"name":    func(v *yaml.Node) error { return p.str(v, f("name"), &c.Name) },
@@ -269,7 +270,7 @@ func (p *parser) container(n *yaml.Node, field string, c *Container, archive *st
 				return p.errAt(v, f("mounts"), "expected a list, got %s", describe(v))
 			}
 			for i, mn := range v.Content {
-				var m Mount
+				var m workload.Mount
 				mf := fmt.Sprintf("%s[%d]", f("mounts"), i)
 				err := p.mapping(mn, mf, map[string]func(*yaml.Node) error{
 					"source": func(v *yaml.Node) error { return p.str(v, mf+".source", &m.Source) },
@@ -290,7 +291,7 @@ func (p *parser) container(n *yaml.Node, field string, c *Container, archive *st
 			return nil
 		},
 		"health": func(v *yaml.Node) error {
-			h := &Health{}
+			h := &workload.Health{}
 			c.Health = h
 			hf := f("health")
 			return p.mapping(v, hf, map[string]func(*yaml.Node) error{
@@ -304,7 +305,7 @@ func (p *parser) container(n *yaml.Node, field string, c *Container, archive *st
 					if err != nil {
 						return p.errAt(v, hf+".interval", "expected a duration like \"30s\", got %q", s)
 					}
-					h.Interval = Duration(d)
+					h.Interval = workload.Duration(d)
 					return nil
 				},
 				"retries": func(v *yaml.Node) error {

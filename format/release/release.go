@@ -51,8 +51,8 @@ type Facts struct {
 }
 
 var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.-]+)?$`)
+	nameRE         = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	factsVersionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.-]+)?$`)
 )
 
 // Parse decodes and validates a custom field. Unknown keys are allowed
@@ -78,7 +78,7 @@ func (f *Facts) Validate() error {
 	if !nameRE.MatchString(f.Hardware) {
 		return fmt.Errorf("release facts: hardware: expected a name like \"qemu-x86_64\", got %q", f.Hardware)
 	}
-	if !versionRE.MatchString(f.Version) {
+	if !factsVersionRE.MatchString(f.Version) {
 		return fmt.Errorf("release facts: version: expected a version like \"1.2.3\", got %q", f.Version)
 	}
 	if f.Channel == "" {
@@ -96,7 +96,7 @@ func (f *Facts) Validate() error {
 		}
 	}
 	if f.Kind == KindDelta {
-		if !versionRE.MatchString(f.From) {
+		if !factsVersionRE.MatchString(f.From) {
 			return fmt.Errorf("release facts: from: expected the base version of the delta, got %q", f.From)
 		}
 		if !isSHA256(f.BaseSHA256) {

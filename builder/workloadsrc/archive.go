@@ -1,10 +1,11 @@
-package workload
+package workloadsrc
 
 import (
 	"archive/tar"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/plumb-os/plumb/format/workload"
 	"io"
 	"os"
 	"slices"
@@ -54,7 +55,7 @@ func ArchiveImages(file string) ([]string, error) {
 }
 
 // CheckArchive checks that file's index.json names the image digest c pins.
-func CheckArchive(c *Container, file string) error {
+func CheckArchive(c *workload.Container, file string) error {
 	ds, err := ArchiveImages(file)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package recipe
+package release
 
 import (
 	"regexp"

@@ -1,19 +1,16 @@
-package agent
+package release
 
 import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-
-	"github.com/plumb-os/plumb/builder/recipe"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // Candidate is a release target the agent may install: a full release, or
 // a delta bundle that produces one.
 type Candidate struct {
 	Path   string
-	Facts  *release.Facts
+	Facts  *Facts
 	Length int64  // trusted length of the target (TUF)
 	SHA256 string // trusted sha256 of the target (TUF), lower-case hex
 }
@@ -45,24 +42,24 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 		if len(t.Custom) == 0 {
 			continue
 		}
-		f, err := release.Parse(t.Custom)
+		f, err := Parse(t.Custom)
 		if err != nil {
 			skipped[t.Path] = err
 			continue
 		}
-		if f.Kind != release.KindFull || f.Hardware != w.Hardware || f.Channel != w.Channel {
+		if f.Kind != KindFull || f.Hardware != w.Hardware || f.Channel != w.Channel {
 			continue
 		}
-		if t.Path != release.TargetPath(f.Hardware, f.Version) {
+		if t.Path != TargetPath(f.Hardware, f.Version) {
 			continue // facts must match where the target lives
 		}
-		if recipe.CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] {
+		if CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] {
 			continue
 		}
 		if !InRollout(w.DeviceID, f.Version, f.Rollout) {
 			continue
 		}
-		if best == nil || recipe.CompareVersions(f.Version, best.Facts.Version) > 0 {
+		if best == nil || CompareVersions(f.Version, best.Facts.Version) > 0 {
 			best = &Candidate{Path: t.Path, Facts: f, Length: t.Length, SHA256: t.SHA256}
 		}
 	}
@@ -88,7 +85,7 @@ func InRollout(deviceID, version string, percent int) bool {
 // its rootfs the full release's image.
 func ChooseDelta(targets []Target, full *Candidate, w Want) (*Candidate, string) {
 	hw, ver := full.Facts.Hardware, full.Facts.Version
-	runPath, deltaPath := release.TargetPath(hw, w.Running), release.DeltaPath(hw, ver, w.Running)
+	runPath, deltaPath := TargetPath(hw, w.Running), DeltaPath(hw, ver, w.Running)
 	var run, dt *Target
 	for i, t := range targets {
 		switch t.Path {
@@ -104,11 +101,11 @@ func ChooseDelta(targets []Target, full *Candidate, w Want) (*Candidate, string)
 	case run == nil:
 		return nil, "the running release " + w.Running + " is not in the repository: its image sha256 is unknown"
 	}
-	f, err := release.Parse(dt.Custom)
+	f, err := Parse(dt.Custom)
 	switch {
 	case err != nil:
 		return nil, err.Error()
-	case f.Kind != release.KindDelta || f.Hardware != hw || f.Version != ver || f.From != w.Running:
+	case f.Kind != KindDelta || f.Hardware != hw || f.Version != ver || f.From != w.Running:
 		return nil, fmt.Sprintf("%s: facts say kind %s, %s %s from %s", dt.Path, f.Kind, f.Hardware, f.Version, f.From)
 	case f.BaseSHA256 != run.SHA256:
 		return nil, fmt.Sprintf("%s: base_sha256 %s is not the running image's sha256 %s", dt.Path, f.BaseSHA256, run.SHA256)

@@ -1,23 +1,21 @@
-package agent
+package release
 
 import (
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 func target(kind, hw, version, channel string, rollout int) Target {
-	f := release.Facts{
+	f := Facts{
 		Kind: kind, Name: "demo", Hardware: hw, Version: version, Channel: channel, Rollout: rollout,
-		Rootfs: release.Digest{SHA256: strings.Repeat("ab", 32), Size: 1},
+		Rootfs: Digest{SHA256: strings.Repeat("ab", 32), Size: 1},
 	}
-	path := release.TargetPath(hw, version)
-	if kind == release.KindDelta {
+	path := TargetPath(hw, version)
+	if kind == KindDelta {
 		f.From, f.BaseSHA256 = "1.0.0", strings.Repeat("cd", 32)
-		path = release.DeltaPath(hw, version, "1.0.0")
+		path = DeltaPath(hw, version, "1.0.0")
 	}
 	b, _ := json.Marshal(f)
 	return Target{Path: path, Custom: b}
@@ -97,17 +95,17 @@ func TestInRolloutSpread(t *testing.T) {
 func TestChooseDelta(t *testing.T) {
 	const runSHA, fullSHA = "11", "22"
 	sha := func(s string) string { return strings.Repeat(s, 32) }
-	full := &Candidate{Path: release.TargetPath("qemu", "2.0.0"), Length: 1000, SHA256: sha(fullSHA),
-		Facts: &release.Facts{Kind: "full", Hardware: "qemu", Version: "2.0.0"}}
-	running := Target{Path: release.TargetPath("qemu", "1.0.0"), Length: 900, SHA256: sha(runSHA)}
-	deltaT := func(mod func(f *release.Facts)) Target {
-		f := release.Facts{Kind: "delta", Name: "demo", Hardware: "qemu", Version: "2.0.0", Channel: "stable", Rollout: 100,
-			Rootfs: release.Digest{SHA256: sha(fullSHA), Size: 1000}, From: "1.0.0", BaseSHA256: sha(runSHA)}
+	full := &Candidate{Path: TargetPath("qemu", "2.0.0"), Length: 1000, SHA256: sha(fullSHA),
+		Facts: &Facts{Kind: "full", Hardware: "qemu", Version: "2.0.0"}}
+	running := Target{Path: TargetPath("qemu", "1.0.0"), Length: 900, SHA256: sha(runSHA)}
+	deltaT := func(mod func(f *Facts)) Target {
+		f := Facts{Kind: "delta", Name: "demo", Hardware: "qemu", Version: "2.0.0", Channel: "stable", Rollout: 100,
+			Rootfs: Digest{SHA256: sha(fullSHA), Size: 1000}, From: "1.0.0", BaseSHA256: sha(runSHA)}
 		if mod != nil {
 			mod(&f)
 		}
 		b, _ := json.Marshal(f)
-		return Target{Path: release.DeltaPath("qemu", "2.0.0", "1.0.0"), Custom: b, Length: 50, SHA256: sha("33")}
+		return Target{Path: DeltaPath("qemu", "2.0.0", "1.0.0"), Custom: b, Length: 50, SHA256: sha("33")}
 	}
 	w := Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0"}
 	tests := []struct {
@@ -118,10 +116,10 @@ func TestChooseDelta(t *testing.T) {
 		{"delta from the running image", []Target{running, deltaT(nil)}, ""},
 		{"no delta", []Target{running}, "no delta from 1.0.0"},
 		{"running release not published", []Target{deltaT(nil)}, "is not in the repository"},
-		{"other base", []Target{running, deltaT(func(f *release.Facts) { f.BaseSHA256 = sha("44") })}, "is not the running image's sha256"},
-		{"other result", []Target{running, deltaT(func(f *release.Facts) { f.Rootfs.SHA256 = sha("44") })}, "not the full release's"},
-		{"facts of a full release", []Target{running, deltaT(func(f *release.Facts) { f.Kind = "full" })}, "facts say kind full"},
-		{"bad facts", []Target{running, deltaT(func(f *release.Facts) { f.BaseSHA256 = "x" })}, "base_sha256: expected 64 hex digits"},
+		{"other base", []Target{running, deltaT(func(f *Facts) { f.BaseSHA256 = sha("44") })}, "is not the running image's sha256"},
+		{"other result", []Target{running, deltaT(func(f *Facts) { f.Rootfs.SHA256 = sha("44") })}, "not the full release's"},
+		{"facts of a full release", []Target{running, deltaT(func(f *Facts) { f.Kind = "full" })}, "facts say kind full"},
+		{"bad facts", []Target{running, deltaT(func(f *Facts) { f.BaseSHA256 = "x" })}, "base_sha256: expected 64 hex digits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,8 +1,9 @@
-package workload
+package workloadsrc
 
 import (
 	"bytes"
 	"errors"
+	"github.com/plumb-os/plumb/format/workload"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,13 +45,13 @@ func TestParseYAML(t *testing.T) {
 	if web.Target != "apps/demo/web.tar" || src.Archives[0] != "/srv/apps/images/web.tar" {
 		t.Errorf("web target %q archive %q, want apps/demo/web.tar from /srv/apps/images/web.tar", web.Target, src.Archives[0])
 	}
-	if web.Env["PORT"] != "8080" || web.Mounts[0] != (Mount{Source: "web/html", Target: "/srv", ReadOnly: true}) || web.RestartPolicy() != RestartOnFailure {
+	if web.Env["PORT"] != "8080" || web.Mounts[0] != (workload.Mount{Source: "web/html", Target: "/srv", ReadOnly: true}) || web.RestartPolicy() != workload.RestartOnFailure {
 		t.Errorf("web = %+v", web)
 	}
 	if web.Health == nil || web.Health.Retries != 2 || web.Health.Interval.String() != "10s" {
 		t.Errorf("web health = %+v", web.Health)
 	}
-	if m.Containers[1].RestartPolicy() != RestartAlways || m.Containers[1].Target != "" {
+	if m.Containers[1].RestartPolicy() != workload.RestartAlways || m.Containers[1].Target != "" {
 		t.Errorf("db = %+v, want restart always, pulled from its registry", m.Containers[1])
 	}
 	// JSON round trip.
@@ -58,7 +59,7 @@ func TestParseYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := Decode(b, "demo")
+	back, err := workload.Decode(b, "demo")
 	if err != nil {
 		t.Fatalf("Decode(Encode) = %v\n%s", err, b)
 	}
@@ -70,7 +71,7 @@ func TestParseYAML(t *testing.T) {
 		t.Errorf("two different containers share a spec hash")
 	}
 	w2 := web
-	w2.Restart, w2.Health = RestartNever, nil
+	w2.Restart, w2.Health = workload.RestartNever, nil
 	if w2.SpecHash() != web.SpecHash() {
 		t.Errorf("restart policy and health changed the spec hash: they do not need a new container")
 	}
@@ -105,18 +106,6 @@ func TestParseYAMLErrors(t *testing.T) {
 	}
 }
 
-func TestDecodeStrict(t *testing.T) {
-	for _, tt := range []struct{ json, want string }{
-		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","extra":1}]}`, `workloads.json: json: unknown field "extra"`},
-		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `"}]} {}`, `workloads.json: expected one JSON object, found more data`},
-		{`{"containers":[{"name":"A","image":"r.example/x@` + dgA + `"}]}`, `workloads.json: containers[0].name: expected [a-z0-9][a-z0-9_.-]* (at most 63 characters), got "A"`},
-	} {
-		if _, err := Decode([]byte(tt.json), "demo"); err == nil || err.Error() != tt.want {
-			t.Errorf("Decode(%s) = %v, want %s", tt.json, err, tt.want)
-		}
-	}
-}
-
 func TestArchiveImages(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.tar")
@@ -144,22 +133,8 @@ func FuzzParseYAML(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Decode(b, "demo"); err != nil {
+		if _, err := workload.Decode(b, "demo"); err != nil {
 			t.Errorf("Decode(Encode(ParseYAML)) = %v\n%s", err, b)
-		}
-	})
-}
-
-// FuzzDecode: no repository JSON panics the device.
-func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","target":"apps/demo/a.tar","health":{"command":["true"],"interval":"5s"}}]}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := Decode(data, "demo")
-		if err != nil {
-			return
-		}
-		if _, err := m.Encode(); err != nil {
-			t.Fatal(err)
 		}
 	})
 }
