@@ -13,9 +13,9 @@ import (
 	"github.com/plumb-os/plumb/builder/authenticode"
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
-	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/updater/earlyinit"
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
 // Manifest describes one build's outputs. It is written as manifest.json
@@ -127,7 +127,7 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 			rootfs = a.SHA256
 		}
 	}
-	pcr15, err := earlyinit.ExpectedPCR15(rootfs, m.Version)
+	pcr15, err := bootrecord.ExpectedPCR15(rootfs, m.Version)
 	if err != nil {
 		return nil, err
 	}

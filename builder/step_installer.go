@@ -18,8 +18,8 @@ import (
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/initramfs"
 	"github.com/plumb-os/plumb/builder/rootfs"
-	"github.com/plumb-os/plumb/internal/progress"
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/internal/progress"
 )
 
 // The installer's init script and udhcpc's event script.

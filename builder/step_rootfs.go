@@ -13,9 +13,9 @@ import (
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
-	"github.com/plumb-os/plumb/internal/progress"
 	"github.com/plumb-os/plumb/format/config"
-	"github.com/plumb-os/plumb/updater/device"
+	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/progress"
 )
 
 // Paths the builder adds to every root filesystem.
@@ -157,8 +157,8 @@ func (b *build) addPlumb(t *fstree.Tree) error {
 	if err := t.Put(agentPath, &fstree.Node{Mode: 0o755, Size: fi.Size(), Source: fstree.HostFile(b.opts.Agent)}); err != nil {
 		return err
 	}
-	rel := device.Release{Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel, KernelRelease: b.kernel.release}
-	if err := putJSON(t, device.ReleaseFile, rel); err != nil {
+	rel := release.ImageInfo{Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel, KernelRelease: b.kernel.release}
+	if err := putJSON(t, release.ImageInfoPath, rel); err != nil {
 		return err
 	}
 	if err := b.addAgentConfig(t); err != nil {

@@ -16,12 +16,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/fetch"
 )
 
-func init() { badInputClasses = append(badInputClasses, attest.ErrMalformed) }
+func init() { badInputClasses = append(badInputClasses, attestapi.ErrMalformed) }
 
 func newPlumbAttestCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -147,13 +148,13 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 	return nil
 }
 
-func readEvidence(path string) (*attest.Evidence, error) {
+func readEvidence(path string) (*attestapi.Evidence, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, badInput(err)
 	}
 	defer f.Close()
-	ev, err := attest.ParseEvidence(f)
+	ev, err := attestapi.ParseEvidence(f)
 	if err != nil {
 		return nil, badInput(fmt.Errorf("%s: %w", path, err))
 	}
@@ -162,7 +163,7 @@ func readEvidence(path string) (*attest.Evidence, error) {
 
 // referencesFor refreshes the repository's TUF metadata and reads the
 // reference values of the release the device claims.
-func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attest.Release) (attest.References, error) {
+func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attestapi.Release) (attest.References, error) {
 	repoURL, root := o.repo, o.root
 	if fi, err := os.Stat(o.repo); err == nil && fi.IsDir() {
 		// A plumb repo directory: serve its repository/ on loopback for the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
 )
 
@@ -62,7 +63,7 @@ func newAttestFixture(t *testing.T, cmdline string) attestFixture {
 	os.WriteFile(f.enrolled, b, 0o644)
 	n := digest("nonce")[:16]
 	f.nonce = hex.EncodeToString(n)
-	ev, err := dev.Evidence(t.Context(), n, attest.Release{Version: "2.0.0", Hardware: "qemu-x86_64"})
+	ev, err := dev.Evidence(t.Context(), n, attestapi.Release{Version: "2.0.0", Hardware: "qemu-x86_64"})
 	if err != nil {
 		t.Fatal(err)
 	}

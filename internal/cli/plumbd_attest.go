@@ -14,10 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/server/attestapi"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/identity"
@@ -60,8 +60,8 @@ func runAttest(ctx context.Context, e *env, o attestOptions) error {
 	nonce := make([]byte, 32)
 	if o.nonce != "" {
 		var err error
-		if nonce, err = hex.DecodeString(o.nonce); err != nil || len(nonce) < attest.MinNonceSize || len(nonce) > attest.MaxNonceSize {
-			return badInput(fmt.Errorf("--nonce: expected %d..%d bytes as hex, got %q", attest.MinNonceSize, attest.MaxNonceSize, o.nonce))
+		if nonce, err = hex.DecodeString(o.nonce); err != nil || len(nonce) < attestapi.MinNonceSize || len(nonce) > attestapi.MaxNonceSize {
+			return badInput(fmt.Errorf("--nonce: expected %d..%d bytes as hex, got %q", attestapi.MinNonceSize, attestapi.MaxNonceSize, o.nonce))
 		}
 	} else {
 		rand.Read(nonce)
@@ -101,15 +101,15 @@ func openAttestDevice(e *env, stateDir, id string) (*attest.Device, func(), erro
 	return d, func() { d.Close(); rw.Close() }, nil
 }
 
-func releaseOf(f device.Facts) attest.Release {
-	r := attest.Release{Version: f.Release.Version, Hardware: f.Release.Hardware}
+func releaseOf(f device.Facts) attestapi.Release {
+	r := attestapi.Release{Version: f.Release.Version, Hardware: f.Release.Hardware}
 	if f.Boot != nil {
 		r.RootfsSHA256 = f.Boot.RootfsSHA256
 	}
 	return r
 }
 
-func collectEvidence(ctx context.Context, e *env, f device.Facts, stateDir, id string, nonce []byte) (*attest.Evidence, error) {
+func collectEvidence(ctx context.Context, e *env, f device.Facts, stateDir, id string, nonce []byte) (*attestapi.Evidence, error) {
 	d, closeDev, err := openAttestDevice(e, stateDir, id)
 	if err != nil {
 		return nil, err

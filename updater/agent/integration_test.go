@@ -8,6 +8,7 @@ package agent
 // Agent.Reboot records the call instead of rebooting.
 
 import (
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/release"
 
 	"bytes"
@@ -41,7 +42,6 @@ import (
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/device"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
 )
@@ -301,9 +301,9 @@ func (r *rig) agent(t *testing.T, running, version string, health []config.Healt
 	return &Agent{
 		Config: cfg,
 		Facts: device.Facts{
-			Release: device.Release{Name: "small", Version: version, Hardware: hardware, Channel: channel},
+			Release: release.ImageInfo{Name: "small", Version: version, Hardware: hardware, Channel: channel},
 			Slot:    running,
-			Boot:    &earlyinit.BootInfo{Slot: running, RootPARTUUID: r.slots[running].PARTUUID, DataMounted: true},
+			Boot:    &bootrecord.BootInfo{Slot: running, RootPARTUUID: r.slots[running].PARTUUID, DataMounted: true},
 		},
 		Repo:      c,
 		Device:    &slot.Device{ESP: slot.DirESP(r.espDir), Slots: r.slots, Running: running},

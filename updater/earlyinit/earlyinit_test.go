@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/plumb-os/plumb/format/bootrecord"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -74,19 +76,19 @@ func TestSlotOf(t *testing.T) {
 
 func TestBootInfoRoundTrip(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "run/plumb/boot.json")
-	want := BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
+	want := bootrecord.BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
 		RootDevice: "/dev/vda3", DataDevice: "/dev/vda4", DataMounted: true, InitMillis: 120, UptimeMillis: 2900}
-	if err := writeBootInfo(p, want); err != nil {
+	if err := bootrecord.WriteBootInfo(p, want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadBootInfo(p)
+	got, err := bootrecord.ReadBootInfo(p)
 	if err != nil || got != want {
 		t.Errorf("ReadBootInfo = %+v, %v, want %+v", got, err, want)
 	}
 	if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadBootInfo(p); err == nil || !strings.Contains(err.Error(), p) {
+	if _, err := bootrecord.ReadBootInfo(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("ReadBootInfo of bad JSON: error %v, want one naming %s", err, p)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
@@ -55,7 +56,7 @@ var (
 // boot record: the root partition's disk (read from its GPT, scanning the
 // disks under sysBlock and dev: "/sys/class/block" and "/dev") gives the
 // slots.
-func FromBoot(bi earlyinit.BootInfo, esp ESP, sysBlock, dev string, log *slog.Logger) (*Device, error) {
+func FromBoot(bi bootrecord.BootInfo, esp ESP, sysBlock, dev string, log *slog.Logger) (*Device, error) {
 	parts, err := earlyinit.ScanPartitions(sysBlock, dev, log)
 	if err != nil {
 		return nil, fmt.Errorf("finding slots: %w", err)

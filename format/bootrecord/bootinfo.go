@@ -1,4 +1,4 @@
-package earlyinit
+package bootrecord
 
 import (
 	"encoding/json"
@@ -58,8 +58,8 @@ func ReadBootInfo(path string) (BootInfo, error) {
 	return bi, nil
 }
 
-// writeBootInfo writes bi as JSON to path, creating its directory.
-func writeBootInfo(path string, bi BootInfo) error {
+// WriteBootInfo writes bi as JSON to path, creating its directory.
+func WriteBootInfo(path string, bi BootInfo) error {
 	b, err := json.Marshal(bi)
 	if err != nil {
 		return fmt.Errorf("encoding boot info: %w", err)

@@ -1,4 +1,4 @@
-package attest
+package attestapi
 
 import (
 	"bytes"
@@ -11,7 +11,21 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+
+	"github.com/plumb-os/plumb/format/bootrecord"
 )
+
+// QuotedPCRCount is how many PCRs a quote covers: 0-15.
+const QuotedPCRCount = 16
+
+// CheckDeviceID checks a device id's syntax: letters, digits, '.', '_',
+// ':', '-', at most 128 bytes. The id names files on the verifier.
+func CheckDeviceID(id string) error {
+	if len(id) > maxDeviceIDLen || !deviceIDRE.MatchString(id) {
+		return fmt.Errorf("expected letters, digits, '.', '_', ':', '-' (at most %d), got %s", maxDeviceIDLen, short(id))
+	}
+	return nil
+}
 
 // EvidenceVersion is the version of the evidence format (EVIDENCE.md).
 const EvidenceVersion = 1
@@ -29,7 +43,6 @@ const (
 	MinNonceSize     = 8
 	MaxNonceSize     = 64
 	maxDeviceIDLen   = 128
-	quotedPCRCount   = 16 // PCRs 0-15
 	sha256HexLen     = 64
 	maxReleaseString = 256
 )
@@ -59,8 +72,8 @@ type Evidence struct {
 	// when the kernel exposes none.
 	EventLog []byte `json:"event_log,omitempty"`
 	// PlumbLog lists plumb-init's extends of PCR 15, in order.
-	PlumbLog []Measurement `json:"plumb_log"`
-	Release  Release       `json:"release"`
+	PlumbLog []bootrecord.Measurement `json:"plumb_log"`
+	Release  Release                  `json:"release"`
 }
 
 // Quote is a TPM2_Quote's output.
@@ -68,23 +81,6 @@ type Quote struct {
 	Attest    []byte `json:"attest"`    // TPMS_ATTEST (TPM2B_ATTEST contents)
 	Signature []byte `json:"signature"` // TPMT_SIGNATURE
 }
-
-// Measurement is one extend of a sha256 PCR by plumb-init, as logged in
-// /run/plumb/measurements.json.
-type Measurement struct {
-	PCR    int    `json:"pcr"`
-	SHA256 string `json:"sha256"` // the digest extended, hex
-	Type   string `json:"type"`   // "plumb.rootfs", "plumb.release"
-	Data   string `json:"data"`   // what was measured (the image's sha256, the version)
-}
-
-// Plumb-init's event types.
-const (
-	EventRootfs  = "plumb.rootfs"
-	EventRelease = "plumb.release"
-	// PlumbPCR is the PCR plumb-init extends.
-	PlumbPCR = 15
-)
 
 // Release is what the device claims to run.
 type Release struct {
@@ -105,7 +101,7 @@ type wireEvidence struct {
 	EKPublic      string                     `json:"ek_public"`
 	EKCertificate string                     `json:"ek_certificate,omitempty"`
 	EventLog      string                     `json:"event_log,omitempty"`
-	PlumbLog      []Measurement              `json:"plumb_log"`
+	PlumbLog      []bootrecord.Measurement   `json:"plumb_log"`
 	Release       Release                    `json:"release"`
 }
 
@@ -135,7 +131,7 @@ func (e Evidence) MarshalJSON() ([]byte, error) {
 		Release:       e.Release,
 	}
 	if w.PlumbLog == nil {
-		w.PlumbLog = []Measurement{}
+		w.PlumbLog = []bootrecord.Measurement{}
 	}
 	for i, v := range e.PCRs {
 		w.PCRs[strconv.Itoa(i)] = json.RawMessage(strconv.Quote(hex.EncodeToString(v)))
@@ -212,11 +208,11 @@ func (w *wireEvidence) decode() (*Evidence, error) {
 			return nil, err
 		}
 	}
-	if len(w.PCRs) != quotedPCRCount {
+	if len(w.PCRs) != QuotedPCRCount {
 		return nil, malformed("pcrs", "expected the sha256 values of PCRs 0-15 (16 entries), got %d entries", len(w.PCRs))
 	}
-	e.PCRs = make(map[int][]byte, quotedPCRCount)
-	for i := range quotedPCRCount {
+	e.PCRs = make(map[int][]byte, QuotedPCRCount)
+	for i := range QuotedPCRCount {
 		k := strconv.Itoa(i)
 		raw, ok := w.PCRs[k]
 		if !ok {
@@ -243,7 +239,7 @@ func (w *wireEvidence) decode() (*Evidence, error) {
 			return nil, malformed(f+".sha256", "expected 64 lower-case hex digits, got %s", short(m.SHA256))
 		}
 		if len(m.Type) == 0 || len(m.Type) > 64 {
-			return nil, malformed(f+".type", "expected an event type like %q, got %s", EventRootfs, short(m.Type))
+			return nil, malformed(f+".type", "expected an event type like %q, got %s", bootrecord.EventRootfs, short(m.Type))
 		}
 		if len(m.Data) > MaxMeasureData {
 			return nil, malformed(f+".data", "expected at most %d bytes, got %d", MaxMeasureData, len(m.Data))
@@ -358,4 +354,13 @@ func short(s string) string {
 		return strconv.Quote(s[:40]) + "..."
 	}
 	return strconv.Quote(s)
+}
+
+// EnrollRequest is what a device sends to be enrolled: its EK (public key
+// and certificate) and the AK to bind to it.
+type EnrollRequest struct {
+	DeviceID      string `json:"device_id"`
+	EKPublic      []byte `json:"ek_public"`                // PKIX DER
+	EKCertificate []byte `json:"ek_certificate,omitempty"` // DER
+	AKPublic      []byte `json:"ak_public"`                // TPMT_PUBLIC
 }

@@ -19,8 +19,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/plumb-os/plumb/attest"
 )
 
 // Endpoint paths, relative to the server's base URL.
@@ -28,12 +26,12 @@ const (
 	PathNonce    = "v1/attest/nonce"    // GET ?device=<id>
 	PathEnroll   = "v1/attest/enroll"   // POST EnrollRequest -> Challenge
 	PathActivate = "v1/attest/activate" // POST Activation -> Activated
-	PathEvidence = "v1/attest/evidence" // POST attest.Evidence -> Report
+	PathEvidence = "v1/attest/evidence" // POST Evidence -> Report
 	PathDevices  = "v1/devices/"        // GET <id>/attestation -> the latest Report
 )
 
 // MaxBody bounds every request and response body but evidence (bounded by
-// attest.MaxEvidenceSize) and reports.
+// MaxEvidenceSize) and reports.
 const MaxBody = 64 << 10
 
 // MaxReport bounds a report body.
@@ -46,7 +44,7 @@ type Nonce struct {
 	Expires time.Time `json:"expires"`
 }
 
-// Challenge is the answer to POST PathEnroll (attest.EnrollRequest): the
+// Challenge is the answer to POST PathEnroll (EnrollRequest): the
 // credential the verifier made for the AK's name and the EK's public key.
 // Both are TPM2B structures (with their size prefixes), base64.
 type Challenge struct {
@@ -72,7 +70,7 @@ type Problem struct {
 	Error string `json:"error"`
 }
 
-// Report is the part of a verifier report (attest.Report, JSON) a device
+// Report is the part of a verifier report (Report, JSON) a device
 // reads: the verdict and the checks.
 type Report struct {
 	DeviceID string  `json:"device_id"`
@@ -140,7 +138,7 @@ func (c *Client) Nonce(ctx context.Context, id string) (*Nonce, error) {
 }
 
 // Enroll sends the device's EK and AK and returns the verifier's challenge.
-func (c *Client) Enroll(ctx context.Context, req *attest.EnrollRequest) (*Challenge, error) {
+func (c *Client) Enroll(ctx context.Context, req *EnrollRequest) (*Challenge, error) {
 	var ch Challenge
 	if err := c.call(ctx, http.MethodPost, PathEnroll, req, &ch, MaxBody); err != nil {
 		return nil, err
@@ -159,7 +157,7 @@ func (c *Client) Activate(ctx context.Context, a *Activation) (*Activated, error
 
 // Evidence sends evidence and returns the verifier's report, both as read
 // (raw JSON, to keep or print) and decoded.
-func (c *Client) Evidence(ctx context.Context, ev *attest.Evidence) (*Report, []byte, error) {
+func (c *Client) Evidence(ctx context.Context, ev *Evidence) (*Report, []byte, error) {
 	var raw json.RawMessage
 	if err := c.call(ctx, http.MethodPost, PathEvidence, ev, &raw, MaxReport); err != nil {
 		return nil, nil, err
