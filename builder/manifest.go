@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 
 	"github.com/plumb-os/plumb/builder/authenticode"
-	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
@@ -133,9 +134,9 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 	}
 	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
 	for _, p := range b.disk.layout.Partitions() {
-		slot := map[string]string{diskimg.NameRootA: "a", diskimg.NameRootB: "b"}[p.Name]
+		slot := map[string]string{disklayout.NameRootA: "a", disklayout.NameRootB: "b"}[p.Name]
 		if slot != "" {
-			me.Cmdline[slot] = Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+			me.Cmdline[slot] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
 		}
 	}
 	return me, nil

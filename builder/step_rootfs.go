@@ -13,6 +13,7 @@ import (
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/progress"
@@ -20,9 +21,7 @@ import (
 
 // Paths the builder adds to every root filesystem.
 const (
-	agentPath  = "usr/bin/plumbd"
-	kernelPath = "boot/vmlinuz"
-	initrdPath = "boot/initrd.img"
+	agentPath = "usr/bin/plumbd"
 )
 
 // mountPoints are the directories plumb-init and init mount over (/etc and
@@ -164,7 +163,7 @@ func (b *build) addPlumb(t *fstree.Tree) error {
 	if err := b.addAgentConfig(t); err != nil {
 		return err
 	}
-	if err := t.Put(kernelPath, b.kernel.image); err != nil {
+	if err := t.Put(bootentry.ImageKernel, b.kernel.image); err != nil {
 		return err
 	}
 	// The whole module tree, so that the running system can load any module.

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 // The data partition is made by e2fsprogs rather than go-diskfs: go-diskfs
@@ -112,7 +113,7 @@ func dataDirs(dirs []string) ([]string, error) {
 
 // writeData makes the ext4 data filesystem inside the image at imagePath
 // and creates spec.DataDirs on it.
-func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part Partition, spec Spec) error {
+func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part disklayout.Partition, spec Spec) error {
 	if strings.Contains(imagePath, "?") {
 		return fmt.Errorf("disk image path %q: contains '?', which e2fsprogs reads as an option separator", imagePath)
 	}
@@ -141,8 +142,8 @@ func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part Part
 		"-q", "-F", "-t", "ext4", "-T", "default",
 		"-b", strconv.Itoa(dataBlockSize),
 		"-L", dataLabel,
-		"-U", seedUUID(seed, "ext4/uuid").String(),
-		"-E", "offset="+offset+",hash_seed="+seedUUID(seed, "ext4/hash-seed").String()+",root_owner=0:0",
+		"-U", disklayout.SeedUUID(seed, "ext4/uuid"),
+		"-E", "offset="+offset+",hash_seed="+disklayout.SeedUUID(seed, "ext4/hash-seed")+",root_owner=0:0",
 		imagePath, strconv.FormatInt(part.Size/dataBlockSize, 10),
 	); err != nil {
 		return err

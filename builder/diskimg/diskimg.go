@@ -19,62 +19,17 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 const (
-	// MiB is the partition alignment: every partition starts and ends on it.
-	MiB = 1 << 20
-	// GiB is 1024 MiB.
-	GiB = 1 << 30
-
-	sectorSize = 512
-	// gptHead is the space before the first partition (protective MBR,
-	// primary GPT header and entries, then alignment padding); gptTail the
-	// space after the last one (backup entries and header, padded so the
-	// disk size is a whole number of MiB).
-	gptHead = 1 * MiB
-	gptTail = 1 * MiB
-
-	// MinESPSize keeps the ESP a real FAT32 filesystem: at least 65525
-	// clusters with the 512-byte clusters used up to 260 MiB.
-	MinESPSize = 33 * MiB
-	// MinRootSize is the smallest root slot.
-	MinRootSize = 1 * MiB
-	// MinDataSize is the smallest data partition (ext4 with its journal).
-	MinDataSize = 32 * MiB
-
 	// minModTime is FAT's epoch, 1980-01-01 00:00:00 UTC; FAT cannot store
 	// an earlier time.
 	minModTime = 315532800
-)
-
-// GPT partition type GUIDs.
-const (
-	TypeESP       = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-	TypeRootX8664 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-	TypeLinuxFS   = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-)
-
-// Partition names (GPT labels) and filesystem labels.
-const (
-	NameESP   = "ESP"
-	NameRootA = "plumb-root-a"
-	NameRootB = "plumb-root-b"
-	NameData  = "plumb-data"
 
 	espLabel  = "ESP"
 	dataLabel = "plumb-data"
 )
-
-// Layout sizes the partitions. Sizes are in bytes and are rounded up to a
-// whole MiB.
-type Layout struct {
-	ESPSize, RootSize, DataSize int64 // RootSize is per slot
-	// Seed derives all GUIDs, UUIDs and volume IDs (e.g. recipe name and
-	// hardware). It must not contain the version, so the partition UUIDs
-	// stay the same across releases of one recipe.
-	Seed string
-}
 
 // ESPFile is one file to put on the ESP. Path is absolute on the ESP
 // ("/EFI/BOOT/BOOTX64.EFI"); Size must be the number of bytes Source yields.
@@ -86,7 +41,7 @@ type ESPFile struct {
 
 // Spec is everything Write puts on the disk.
 type Spec struct {
-	Layout Layout
+	Layout disklayout.Layout
 	// ESP lists the ESP's files; missing parent directories are created.
 	ESP []ESPFile
 	// RootA is the host path of slot A's squashfs image. Slot B stays empty
@@ -101,81 +56,13 @@ type Spec struct {
 	ModTime int64
 }
 
-// Partition is one entry of the disk's GPT.
-type Partition struct {
-	Index    int    // 1-based
-	Name     string // GPT partition name
-	TypeGUID string // upper case
-	PartUUID string // lower case, as blkid and root=PARTUUID= write it
-	Start    int64  // bytes from the start of the disk
-	Size     int64  // bytes
-}
-
-// Partitions returns the partition table that Write produces for l. It is
-// deterministic: the same Layout always gives the same table.
-func (l Layout) Partitions() []Partition {
-	defs := []struct {
-		name, typ string
-		size      int64
-	}{
-		{NameESP, TypeESP, l.ESPSize},
-		{NameRootA, TypeRootX8664, l.RootSize},
-		{NameRootB, TypeRootX8664, l.RootSize},
-		{NameData, TypeLinuxFS, l.DataSize},
-	}
-	parts := make([]Partition, 0, len(defs))
-	start := int64(gptHead)
-	for i, d := range defs {
-		size := alignUp(d.size)
-		parts = append(parts, Partition{
-			Index:    i + 1,
-			Name:     d.name,
-			TypeGUID: d.typ,
-			PartUUID: seedUUID(l.Seed, "partition/"+d.name).String(),
-			Start:    start,
-			Size:     size,
-		})
-		start += size
-	}
-	return parts
-}
-
-// DiskSize returns the size in bytes of the image Write produces for l.
-func (l Layout) DiskSize() int64 {
-	parts := l.Partitions()
-	last := parts[len(parts)-1]
-	return last.Start + last.Size + gptTail
-}
-
-// Validate checks the sizes and the seed.
-func (l Layout) Validate() error {
-	if l.Seed == "" {
-		return errors.New("layout.seed: expected a non-empty seed (recipe name and hardware), got an empty string")
-	}
-	for _, c := range []struct {
-		name      string
-		field     string
-		size, min int64
-	}{
-		{NameESP, "espSize", l.ESPSize, MinESPSize},
-		{NameRootA + "/" + NameRootB, "rootSize", l.RootSize, MinRootSize},
-		{NameData, "dataSize", l.DataSize, MinDataSize},
-	} {
-		if c.size < c.min {
-			return fmt.Errorf("partition %s: layout.%s is %d bytes, below the minimum of %d bytes (%d MiB)",
-				c.name, c.field, c.size, c.min, c.min/MiB)
-		}
-	}
-	return nil
-}
-
 // Write creates the disk image at path: a sparse file, created or
 // truncated. The caller passes a temporary name and renames it when Write
 // succeeds. Bad input (sizes below the minimum, a root image larger than
 // its slot, ESP content larger than the ESP) gives one error line naming
 // the partition, the needed and the available size. On any error no file
 // is left at path.
-func Write(ctx context.Context, path string, spec Spec) (_ []Partition, err error) {
+func Write(ctx context.Context, path string, spec Spec) (_ []disklayout.Partition, err error) {
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
@@ -216,13 +103,13 @@ func Write(ctx context.Context, path string, spec Spec) (_ []Partition, err erro
 		return nil, fmt.Errorf("writing partition table: %w", err)
 	}
 	if err := writeESP(ctx, f, parts[0], spec); err != nil {
-		return nil, fmt.Errorf("writing partition %s: %w", NameESP, err)
+		return nil, fmt.Errorf("writing partition %s: %w", disklayout.NameESP, err)
 	}
 	if err := writeData(ctx, tools, path, parts[3], spec); err != nil {
-		return nil, fmt.Errorf("writing partition %s: %w", NameData, err)
+		return nil, fmt.Errorf("writing partition %s: %w", disklayout.NameData, err)
 	}
 	if err := writeRoot(ctx, f, parts[1], spec.RootA, rootSize); err != nil {
-		return nil, fmt.Errorf("writing partition %s: %w", NameRootA, err)
+		return nil, fmt.Errorf("writing partition %s: %w", disklayout.NameRootA, err)
 	}
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("syncing disk image: %w", err)
@@ -248,11 +135,4 @@ func (s Spec) validate() error {
 		return err
 	}
 	return nil
-}
-
-func alignUp(n int64) int64 {
-	if n <= 0 {
-		return 0
-	}
-	return (n + MiB - 1) / MiB * MiB
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 const testModTime = 1700000000 // 2023-11-14T22:13:20Z
@@ -78,7 +79,7 @@ func makeSquashfs(t *testing.T) string {
 // testSpec returns a small, valid spec around the root image.
 func testSpec(root string) Spec {
 	return Spec{
-		Layout: Layout{ESPSize: 64 * MiB, RootSize: 8 * MiB, DataSize: 40 * MiB, Seed: "edge-demo/qemu-x86_64"},
+		Layout: disklayout.Layout{ESPSize: 64 * disklayout.MiB, RootSize: 8 * disklayout.MiB, DataSize: 40 * disklayout.MiB, Seed: "edge-demo/qemu-x86_64"},
 		ESP: []ESPFile{
 			{Path: "/EFI/BOOT/BOOTX64.EFI", Source: fstree.Bytes(bytes.Repeat([]byte("EFI"), 30000)), Size: 90000},
 			{Path: "/loader/loader.conf", Source: fstree.Bytes("timeout 0\n"), Size: 10},
@@ -103,7 +104,7 @@ func fileSize(p string) int64 {
 }
 
 // extract copies one partition of the disk into its own file.
-func extract(t *testing.T, disk string, p Partition) string {
+func extract(t *testing.T, disk string, p disklayout.Partition) string {
 	t.Helper()
 	src, err := os.Open(disk)
 	if err != nil {
@@ -137,17 +138,17 @@ func sha256File(t *testing.T, p string) string {
 }
 
 func TestPartitions(t *testing.T) {
-	l := Layout{ESPSize: 64 * MiB, RootSize: 100*MiB + 1, DataSize: 256 * MiB, Seed: "r/hw"}
+	l := disklayout.Layout{ESPSize: 64 * disklayout.MiB, RootSize: 100*disklayout.MiB + 1, DataSize: 256 * disklayout.MiB, Seed: "r/hw"}
 	got := l.Partitions()
 	want := []struct {
 		index       int
 		name, typ   string
 		start, size int64
 	}{
-		{1, "ESP", TypeESP, 1 * MiB, 64 * MiB},
-		{2, "plumb-root-a", TypeRootX8664, 65 * MiB, 101 * MiB},
-		{3, "plumb-root-b", TypeRootX8664, 166 * MiB, 101 * MiB},
-		{4, "plumb-data", TypeLinuxFS, 267 * MiB, 256 * MiB},
+		{1, "ESP", disklayout.TypeESP, 1 * disklayout.MiB, 64 * disklayout.MiB},
+		{2, "plumb-root-a", disklayout.TypeRootX8664, 65 * disklayout.MiB, 101 * disklayout.MiB},
+		{3, "plumb-root-b", disklayout.TypeRootX8664, 166 * disklayout.MiB, 101 * disklayout.MiB},
+		{4, "plumb-data", disklayout.TypeLinuxFS, 267 * disklayout.MiB, 256 * disklayout.MiB},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("Partitions() gave %d partitions, want %d", len(got), len(want))
@@ -166,13 +167,13 @@ func TestPartitions(t *testing.T) {
 	if len(uuids) != 4 {
 		t.Errorf("Partitions() PartUUIDs are not distinct: %v", uuids)
 	}
-	if got, want := l.DiskSize(), int64(524*MiB); got != want {
+	if got, want := l.DiskSize(), int64(524*disklayout.MiB); got != want {
 		t.Errorf("DiskSize() = %d, want %d", got, want)
 	}
 
 	// Same seed, other sizes (a new release): same UUIDs. Other seed: others.
 	bigger := l
-	bigger.RootSize = 200 * MiB
+	bigger.RootSize = 200 * disklayout.MiB
 	other := l
 	other.Seed = "r/hw2"
 	for i, p := range bigger.Partitions() {
@@ -188,12 +189,12 @@ func TestPartitions(t *testing.T) {
 func TestWriteBadInput(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root.sqfs")
-	if err := os.WriteFile(root, make([]byte, 3*MiB), 0o644); err != nil {
+	if err := os.WriteFile(root, make([]byte, 3*disklayout.MiB), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	good := func() Spec {
 		return Spec{
-			Layout:   Layout{ESPSize: MinESPSize, RootSize: 4 * MiB, DataSize: MinDataSize, Seed: "s"},
+			Layout:   disklayout.Layout{ESPSize: disklayout.MinESPSize, RootSize: 4 * disklayout.MiB, DataSize: disklayout.MinDataSize, Seed: "s"},
 			ESP:      []ESPFile{{Path: "/loader/loader.conf", Source: fstree.Bytes("timeout 0\n"), Size: 10}},
 			RootA:    root,
 			DataDirs: []string{"plumb"},
@@ -205,12 +206,12 @@ func TestWriteBadInput(t *testing.T) {
 		change func(*Spec)
 		want   string
 	}{
-		{"esp too small", func(s *Spec) { s.Layout.ESPSize = 16 * MiB }, "partition ESP: layout.espSize is 16777216 bytes, below the minimum of 34603008 bytes (33 MiB)"},
-		{"root too small", func(s *Spec) { s.Layout.RootSize = 1000 }, "partition plumb-root-a/plumb-root-b: layout.rootSize is 1000 bytes, below the minimum of 1048576 bytes (1 MiB)"},
-		{"data too small", func(s *Spec) { s.Layout.DataSize = 8 * MiB }, "partition plumb-data: layout.dataSize is 8388608 bytes, below the minimum of 33554432 bytes (32 MiB)"},
-		{"root image larger than slot", func(s *Spec) { s.Layout.RootSize = 2 * MiB }, "partition plumb-root-a: root image " + root + " needs 3145728 bytes, the partition holds 2097152 bytes (layout.rootSize)"},
+		{"esp too small", func(s *Spec) { s.Layout.ESPSize = 16 * disklayout.MiB }, "partition ESP: layout.espSize is 16777216 bytes, below the minimum of 34603008 bytes (33 disklayout.MiB)"},
+		{"root too small", func(s *Spec) { s.Layout.RootSize = 1000 }, "partition plumb-root-a/plumb-root-b: layout.rootSize is 1000 bytes, below the minimum of 1048576 bytes (1 disklayout.MiB)"},
+		{"data too small", func(s *Spec) { s.Layout.DataSize = 8 * disklayout.MiB }, "partition plumb-data: layout.dataSize is 8388608 bytes, below the minimum of 33554432 bytes (32 disklayout.MiB)"},
+		{"root image larger than slot", func(s *Spec) { s.Layout.RootSize = 2 * disklayout.MiB }, "partition plumb-root-a: root image " + root + " needs 3145728 bytes, the partition holds 2097152 bytes (layout.rootSize)"},
 		{"esp content too large", func(s *Spec) {
-			s.ESP = append(s.ESP, ESPFile{Path: "/plumb/a/initrd.img", Source: fstree.HostFile(root), Size: 40 * MiB})
+			s.ESP = append(s.ESP, ESPFile{Path: "/plumb/a/initrd.img", Source: fstree.HostFile(root), Size: 40 * disklayout.MiB})
 		}, "partition ESP: content needs 41945600 bytes, the partition holds 34054144 bytes of 512-byte clusters (layout.espSize 34603008 bytes)"},
 		{"no seed", func(s *Spec) { s.Layout.Seed = "" }, "layout.seed: expected a non-empty seed"},
 		{"modtime before 1980", func(s *Spec) { s.ModTime = 0 }, "modTime: expected a time at or after 1980-01-01 (315532800, FAT's epoch), got 0 (1970-01-01T00:00:00Z)"},
@@ -271,7 +272,7 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	t.Logf("Write of a %d MiB disk took %v", spec.Layout.DiskSize()/MiB, time.Since(start))
+	t.Logf("Write of a %d disklayout.MiB disk took %v", spec.Layout.DiskSize()/disklayout.MiB, time.Since(start))
 	if want := spec.Layout.Partitions(); fmt.Sprint(parts) != fmt.Sprint(want) {
 		t.Errorf("Write() partitions = %v, want Partitions() = %v", parts, want)
 	}
@@ -284,7 +285,7 @@ func TestWrite(t *testing.T) {
 			t.Errorf("sgdisk -v: %s", out)
 		}
 		out := runTool(t, sgdisk, "-p", disk)
-		wantDisk := strings.ToUpper(seedUUID(spec.Layout.Seed, "disk").String())
+		wantDisk := strings.ToUpper(disklayout.SeedUUID(spec.Layout.Seed, "disk"))
 		if !strings.Contains(out, "Disk identifier (GUID): "+wantDisk) {
 			t.Errorf("sgdisk -p does not show disk GUID %s:\n%s", wantDisk, out)
 		}
@@ -362,8 +363,8 @@ func TestWrite(t *testing.T) {
 		out = runTool(t, dumpe2fs, "-h", data)
 		for _, want := range []string{
 			"Filesystem volume name:   plumb-data",
-			"Filesystem UUID:          " + seedUUID(spec.Layout.Seed, "ext4/uuid").String(),
-			"Directory Hash Seed:      " + seedUUID(spec.Layout.Seed, "ext4/hash-seed").String(),
+			"Filesystem UUID:          " + disklayout.SeedUUID(spec.Layout.Seed, "ext4/uuid"),
+			"Directory Hash Seed:      " + disklayout.SeedUUID(spec.Layout.Seed, "ext4/hash-seed"),
 			"Filesystem created:       Tue Nov 14 22:13:20 2023",
 			"Block size:               4096",
 			"metadata_csum",
@@ -420,7 +421,7 @@ func readSource(t *testing.T, s fstree.Source) string {
 
 func allZero(t *testing.T, r io.Reader) (int64, bool) {
 	t.Helper()
-	buf := make([]byte, MiB)
+	buf := make([]byte, disklayout.MiB)
 	var off int64
 	for {
 		n, err := r.Read(buf)
@@ -441,7 +442,7 @@ func allZero(t *testing.T, r io.Reader) (int64, bool) {
 
 // checkFATTimes reads the ESP back with go-diskfs and checks that every
 // file and directory has the spec's ModTime.
-func checkFATTimes(t *testing.T, disk string, p Partition) {
+func checkFATTimes(t *testing.T, disk string, p disklayout.Partition) {
 	t.Helper()
 	f, err := os.Open(disk)
 	if err != nil {
@@ -484,8 +485,8 @@ func checkFATTimes(t *testing.T, disk string, p Partition) {
 func TestESPSizes(t *testing.T) {
 	fsckVfat := tool(t, "fsck.vfat", "dosfstools")
 	mdir := tool(t, "mdir", "mtools")
-	for _, size := range []int64{33 * MiB, 40 * MiB, 64 * MiB, 100 * MiB, 128 * MiB, 256 * MiB, 260 * MiB, 261 * MiB, 512 * MiB, 1024 * MiB} {
-		t.Run(fmt.Sprintf("%dMiB", size/MiB), func(t *testing.T) {
+	for _, size := range []int64{33 * disklayout.MiB, 40 * disklayout.MiB, 64 * disklayout.MiB, 100 * disklayout.MiB, 128 * disklayout.MiB, 256 * disklayout.MiB, 260 * disklayout.MiB, 261 * disklayout.MiB, 512 * disklayout.MiB, 1024 * disklayout.MiB} {
+		t.Run(fmt.Sprintf("%dMiB", size/disklayout.MiB), func(t *testing.T) {
 			if g := espGeometry(size); !g.valid() || g.clusters < 65525 {
 				t.Errorf("espGeometry(%d) = %+v, want a valid FAT32 layout with at least 65525 clusters", size, g)
 			}
@@ -499,11 +500,11 @@ func TestESPSizes(t *testing.T) {
 				t.Fatal(err)
 			}
 			spec := Spec{
-				Layout:  Layout{Seed: "s"},
+				Layout:  disklayout.Layout{Seed: "s"},
 				ESP:     []ESPFile{{Path: "/loader/entries/a+3.conf", Source: fstree.Bytes("title a\n"), Size: 8}},
 				ModTime: testModTime,
 			}
-			if err := writeESP(t.Context(), f, Partition{Name: NameESP, Start: 0, Size: size}, spec); err != nil {
+			if err := writeESP(t.Context(), f, disklayout.Partition{Name: disklayout.NameESP, Start: 0, Size: size}, spec); err != nil {
 				t.Fatalf("writeESP: %v", err)
 			}
 			runTool(t, fsckVfat, "-n", img)
@@ -574,7 +575,7 @@ func TestWriteCancelled(t *testing.T) {
 // and a 10 MiB kernel and 40 MiB initrd on the ESP.
 func TestWrite1GiB(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes a 1 GiB image; skipped under -short")
+		t.Skip("writes a 1 disklayout.GiB image; skipped under -short")
 	}
 	tool(t, "mke2fs", "e2fsprogs")
 	dir := t.TempDir()
@@ -590,31 +591,31 @@ func TestWrite1GiB(t *testing.T) {
 		}
 		return p
 	}
-	root := randomFile("root.sqfs", 300*MiB)
-	kernel := randomFile("vmlinuz", 10*MiB)
-	initrd := randomFile("initrd.img", 40*MiB)
+	root := randomFile("root.sqfs", 300*disklayout.MiB)
+	kernel := randomFile("vmlinuz", 10*disklayout.MiB)
+	initrd := randomFile("initrd.img", 40*disklayout.MiB)
 	spec := Spec{
-		Layout: Layout{ESPSize: 128 * MiB, RootSize: 384 * MiB, DataSize: 126 * MiB, Seed: "bench"},
+		Layout: disklayout.Layout{ESPSize: 128 * disklayout.MiB, RootSize: 384 * disklayout.MiB, DataSize: 126 * disklayout.MiB, Seed: "bench"},
 		ESP: []ESPFile{
 			{Path: "/EFI/BOOT/BOOTX64.EFI", Source: fstree.Bytes(make([]byte, 100000)), Size: 100000},
 			{Path: "/loader/loader.conf", Source: fstree.Bytes("timeout 0\n"), Size: 10},
 			{Path: "/loader/entries/plumb-1.0.0.conf", Source: fstree.Bytes(testEntry), Size: int64(len(testEntry))},
-			{Path: "/plumb/a/vmlinuz", Source: fstree.HostFile(kernel), Size: 10 * MiB},
-			{Path: "/plumb/a/initrd.img", Source: fstree.HostFile(initrd), Size: 40 * MiB},
+			{Path: "/plumb/a/vmlinuz", Source: fstree.HostFile(kernel), Size: 10 * disklayout.MiB},
+			{Path: "/plumb/a/initrd.img", Source: fstree.HostFile(initrd), Size: 40 * disklayout.MiB},
 		},
 		RootA:    root,
 		DataDirs: []string{"plumb/tuf"},
 		ModTime:  testModTime,
 	}
 	if got := spec.Layout.DiskSize(); got != 1<<30 {
-		t.Fatalf("DiskSize() = %d, want 1 GiB", got)
+		t.Fatalf("DiskSize() = %d, want 1 disklayout.GiB", got)
 	}
 	disk := filepath.Join(dir, "disk.img")
 	start := time.Now()
 	if _, err := Write(t.Context(), disk, spec); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	t.Logf("Write of a 1 GiB disk (300 MiB root, 50 MiB on the ESP) took %v", time.Since(start))
+	t.Logf("Write of a 1 disklayout.GiB disk (300 disklayout.MiB root, 50 disklayout.MiB on the ESP) took %v", time.Since(start))
 	if out := runTool(t, tool(t, "sgdisk", "gdisk"), "-v", disk); !strings.Contains(out, "No problems found") {
 		t.Errorf("sgdisk -v: %s", out)
 	}

@@ -15,13 +15,14 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // espCopyBuffer is the chunk size for streaming a file into the ESP.
 // go-diskfs rewrites the FAT and the parent directory on every Write call,
 // so large chunks keep that overhead small; memory stays bounded by it.
-const espCopyBuffer = 4 * MiB
+const espCopyBuffer = 4 * disklayout.MiB
 
 // espContent is the validated ESP file list: directories parents first,
 // files in path order, all in fstree's clean relative form.
@@ -104,21 +105,21 @@ type fatGeometry struct {
 func fatGeometryOf(size int64) fatGeometry {
 	var clusterBytes int64
 	switch {
-	case size <= 260*MiB:
+	case size <= 260*disklayout.MiB:
 		clusterBytes = 512
-	case size <= 8*GiB:
+	case size <= 8*disklayout.GiB:
 		clusterBytes = 4 << 10
-	case size <= 16*GiB:
+	case size <= 16*disklayout.GiB:
 		clusterBytes = 8 << 10
-	case size <= 32*GiB:
+	case size <= 32*disklayout.GiB:
 		clusterBytes = 16 << 10
 	default:
 		clusterBytes = 32 << 10
 	}
 	const reserved = 32
-	total := size / sectorSize
-	spc := clusterBytes / sectorSize
-	denom := sectorSize*spc + 8
+	total := size / disklayout.SectorSize
+	spc := clusterBytes / disklayout.SectorSize
+	denom := disklayout.SectorSize*spc + 8
 	perFAT := (4*(total-reserved) + denom - 1) / denom
 	return fatGeometry{clusterBytes: clusterBytes, perFAT: perFAT, clusters: (total - reserved - 2*perFAT) / spc}
 }
@@ -126,7 +127,7 @@ func fatGeometryOf(size int64) fatGeometry {
 // valid reports whether each FAT has an entry for every cluster plus the
 // two reserved entries.
 func (g fatGeometry) valid() bool {
-	return g.perFAT*sectorSize/4 >= g.clusters+2
+	return g.perFAT*disklayout.SectorSize/4 >= g.clusters+2
 }
 
 // fatSize is the size to give go-diskfs's FAT32 Create for a partition.
@@ -136,9 +137,9 @@ func (g fatGeometry) valid() bool {
 // filesystem by whole sectors until the layout is valid; the few sectors
 // left at the partition's end stay unused.
 func fatSize(partSize int64) int64 {
-	size := partSize / sectorSize * sectorSize
+	size := partSize / disklayout.SectorSize * disklayout.SectorSize
 	for i := 0; i < 4096 && !fatGeometryOf(size).valid(); i++ {
-		size -= sectorSize
+		size -= disklayout.SectorSize
 	}
 	return size
 }
@@ -148,7 +149,7 @@ func espGeometry(partSize int64) fatGeometry { return fatGeometryOf(fatSize(part
 // checkESPContent fails when the files and their directories need more
 // clusters than the ESP has. It counts every name as a long file name, so
 // it errs on the safe side by a few directory entries.
-func checkESPContent(files []ESPFile, part Partition) error {
+func checkESPContent(files []ESPFile, part disklayout.Partition) error {
 	c, err := espTree(files)
 	if err != nil {
 		return err
@@ -170,7 +171,7 @@ func checkESPContent(files []ESPFile, part Partition) error {
 	}
 	if need > g.clusters {
 		return fmt.Errorf("partition %s: content needs %d bytes, the partition holds %d bytes of %d-byte clusters (layout.espSize %d bytes)",
-			NameESP, need*g.clusterBytes, g.clusters*g.clusterBytes, g.clusterBytes, part.Size)
+			disklayout.NameESP, need*g.clusterBytes, g.clusters*g.clusterBytes, g.clusterBytes, part.Size)
 	}
 	return nil
 }
@@ -184,12 +185,12 @@ func nameEntryBytes(name string) int64 {
 
 // writeESP creates the FAT32 filesystem on part, copies the files in and
 // then makes the bytes reproducible (volume ID, every directory entry time).
-func writeESP(ctx context.Context, f *os.File, part Partition, spec Spec) error {
+func writeESP(ctx context.Context, f *os.File, part disklayout.Partition, spec Spec) error {
 	c, err := espTree(spec.ESP)
 	if err != nil {
 		return err
 	}
-	fs, err := fat32.Create(file.New(f, false), fatSize(part.Size), part.Start, sectorSize, espLabel, true)
+	fs, err := fat32.Create(file.New(f, false), fatSize(part.Size), part.Start, disklayout.SectorSize, espLabel, true)
 	if err != nil {
 		return fmt.Errorf("creating FAT32: %w", err)
 	}
@@ -240,11 +241,11 @@ func copyESPFile(ctx context.Context, fs *fat32.FileSystem, ef ESPFile, buf []by
 // volume ID derived from seed, exactly as Write does for the ESP. The
 // installer writes a device's ESP with it; a Source failing (a boot file
 // that does not match its digest) fails the write.
-func WriteESP(ctx context.Context, f *os.File, part Partition, seed string, files []ESPFile, modTime int64) error {
+func WriteESP(ctx context.Context, f *os.File, part disklayout.Partition, seed string, files []ESPFile, modTime int64) error {
 	if err := checkESPContent(files, part); err != nil {
 		return err
 	}
-	spec := Spec{Layout: Layout{Seed: seed}, ESP: files, ModTime: max(modTime, minModTime)}
+	spec := Spec{Layout: disklayout.Layout{Seed: seed}, ESP: files, ModTime: max(modTime, minModTime)}
 	if err := writeESP(ctx, f, part, spec); err != nil {
 		return fmt.Errorf("writing partition %s: %w", part.Name, err)
 	}
@@ -266,13 +267,13 @@ func WriteBootDisk(ctx context.Context, path, seed string, files []ESPFile, modT
 	for _, ef := range files {
 		content += ef.Size
 	}
-	espSize := alignUp(max(MinESPSize, content+content/8+8*MiB))
-	parts := []Partition{{
-		Index: 1, Name: NameESP, TypeGUID: TypeESP,
-		PartUUID: seedUUID(seed, "partition/"+NameESP).String(),
-		Start:    gptHead, Size: espSize,
+	espSize := disklayout.AlignUp(max(disklayout.MinESPSize, content+content/8+8*disklayout.MiB))
+	parts := []disklayout.Partition{{
+		Index: 1, Name: disklayout.NameESP, TypeGUID: disklayout.TypeESP,
+		PartUUID: disklayout.SeedUUID(seed, "partition/"+disklayout.NameESP),
+		Start:    disklayout.GPTHead, Size: espSize,
 	}}
-	size := gptHead + espSize + gptTail
+	size := disklayout.GPTHead + espSize + disklayout.GPTTail
 	if err := checkESPContent(files, parts[0]); err != nil {
 		return err
 	}

@@ -6,22 +6,24 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 // writeGPT writes the protective MBR and the primary and backup GPT for
 // parts, with the disk GUID derived from seed.
-func writeGPT(f *os.File, size int64, seed string, parts []Partition) error {
+func writeGPT(f *os.File, size int64, seed string, parts []disklayout.Partition) error {
 	table := &gpt.Table{
-		LogicalSectorSize:  sectorSize,
-		PhysicalSectorSize: sectorSize,
-		GUID:               seedUUID(seed, "disk").String(),
+		LogicalSectorSize:  disklayout.SectorSize,
+		PhysicalSectorSize: disklayout.SectorSize,
+		GUID:               disklayout.SeedUUID(seed, "disk"),
 		ProtectiveMBR:      true,
 	}
 	for _, p := range parts {
 		table.Partitions = append(table.Partitions, &gpt.Partition{
 			Index: p.Index,
-			Start: uint64(p.Start / sectorSize),
-			End:   uint64((p.Start+p.Size)/sectorSize - 1),
+			Start: uint64(p.Start / disklayout.SectorSize),
+			End:   uint64((p.Start+p.Size)/disklayout.SectorSize - 1),
 			Size:  uint64(p.Size),
 			Type:  gpt.Type(p.TypeGUID),
 			Name:  p.Name,
@@ -39,7 +41,7 @@ func writeGPT(f *os.File, size int64, seed string, parts []Partition) error {
 // disk of size bytes (at least l.DiskSize()): the partition table of the
 // image Write produces, on a disk that may be larger (the backup GPT goes
 // to its end). The installer writes a device's disk with it.
-func WriteTable(f *os.File, size int64, l Layout) ([]Partition, error) {
+func WriteTable(f *os.File, size int64, l disklayout.Layout) ([]disklayout.Partition, error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}

@@ -5,15 +5,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 // rootCopyChunk is how much of the root image is copied between two
 // checks of the context.
-const rootCopyChunk = 64 * MiB
+const rootCopyChunk = 64 * disklayout.MiB
 
 // checkRootImage returns the size of the root image at p, failing when it
 // does not fit part.
-func checkRootImage(p string, part Partition) (int64, error) {
+func checkRootImage(p string, part disklayout.Partition) (int64, error) {
 	fi, err := os.Stat(p)
 	if err != nil {
 		return 0, fmt.Errorf("partition %s: root image: %w", part.Name, err)
@@ -34,7 +36,7 @@ func checkRootImage(p string, part Partition) (int64, error) {
 // writeRoot streams the root image into part. The copy goes through
 // os.File.ReadFrom, so the kernel copies the bytes (copy_file_range) where
 // it can; memory use is bounded either way.
-func writeRoot(ctx context.Context, f *os.File, part Partition, p string, size int64) error {
+func writeRoot(ctx context.Context, f *os.File, part disklayout.Partition, p string, size int64) error {
 	src, err := os.Open(p)
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ const InstallerPath = "/etc/plumb/installer.json"
 // bootloader, and the empty data filesystem, made by the builder with
 // mke2fs and shipped zstd-compressed (the installer has no mke2fs).
 type Installer struct {
-	// Layout of diskimg.Layout, in bytes; Seed derives every GUID.
+	// Layout of disklayout.Layout, in bytes; Seed derives every GUID.
 	ESPSize  int64  `json:"esp_size"`
 	RootSize int64  `json:"root_size"`
 	DataSize int64  `json:"data_size"`

@@ -44,12 +44,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 // Names the early init relies on.
 const (
-	// DataPartName is the GPT name of the data partition.
-	DataPartName = "plumb-data"
 	// DefaultInit is run in the new root unless init= says otherwise.
 	DefaultInit = "/sbin/init"
 	// overlayDir holds the upper and work directories of the /etc and /var
@@ -125,7 +124,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		return err
 	}
 	bi := bootrecord.BootInfo{
-		Slot:         slotOf(root.Name),
+		Slot:         disklayout.SlotOf(root.Name),
 		CmdlineSlot:  cmdline["plumb.slot"],
 		RootPARTUUID: root.PARTUUID,
 		RootDevice:   root.Device,
@@ -161,7 +160,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 
 	// 6. Data.
 	if data == nil {
-		bi.DataError = "no " + DataPartName + " partition on " + root.Disk
+		bi.DataError = "no " + disklayout.NameData + " partition on " + root.Disk
 		log.Warn("no data partition: booting without /data", "disk", root.Disk)
 	} else {
 		bi.DataDevice = data.Device
@@ -252,7 +251,7 @@ func measureRelease(m *measurer, bi *bootrecord.BootInfo, log *slog.Logger) {
 func waitForRoot(ctx context.Context, bp blockPaths, partuuid string, log *slog.Logger) (partition, *partition, error) {
 	deadline := time.Now().Add(rootWait)
 	for {
-		root, data, err := findRoot(bp, partuuid, DataPartName, log)
+		root, data, err := findRoot(bp, partuuid, disklayout.NameData, log)
 		if err == nil {
 			return root, data, nil
 		}

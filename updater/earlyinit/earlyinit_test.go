@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -68,8 +69,8 @@ func TestSlotOf(t *testing.T) {
 		{"root-a", ""},
 	}
 	for _, tt := range tests {
-		if got := slotOf(tt.in); got != tt.want {
-			t.Errorf("slotOf(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := disklayout.SlotOf(tt.in); got != tt.want {
+			t.Errorf("disklayout.SlotOf(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -168,7 +169,7 @@ func TestFindRoot(t *testing.T) {
 		{"00000000-0000-4000-8000-000000000000", "", "", "", true},
 	}
 	for _, tt := range tests {
-		root, data, err := findRoot(bp, tt.partuuid, DataPartName, log)
+		root, data, err := findRoot(bp, tt.partuuid, disklayout.NameData, log)
 		if tt.wantNotFound {
 			if !errors.Is(err, errNotFound) {
 				t.Errorf("findRoot(%s) error = %v, want errNotFound", tt.partuuid, err)
@@ -194,10 +195,10 @@ func TestFindRoot(t *testing.T) {
 func TestFindRootNotYetAnnounced(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	bp := fakeBlock(t, []int{1, 2})
-	if _, _, err := findRoot(bp, uuidB, DataPartName, log); !errors.Is(err, errNotFound) {
+	if _, _, err := findRoot(bp, uuidB, disklayout.NameData, log); !errors.Is(err, errNotFound) {
 		t.Errorf("findRoot(root-b, not announced) error = %v, want errNotFound", err)
 	}
-	root, data, err := findRoot(bp, uuidA, DataPartName, log)
+	root, data, err := findRoot(bp, uuidA, disklayout.NameData, log)
 	if err != nil || root.Name != "plumb-root-a" || data != nil {
 		t.Errorf("findRoot(root-a) = %+v, %+v, %v; want plumb-root-a and no data partition", root, data, err)
 	}
