@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 
 	"github.com/plumb-os/plumb/builder/authenticode"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // Manifest describes one build's outputs. It is written as manifest.json

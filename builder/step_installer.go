@@ -14,13 +14,13 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/initramfs"
 	"github.com/plumb-os/plumb/builder/rootfs"
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 

@@ -17,9 +17,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/rootfs"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 type options struct {

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // pseudoText makes compressible, seed-dependent content (like binaries and

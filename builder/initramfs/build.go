@@ -30,8 +30,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // loadOrderPath is where the archive lists the modules to load, in the

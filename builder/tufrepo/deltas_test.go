@@ -13,9 +13,9 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/builder/delta"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // sqfsImage is a real root image (builder/squashfs) of a small tree whose

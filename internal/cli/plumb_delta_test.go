@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder/delta"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 func runDeltaVerb(t *testing.T, args ...string) (code int, stdout, stderr string) {

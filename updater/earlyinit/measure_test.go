@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 

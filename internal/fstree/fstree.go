@@ -1,6 +1,8 @@
 // Package fstree holds the in-memory description of a filesystem tree that
 // the builder assembles from a recipe's sources and then hands to the image
-// writers (squashfs for the root, cpio for the initramfs).
+// writers (squashfs for the root, cpio for the initramfs). internal/diskimg
+// takes its sources too, which is why it lives outside builder/: the
+// installer (plumbd install) writes an ESP from it.
 //
 // A Tree keeps only metadata in memory; the bytes of regular files stay on
 // the host (a source file, or a blob in a Store) and are opened when a writer

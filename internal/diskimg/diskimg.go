@@ -1,6 +1,8 @@
-// Package diskimg owns the layout and writing of Plumb's GPT disk image:
-// partition 1 the ESP (FAT32), 2 and 3 the A/B root slots (raw squashfs
-// images), 4 the data partition (ext4).
+// Package diskimg writes Plumb's GPT disk image in the layout of
+// format/disklayout: partition 1 the ESP (FAT32), 2 and 3 the A/B root
+// slots (raw squashfs images), 4 the data partition (ext4). The builder
+// writes whole images with it (plumb build) and the installer writes a
+// device's disk (plumbd install), so it lives outside builder/.
 //
 // Call Layout.Partitions first when the partition UUIDs are needed before the
 // disk exists (the boot entry's root=PARTUUID=...), then Write. Every GUID,
@@ -18,8 +20,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 const (

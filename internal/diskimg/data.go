@@ -13,8 +13,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // The data partition is made by e2fsprogs rather than go-diskfs: go-diskfs

@@ -21,8 +21,8 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 const testModTime = 1700000000 // 2023-11-14T22:13:20Z

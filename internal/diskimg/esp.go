@@ -14,9 +14,9 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // espCopyBuffer is the chunk size for streaming a file into the ESP.
