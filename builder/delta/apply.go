@@ -14,7 +14,8 @@ import (
 	"sort"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/builder/squashfs"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // Apply reads the bundle and writes the new image to w sequentially,
@@ -34,8 +35,8 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 	if h.BaseSize != oldSize {
 		return st, fmt.Errorf("delta: %w: expected %d bytes, got %d", ErrWrongBase, h.BaseSize, oldSize)
 	}
-	if h.Compressor != "" && h.Compressor != squashfs.CompressorID {
-		return st, fmt.Errorf("delta: bundle needs zstd %q to re-compress blocks, this build has %q", h.Compressor, squashfs.CompressorID)
+	if h.Compressor != "" && h.Compressor != blockcodec.CompressorID {
+		return st, fmt.Errorf("delta: bundle needs zstd %q to re-compress blocks, this build has %q", h.Compressor, blockcodec.CompressorID)
 	}
 	hs := sha256.New()
 	if _, err := io.CopyBuffer(hs, &ctxReader{ctx: ctx, r: io.NewSectionReader(old, 0, oldSize)}, make([]byte, 256<<10)); err != nil {
@@ -51,7 +52,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 		return st, fmt.Errorf("delta: body: %w", err)
 	}
 	defer zr.Close()
-	dec, err := squashfs.NewBlockDecompressor()
+	dec, err := blockcodec.NewBlockDecompressor()
 	if err != nil {
 		return st, fmt.Errorf("delta: creating block decoder: %w", err)
 	}
@@ -100,7 +101,7 @@ type applier struct {
 	h       Header
 	old     io.ReaderAt
 	oldSize int64
-	dec     *squashfs.BlockDecompressor
+	dec     *blockcodec.BlockDecompressor
 	in      *opReader
 	p       *pipe
 	st      *Stats
@@ -665,9 +666,9 @@ func newPipe(ctx context.Context, w io.Writer, old io.ReaderAt, h Header, bufLen
 			p.comps <- make([]byte, 0, bufLen+bufLen/128+64)
 		}
 	}
-	cs := make([]*squashfs.BlockCompressor, workers)
+	cs := make([]*blockcodec.BlockCompressor, workers)
 	for i := range cs {
-		c, err := squashfs.NewBlockCompressor(h.Level)
+		c, err := blockcodec.NewBlockCompressor(h.Level)
 		if err != nil {
 			for _, c := range cs[:i] {
 				c.Close()

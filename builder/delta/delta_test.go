@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/format/blockcodec"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
 
@@ -272,8 +273,8 @@ func TestReadHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(oldImg)
-	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != Version || h.Compressor != squashfs.CompressorID || h.Level != 15 || h.BlockSize != 128<<10 {
-		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), squashfs.CompressorID)
+	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != Version || h.Compressor != blockcodec.CompressorID || h.Level != 15 || h.BlockSize != 128<<10 {
+		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), blockcodec.CompressorID)
 	}
 }
 

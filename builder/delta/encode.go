@@ -14,9 +14,9 @@ import (
 	"regexp"
 	"sort"
 
-	"github.com/plumb-os/plumb/builder/squashfs"
-
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // Encode writes a bundle that turns the image old into the image new (both
@@ -61,8 +61,8 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 			}
 			h.Level = int(binary.LittleEndian.Uint32(b[:]))
 		}
-		h.Compressor, h.BlockSize = squashfs.CompressorID, int(ni.sb.blockSize)
-		if e.c, err = squashfs.NewBlockCompressor(h.Level); err != nil {
+		h.Compressor, h.BlockSize = blockcodec.CompressorID, int(ni.sb.blockSize)
+		if e.c, err = blockcodec.NewBlockCompressor(h.Level); err != nil {
 			return st, fmt.Errorf("delta: creating compressor: %w", err)
 		}
 		defer e.c.Close()
@@ -132,7 +132,7 @@ type encoder struct {
 	ctx      context.Context
 	old, new *sqImage
 	st       *Stats
-	c        *squashfs.BlockCompressor
+	c        *blockcodec.BlockCompressor
 	ops      *opWriter
 	blocks   map[[32]byte]uint64 // sha256 of a stored old block -> its offset
 	byPath   map[string]*sqFile

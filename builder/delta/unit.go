@@ -8,7 +8,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // source is a piece of old content: a stored block of the old image,
@@ -125,7 +125,7 @@ func (o *opWriter) unitOp(u *unit) error {
 // zeros is sparse (no bytes), a block zstd does not shrink is stored raw,
 // otherwise the zstd frame. It returns the stored bytes (which may alias
 // raw or dst).
-func recompress(c *squashfs.BlockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
+func recompress(c *blockcodec.BlockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
 	if !fragment && allZero(raw) {
 		return nil, nil
 	}

@@ -1,6 +1,6 @@
 //go:build !cgo || purego_zstd
 
-package squashfs
+package blockcodec
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 // Compressor names the zstd implementation compiled in.
 const Compressor = "klauspost/compress (pure Go)"
 
-// CompressorID identifies the implementation and version for builder/delta:
+// CompressorID identifies the implementation and version for format/delta:
 // a bundle that needs blocks re-compressed names it, and a decoder with
 // another one refuses the bundle.
 const CompressorID = "klauspost/compress-1.20.4"

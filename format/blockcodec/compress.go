@@ -1,4 +1,11 @@
-package squashfs
+// Package blockcodec is the squashfs block codec of Plumb images: one
+// block in, one zstd frame out, byte for byte as builder/squashfs writes
+// its images and as the delta decoder (format/delta) re-compresses blocks
+// of a base image. It is one of the two packages of the format layer that
+// link more than the standard library (zstd; see format's package doc):
+// the codec is part of the format, since a decoder with another zstd
+// produces other bytes. CompressorID names the implementation compiled in.
+package blockcodec
 
 import "errors"
 
@@ -14,9 +21,9 @@ type compressor interface {
 	close()
 }
 
-// BlockCompressor is the block compressor this package writes images with,
-// exported so that builder/delta's decoder re-compresses blocks with the
-// very same code (and so the same bytes). Not safe for concurrent use: one
+// BlockCompressor is the block compressor builder/squashfs writes images
+// with and format/delta's decoder re-compresses blocks with: the very same
+// code, and so the same bytes. Not safe for concurrent use: one
 // per goroutine.
 type BlockCompressor struct{ c compressor }
 

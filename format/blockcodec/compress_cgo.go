@@ -1,13 +1,13 @@
 //go:build cgo && !purego_zstd
 
-package squashfs
+package blockcodec
 
 import "github.com/DataDog/zstd"
 
 // Compressor names the zstd implementation compiled in.
 const Compressor = "libzstd through cgo (DataDog/zstd v1.5.7)"
 
-// CompressorID identifies the implementation and version for builder/delta:
+// CompressorID identifies the implementation and version for format/delta:
 // a bundle that needs blocks re-compressed names it, and a decoder with
 // another one refuses the bundle.
 const CompressorID = "libzstd/DataDog-zstd-1.5.7"
@@ -30,7 +30,7 @@ func (c *cZstd) compress(dst, src []byte) ([]byte, error) {
 func (c *cZstd) close() {}
 
 // BlockDecompressor decompresses blocks of an image (libzstd here, as
-// builder/delta's decoder reads its base). One per goroutine.
+// format/delta's decoder reads its base). One per goroutine.
 type BlockDecompressor struct{ ctx zstd.Ctx }
 
 // NewBlockDecompressor returns a decompressor.
