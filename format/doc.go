@@ -16,8 +16,10 @@
 //	format/delta       the delta bundle and its decoder (the encoder is builder/delta)
 //	format/blockcodec  the squashfs block codec (zstd frames as images hold them)
 //
-// Packages here import only the standard library and each other, with one
-// named exception: format/blockcodec and format/delta link zstd
+// Packages here import only the standard library and each other, and
+// internal/ helpers that themselves import only the standard library
+// (internal/ctxio), with one named exception: format/blockcodec and
+// format/delta link zstd
 // (github.com/DataDog/zstd through cgo, or github.com/klauspost/compress
 // in pure Go). A delta decoder must re-compress blocks to the very bytes
 // the builder wrote, so the codec is part of the format; writing it again

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"time"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder/delta"
@@ -143,7 +145,7 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("writing target %s: %w", dpath, err)
 	}
-	hd, err := delta.ReadHeader(tmp)
+	hd, err := wire.ReadHeader(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("writing target %s: reading back its header: %w", dpath, err)
 	}

@@ -39,7 +39,7 @@ func (g goZstd) compress(dst, src []byte) ([]byte, error) {
 
 func (g goZstd) close() { g.enc.Close() }
 
-// BlockDecompressor decompresses blocks of an image (as builder/delta's
+// BlockDecompressor decompresses blocks of an image (as format/delta's
 // decoder reads its base). One per goroutine.
 type BlockDecompressor struct{ dec *zstd.Decoder }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder"
@@ -58,7 +60,7 @@ type deltaResult struct {
 	NewBytes    int64   `json:"new_bytes"`
 	BundleBytes int64   `json:"bundle_bytes"`
 	Seconds     float64 `json:"seconds"`
-	delta.Stats
+	wire.Stats
 }
 
 func runDelta(ctx context.Context, e *env, o deltaOptions) error {

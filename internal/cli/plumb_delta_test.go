@@ -10,9 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/spf13/cobra"
 
-	"github.com/plumb-os/plumb/builder/delta"
 	"github.com/plumb-os/plumb/builder/squashfs"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
@@ -91,7 +92,7 @@ func TestDeltaVerb(t *testing.T) {
 		t.Errorf("bundle is %d bytes for a %d-byte image with one line changed, want far smaller", len(bundle), len(newB))
 	}
 	var got bytes.Buffer
-	if _, err := delta.Apply(t.Context(), &got, bytes.NewReader(oldB), int64(len(oldB)), bytes.NewReader(bundle)); err != nil {
+	if _, err := wire.Apply(t.Context(), &got, bytes.NewReader(oldB), int64(len(oldB)), bytes.NewReader(bundle)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	if !bytes.Equal(got.Bytes(), newB) {

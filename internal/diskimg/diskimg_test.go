@@ -206,9 +206,9 @@ func TestWriteBadInput(t *testing.T) {
 		change func(*Spec)
 		want   string
 	}{
-		{"esp too small", func(s *Spec) { s.Layout.ESPSize = 16 * disklayout.MiB }, "partition ESP: layout.espSize is 16777216 bytes, below the minimum of 34603008 bytes (33 disklayout.MiB)"},
-		{"root too small", func(s *Spec) { s.Layout.RootSize = 1000 }, "partition plumb-root-a/plumb-root-b: layout.rootSize is 1000 bytes, below the minimum of 1048576 bytes (1 disklayout.MiB)"},
-		{"data too small", func(s *Spec) { s.Layout.DataSize = 8 * disklayout.MiB }, "partition plumb-data: layout.dataSize is 8388608 bytes, below the minimum of 33554432 bytes (32 disklayout.MiB)"},
+		{"esp too small", func(s *Spec) { s.Layout.ESPSize = 16 * disklayout.MiB }, "partition ESP: layout.espSize is 16777216 bytes, below the minimum of 34603008 bytes (33 MiB)"},
+		{"root too small", func(s *Spec) { s.Layout.RootSize = 1000 }, "partition plumb-root-a/plumb-root-b: layout.rootSize is 1000 bytes, below the minimum of 1048576 bytes (1 MiB)"},
+		{"data too small", func(s *Spec) { s.Layout.DataSize = 8 * disklayout.MiB }, "partition plumb-data: layout.dataSize is 8388608 bytes, below the minimum of 33554432 bytes (32 MiB)"},
 		{"root image larger than slot", func(s *Spec) { s.Layout.RootSize = 2 * disklayout.MiB }, "partition plumb-root-a: root image " + root + " needs 3145728 bytes, the partition holds 2097152 bytes (layout.rootSize)"},
 		{"esp content too large", func(s *Spec) {
 			s.ESP = append(s.ESP, ESPFile{Path: "/plumb/a/initrd.img", Source: fstree.HostFile(root), Size: 40 * disklayout.MiB})
@@ -272,7 +272,7 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	t.Logf("Write of a %d disklayout.MiB disk took %v", spec.Layout.DiskSize()/disklayout.MiB, time.Since(start))
+	t.Logf("Write of a %d MiB disk took %v", spec.Layout.DiskSize()/disklayout.MiB, time.Since(start))
 	if want := spec.Layout.Partitions(); fmt.Sprint(parts) != fmt.Sprint(want) {
 		t.Errorf("Write() partitions = %v, want Partitions() = %v", parts, want)
 	}
@@ -575,7 +575,7 @@ func TestWriteCancelled(t *testing.T) {
 // and a 10 MiB kernel and 40 MiB initrd on the ESP.
 func TestWrite1GiB(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes a 1 disklayout.GiB image; skipped under -short")
+		t.Skip("writes a 1 GiB image; skipped under -short")
 	}
 	tool(t, "mke2fs", "e2fsprogs")
 	dir := t.TempDir()
@@ -608,14 +608,14 @@ func TestWrite1GiB(t *testing.T) {
 		ModTime:  testModTime,
 	}
 	if got := spec.Layout.DiskSize(); got != 1<<30 {
-		t.Fatalf("DiskSize() = %d, want 1 disklayout.GiB", got)
+		t.Fatalf("DiskSize() = %d, want 1 GiB", got)
 	}
 	disk := filepath.Join(dir, "disk.img")
 	start := time.Now()
 	if _, err := Write(t.Context(), disk, spec); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	t.Logf("Write of a 1 disklayout.GiB disk (300 disklayout.MiB root, 50 disklayout.MiB on the ESP) took %v", time.Since(start))
+	t.Logf("Write of a 1 GiB disk (300 MiB root, 50 MiB on the ESP) took %v", time.Since(start))
 	if out := runTool(t, tool(t, "sgdisk", "gdisk"), "-v", disk); !strings.Contains(out, "No problems found") {
 		t.Errorf("sgdisk -v: %s", out)
 	}

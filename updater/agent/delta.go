@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/delta"
+	"github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/format/release"
 )
 

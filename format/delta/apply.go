@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/blockcodec"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // Apply reads the bundle and writes the new image to w sequentially,
@@ -39,7 +40,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 		return st, fmt.Errorf("delta: bundle needs zstd %q to re-compress blocks, this build has %q", h.Compressor, blockcodec.CompressorID)
 	}
 	hs := sha256.New()
-	if _, err := io.CopyBuffer(hs, &ctxReader{ctx: ctx, r: io.NewSectionReader(old, 0, oldSize)}, make([]byte, 256<<10)); err != nil {
+	if _, err := io.CopyBuffer(hs, ctxio.Reader(ctx, io.NewSectionReader(old, 0, oldSize)), make([]byte, 256<<10)); err != nil {
 		return st, fmt.Errorf("delta: reading the old image: %w", err)
 	}
 	if got := [32]byte(hs.Sum(nil)); got != h.BaseSHA256 {
@@ -47,7 +48,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 	}
 
 	zr, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(bodyWindow), zstd.WithDecoderMaxMemory(1<<40))
+		zstd.WithDecoderMaxWindow(BodyWindow), zstd.WithDecoderMaxMemory(1<<40))
 	if err != nil {
 		return st, fmt.Errorf("delta: body: %w", err)
 	}
@@ -57,7 +58,7 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 		return st, fmt.Errorf("delta: creating block decoder: %w", err)
 	}
 	defer dec.Close()
-	if h.Compressor == "" && (h.BlockSize < 4096 || h.BlockSize > maxBlock) {
+	if h.Compressor == "" && (h.BlockSize < 4096 || h.BlockSize > MaxBlock) {
 		h.BlockSize = 4096 // no UNIT needs more (ReadHeader checks it when a compressor is named)
 	}
 	bufLen := max(h.BlockSize, 64<<10)
@@ -147,7 +148,7 @@ func (a *applier) run() error {
 			return err
 		}
 		switch op {
-		case opEnd:
+		case OpEnd:
 			// The body must end here.
 			if _, err := a.in.r.ReadByte(); !errors.Is(err, io.EOF) {
 				if err == nil {
@@ -156,7 +157,7 @@ func (a *applier) run() error {
 				return fmt.Errorf("delta bundle: %w", err)
 			}
 			return nil
-		case opCopy:
+		case OpCopy:
 			off, err := a.in.uvarint("copy offset", uint64(a.oldSize))
 			if err != nil {
 				return err
@@ -169,7 +170,7 @@ func (a *applier) run() error {
 			if err := a.p.send(&job{kind: jobCopy, off: int64(off), n: int64(n)}); err != nil {
 				return err
 			}
-		case opData:
+		case OpData:
 			n, err := a.in.uvarint("literal length", a.room())
 			if err != nil {
 				return err
@@ -190,7 +191,7 @@ func (a *applier) run() error {
 				}
 				n -= k
 			}
-		case opUnit:
+		case OpUnit:
 			if err := a.unit(); err != nil {
 				return err
 			}
@@ -206,10 +207,10 @@ func (a *applier) unit() error {
 	if err != nil {
 		return err
 	}
-	if inner > innerZstd {
+	if inner > InnerZstd {
 		return fmt.Errorf("delta bundle: unit inner compression: expected 0 or 1, got %d", inner)
 	}
-	nsrc, err := in.uvarint("source count", maxSources)
+	nsrc, err := in.uvarint("source count", MaxSources)
 	if err != nil {
 		return err
 	}
@@ -220,16 +221,16 @@ func (a *applier) unit() error {
 		if s.off, err = in.uvarint("source offset", uint64(a.oldSize)); err != nil {
 			return err
 		}
-		if s.stored, err = in.uvarint("source stored length", min(uint64(a.oldSize)-s.off, maxBlock)); err != nil {
+		if s.stored, err = in.uvarint("source stored length", min(uint64(a.oldSize)-s.off, MaxBlock)); err != nil {
 			return err
 		}
 		if s.kind, err = in.byte("source kind"); err != nil {
 			return err
 		}
-		if s.kind > srcSparse {
+		if s.kind > SrcSparse {
 			return fmt.Errorf("delta bundle: source kind: expected 0..2, got %d", s.kind)
 		}
-		if s.rawLen, err = in.uvarint("source raw length", maxBlock); err != nil {
+		if s.rawLen, err = in.uvarint("source raw length", MaxBlock); err != nil {
 			return err
 		}
 		if s.sliceOff, err = in.uvarint("source slice offset", s.rawLen); err != nil {
@@ -245,7 +246,7 @@ func (a *applier) unit() error {
 		oldLen += s.len
 		a.srcs = append(a.srcs, s)
 	}
-	nblk, err := in.uvarint("block count", maxBlocks)
+	nblk, err := in.uvarint("block count", MaxBlocks)
 	if err != nil {
 		return err
 	}
@@ -263,15 +264,15 @@ func (a *applier) unit() error {
 			return errors.New("delta bundle: block raw length: expected at least 1, got 0")
 		}
 		switch b.mode {
-		case blkFile, blkFragment:
+		case BlkFile, BlkFragment:
 			if a.h.Compressor == "" {
 				return errors.New("delta bundle: re-compressed block in a bundle that names no compressor")
 			}
-		case blkCopy:
+		case BlkCopy:
 			if b.copyOff, err = in.uvarint("block copy offset", uint64(a.oldSize)); err != nil {
 				return err
 			}
-			if b.copyLen, err = in.uvarint("block copy length", min(uint64(a.oldSize)-b.copyOff, a.room(), maxBlock)); err != nil {
+			if b.copyLen, err = in.uvarint("block copy length", min(uint64(a.oldSize)-b.copyOff, a.room(), MaxBlock)); err != nil {
 				return err
 			}
 			a.promised += int64(b.copyLen)
@@ -308,11 +309,11 @@ func (a *applier) unit() error {
 		b := a.blocks[bi]
 		bi++
 		var j *job
-		if b.mode == blkCopy {
+		if b.mode == BlkCopy {
 			a.p.put(cur)
 			j = &job{kind: jobCopy, off: int64(b.copyOff), n: int64(b.copyLen), unit: true}
 		} else {
-			j = &job{kind: jobCompress, raw: cur, in: cur[:b.rawLen], fragment: b.mode == blkFragment, unit: true}
+			j = &job{kind: jobCompress, raw: cur, in: cur[:b.rawLen], fragment: b.mode == BlkFragment, unit: true}
 		}
 		cur = nil
 		return a.p.send(j)
@@ -323,23 +324,23 @@ func (a *applier) unit() error {
 		}
 	}()
 
-	if inner == innerNone {
+	if inner == InnerNone {
 		p := patch{next: nextBlock, commit: commitBlock, addOld: a.addOld, oldLen: oldLen, total: contentLen, ctrls: a.ctrls[:0], diff: &a.diff}
 		return p.run(in)
 	}
 
 	// Inner zstd: the patch makes the uncompressed stream from the old
 	// content's, and the stream is compressed into the blocks.
-	oldInner, err := in.uvarint("unit old stream length", maxInner)
+	oldInner, err := in.uvarint("unit old stream length", MaxInner)
 	if err != nil {
 		return err
 	}
-	newInner, err := in.uvarint("unit new stream length", maxInner)
+	newInner, err := in.uvarint("unit new stream length", MaxInner)
 	if err != nil {
 		return err
 	}
-	if oldLen > maxInner {
-		return fmt.Errorf("delta bundle: unit old content: expected at most %d bytes, got %d", maxInner, oldLen)
+	if oldLen > MaxInner {
+		return fmt.Errorf("delta bundle: unit old content: expected at most %d bytes, got %d", MaxInner, oldLen)
 	}
 	a.innerSrc = grow(a.innerSrc, int(oldLen))
 	clear(a.innerSrc)
@@ -351,7 +352,7 @@ func (a *applier) unit() error {
 	}
 	if a.innerDec == nil {
 		if a.innerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxMemory(maxInner), zstd.WithDecoderMaxWindow(maxInner)); err != nil {
+			zstd.WithDecoderMaxMemory(MaxInner), zstd.WithDecoderMaxWindow(MaxInner)); err != nil {
 			return fmt.Errorf("delta: creating the inner zstd decoder: %w", err)
 		}
 	}
@@ -362,7 +363,7 @@ func (a *applier) unit() error {
 	a.innerOld = old
 	fw := &blockFiller{next: nextBlock, commit: commitBlock}
 	if a.innerEnc == nil {
-		if a.innerEnc, err = newInnerEncoder(fw); err != nil {
+		if a.innerEnc, err = NewInnerEncoder(fw); err != nil {
 			return fmt.Errorf("delta: creating the inner zstd encoder: %w", err)
 		}
 	} else {
@@ -428,7 +429,7 @@ func (p *patch) run(in *opReader) error {
 	var opos int64
 	var produced uint64
 	for produced < p.total {
-		n, err := in.uvarint("patch segment length", maxSegCtrls)
+		n, err := in.uvarint("patch segment length", MaxSegCtrls)
 		if err != nil {
 			return err
 		}
@@ -439,7 +440,7 @@ func (p *patch) run(in *opReader) error {
 		var adds, extras uint64
 		for range n {
 			var c ctrl
-			add, err := in.uvarint("patch add length", min(p.total-produced-adds-extras, maxSegDiff-adds))
+			add, err := in.uvarint("patch add length", min(p.total-produced-adds-extras, MaxSegDiff-adds))
 			if err != nil {
 				return err
 			}
@@ -463,7 +464,7 @@ func (p *patch) run(in *opReader) error {
 			return errors.New("delta bundle: patch segment: produces nothing (corrupt bundle)")
 		}
 		if cap(*p.diff) < int(adds) {
-			*p.diff = make([]byte, adds, maxSegDiff)
+			*p.diff = make([]byte, adds, MaxSegDiff)
 		}
 		diff := (*p.diff)[:adds]
 		if _, err := io.ReadFull(in.r, diff); err != nil {
@@ -572,15 +573,15 @@ func (a *applier) source(s *asource) ([]byte, error) {
 	}
 	raw := c.raw[:0]
 	switch s.kind {
-	case srcSparse:
+	case SrcSparse:
 		raw = raw[:s.rawLen]
 		clear(raw)
-	case srcRaw, srcZstd:
+	case SrcRaw, SrcZstd:
 		a.stored = grow(a.stored, int(s.stored))
 		if _, err := a.old.ReadAt(a.stored, int64(s.off)); err != nil {
 			return nil, fmt.Errorf("delta: reading old block at %d: %w", s.off, err)
 		}
-		if s.kind == srcRaw {
+		if s.kind == SrcRaw {
 			raw = append(raw, a.stored...)
 		} else {
 			raw = raw[:s.rawLen]
@@ -684,7 +685,7 @@ func newPipe(ctx context.Context, w io.Writer, old io.ReaderAt, h Header, bufLen
 			for j := range p.work {
 				comp := <-p.comps // never blocks long: each job in flight holds one buffer
 				j.comp = comp
-				j.out, j.err = recompress(c, comp, j.in, j.fragment)
+				j.out, j.err = Recompress(c, comp, j.in, j.fragment)
 				close(j.ready)
 			}
 		}()
@@ -818,16 +819,4 @@ func (hw *hashWriter) Write(p []byte) (int, error) {
 	hw.h.Write(p[:n])
 	hw.n += int64(n)
 	return n, err
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -11,32 +11,33 @@ import (
 
 var magic = [8]byte{'P', 'L', 'U', 'M', 'B', 'D', 'L', 'T'}
 
-// Operations of the body stream.
+// Operations of the body stream (FORMAT.md), exported for the encoder.
 const (
-	opEnd  = 0
-	opCopy = 1
-	opData = 2
-	opUnit = 3
+	OpEnd  = 0
+	OpCopy = 1
+	OpData = 2
+	OpUnit = 3
 )
 
 // Block modes inside a UNIT.
 const (
-	blkFile     = 0 // re-compress as a file block (zeros -> sparse)
-	blkLiteral  = 1 // stored bytes follow
-	blkFragment = 2 // re-compress as a fragment block (no sparse)
-	blkCopy     = 3 // stored bytes are in the old image
+	BlkFile     = 0 // re-compress as a file block (zeros -> sparse)
+	BlkLiteral  = 1 // stored bytes follow
+	BlkFragment = 2 // re-compress as a fragment block (no sparse)
+	BlkCopy     = 3 // stored bytes are in the old image
 )
 
 // Kinds of a UNIT source.
 const (
-	srcZstd   = 0 // a zstd frame in the old image
-	srcRaw    = 1 // bytes stored as they are
-	srcSparse = 2 // zeros, nothing stored
+	SrcZstd   = 0 // a zstd frame in the old image
+	SrcRaw    = 1 // bytes stored as they are
+	SrcSparse = 2 // zeros, nothing stored
 )
 
 const fixedHeader = 8 + 2 + 2 + 8 + 32 + 8 + 32 + 1 + 4 + 1
 
-func (h *Header) marshal() []byte {
+// Marshal returns the header as a bundle starts with it (FORMAT.md).
+func (h *Header) Marshal() []byte {
 	b := make([]byte, 0, fixedHeader+len(h.Compressor)+4)
 	b = append(b, magic[:]...)
 	b = binary.LittleEndian.AppendUint16(b, uint16(h.Version))
@@ -90,8 +91,8 @@ func ReadHeader(r io.Reader) (Header, error) {
 		return h, fmt.Errorf("delta bundle header: sizes: expected positive, got base %d, target %d", h.BaseSize, h.TargetSize)
 	case h.Compressor != "" && (h.Level < 1 || h.Level > 22):
 		return h, fmt.Errorf("delta bundle header: level: expected 1..22, got %d", h.Level)
-	case h.Compressor != "" && (h.BlockSize < 4096 || h.BlockSize > maxBlock):
-		return h, fmt.Errorf("delta bundle header: block size: expected 4096..%d, got %d", maxBlock, h.BlockSize)
+	case h.Compressor != "" && (h.BlockSize < 4096 || h.BlockSize > MaxBlock):
+		return h, fmt.Errorf("delta bundle header: block size: expected 4096..%d, got %d", MaxBlock, h.BlockSize)
 	}
 	return h, nil
 }
@@ -100,69 +101,6 @@ func truncated(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errors.New("truncated bundle")
 	}
-	return err
-}
-
-// opWriter writes the body's operations, merging adjacent copies and
-// adjacent literal ranges.
-type opWriter struct {
-	w       *bufio.Writer
-	copyOff int64
-	copyLen int64
-	tmp     []byte
-}
-
-func (o *opWriter) uvarint(v uint64) error {
-	o.tmp = binary.AppendUvarint(o.tmp[:0], v)
-	_, err := o.w.Write(o.tmp)
-	return err
-}
-
-func (o *opWriter) flushCopy() error {
-	if o.copyLen == 0 {
-		return nil
-	}
-	if err := o.w.WriteByte(opCopy); err != nil {
-		return err
-	}
-	if err := o.uvarint(uint64(o.copyOff)); err != nil {
-		return err
-	}
-	err := o.uvarint(uint64(o.copyLen))
-	o.copyLen = 0
-	return err
-}
-
-func (o *opWriter) copyOp(off, n int64) error {
-	if n == 0 {
-		return nil
-	}
-	if o.copyLen > 0 && o.copyOff+o.copyLen == off {
-		o.copyLen += n
-		return nil
-	}
-	if err := o.flushCopy(); err != nil {
-		return err
-	}
-	o.copyOff, o.copyLen = off, n
-	return nil
-}
-
-// dataOp writes a literal op for n bytes read from r.
-func (o *opWriter) dataOp(r io.Reader, n int64) error {
-	if n == 0 {
-		return nil
-	}
-	if err := o.flushCopy(); err != nil {
-		return err
-	}
-	if err := o.w.WriteByte(opData); err != nil {
-		return err
-	}
-	if err := o.uvarint(uint64(n)); err != nil {
-		return err
-	}
-	_, err := io.CopyN(o.w, r, n)
 	return err
 }
 
