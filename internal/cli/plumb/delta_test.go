@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bytes"
@@ -15,24 +15,25 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 func runDeltaVerb(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	e := &env{stdout: &out, stderr: &errb, log: newLogger(&errb, false)}
+	e := &cli.Env{Stdout: &out, Stderr: &errb, Log: cli.NewLogger(&errb, false)}
 	root := &cobra.Command{Use: "plumb", SilenceUsage: true, SilenceErrors: true}
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errb)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.BadInput(err) })
 	root.AddCommand(newDeltaCmd(e))
 	err := root.ExecuteContext(t.Context())
-	if err != nil && isCobraUsageError(err) {
-		err = badInput(err)
+	if err != nil && cli.IsCobraUsageError(err) {
+		err = cli.BadInput(err)
 	}
-	code = exitCode(err, &errb, "plumb")
+	code = cli.ExitCode(err, &errb, "plumb")
 	return code, out.String(), errb.String()
 }
 

@@ -1,9 +1,11 @@
-package cli
+package plumbd
 
 import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 // TestAttestBadInput: plumbd attest refuses bad flags with one line and
@@ -18,10 +20,10 @@ func TestAttestBadInput(t *testing.T) {
 		{[]string{"attest", "-o", "-", "--nonce", "0011"}, "--nonce: expected 8..64 bytes as hex"},
 	} {
 		var stdout, stderr bytes.Buffer
-		code := RunPlumbd(t.Context(), tc.args, &stdout, &stderr)
+		code := Run(t.Context(), tc.args, &stdout, &stderr)
 		msg := stderr.String()
-		if code != exitBadInput || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
-			t.Errorf("plumbd %q: exit %d, stderr %q; want %d and one line containing %q", tc.args, code, msg, exitBadInput, tc.want)
+		if code != cli.ExitBadInput || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
+			t.Errorf("plumbd %q: exit %d, stderr %q; want %d and one line containing %q", tc.args, code, msg, cli.ExitBadInput, tc.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package cli
+package plumbd
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,9 +14,9 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/format/attestapi"
-	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/identity"
@@ -32,11 +31,11 @@ type attestOptions struct {
 	nonce string
 }
 
-func newAttestCmd(e *env) *cobra.Command {
+func newAttestCmd(e *cli.Env) *cobra.Command {
 	var o attestOptions
 	cmd := &cobra.Command{
 		Use:   "attest -o EVIDENCE.json",
-		Short: "Quote the TPM's PCRs and write attestation evidence (attest/EVIDENCE.md)",
+		Short: "Quote the TPM's PCRs and write attestation evidence (format/attestapi/EVIDENCE.md)",
 		Long: `Attest produces evidence for a manual run: a TPM2 quote with the device's
 attestation key over PCRs 0-15 and the nonce, the UEFI event log, plumb-init's
 PCR 15 log, the EK and AK and the running release. Check it on another
@@ -56,23 +55,23 @@ the evidence proves nothing about freshness.`,
 	return cmd
 }
 
-func runAttest(ctx context.Context, e *env, o attestOptions) error {
+func runAttest(ctx context.Context, e *cli.Env, o attestOptions) error {
 	nonce := make([]byte, 32)
 	if o.nonce != "" {
 		var err error
 		if nonce, err = hex.DecodeString(o.nonce); err != nil || len(nonce) < attestapi.MinNonceSize || len(nonce) > attestapi.MaxNonceSize {
-			return badInput(fmt.Errorf("--nonce: expected %d..%d bytes as hex, got %q", attestapi.MinNonceSize, attestapi.MaxNonceSize, o.nonce))
+			return cli.BadInput(fmt.Errorf("--nonce: expected %d..%d bytes as hex, got %q", attestapi.MinNonceSize, attestapi.MaxNonceSize, o.nonce))
 		}
 	} else {
 		rand.Read(nonce)
 	}
 	f := device.Probe(o.root)
-	cfg, _ := loadAgentConfig(o.root)
-	ident, err := identity.Load(identity.TPMDevices, filepath.Join(o.root, dataDir(cfg), identityFile))
+	cfg, _ := agent.LoadConfig(o.root)
+	ident, err := identity.Load(identity.TPMDevices, filepath.Join(o.root, agent.DataDir(cfg), agent.IdentityFile))
 	if err != nil {
 		return err
 	}
-	ev, err := collectEvidence(ctx, e, f, filepath.Join(o.root, dataDir(cfg)), ident.ID, nonce)
+	ev, err := collectEvidence(ctx, e, f, filepath.Join(o.root, agent.DataDir(cfg)), ident.ID, nonce)
 	if err != nil {
 		return err
 	}
@@ -81,19 +80,19 @@ func runAttest(ctx context.Context, e *env, o attestOptions) error {
 		return err
 	}
 	if o.out == "-" {
-		_, err = e.stdout.Write(append(b, '\n'))
+		_, err = e.Stdout.Write(append(b, '\n'))
 		return err
 	}
 	return atomicfile.WriteFile(o.out, append(b, '\n'), 0o644)
 }
 
 // openAttestDevice opens the TPM and the device's attestation keys.
-func openAttestDevice(e *env, stateDir, id string) (*attest.Device, func(), error) {
+func openAttestDevice(e *cli.Env, stateDir, id string) (*attest.Device, func(), error) {
 	rw, err := attest.OpenTPM()
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := attest.NewDevice(rw, stateDir, attest.WithDeviceID(id), attest.WithLogger(e.log))
+	d, err := attest.NewDevice(rw, stateDir, attest.WithDeviceID(id), attest.WithLogger(e.Log))
 	if err != nil {
 		rw.Close()
 		return nil, nil, err
@@ -109,7 +108,7 @@ func releaseOf(f device.Facts) attestapi.Release {
 	return r
 }
 
-func collectEvidence(ctx context.Context, e *env, f device.Facts, stateDir, id string, nonce []byte) (*attestapi.Evidence, error) {
+func collectEvidence(ctx context.Context, e *cli.Env, f device.Facts, stateDir, id string, nonce []byte) (*attestapi.Evidence, error) {
 	d, closeDev, err := openAttestDevice(e, stateDir, id)
 	if err != nil {
 		return nil, err
@@ -121,29 +120,31 @@ func collectEvidence(ctx context.Context, e *env, f device.Facts, stateDir, id s
 // attestor returns the agent's attestation run: enroll the AK once, then
 // fetch a nonce, send evidence, keep the verifier's report and return its
 // verdict. The verifier is plumb serve at the repository's URL.
-func attestor(e *env, f device.Facts, cfg *config.Config, hc *http.Client, id string) func(ctx context.Context) *agent.Attestation {
+func attestor(e *cli.Env, env agent.Env) func(ctx context.Context) *agent.Attestation {
+	f, id := env.Facts, env.DeviceID
 	return func(ctx context.Context) *agent.Attestation {
 		res := &agent.Attestation{Time: time.Now().UTC(), Release: f.Release.Version}
-		report, err := attestOnce(ctx, e, f, cfg, hc, id)
+		report, err := attestOnce(ctx, e, env)
 		if err != nil {
-			e.log.Error("attestation failed", "err", err)
+			e.Log.Error("attestation failed", "err", err)
 			res.Verdict, res.Error = "error", err.Error()
 			return res
 		}
 		res.Verdict, res.Failed = report.Verdict, report.Failed()
-		e.log.Info("attestation verdict", "verdict", report.Verdict, "failed", strings.Join(res.Failed, ","), "release", f.Release.Version, "device", id)
+		e.Log.Info("attestation verdict", "verdict", report.Verdict, "failed", strings.Join(res.Failed, ","), "release", f.Release.Version, "device", id)
 		return res
 	}
 }
 
-func attestOnce(ctx context.Context, e *env, f device.Facts, cfg *config.Config, hc *http.Client, id string) (*attestapi.Report, error) {
+func attestOnce(ctx context.Context, e *cli.Env, env agent.Env) (*attestapi.Report, error) {
+	f, id := env.Facts, env.DeviceID
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := attestapi.NewClient(cfg.Repository, hc)
+	c, err := attestapi.NewClient(env.Config.Repository, env.HTTPClient)
 	if err != nil {
 		return nil, err
 	}
-	dir := dataDir(cfg)
+	dir := env.DataDir
 	d, closeDev, err := openAttestDevice(e, dir, id)
 	if err != nil {
 		return nil, err
@@ -164,7 +165,7 @@ func attestOnce(ctx context.Context, e *env, f device.Facts, cfg *config.Config,
 		if err := d.MarkEnrolled(); err != nil {
 			return nil, err
 		}
-		e.log.Info("attestation key enrolled", "device", id)
+		e.Log.Info("attestation key enrolled", "device", id)
 	}
 	n, err := c.Nonce(ctx, id)
 	if err != nil {
@@ -179,7 +180,7 @@ func attestOnce(ctx context.Context, e *env, f device.Facts, cfg *config.Config,
 		return nil, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, reportFile), raw, 0o644); err != nil {
-		e.log.Warn("keeping the attestation report", "err", err)
+		e.Log.Warn("keeping the attestation report", "err", err)
 	}
 	return report, nil
 }
@@ -196,7 +197,8 @@ var bootChecks = []string{
 // measuredBoot returns the attested commit's check: the device quotes its
 // own PCRs over a fresh nonce and verifies the quote, its event log and
 // plumb-init's log against the reference values in the release facts.
-func measuredBoot(e *env, f device.Facts, stateDir, id string) func(ctx context.Context, facts *release.Facts) error {
+func measuredBoot(e *cli.Env, env agent.Env) func(ctx context.Context, facts *release.Facts) error {
+	f, stateDir, id := env.Facts, env.DataDir, env.DeviceID
 	return func(ctx context.Context, facts *release.Facts) error {
 		custom, err := json.Marshal(facts)
 		if err != nil {

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -11,10 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/server"
 )
 
-func init() { badInputClasses = append(badInputClasses, server.ErrBadInput) }
+func init() { cli.RegisterBadInput(server.ErrBadInput) }
 
 type serveOptions struct {
 	dir       string
@@ -27,7 +28,7 @@ type serveOptions struct {
 	ekCAs     []string
 }
 
-func newServeCmd(e *env) *cobra.Command {
+func newServeCmd(e *cli.Env) *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
 		Use:   "serve DIR",
@@ -72,13 +73,13 @@ GET /v1/devices/<id>.`,
 	return cmd
 }
 
-func runServe(ctx context.Context, e *env, o serveOptions) error {
+func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	if _, _, err := net.SplitHostPort(o.addr); err != nil {
-		return badInput(fmt.Errorf("--addr %q: expected HOST:PORT like 127.0.0.1:8443: %w", o.addr, err))
+		return cli.BadInput(fmt.Errorf("--addr %q: expected HOST:PORT like 127.0.0.1:8443: %w", o.addr, err))
 	}
-	log := e.log
+	log := e.Log
 	if o.accessLog {
-		log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		log = slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -91,10 +92,10 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 			for _, p := range o.ekCAs {
 				pem, err := os.ReadFile(p)
 				if err != nil {
-					return badInput(fmt.Errorf("--ek-ca: %w", err))
+					return cli.BadInput(fmt.Errorf("--ek-ca: %w", err))
 				}
 				if !pool.AppendCertsFromPEM(pem) {
-					return badInput(fmt.Errorf("--ek-ca %s: expected PEM certificates, found none", p))
+					return cli.BadInput(fmt.Errorf("--ek-ca %s: expected PEM certificates, found none", p))
 				}
 			}
 			att.ManufacturerCAs = pool
@@ -126,10 +127,10 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 		ca = s.CACertPath()
 	}
 	url := "https://" + displayAddr(l.Addr()) + "/"
-	fmt.Fprintf(e.stdout, "serving %s\n", repo)
-	fmt.Fprintf(e.stdout, "URL:  %s  (metadata %smetadata/, targets %stargets/)\n", url, url, url)
-	fmt.Fprintf(e.stdout, "CA:   %s  (devices and plumbd fetch trust this file)\n", ca)
-	fmt.Fprintf(e.stdout, "Ctrl-C stops.\n")
+	fmt.Fprintf(e.Stdout, "serving %s\n", repo)
+	fmt.Fprintf(e.Stdout, "URL:  %s  (metadata %smetadata/, targets %stargets/)\n", url, url, url)
+	fmt.Fprintf(e.Stdout, "CA:   %s  (devices and plumbd fetch trust this file)\n", ca)
+	fmt.Fprintf(e.Stdout, "Ctrl-C stops.\n")
 	return s.Serve(ctx, l)
 }
 

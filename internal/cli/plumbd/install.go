@@ -1,4 +1,4 @@
-package cli
+package plumbd
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/install"
@@ -29,7 +31,7 @@ type installOptions struct {
 	metadata string
 }
 
-func newInstallCmd(e *env) *cobra.Command {
+func newInstallCmd(e *cli.Env) *cobra.Command {
 	var o installOptions
 	cmd := &cobra.Command{
 		Use:   "install --disk DEV|auto [--force] [--dry-run] [--no-reboot]",
@@ -72,33 +74,33 @@ failed verification.`,
 	return cmd
 }
 
-func runInstall(ctx context.Context, e *env, o installOptions) error {
-	cfg, err := loadAgentConfig(o.root)
+func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
+	cfg, err := agent.LoadConfig(o.root)
 	if err != nil {
-		return badInput(fmt.Errorf("agent config: %w", err))
+		return cli.BadInput(fmt.Errorf("agent config: %w", err))
 	}
 	data, err := os.ReadFile(filepath.Join(o.root, config.InstallerPath))
 	if err != nil {
-		return badInput(fmt.Errorf("installer config: %w (not an installer image?)", err))
+		return cli.BadInput(fmt.Errorf("installer config: %w (not an installer image?)", err))
 	}
 	layout, err := config.ParseInstaller(data)
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	if cfg.Repository == "" {
-		return badInput(errors.New("agent config: repository: expected the repository's URL, got nothing"))
+		return cli.BadInput(errors.New("agent config: repository: expected the repository's URL, got nothing"))
 	}
 	root, err := os.ReadFile(rooted(o.root, cfg.Root))
 	if err != nil {
-		return badInput(fmt.Errorf("trusted root: %w", err))
+		return cli.BadInput(fmt.Errorf("trusted root: %w", err))
 	}
 	ca := ""
 	if cfg.CA != "" {
 		ca = rooted(o.root, cfg.CA)
 	}
-	hc, err := httpClient(ca)
+	hc, err := agent.HTTPClient(ca)
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	mdir := o.metadata
 	if mdir == "" {
@@ -107,13 +109,7 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 		}
 		defer os.RemoveAll(mdir)
 	}
-	client, err := fetch.New(fetch.Options{
-		Repo: cfg.Repository, MetadataDir: mdir, TrustedRoot: root, HTTPClient: hc, Log: e.log,
-		Link: fetch.Link{
-			Proxy: cfg.Link.Proxy, RateLimit: cfg.Link.RateLimit, Attempts: cfg.Link.Attempts,
-			RequestTimeout: time.Duration(cfg.Link.RequestTimeout), IdleTimeout: time.Duration(cfg.Link.IdleTimeout),
-		},
-	})
+	client, err := fetch.New(agent.FetchOptions(cfg, mdir, root, hc, e.Log))
 	if err != nil {
 		return err
 	}
@@ -125,12 +121,12 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 	deviceID := ""
 	if id, err := identity.Load(identity.TPMDevices, ""); err == nil {
 		deviceID = id.ID
-		fmt.Fprintf(e.stdout, "plumb-install: device %s (TPM key)\n", id.ID)
+		fmt.Fprintf(e.Stdout, "plumb-install: device %s (TPM key)\n", id.ID)
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+		rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.Log)
 	} else {
-		e.log.Info("no TPM identity: the installer sends no status reports", "err", err)
+		e.Log.Info("no TPM identity: the installer sends no status reports", "err", err)
 	}
 	// Booted from a USB stick by systemd-boot: the stick's ESP is named
 	// in efivarfs, and the disk holding it is never written.
@@ -138,23 +134,23 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 	if o.root == "/" {
 		if ents, err := os.ReadDir(efivars); err == nil && len(ents) == 0 {
 			if err := slot.MountEFIVars(efivars); err != nil {
-				e.log.Debug("efivarfs not mounted", "err", err)
+				e.Log.Debug("efivarfs not mounted", "err", err)
 			}
 		}
 	}
 	bootPart, err := install.BootPartUUID(efivars)
 	if err != nil {
-		e.log.Warn("boot partition unknown", "err", err)
+		e.Log.Warn("boot partition unknown", "err", err)
 	}
 	if bootPart != "" {
-		fmt.Fprintf(e.stdout, "plumb-install: booted from partition %s: its disk is never written\n", bootPart)
+		fmt.Fprintf(e.Stdout, "plumb-install: booted from partition %s: its disk is never written\n", bootPart)
 	}
 	res, err := install.Run(ctx, install.Options{
 		Disk: o.disk, Force: o.force, DryRun: o.dryRun, BootPartUUID: bootPart,
 		Hardware: cfg.Hardware, Channel: cfg.Channel, DeviceID: deviceID,
 		Layout: layout, Root: o.root, Repo: client,
 		SysBlock: "/sys/class/block", Dev: "/dev",
-		Console: e.stdout, Log: e.log,
+		Console: e.Stdout, Log: e.Log,
 		Report: func(p install.Progress) {
 			rep.Send(map[string]any{"agent_version": agentVersion(), "phase": "installing"}, p)
 		},
@@ -163,17 +159,17 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 	switch {
 	case err == nil:
 	case install.IsRefusal(err):
-		return badInput(err)
+		return cli.BadInput(err)
 	case errors.Is(err, fetch.ErrVerification):
-		return &classified{err: err, class: ErrVerification}
+		return cli.Verification(err)
 	default:
 		return err
 	}
 	if o.dryRun || o.noReboot {
-		fmt.Fprintf(e.stdout, "plumb-install: %s on %s: done, not rebooting\n", res.Version, res.Disk)
+		fmt.Fprintf(e.Stdout, "plumb-install: %s on %s: done, not rebooting\n", res.Version, res.Disk)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "plumb-install: %s installed on %s: rebooting\n", res.Version, res.Disk)
+	fmt.Fprintf(e.Stdout, "plumb-install: %s installed on %s: rebooting\n", res.Version, res.Disk)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
 		return fmt.Errorf("rebooting: %w", err)

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -11,9 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
-func init() { badInputClasses = append(badInputClasses, tufrepo.ErrInvalid) }
+func init() { cli.RegisterBadInput(tufrepo.ErrInvalid) }
 
 type repoOptions struct {
 	dir       string
@@ -21,7 +22,7 @@ type repoOptions struct {
 	threshold []string // ROLE=N, from repeated --threshold
 }
 
-func newRepoCmd(e *env) *cobra.Command {
+func newRepoCmd(e *cli.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "repo",
 		Short: "Create and maintain a TUF update repository",
@@ -38,7 +39,7 @@ Serve DIR/repository with "plumb serve DIR" or any static web server.`,
 	return cmd
 }
 
-func newRepoInitCmd(e *env) *cobra.Command {
+func newRepoInitCmd(e *cli.Env) *cobra.Command {
 	var o repoOptions
 	cmd := &cobra.Command{
 		Use:   "init DIR",
@@ -66,22 +67,22 @@ func parseThresholds(vals []string) (map[string]int, error) {
 		role, num, ok := strings.Cut(v, "=")
 		n, err := strconv.Atoi(num)
 		if !ok || role == "" || err != nil {
-			return nil, badInput(fmt.Errorf("--threshold: expected ROLE=N (e.g. root=2), got %q", v))
+			return nil, cli.BadInput(fmt.Errorf("--threshold: expected ROLE=N (e.g. root=2), got %q", v))
 		}
 		if _, dup := m[role]; dup {
-			return nil, badInput(fmt.Errorf("--threshold: role %q given twice", role))
+			return nil, cli.BadInput(fmt.Errorf("--threshold: role %q given twice", role))
 		}
 		m[role] = n
 	}
 	return m, nil
 }
 
-func runRepoInit(ctx context.Context, e *env, o repoOptions) error {
+func runRepoInit(ctx context.Context, e *cli.Env, o repoOptions) error {
 	thr, err := parseThresholds(o.threshold)
 	if err != nil {
 		return err
 	}
-	if err := tufrepo.Init(ctx, o.dir, tufrepo.Options{Log: e.log, Threshold: thr}); err != nil {
+	if err := tufrepo.Init(ctx, o.dir, tufrepo.Options{Log: e.Log, Threshold: thr}); err != nil {
 		return err
 	}
 	r, err := openRepo(e, o.dir)
@@ -102,15 +103,15 @@ func runRepoInit(ctx context.Context, e *env, o repoOptions) error {
 	}
 	n := len(rootKeys)
 	if n == 1 {
-		fmt.Fprintf(e.stdout, "created repository %s\nmove %s offline: it is needed only to rotate keys\n", o.dir, rootKeys[0])
+		fmt.Fprintf(e.Stdout, "created repository %s\nmove %s offline: it is needed only to rotate keys\n", o.dir, rootKeys[0])
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "created repository %s\nmove %s offline, each to its holder: all %d are needed to rotate keys\n",
+	fmt.Fprintf(e.Stdout, "created repository %s\nmove %s offline, each to its holder: all %d are needed to rotate keys\n",
 		o.dir, strings.Join(rootKeys, ", "), n)
 	return nil
 }
 
-func newRepoRefreshCmd(e *env) *cobra.Command {
+func newRepoRefreshCmd(e *cli.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "refresh DIR",
 		Short: "Re-sign the timestamp (and snapshot, targets when they would expire first); run it daily",
@@ -125,7 +126,7 @@ func newRepoRefreshCmd(e *env) *cobra.Command {
 	}
 }
 
-func newRepoRotateCmd(e *env) *cobra.Command {
+func newRepoRotateCmd(e *cli.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate DIR ROLE",
 		Short: "Replace all keys of a role (root, targets, snapshot or timestamp); needs the root keys",
@@ -138,16 +139,16 @@ func newRepoRotateCmd(e *env) *cobra.Command {
 			if err := r.Rotate(cmd.Context(), args[1]); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "rotated the %s key\n", args[1])
+			fmt.Fprintf(e.Stdout, "rotated the %s key\n", args[1])
 			if args[1] == "root" {
-				fmt.Fprintf(e.stdout, "move the new %s offline again\n", filepath.Join(args[0], "keys", "root*.key"))
+				fmt.Fprintf(e.Stdout, "move the new %s offline again\n", filepath.Join(args[0], "keys", "root*.key"))
 			}
 			return nil
 		},
 	}
 }
 
-func newRepoLsCmd(e *env) *cobra.Command {
+func newRepoLsCmd(e *cli.Env) *cobra.Command {
 	var o repoOptions
 	cmd := &cobra.Command{
 		Use:   "ls DIR",
@@ -162,7 +163,7 @@ func newRepoLsCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-func runRepoLs(_ context.Context, e *env, o repoOptions) error {
+func runRepoLs(_ context.Context, e *cli.Env, o repoOptions) error {
 	r, err := openRepo(e, o.dir)
 	if err != nil {
 		return err
@@ -175,9 +176,9 @@ func runRepoLs(_ context.Context, e *env, o repoOptions) error {
 		if rels == nil {
 			rels = []tufrepo.Release{}
 		}
-		return printJSON(e.stdout, rels)
+		return cli.PrintJSON(e.Stdout, rels)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HARDWARE\tVERSION\tKIND\tCHANNEL\tROLLOUT\tSIZE\tFILE")
 	for _, rel := range rels {
 		f := rel.Facts
@@ -186,7 +187,7 @@ func runRepoLs(_ context.Context, e *env, o repoOptions) error {
 	return tw.Flush()
 }
 
-func newRepoKeysCmd(e *env) *cobra.Command {
+func newRepoKeysCmd(e *cli.Env) *cobra.Command {
 	var o repoOptions
 	cmd := &cobra.Command{
 		Use:   "keys DIR",
@@ -201,7 +202,7 @@ func newRepoKeysCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-func runRepoKeys(_ context.Context, e *env, o repoOptions) error {
+func runRepoKeys(_ context.Context, e *cli.Env, o repoOptions) error {
 	r, err := openRepo(e, o.dir)
 	if err != nil {
 		return err
@@ -211,9 +212,9 @@ func runRepoKeys(_ context.Context, e *env, o repoOptions) error {
 		return err
 	}
 	if o.jsonOut {
-		return printJSON(e.stdout, roles)
+		return cli.PrintJSON(e.Stdout, roles)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tTHRESHOLD\tKEY ID\tFILE\tTARGET PATHS")
 	for _, rk := range roles {
 		for _, k := range rk.Keys {
@@ -234,6 +235,6 @@ func runRepoKeys(_ context.Context, e *env, o repoOptions) error {
 	return tw.Flush()
 }
 
-func openRepo(e *env, dir string) (*tufrepo.Repo, error) {
-	return tufrepo.Open(dir, tufrepo.Options{Log: e.log})
+func openRepo(e *cli.Env, dir string) (*tufrepo.Repo, error) {
+	return tufrepo.Open(dir, tufrepo.Options{Log: e.Log})
 }

@@ -1,4 +1,4 @@
-package cli
+package plumbd
 
 import (
 	"context"
@@ -13,16 +13,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/internal/buildinfo"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/reconcile"
 )
 
-// RunPlumbd runs the plumbd command with args (without the program name)
+// Run runs the plumbd command with args (without the program name)
 // and returns the process exit code.
-func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &cli.Env{Stdout: stdout, Stderr: stderr}
 	var verbose bool
 	root := &cobra.Command{
 		Use:           "plumbd",
@@ -32,31 +33,20 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		SilenceErrors: true,
 		PersistentPreRun: func(*cobra.Command, []string) {
 			// The agent's log is the device's record: info by default.
-			e.log = newDeviceLogger(stderr, verbose)
+			e.Log = cli.NewDeviceLogger(stderr, verbose)
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug details to stderr")
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.BadInput(err) })
 	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e))
 	err := root.ExecuteContext(ctx)
-	if err != nil && isCobraUsageError(err) {
-		err = badInput(err)
+	if err != nil && cli.IsCobraUsageError(err) {
+		err = cli.BadInput(err)
 	}
-	return exitCode(err, stderr, "plumbd")
-}
-
-// agentStatus is what `plumbd status` prints.
-type agentStatus struct {
-	AgentVersion string `json:"agent_version"`
-	device.Facts
-	Device *identity.Identity `json:"device,omitempty"`
-	Update *agent.State       `json:"update,omitempty"`
-	// Workloads is the reconciler's last report (status.json), when the
-	// device runs workloads.
-	Workloads *reconcile.Status `json:"workloads,omitempty"`
+	return cli.ExitCode(err, stderr, "plumbd")
 }
 
 type statusOptions struct {
@@ -64,7 +54,7 @@ type statusOptions struct {
 	compact bool
 }
 
-func newStatusCmd(e *env) *cobra.Command {
+func newStatusCmd(e *cli.Env) *cobra.Command {
 	var o statusOptions
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -80,14 +70,14 @@ func newStatusCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-func runStatus(_ context.Context, e *env, o statusOptions) error {
-	st := agentStatus{AgentVersion: buildinfo.Version, Facts: device.Probe(o.root)}
-	cfg, _ := loadAgentConfig(o.root)
-	if s, err := agent.LoadState(filepath.Join(o.root, dataDir(cfg), stateFile)); err == nil {
+func runStatus(_ context.Context, e *cli.Env, o statusOptions) error {
+	st := agent.Status{AgentVersion: buildinfo.Version, Facts: device.Probe(o.root)}
+	cfg, _ := agent.LoadConfig(o.root)
+	if s, err := agent.LoadState(filepath.Join(o.root, agent.DataDir(cfg), agent.StateFile)); err == nil {
 		st.Update = s
 	}
 	// Status only reads: the key file is made by plumbd run, not here.
-	keyFile := filepath.Join(o.root, dataDir(cfg), identityFile)
+	keyFile := filepath.Join(o.root, agent.DataDir(cfg), agent.IdentityFile)
 	if _, err := os.Stat(keyFile); err != nil {
 		keyFile = ""
 	}
@@ -100,14 +90,14 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 	}
 	if cfg != nil && cfg.Workloads != nil {
 		st.Workloads = &reconcile.Status{Group: cfg.Workloads.Group, Containers: []reconcile.ContainerStatus{}}
-		if b, err := os.ReadFile(filepath.Join(o.root, dataDir(cfg), appsStateDir, reconcile.StatusFile)); err == nil {
+		if b, err := os.ReadFile(filepath.Join(o.root, agent.DataDir(cfg), agent.AppsStateDir, reconcile.StatusFile)); err == nil {
 			json.Unmarshal(b, st.Workloads)
 			if boot := bootTime(o.root); !boot.IsZero() && st.Workloads.Updated.Before(boot) {
 				st.Workloads.Stale = true
 			}
 		}
 	}
-	enc := json.NewEncoder(e.stdout)
+	enc := json.NewEncoder(e.Stdout)
 	if !o.compact {
 		enc.SetIndent("", "  ")
 	}
@@ -116,7 +106,7 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 
 type runOptions struct{ root string }
 
-func newRunCmd(e *env) *cobra.Command {
+func newRunCmd(e *cli.Env) *cobra.Command {
 	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run",

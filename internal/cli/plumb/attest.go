@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bytes"
@@ -19,12 +19,17 @@ import (
 	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/fetch"
 )
 
-func init() { badInputClasses = append(badInputClasses, attestapi.ErrMalformed) }
+func init() {
+	cli.RegisterBadInput(attestapi.ErrMalformed)
+	cli.RegisterVerification(fetch.ErrVerification)
+}
 
-func newPlumbAttestCmd(e *env) *cobra.Command {
+func newPlumbAttestCmd(e *cli.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "attest",
 		Short: "Verify TPM attestation evidence from devices",
@@ -45,7 +50,7 @@ type attestVerifyOptions struct {
 	output   string
 }
 
-func newAttestVerifyCmd(e *env) *cobra.Command {
+func newAttestVerifyCmd(e *cli.Env) *cobra.Command {
 	var o attestVerifyOptions
 	cmd := &cobra.Command{
 		Use:   "verify EVIDENCE --repo URL|DIR",
@@ -84,9 +89,9 @@ malformed evidence.`,
 	return cmd
 }
 
-func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
+func runAttestVerify(ctx context.Context, e *cli.Env, o attestVerifyOptions) error {
 	if o.format != "md" && o.format != "json" {
-		return badInput(fmt.Errorf("--format: expected md or json, got %q", o.format))
+		return cli.BadInput(fmt.Errorf("--format: expected md or json, got %q", o.format))
 	}
 	ev, err := readEvidence(o.evidence)
 	if err != nil {
@@ -95,7 +100,7 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 	var nonce []byte
 	if o.nonce != "" {
 		if nonce, err = hex.DecodeString(o.nonce); err != nil || len(nonce) == 0 {
-			return badInput(fmt.Errorf("--nonce: expected hex digits, got %q", o.nonce))
+			return cli.BadInput(fmt.Errorf("--nonce: expected hex digits, got %q", o.nonce))
 		}
 	}
 	opts := attest.VerifierOptions{}
@@ -104,17 +109,17 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 		for _, p := range o.ekCAs {
 			b, err := os.ReadFile(p)
 			if err != nil {
-				return badInput(fmt.Errorf("--ek-ca: %w", err))
+				return cli.BadInput(fmt.Errorf("--ek-ca: %w", err))
 			}
 			if !pool.AppendCertsFromPEM(b) {
-				return badInput(fmt.Errorf("--ek-ca %s: expected PEM certificates, found none", p))
+				return cli.BadInput(fmt.Errorf("--ek-ca %s: expected PEM certificates, found none", p))
 			}
 		}
 		opts.ManufacturerCAs = pool
 	}
 	if o.enrolled != "" {
 		if opts.Enrolled, err = attest.OpenEnrolled(o.enrolled); err != nil {
-			return badInput(fmt.Errorf("--enrolled: %w", err))
+			return cli.BadInput(fmt.Errorf("--enrolled: %w", err))
 		}
 	}
 	refs, err := referencesFor(ctx, e, o, ev.Release)
@@ -135,7 +140,7 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 		if err := atomicfile.WriteFile(o.output, buf.Bytes(), 0o644); err != nil {
 			return err
 		}
-	} else if _, err := e.stdout.Write(buf.Bytes()); err != nil {
+	} else if _, err := e.Stdout.Write(buf.Bytes()); err != nil {
 		return err
 	}
 	if rep.Verdict != attest.VerdictPassed {
@@ -143,7 +148,7 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 		if f := rep.Failed(); len(f) > 0 {
 			msg += ": " + strings.Join(f, ", ")
 		}
-		return &classified{err: errors.New(msg), class: ErrVerification}
+		return cli.Verification(errors.New(msg))
 	}
 	return nil
 }
@@ -151,19 +156,19 @@ func runAttestVerify(ctx context.Context, e *env, o attestVerifyOptions) error {
 func readEvidence(path string) (*attestapi.Evidence, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, badInput(err)
+		return nil, cli.BadInput(err)
 	}
 	defer f.Close()
 	ev, err := attestapi.ParseEvidence(f)
 	if err != nil {
-		return nil, badInput(fmt.Errorf("%s: %w", path, err))
+		return nil, cli.BadInput(fmt.Errorf("%s: %w", path, err))
 	}
 	return ev, nil
 }
 
 // referencesFor refreshes the repository's TUF metadata and reads the
 // reference values of the release the device claims.
-func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attestapi.Release) (attest.References, error) {
+func referencesFor(ctx context.Context, e *cli.Env, o attestVerifyOptions, rel attestapi.Release) (attest.References, error) {
 	repoURL, root := o.repo, o.root
 	if fi, err := os.Stat(o.repo); err == nil && fi.IsDir() {
 		// A plumb repo directory: serve its repository/ on loopback for the
@@ -178,27 +183,27 @@ func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attes
 			root = filepath.Join(o.repo, "repository", "metadata", "1.root.json")
 		}
 	} else if root == "" {
-		return attest.References{}, badInput(errors.New("--root: expected the repository's trusted root.json (required with a URL)"))
+		return attest.References{}, cli.BadInput(errors.New("--root: expected the repository's trusted root.json (required with a URL)"))
 	}
 	rootJSON, err := os.ReadFile(root)
 	if err != nil {
-		return attest.References{}, badInput(fmt.Errorf("--root: %w", err))
+		return attest.References{}, cli.BadInput(fmt.Errorf("--root: %w", err))
 	}
-	hc, err := httpClient(o.ca)
+	hc, err := agent.HTTPClient(o.ca)
 	if err != nil {
-		return attest.References{}, badInput(err)
+		return attest.References{}, cli.BadInput(err)
 	}
 	metaDir, err := os.MkdirTemp("", "plumb-attest-tuf-*")
 	if err != nil {
 		return attest.References{}, err
 	}
 	defer os.RemoveAll(metaDir)
-	c, err := fetch.New(fetch.Options{Repo: repoURL, MetadataDir: metaDir, TrustedRoot: rootJSON, HTTPClient: hc, Log: e.log})
+	c, err := fetch.New(fetch.Options{Repo: repoURL, MetadataDir: metaDir, TrustedRoot: rootJSON, HTTPClient: hc, Log: e.Log})
 	if err != nil {
-		return attest.References{}, badInput(err)
+		return attest.References{}, cli.BadInput(err)
 	}
 	if err := c.Refresh(ctx); err != nil {
-		return attest.References{}, classifyFetch(err)
+		return attest.References{}, err
 	}
 	targets, err := c.Targets()
 	if err != nil {
@@ -209,18 +214,18 @@ func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attes
 		if t.Path == want {
 			refs, err := attest.ReferencesFromFacts(t.Custom)
 			if err != nil {
-				return attest.References{}, &classified{err: fmt.Errorf("%s: %w", want, err), class: ErrVerification}
+				return attest.References{}, cli.Verification(fmt.Errorf("%s: %w", want, err))
 			}
 			return refs, nil
 		}
 	}
-	return attest.References{}, &classified{err: fmt.Errorf("the repository has no release %s for %s (%s): the device claims a release that was not published", rel.Version, rel.Hardware, want), class: ErrVerification}
+	return attest.References{}, cli.Verification(fmt.Errorf("the repository has no release %s for %s (%s): the device claims a release that was not published", rel.Version, rel.Hardware, want))
 }
 
 // serveDir serves dir over HTTP on 127.0.0.1 until stop is called.
 func serveDir(dir string) (url string, stop func(), err error) {
 	if _, err := os.Stat(filepath.Join(dir, "metadata")); err != nil {
-		return "", nil, badInput(fmt.Errorf("--repo: expected a plumb repo directory with repository/metadata: %w", err))
+		return "", nil, cli.BadInput(fmt.Errorf("--repo: expected a plumb repo directory with repository/metadata: %w", err))
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -236,7 +241,7 @@ type attestExportOptions struct {
 	output   string
 }
 
-func newAttestExportCmd(e *env) *cobra.Command {
+func newAttestExportCmd(e *cli.Env) *cobra.Command {
 	var o attestExportOptions
 	cmd := &cobra.Command{
 		Use:   "export EVIDENCE -o DIR",
@@ -257,7 +262,7 @@ quote can be checked independently of Plumb:
 			if err := attest.Export(ev, o.output); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "exported to %s; check with: sh %s\n", o.output, filepath.Join(o.output, attest.ExportScript))
+			fmt.Fprintf(e.Stdout, "exported to %s; check with: sh %s\n", o.output, filepath.Join(o.output, attest.ExportScript))
 			return nil
 		},
 	}

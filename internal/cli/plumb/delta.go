@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/delta"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 type deltaOptions struct {
@@ -27,7 +28,7 @@ type deltaOptions struct {
 	jsonOut      bool
 }
 
-func newDeltaCmd(e *env) *cobra.Command {
+func newDeltaCmd(e *cli.Env) *cobra.Command {
 	var o deltaOptions
 	cmd := &cobra.Command{
 		Use:   "delta OLD NEW -o FILE",
@@ -63,7 +64,7 @@ type deltaResult struct {
 	wire.Stats
 }
 
-func runDelta(ctx context.Context, e *env, o deltaOptions) error {
+func runDelta(ctx context.Context, e *cli.Env, o deltaOptions) error {
 	oldPath, err := rootImage(o.old)
 	if err != nil {
 		return err
@@ -73,16 +74,16 @@ func runDelta(ctx context.Context, e *env, o deltaOptions) error {
 		return err
 	}
 	if fi, err := os.Stat(o.out); err == nil && fi.IsDir() {
-		return badInput(fmt.Errorf("-o %s: expected a file name, got a directory", o.out))
+		return cli.BadInput(fmt.Errorf("-o %s: expected a file name, got a directory", o.out))
 	}
 	oldF, err := os.Open(oldPath)
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	defer oldF.Close()
 	newF, err := os.Open(newPath)
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	defer newF.Close()
 	oldSize, err := fileSize(oldF)
@@ -102,14 +103,14 @@ func runDelta(ctx context.Context, e *env, o deltaOptions) error {
 	start := time.Now()
 	ew := &errWriter{w: out}
 	bw := bufio.NewWriterSize(ew, 1<<20)
-	st, err := delta.Encode(ctx, bw, oldF, newF, oldSize, newSize, delta.Options{NoRecompress: o.noRecompress, Log: e.log})
+	st, err := delta.Encode(ctx, bw, oldF, newF, oldSize, newSize, delta.Options{NoRecompress: o.noRecompress, Log: e.Log})
 	if err != nil {
 		err = fmt.Errorf("%s -> %s: %w", oldPath, newPath, err)
 		if ew.err != nil || errors.Is(err, context.Canceled) {
 			return err
 		}
 		// Not the output, not a cancel: the images are what is wrong.
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("writing %s: %w", o.out, err)
@@ -122,13 +123,13 @@ func runDelta(ctx context.Context, e *env, o deltaOptions) error {
 		BundleBytes: st.BundleBytes, Seconds: time.Since(start).Seconds(), Stats: st,
 	}
 	if o.jsonOut {
-		return printJSON(e.stdout, res)
+		return cli.PrintJSON(e.Stdout, res)
 	}
-	fmt.Fprintf(e.stdout, "%s: %d bytes (%.2f%% of the new image's %d bytes) in %.1fs\n",
+	fmt.Fprintf(e.Stdout, "%s: %d bytes (%.2f%% of the new image's %d bytes) in %.1fs\n",
 		o.out, st.BundleBytes, 100*float64(st.BundleBytes)/float64(max(newSize, 1)), newSize, res.Seconds)
-	fmt.Fprintf(e.stdout, "  image bytes: %d copied from the old image, %d literal, %d re-compressed from %d patched contents (%d files matched)\n",
+	fmt.Fprintf(e.Stdout, "  image bytes: %d copied from the old image, %d literal, %d re-compressed from %d patched contents (%d files matched)\n",
 		st.CopyBytes, st.LiteralBytes, st.UnitBytes, st.Units, st.MatchedFiles)
-	fmt.Fprintf(e.stdout, "  blocks: %d re-compressed by the device, %d shipped literal\n", st.Recompressed, st.LiteralBlks)
+	fmt.Fprintf(e.Stdout, "  blocks: %d re-compressed by the device, %d shipped literal\n", st.Recompressed, st.LiteralBlks)
 	return nil
 }
 
@@ -138,29 +139,29 @@ func runDelta(ctx context.Context, e *env, o deltaOptions) error {
 func rootImage(arg string) (string, error) {
 	fi, err := os.Stat(arg)
 	if err != nil {
-		return "", badInput(fmt.Errorf("%s: expected a rootfs.sqfs or a plumb build directory: %w", arg, errors.Unwrap(err)))
+		return "", cli.BadInput(fmt.Errorf("%s: expected a rootfs.sqfs or a plumb build directory: %w", arg, errors.Unwrap(err)))
 	}
 	p := arg
 	if fi.IsDir() {
 		p = filepath.Join(arg, builder.RootfsFile)
 		if _, err := os.Stat(p); err != nil {
-			return "", badInput(fmt.Errorf("%s: expected a plumb build directory holding %s, got none", arg, builder.RootfsFile))
+			return "", cli.BadInput(fmt.Errorf("%s: expected a plumb build directory holding %s, got none", arg, builder.RootfsFile))
 		}
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return "", badInput(err)
+		return "", cli.BadInput(err)
 	}
 	defer f.Close()
 	var sb [24]byte
 	if _, err := io.ReadFull(f, sb[:]); err != nil {
-		return "", badInput(fmt.Errorf("%s: expected a squashfs root image, got %s", p, shortOf(err)))
+		return "", cli.BadInput(fmt.Errorf("%s: expected a squashfs root image, got %s", p, shortOf(err)))
 	}
 	if m := binary.LittleEndian.Uint32(sb[0:]); m != 0x73717368 {
-		return "", badInput(fmt.Errorf("%s: squashfs magic: expected \"hsqs\", got %q", p, sb[:4]))
+		return "", cli.BadInput(fmt.Errorf("%s: squashfs magic: expected \"hsqs\", got %q", p, sb[:4]))
 	}
 	if c := binary.LittleEndian.Uint16(sb[20:]); c != 6 {
-		return "", badInput(fmt.Errorf("%s: squashfs compressor: expected 6 (zstd, as plumb build writes), got %d", p, c))
+		return "", cli.BadInput(fmt.Errorf("%s: squashfs compressor: expected 6 (zstd, as plumb build writes), got %d", p, c))
 	}
 	return p, nil
 }
@@ -178,7 +179,7 @@ func fileSize(f *os.File) (int64, error) {
 		return 0, err
 	}
 	if !fi.Mode().IsRegular() {
-		return 0, badInput(fmt.Errorf("%s: expected a regular file", f.Name()))
+		return 0, cli.BadInput(fmt.Errorf("%s: expected a regular file", f.Name()))
 	}
 	return fi.Size(), nil
 }

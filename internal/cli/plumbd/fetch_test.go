@@ -1,4 +1,4 @@
-package cli
+package plumbd
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
 )
 
@@ -66,16 +67,16 @@ func TestFetchCmd(t *testing.T) {
 				args = tt.args(srv.URL, root, ca, out)
 			}
 			var stdout, stderr bytes.Buffer
-			cmd := newFetchCmd(&env{stdout: &stdout, stderr: &stderr, log: newLogger(&stderr, false)})
+			cmd := newFetchCmd(&cli.Env{Stdout: &stdout, Stderr: &stderr, Log: cli.NewLogger(&stderr, false)})
 			cmd.SetArgs(args)
 			cmd.SetOut(&stdout)
 			cmd.SetErr(&stderr)
 			cmd.SilenceUsage, cmd.SilenceErrors = true, true
 			err := cmd.ExecuteContext(t.Context())
-			if err != nil && isCobraUsageError(err) {
-				err = badInput(err)
+			if err != nil && cli.IsCobraUsageError(err) {
+				err = cli.BadInput(err)
 			}
-			code := exitCode(err, &stderr, "plumbd")
+			code := cli.ExitCode(err, &stderr, "plumbd")
 			if code != tt.wantCode || !strings.Contains(stderr.String(), tt.wantErr) {
 				t.Fatalf("plumbd fetch %q: exit %d, stderr %q; want exit %d, stderr containing %q", args, code, stderr.String(), tt.wantCode, tt.wantErr)
 			}

@@ -1,10 +1,9 @@
-package cli
+package plumbd
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/fetch"
 )
 
@@ -25,7 +25,7 @@ type fetchOptions struct {
 	target      string
 }
 
-func newFetchCmd(e *env) *cobra.Command {
+func newFetchCmd(e *cli.Env) *cobra.Command {
 	var o fetchOptions
 	cmd := &cobra.Command{
 		Use:   "fetch --repo URL --root ROOT_JSON --metadata-dir DIR --output FILE TARGET",
@@ -53,35 +53,35 @@ metadata. Exit code 3 means the repository failed verification.`,
 	return cmd
 }
 
-func runFetch(ctx context.Context, e *env, o fetchOptions) error {
+func runFetch(ctx context.Context, e *cli.Env, o fetchOptions) error {
 	root, err := os.ReadFile(o.root)
 	if err != nil {
-		return badInput(fmt.Errorf("--root: %w", err))
+		return cli.BadInput(fmt.Errorf("--root: %w", err))
 	}
 	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	if o.ca != "" {
 		pem, err := os.ReadFile(o.ca)
 		if err != nil {
-			return badInput(fmt.Errorf("--ca: %w", err))
+			return cli.BadInput(fmt.Errorf("--ca: %w", err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return badInput(fmt.Errorf("--ca %s: expected PEM certificates, found none", o.ca))
+			return cli.BadInput(fmt.Errorf("--ca %s: expected PEM certificates, found none", o.ca))
 		}
 		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	c, err := fetch.New(fetch.Options{Repo: o.repo, MetadataDir: o.metadataDir, TrustedRoot: root, HTTPClient: hc, Log: e.log})
+	c, err := fetch.New(fetch.Options{Repo: o.repo, MetadataDir: o.metadataDir, TrustedRoot: root, HTTPClient: hc, Log: e.Log})
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	if err := c.Refresh(ctx); err != nil {
-		return classifyFetch(err)
+		return err
 	}
 	n, err := downloadToFile(ctx, c, o.target, o.output)
 	if err != nil {
-		return classifyFetch(err)
+		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: %d bytes verified, written to %s\n", o.target, n, o.output)
+	fmt.Fprintf(e.Stdout, "%s: %d bytes verified, written to %s\n", o.target, n, o.output)
 	return nil
 }
 
@@ -112,10 +112,4 @@ func downloadToFile(ctx context.Context, c *fetch.Client, target, path string) (
 	return n, atomicfile.SyncDir(dir)
 }
 
-// classifyFetch maps the fetch package's verification class to exit code 3.
-func classifyFetch(err error) error {
-	if errors.Is(err, fetch.ErrVerification) {
-		return &classified{err: err, class: ErrVerification}
-	}
-	return err
-}
+func init() { cli.RegisterVerification(fetch.ErrVerification) }

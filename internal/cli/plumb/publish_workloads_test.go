@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
 )
 
@@ -64,7 +65,7 @@ func TestPublishWorkloads(t *testing.T) {
 		write(tt.img)
 		args := append([]string{"publish", repo, "--workloads", yaml}, tt.args...)
 		code, _, stderr := runRepoVerbs(t, args...)
-		if code != exitBadInput || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
+		if code != cli.ExitBadInput || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("plumb %q = %d, %q; want exit 2 and %q", args, code, stderr, tt.want)
 		}
 	}

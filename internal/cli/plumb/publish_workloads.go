@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -9,23 +9,24 @@ import (
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/builder/workloadsrc"
 	"github.com/plumb-os/plumb/format/workload"
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 // runPublishWorkloads is `plumb publish DIR --workloads FILE --group G`.
-func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
+func runPublishWorkloads(ctx context.Context, e *cli.Env, o publishOptions) error {
 	if o.group == "" {
-		return badInput(fmt.Errorf("--group: expected a group name with --workloads, got nothing"))
+		return cli.BadInput(fmt.Errorf("--group: expected a group name with --workloads, got nothing"))
 	}
 	if err := workload.ValidGroup(o.group); err != nil {
-		return badInput(fmt.Errorf("--%w", err))
+		return cli.BadInput(fmt.Errorf("--%w", err))
 	}
 	data, err := os.ReadFile(o.workloads)
 	if err != nil {
-		return badInput(fmt.Errorf("--workloads: %w", err))
+		return cli.BadInput(fmt.Errorf("--workloads: %w", err))
 	}
 	src, err := workloadsrc.ParseYAML(o.workloads, data, o.group)
 	if err != nil {
-		return badInput(err)
+		return cli.BadInput(err)
 	}
 	archives := map[string]string{}
 	for i, file := range src.Archives {
@@ -34,7 +35,7 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 	for _, file := range o.archives {
 		t := workload.TargetPrefix + o.group + "/" + filepath.Base(file)
 		if prev, ok := archives[t]; ok && prev != file {
-			return badInput(fmt.Errorf("--archive %s: target %s is also given by %s", file, t, prev))
+			return cli.BadInput(fmt.Errorf("--archive %s: target %s is also given by %s", file, t, prev))
 		}
 		archives[t] = file
 	}
@@ -43,7 +44,7 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 	for _, c := range src.Manifest.Containers {
 		if file, ok := archives[c.Target]; ok && c.Target != "" {
 			if err := workloadsrc.CheckArchive(&c, file); err != nil {
-				return badInput(err)
+				return cli.BadInput(err)
 			}
 		}
 	}
@@ -56,13 +57,13 @@ func runPublishWorkloads(ctx context.Context, e *env, o publishOptions) error {
 		return err
 	}
 	if o.jsonOut {
-		return printJSON(e.stdout, w)
+		return cli.PrintJSON(e.Stdout, w)
 	}
 	verb := "published"
 	if !w.Changed {
 		verb = "already published, unchanged:"
 	}
-	fmt.Fprintf(e.stdout, "%s %s (%d containers, sha256 %s) signed by the apps role, version %d\n",
+	fmt.Fprintf(e.Stdout, "%s %s (%d containers, sha256 %s) signed by the apps role, version %d\n",
 		verb, w.Target, len(src.Manifest.Containers), w.SHA256, w.Version)
 	return nil
 }

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 // syncBuffer is a bytes.Buffer safe for the command's goroutine and the test.
@@ -36,17 +38,17 @@ func (s *syncBuffer) String() string {
 
 // runServeCmd runs `plumb serve ARGS` the way RunPlumb runs a verb.
 func runServeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, log: newLogger(stderr, false)}
+	e := &cli.Env{Stdout: stdout, Stderr: stderr, Log: cli.NewLogger(stderr, false)}
 	cmd := newServeCmd(e)
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	err := cmd.ExecuteContext(ctx)
-	if err != nil && isCobraUsageError(err) {
-		err = badInput(err)
+	if err != nil && cli.IsCobraUsageError(err) {
+		err = cli.BadInput(err)
 	}
-	return exitCode(err, stderr, "plumb")
+	return cli.ExitCode(err, stderr, "plumb")
 }
 
 func TestServeCommand(t *testing.T) {
@@ -110,8 +112,8 @@ func TestServeCommand(t *testing.T) {
 	select {
 	case got := <-code:
 		code <- got // for the cleanup
-		if got != exitOK {
-			t.Errorf("exit code after Ctrl-C %d, want %d; stderr %q", got, exitOK, stderr.String())
+		if got != cli.ExitOK {
+			t.Errorf("exit code after Ctrl-C %d, want %d; stderr %q", got, cli.ExitOK, stderr.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop after its context was cancelled")
@@ -140,8 +142,8 @@ func TestServeBadInput(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		code := runServeCmd(t.Context(), tt.args, &stdout, &stderr)
 		msg := stderr.String()
-		if code != exitBadInput {
-			t.Errorf("serve %q: exit code %d, want %d; stderr %q", tt.args, code, exitBadInput, msg)
+		if code != cli.ExitBadInput {
+			t.Errorf("serve %q: exit code %d, want %d; stderr %q", tt.args, code, cli.ExitBadInput, msg)
 		}
 		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tt.want) {
 			t.Errorf("serve %q: stderr = %q, want one line containing %q", tt.args, msg, tt.want)

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bytes"
@@ -147,7 +147,7 @@ func TestAttestVerifyCmd(t *testing.T) {
 				args[2] = p
 			}
 			var stdout, stderr bytes.Buffer
-			code := RunPlumb(context.Background(), args, &stdout, &stderr)
+			code := Run(context.Background(), args, &stdout, &stderr)
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.wantCode, stdout.String(), stderr.String())
 			}
@@ -167,7 +167,7 @@ func TestAttestExportCmd(t *testing.T) {
 	fx := newAttestFixture(t, "root=x")
 	out := filepath.Join(fx.dir, "export")
 	var stdout, stderr bytes.Buffer
-	if code := RunPlumb(context.Background(), []string{"attest", "export", fx.evidence, "-o", out}, &stdout, &stderr); code != 0 {
+	if code := Run(context.Background(), []string{"attest", "export", fx.evidence, "-o", out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	for _, f := range []string{attest.ExportQuote, attest.ExportSignature, attest.ExportAKPEM, attest.ExportPCRs, attest.ExportNonce, attest.ExportScript} {

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 type publishOptions struct {
@@ -23,7 +24,7 @@ type publishOptions struct {
 	archives  []string // --archive FILE, repeatable
 }
 
-func newPublishCmd(e *env) *cobra.Command {
+func newPublishCmd(e *cli.Env) *cobra.Command {
 	var o publishOptions
 	cmd := &cobra.Command{
 		Use:   "publish DIR (--release BUILD_DIR | --workloads FILE --group G)",
@@ -51,11 +52,11 @@ FILE) as apps/G/<file>, all signed by the delegated role apps
 			o.dir = args[0]
 			switch {
 			case (o.build == "") == (o.workloads == ""):
-				return badInput(fmt.Errorf("expected one of --release BUILD_DIR or --workloads FILE"))
+				return cli.BadInput(fmt.Errorf("expected one of --release BUILD_DIR or --workloads FILE"))
 			case o.workloads != "":
 				return runPublishWorkloads(cmd.Context(), e, o)
 			case o.group != "" || len(o.archives) > 0:
-				return badInput(fmt.Errorf("--group and --archive go with --workloads"))
+				return cli.BadInput(fmt.Errorf("--group and --archive go with --workloads"))
 			}
 			return runPublish(cmd.Context(), e, o)
 		},
@@ -72,12 +73,12 @@ FILE) as apps/G/<file>, all signed by the delegated role apps
 	return cmd
 }
 
-func runPublish(ctx context.Context, e *env, o publishOptions) error {
+func runPublish(ctx context.Context, e *cli.Env, o publishOptions) error {
 	if o.rollout < 0 || o.rollout > 100 {
-		return badInput(fmt.Errorf("--rollout: expected a percentage 0..100, got %d", o.rollout))
+		return cli.BadInput(fmt.Errorf("--rollout: expected a percentage 0..100, got %d", o.rollout))
 	}
 	if o.deltas < 0 {
-		return badInput(fmt.Errorf("--deltas: expected a count >= 0, got %d", o.deltas))
+		return cli.BadInput(fmt.Errorf("--deltas: expected a count >= 0, got %d", o.deltas))
 	}
 	r, err := openRepo(e, o.dir)
 	if err != nil {
@@ -88,16 +89,16 @@ func runPublish(ctx context.Context, e *env, o publishOptions) error {
 		return err
 	}
 	if o.jsonOut {
-		return printJSON(e.stdout, f)
+		return cli.PrintJSON(e.Stdout, f)
 	}
-	fmt.Fprintf(e.stdout, "published %s %s for %s on %s (rollout %d%%)\n", f.Name, f.Version, f.Hardware, f.Channel, f.Rollout)
+	fmt.Fprintf(e.Stdout, "published %s %s for %s on %s (rollout %d%%)\n", f.Name, f.Version, f.Hardware, f.Channel, f.Rollout)
 	rels, err := r.Releases()
 	if err != nil {
 		return err
 	}
 	for _, rel := range rels {
 		if rel.Facts.Kind == release.KindDelta && rel.Facts.Hardware == f.Hardware && rel.Facts.Version == f.Version {
-			fmt.Fprintf(e.stdout, "  delta %s: %d bytes (%.1f%% of the full image)\n", rel.Path, rel.Length, 100*float64(rel.Length)/float64(f.Rootfs.Size))
+			fmt.Fprintf(e.Stdout, "  delta %s: %d bytes (%.1f%% of the full image)\n", rel.Path, rel.Length, 100*float64(rel.Length)/float64(f.Rootfs.Size))
 		}
 	}
 	return nil

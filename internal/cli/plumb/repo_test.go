@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/internal/cli"
 )
 
 // runRepoVerbs runs plumb with the repo and publish verbs the way RunPlumb
@@ -22,18 +23,18 @@ import (
 func runRepoVerbs(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	e := &env{stdout: &out, stderr: &errb, log: newLogger(&errb, false)}
+	e := &cli.Env{Stdout: &out, Stderr: &errb, Log: cli.NewLogger(&errb, false)}
 	root := &cobra.Command{Use: "plumb", SilenceUsage: true, SilenceErrors: true}
 	root.SetArgs(args)
 	root.SetOut(&out)
 	root.SetErr(&errb)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.BadInput(err) })
 	root.AddCommand(newRepoCmd(e), newPublishCmd(e))
 	err := root.ExecuteContext(t.Context())
-	if err != nil && isCobraUsageError(err) {
-		err = badInput(err)
+	if err != nil && cli.IsCobraUsageError(err) {
+		err = cli.BadInput(err)
 	}
-	code = exitCode(err, &errb, "plumb")
+	code = cli.ExitCode(err, &errb, "plumb")
 	return code, out.String(), errb.String()
 }
 
@@ -67,18 +68,18 @@ func TestRepoVerbs(t *testing.T) {
 		wantOut string // substring of stdout (code 0) or stderr
 	}{
 		{[]string{"repo", "init", repo}, 0, "keys/root.key offline"},
-		{[]string{"repo", "init", repo}, exitBadInput, "expected an empty or missing directory"},
+		{[]string{"repo", "init", repo}, cli.ExitBadInput, "expected an empty or missing directory"},
 		{[]string{"publish", repo, "--release", b1}, 0, "published demo 1.0.0 for qemu-x86_64 on stable (rollout 100%)"},
 		{[]string{"publish", repo, "--release", b2, "--channel", "beta", "--rollout", "5"}, 0, "on beta (rollout 5%)"},
-		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "other bytes")}, exitBadInput, "already published with other content"},
-		{[]string{"publish", repo, "--release", "/nonexistent"}, exitBadInput, "/nonexistent: expected the output directory of plumb build"},
-		{[]string{"publish", repo, "--release", t.TempDir()}, exitBadInput, "manifest.json: not found"},
-		{[]string{"publish", repo}, exitBadInput, "expected one of --release BUILD_DIR or --workloads FILE"},
-		{[]string{"publish", repo, "--release", b1, "--rollout", "101"}, exitBadInput, "--rollout: expected a percentage 0..100, got 101"},
-		{[]string{"publish", filepath.Join(repo, "nope"), "--release", b1}, exitBadInput, "expected a repository made by plumb repo init"},
+		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "other bytes")}, cli.ExitBadInput, "already published with other content"},
+		{[]string{"publish", repo, "--release", "/nonexistent"}, cli.ExitBadInput, "/nonexistent: expected the output directory of plumb build"},
+		{[]string{"publish", repo, "--release", t.TempDir()}, cli.ExitBadInput, "manifest.json: not found"},
+		{[]string{"publish", repo}, cli.ExitBadInput, "expected one of --release BUILD_DIR or --workloads FILE"},
+		{[]string{"publish", repo, "--release", b1, "--rollout", "101"}, cli.ExitBadInput, "--rollout: expected a percentage 0..100, got 101"},
+		{[]string{"publish", filepath.Join(repo, "nope"), "--release", b1}, cli.ExitBadInput, "expected a repository made by plumb repo init"},
 		{[]string{"repo", "ls", repo}, 0, "qemu-x86_64  1.1.0    full  beta     5%"},
 		{[]string{"repo", "refresh", repo}, 0, ""},
-		{[]string{"repo", "rotate", repo, "apps"}, exitBadInput, `role: expected root, targets, snapshot or timestamp, got "apps"`},
+		{[]string{"repo", "rotate", repo, "apps"}, cli.ExitBadInput, `role: expected root, targets, snapshot or timestamp, got "apps"`},
 		{[]string{"repo", "rotate", repo, "timestamp"}, 0, "rotated the timestamp key"},
 	}
 	for _, s := range steps {
@@ -117,12 +118,12 @@ func TestRepoThresholds(t *testing.T) {
 		code    int
 		wantOut string // substring of stdout (code 0) or stderr
 	}{
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root"`},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=two"}, exitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root=two"`},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "bogus=2"}, exitBadInput, `threshold: expected a role (root, targets, snapshot, timestamp, apps), got "bogus"`},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=11"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 11"},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=0"}, exitBadInput, "threshold[root]: expected 1..10 keys, got 0"},
-		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=2", "--threshold", "root=3"}, exitBadInput, `--threshold: role "root" given twice`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root"}, cli.ExitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=two"}, cli.ExitBadInput, `--threshold: expected ROLE=N (e.g. root=2), got "root=two"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "bogus=2"}, cli.ExitBadInput, `threshold: expected a role (root, targets, snapshot, timestamp, apps), got "bogus"`},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=11"}, cli.ExitBadInput, "threshold[root]: expected 1..10 keys, got 11"},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=0"}, cli.ExitBadInput, "threshold[root]: expected 1..10 keys, got 0"},
+		{[]string{"repo", "init", filepath.Join(tmp, "a"), "--threshold", "root=2", "--threshold", "root=3"}, cli.ExitBadInput, `--threshold: role "root" given twice`},
 		{[]string{"repo", "init", repo, "--threshold", "root=2", "--threshold", "targets=2"}, 0,
 			"move " + filepath.Join(repo, "keys", "root.key") + ", " + filepath.Join(repo, "keys", "root-2.key") + " offline"},
 		{[]string{"publish", repo, "--release", writeBuild(t, "1.0.0", "image one")}, 0, "published demo 1.0.0"},

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/testvm"
 )
 
@@ -26,7 +27,7 @@ type vmRunOptions struct {
 	memory   int
 }
 
-func newVMCmd(e *env) *cobra.Command {
+func newVMCmd(e *cli.Env) *cobra.Command {
 	vm := &cobra.Command{Use: "vm", Short: "Boot images in QEMU (OVMF, swtpm) for trying and testing"}
 	var o vmRunOptions
 	run := &cobra.Command{
@@ -56,16 +57,16 @@ otherwise it runs until the guest powers off or Ctrl-C.`,
 	return vm
 }
 
-func runVM(ctx context.Context, e *env, o vmRunOptions) error {
+func runVM(ctx context.Context, e *cli.Env, o vmRunOptions) error {
 	var until *regexp.Regexp
 	if o.until != "" {
 		var err error
 		if until, err = regexp.Compile(o.until); err != nil {
-			return badInput(fmt.Errorf("--until: expected a regular expression: %w", err))
+			return cli.BadInput(fmt.Errorf("--until: expected a regular expression: %w", err))
 		}
 	}
 	if _, err := os.Stat(o.image); err != nil {
-		return badInput(fmt.Errorf("image: %w", err))
+		return cli.BadInput(fmt.Errorf("image: %w", err))
 	}
 	if o.dir == "" {
 		o.dir = filepath.Join(filepath.Dir(o.image), "vm")
@@ -82,7 +83,7 @@ func runVM(ctx context.Context, e *env, o vmRunOptions) error {
 			}
 		}
 	}
-	opts := []testvm.Option{testvm.WithDisk(disk), testvm.WithMemory(o.memory), testvm.WithConsoleOutput(e.stdout), testvm.WithLogger(e.log)}
+	opts := []testvm.Option{testvm.WithDisk(disk), testvm.WithMemory(o.memory), testvm.WithConsoleOutput(e.Stdout), testvm.WithLogger(e.Log)}
 	if o.tpm {
 		opts = append(opts, testvm.WithTPM())
 	}
@@ -91,7 +92,7 @@ func runVM(ctx context.Context, e *env, o vmRunOptions) error {
 		gp, err1 := strconv.Atoi(g)
 		hp, err2 := strconv.Atoi(h)
 		if !ok || err1 != nil || err2 != nil {
-			return badInput(fmt.Errorf("--forward: expected GUEST_PORT:HOST_PORT like 443:8443, got %q", fw))
+			return cli.BadInput(fmt.Errorf("--forward: expected GUEST_PORT:HOST_PORT like 443:8443, got %q", fw))
 		}
 		opts = append(opts, testvm.WithGuestForward(gp, hp))
 	}
@@ -111,6 +112,6 @@ func runVM(ctx context.Context, e *env, o vmRunOptions) error {
 	if _, err := vm.WaitFor(ctx, until); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "plumb vm: %q seen after %.1fs\n", o.until, time.Since(vm.Started()).Seconds())
+	fmt.Fprintf(e.Stderr, "plumb vm: %q seen after %.1fs\n", o.until, time.Since(vm.Started()).Seconds())
 	return nil
 }

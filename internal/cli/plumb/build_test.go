@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -24,9 +25,9 @@ func TestBuildBadRecipes(t *testing.T) {
 			want := wantComment(t, f)
 			out := filepath.Join(t.TempDir(), "out")
 			var stdout, stderr bytes.Buffer
-			code := RunPlumb(t.Context(), []string{"build", f, "-o", out, "-q"}, &stdout, &stderr)
-			if code != exitBadInput {
-				t.Errorf("exit code %d, want %d; stderr: %s", code, exitBadInput, stderr.String())
+			code := Run(t.Context(), []string{"build", f, "-o", out, "-q"}, &stdout, &stderr)
+			if code != cli.ExitBadInput {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, cli.ExitBadInput, stderr.String())
 			}
 			msg := stderr.String()
 			if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, want) {
@@ -70,8 +71,8 @@ func TestUsageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
-		code := RunPlumb(t.Context(), tt.args, &stdout, &stderr)
-		if code != exitBadInput || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), tt.want) {
+		code := Run(t.Context(), tt.args, &stdout, &stderr)
+		if code != cli.ExitBadInput || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("plumb %q = exit %d, stderr %q; want exit 2 and one line containing %q", tt.args, code, stderr.String(), tt.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package cli
+package plumb
 
 import (
 	"context"
@@ -12,10 +12,11 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
-func init() { badInputClasses = append(badInputClasses, recipe.ErrInvalid, builder.ErrBadInput) }
+func init() { cli.RegisterBadInput(recipe.ErrInvalid, builder.ErrBadInput) }
 
 type buildOptions struct {
 	recipe   string
@@ -31,7 +32,7 @@ type buildOptions struct {
 	jsonOut  bool
 }
 
-func newBuildCmd(e *env) *cobra.Command {
+func newBuildCmd(e *cli.Env) *cobra.Command {
 	var o buildOptions
 	cmd := &cobra.Command{
 		Use:   "build RECIPE -o DIR",
@@ -66,14 +67,14 @@ byte-identical outputs.`,
 	return cmd
 }
 
-func runBuild(ctx context.Context, e *env, o buildOptions) error {
+func runBuild(ctx context.Context, e *cli.Env, o buildOptions) error {
 	r, err := recipe.Load(o.recipe)
 	if err != nil {
 		return err
 	}
 	if o.version != "" {
 		if !release.ValidVersion(o.version) {
-			return badInput(fmt.Errorf("--version: expected a version like 1.2.3, got %q", o.version))
+			return cli.BadInput(fmt.Errorf("--version: expected a version like 1.2.3, got %q", o.version))
 		}
 		r.Version = o.version
 	}
@@ -84,29 +85,29 @@ func runBuild(ctx context.Context, e *env, o buildOptions) error {
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || v < 0 {
-			return badInput(fmt.Errorf("SOURCE_DATE_EPOCH: expected seconds since 1970, got %q", s))
+			return cli.BadInput(fmt.Errorf("SOURCE_DATE_EPOCH: expected seconds since 1970, got %q", s))
 		}
 		epoch = &v
 	}
-	rep := progress.New(e.stderr, o.quiet || o.jsonOut)
+	rep := progress.New(e.Stderr, o.quiet || o.jsonOut)
 	if !o.quiet && !o.jsonOut {
-		fmt.Fprintf(e.stderr, "building %s %s for %s\n", r.Name, r.Version, r.Hardware)
+		fmt.Fprintf(e.Stderr, "building %s %s for %s\n", r.Name, r.Version, r.Hardware)
 	}
 	m, err := builder.Build(ctx, r, builder.Options{
 		OutDir: o.out, CacheDir: o.cache, Agent: o.agent, Init: o.init,
-		Epoch: epoch, Log: e.log, Progress: rep,
+		Epoch: epoch, Log: e.Log, Progress: rep,
 	})
 	if err != nil {
 		return err
 	}
 	if o.jsonOut {
-		return printJSON(e.stdout, m)
+		return cli.PrintJSON(e.Stdout, m)
 	}
 	if !o.quiet {
 		for _, a := range m.Artifacts {
-			fmt.Fprintf(e.stdout, "%-12s %10d  sha256:%s\n", a.Name, a.Size, a.SHA256)
+			fmt.Fprintf(e.Stdout, "%-12s %10d  sha256:%s\n", a.Name, a.Size, a.SHA256)
 		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", filepath.Join(o.out, builder.ManifestFile))
+		fmt.Fprintf(e.Stdout, "wrote %s\n", filepath.Join(o.out, builder.ManifestFile))
 	}
 	return nil
 }
@@ -156,7 +157,7 @@ func overrideAgent(r *recipe.Recipe, o buildOptions) error {
 			continue
 		}
 		if _, err := os.Stat(p); err != nil {
-			return badInput(err)
+			return cli.BadInput(err)
 		}
 	}
 	r.SetDefaults()
