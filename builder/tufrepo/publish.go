@@ -254,7 +254,7 @@ func extraCmdline(m *builder.Manifest) string {
 			rootA = p.PartUUID
 		}
 	}
-	base := bootentry.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}.Options()
+	base := bootentry.Entry{Version: m.Version, Slot: disklayout.A, PartUUID: rootA}.Options()
 	if rest, ok := strings.CutPrefix(m.Cmdline, base); ok {
 		return strings.TrimSpace(rest)
 	}

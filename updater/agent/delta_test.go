@@ -92,7 +92,7 @@ func TestDeltaUpdate(t *testing.T) {
 		t.Errorf("bundle file left on the data partition (stat err %v)", err)
 	}
 
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	bootTrial(t, r, v2ID+"+2-1.conf")
 	b := r.agent(t, "b", v2, nil)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatal(err)

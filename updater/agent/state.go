@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
@@ -33,12 +34,12 @@ const (
 
 // State is the agent's persisted state (DataDir/state.json).
 type State struct {
-	Phase   string `json:"phase"`
-	Version string `json:"version,omitempty"` // release being installed
-	Target  string `json:"target,omitempty"`  // its TUF target path
-	Slot    string `json:"slot,omitempty"`    // the slot it goes to
-	Bytes   int64  `json:"bytes,omitempty"`   // written so far (of the target, or of the slot while applying)
-	Total   int64  `json:"total,omitempty"`
+	Phase   string          `json:"phase"`
+	Version string          `json:"version,omitempty"` // release being installed
+	Target  string          `json:"target,omitempty"`  // its TUF target path
+	Slot    disklayout.Slot `json:"slot,omitempty"`    // the slot it goes to
+	Bytes   int64           `json:"bytes,omitempty"`   // written so far (of the target, or of the slot while applying)
+	Total   int64           `json:"total,omitempty"`
 	// Method is how the update goes: "delta" (a bundle applied to the
 	// running slot) or "full" (the whole image).
 	Method string `json:"method,omitempty"`
@@ -112,7 +113,7 @@ func ParseState(data []byte) (*State, error) {
 	if s.Method != "" && s.Method != MethodDelta && s.Method != MethodFull {
 		return nil, fmt.Errorf("agent state: method: expected delta or full, got %q", s.Method)
 	}
-	if s.Slot != "" && s.Slot != "a" && s.Slot != "b" {
+	if s.Slot != "" && !s.Slot.Valid() {
 		return nil, fmt.Errorf("agent state: slot: expected a or b, got %q", s.Slot)
 	}
 	if s.Fetched < 0 {

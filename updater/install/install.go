@@ -258,7 +258,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	// 6. The ESP: bootloader, loader.conf, slot A's boot files, trial entry.
 	r.step("esp")
 	slotImage := io.NewSectionReader(disk, rootA.Start, n)
-	entryName, entry := slot.TrialEntry(f, "a", rootA.PartUUID)
+	entryName, entry := slot.TrialEntry(f, disklayout.A, rootA.PartUUID)
 	boot, err := os.Stat(r.file(o.Layout.Bootloader))
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
@@ -266,8 +266,8 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	files := []diskimg.ESPFile{
 		{Path: bootentry.Bootloader, Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
-		{Path: bootentry.SlotKernel("a"), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
-		{Path: bootentry.SlotInitrd("a"), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
+		{Path: bootentry.SlotKernel(disklayout.A), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
+		{Path: bootentry.SlotInitrd(disklayout.A), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
 		{Path: path.Join(bootentry.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
 	}
 	if err := diskimg.WriteESP(ctx, disk, esp, layout.Seed, files, o.Layout.ModTime); err != nil {
@@ -357,8 +357,8 @@ func verifyESP(disk *os.File, part disklayout.Partition, f *release.Facts, entry
 		name string
 		want release.Digest
 	}{
-		{bootentry.SlotKernel("a"), f.Kernel},
-		{bootentry.SlotInitrd("a"), f.Initrd},
+		{bootentry.SlotKernel(disklayout.A), f.Kernel},
+		{bootentry.SlotInitrd(disklayout.A), f.Initrd},
 		{path.Join(bootentry.EntriesDir, entryName), digestOf(entry)},
 	} {
 		rd, err := fs.OpenFile(c.name, os.O_RDONLY)

@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 
 	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
 )
@@ -87,12 +87,12 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 	return nil
 }
 
-// TrialEntry returns the file name (plumb-<version>+3.conf) and content of
+// TrialEntry returns the file name (plumb-<version>+3.conf, bootentry.NewTrial) and content of
 // the boot-counting trial entry for a release installed in slot, whose root
 // partition is partUUID.
-func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content string) {
-	e := bootentry.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
-	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
+func TrialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string) (name, content string) {
+	e := bootentry.NewTrial(facts.Version, slot, partUUID, facts.Cmdline)
+	return e.Name(), e.Content()
 }
 
 // BootFile names a slot's boot file in the release image.
