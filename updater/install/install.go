@@ -40,6 +40,7 @@ import (
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/errclass"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
@@ -180,7 +181,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	r.prog.Disk = d.Path
 	if d.Size < layout.DiskSize() {
-		return nil, &classed{fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize()), ErrNoDisk}
+		return nil, errclass.New(ErrNoDisk, errors.New(fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())))
 	}
 	if o.BootPartUUID != "" {
 		boot, err := holdsPartition(d.Path, o.BootPartUUID)
@@ -188,12 +189,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			return nil, err
 		}
 		if boot {
-			return nil, &classed{fmt.Sprintf("disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID), ErrNotEmpty}
+			return nil, errclass.New(ErrNotEmpty, errors.New(fmt.Sprintf("disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)))
 		}
 	}
 	if !d.Empty() {
 		if !o.Force {
-			return nil, &classed{fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds), ErrNotEmpty}
+			return nil, errclass.New(ErrNotEmpty, errors.New(fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)))
 		}
 		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
 	}

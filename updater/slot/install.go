@@ -21,6 +21,7 @@ import (
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // squashfsCache bounds the squashfs reader's block cache: the boot files
@@ -181,8 +182,8 @@ func (d *Device) copyBootFile(ctx context.Context, sq *squashfs.FileSystem, src,
 		d.log().Info("dry run: not writing boot file", "file", dst, "bytes", n)
 		return nil
 	}
-	cr := &countReader{r: r}
-	err = d.writeFile(dst, cr, func() error { n = cr.n; return check() })
+	cr := &iox.CountingReader{R: r}
+	err = d.writeFile(dst, cr, func() error { n = cr.N; return check() })
 	if err != nil {
 		return err
 	}
@@ -225,17 +226,6 @@ func (d *Device) writeFile(name string, r io.Reader, verify func() error) error 
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
 	return nil
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // readerAtStorage is the read-only backend.Storage go-diskfs's squashfs
