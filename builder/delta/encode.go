@@ -14,13 +14,12 @@ import (
 	"regexp"
 	"sort"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-	"github.com/plumb-os/plumb/internal/ctxio"
-	"github.com/plumb-os/plumb/internal/iox"
-
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/blockcodec"
+	wire "github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // Encode writes a bundle that turns the image old into the image new (both

@@ -14,13 +14,12 @@ import (
 	"slices"
 	"time"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-	"github.com/plumb-os/plumb/internal/iox"
-
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder/delta"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // DefaultDeltas is how many older releases plumb publish makes deltas from

@@ -5,10 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/plumb-os/plumb/format/workload"
-	"github.com/plumb-os/plumb/internal/yamlnode"
-
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,6 +13,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/plumb-os/plumb/format/workload"
+	"github.com/plumb-os/plumb/internal/yamlnode"
 )
 
 // Error is a problem in a YAML workload file, printed as one line:

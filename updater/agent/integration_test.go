@@ -8,11 +8,6 @@ package agent
 // Agent.Reboot records the call instead of rebooting.
 
 import (
-	"github.com/plumb-os/plumb/format/bootentry"
-	"github.com/plumb-os/plumb/format/bootrecord"
-	"github.com/plumb-os/plumb/format/disklayout"
-	"github.com/plumb-os/plumb/format/release"
-
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -39,7 +34,11 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/device"

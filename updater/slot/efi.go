@@ -8,8 +8,9 @@ import (
 	"strings"
 	"unicode/utf16"
 
-	"github.com/plumb-os/plumb/format/bootentry"
 	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/format/bootentry"
 )
 
 // EFIVarsDir is where efivarfs is mounted on a device.

@@ -11,12 +11,11 @@ import (
 	"path/filepath"
 	"time"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/delta"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/iox"
