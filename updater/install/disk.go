@@ -89,7 +89,7 @@ func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 	if disk != "" && disk != "auto" {
 		d, err := Inspect(disk)
 		if err != nil {
-			return Disk{}, errclass.New(ErrNoDisk, errors.New(fmt.Sprintf("--disk %s: %v", disk, err)))
+			return Disk{}, errclass.Errorf(ErrNoDisk, "--disk %s: %v", disk, err)
 		}
 		return d, nil
 	}
@@ -133,13 +133,13 @@ func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 		if len(seen) == 0 {
 			seen = []string{"no disks"}
 		}
-		return Disk{}, errclass.New(ErrNoDisk, errors.New(fmt.Sprintf("--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; "))))
+		return Disk{}, errclass.Errorf(ErrNoDisk, "--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; "))
 	default:
 		var names []string
 		for _, d := range empty {
 			names = append(names, d.Path)
 		}
-		return Disk{}, errclass.New(ErrNoDisk, errors.New(fmt.Sprintf("--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", "))))
+		return Disk{}, errclass.Errorf(ErrNoDisk, "--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", "))
 	}
 }
 

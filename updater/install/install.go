@@ -181,7 +181,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	r.prog.Disk = d.Path
 	if d.Size < layout.DiskSize() {
-		return nil, errclass.New(ErrNoDisk, errors.New(fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())))
+		return nil, errclass.Errorf(ErrNoDisk, "disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())
 	}
 	if o.BootPartUUID != "" {
 		boot, err := holdsPartition(d.Path, o.BootPartUUID)
@@ -189,12 +189,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			return nil, err
 		}
 		if boot {
-			return nil, errclass.New(ErrNotEmpty, errors.New(fmt.Sprintf("disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)))
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)
 		}
 	}
 	if !d.Empty() {
 		if !o.Force {
-			return nil, errclass.New(ErrNotEmpty, errors.New(fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)))
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)
 		}
 		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
 	}
