@@ -32,7 +32,7 @@ func TestStateRoundTrip(t *testing.T) {
 
 func TestParseStateRejects(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{`{`, "unexpected EOF"},
+		{`{`, "unexpected end of JSON input"},
 		{`{"phase":"flying"}`, `phase: expected one of`},
 		{`{"phase":"idle","slot":"c"}`, `slot: expected a or b`},
 		{`{"phase":"idle","bytes":5,"total":2}`, `expected 0 <= bytes <= total`},
