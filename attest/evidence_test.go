@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"strings"
 	"testing"
@@ -13,9 +12,8 @@ import (
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
 	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/internal/testutil"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/evidence.json from the TPM simulator")
 
 const sampleEvidence = "testdata/evidence.json"
 
@@ -23,7 +21,7 @@ const sampleEvidence = "testdata/evidence.json"
 // simulator (a fuzz seed and the base of the malformed-input table), and
 // checks it still parses.
 func TestSampleEvidence(t *testing.T) {
-	if *update {
+	if *testutil.Update {
 		r := newRig(t, kernelDigest)
 		ev := r.evidence([]byte("sample nonce 0123456789"))
 		b, err := json.MarshalIndent(ev, "", "  ")

@@ -134,9 +134,8 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 	}
 	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
 	for _, p := range b.disk.layout.Partitions() {
-		slot := map[string]string{disklayout.NameRootA: "a", disklayout.NameRootB: "b"}[p.Name]
-		if slot != "" {
-			me.Cmdline[slot] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+		if slot := disklayout.SlotOf(p.Name); slot != "" {
+			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
 		}
 	}
 	return me, nil

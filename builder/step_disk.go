@@ -38,7 +38,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 			rootA = p.PartUUID
 		}
 	}
-	entry := bootentry.Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Cmdline: b.r.Kernel.Cmdline}
+	entry := bootentry.Entry{Version: b.r.Version, Slot: disklayout.A, PartUUID: rootA, Cmdline: b.r.Kernel.Cmdline}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
@@ -46,9 +46,9 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	esp := []diskimg.ESPFile{
 		{Path: bootentry.Bootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
-		{Path: bootentry.EntriesDir + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
-		{Path: bootentry.SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
-		{Path: bootentry.SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},
+		{Path: bootentry.EntriesDir + "/" + entry.Name(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
+		{Path: bootentry.SlotKernel(disklayout.A), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+		{Path: bootentry.SlotInitrd(disklayout.A), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},
 	}
 	if err := b.checkSizes(esp); err != nil {
 		return err

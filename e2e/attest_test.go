@@ -169,7 +169,7 @@ func alterReference(t *testing.T, build string) string {
 // byte of the PE section .compat (zero padding after the mixed-mode entry
 // table, which 64-bit firmware never reads), so the kernel still boots but
 // its Authenticode digest differs from the published one.
-func (d *device) tamperKernel(slot string) {
+func (d *device) tamperKernel(slot disklayout.Slot) {
 	d.t.Helper()
 	p := partition(d.t, d.man, disklayout.NameESP)
 	esp := extractPartition(d.t, d.disk, p)

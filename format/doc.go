@@ -18,7 +18,8 @@
 //
 // Packages here import only the standard library and each other, and
 // internal/ helpers that themselves import only the standard library
-// (internal/ctxio), with one named exception: format/blockcodec and
+// (internal/ctxio, internal/iox, internal/jsonkeep), with one named
+// exception: format/blockcodec and
 // format/delta link zstd
 // (github.com/DataDog/zstd through cgo, or github.com/klauspost/compress
 // in pure Go). A delta decoder must re-compress blocks to the very bytes

@@ -14,13 +14,13 @@ var zstdUsers = map[string]bool{module + "format/blockcodec": true, module + "fo
 
 // helpers are the internal/ packages the layer may use; each imports only
 // the standard library (checked below).
-var helpers = map[string]bool{module + "internal/ctxio": true}
+var helpers = map[string]bool{module + "internal/ctxio": true, module + "internal/jsonkeep": true, module + "internal/iox": true}
 
 // TestLayer holds the rule of the contracts layer: a package under format/
 // imports the standard library, other format/ packages, the helpers above
 // and, for the block codec, zstd. Nothing else.
 func TestLayer(t *testing.T) {
-	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...", "../internal/ctxio").CombinedOutput()
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...", "../internal/ctxio", "../internal/jsonkeep", "../internal/iox").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}

@@ -4,9 +4,8 @@ import (
 	"context"
 	"io"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/plumb-os/plumb/builder/delta"
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // plumbCodec is Plumb's own codec, builder/delta, with its default options.

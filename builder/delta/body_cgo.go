@@ -5,10 +5,10 @@ package delta
 import (
 	"io"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/DataDog/zstd"
 	kzstd "github.com/klauspost/compress/zstd"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // bodyLevel is libzstd's level for the body: 19 is the strongest whose

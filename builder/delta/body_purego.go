@@ -5,9 +5,9 @@ package delta
 import (
 	"io"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	kzstd "github.com/klauspost/compress/zstd"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // newBodyWriter returns the body's compressor: klauspost at level, its

@@ -13,10 +13,9 @@ import (
 	"strings"
 	"testing"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/plumb-os/plumb/builder/squashfs"
 	"github.com/plumb-os/plumb/format/blockcodec"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
 

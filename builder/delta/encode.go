@@ -14,12 +14,12 @@ import (
 	"regexp"
 	"sort"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-	"github.com/plumb-os/plumb/internal/ctxio"
-
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/blockcodec"
+	wire "github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // Encode writes a bundle that turns the image old into the image new (both
@@ -74,7 +74,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 		return st, err
 	}
 
-	cw := &countWriter{w: w}
+	cw := &iox.CountingWriter{W: w}
 	if _, err := cw.Write(h.Marshal()); err != nil {
 		return st, fmt.Errorf("delta: writing header: %w", err)
 	}
@@ -106,7 +106,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 	if err := zw.Close(); err != nil {
 		return st, fmt.Errorf("delta: writing body: %w", err)
 	}
-	st.BundleBytes, st.TargetBytes = cw.n, newSize
+	st.BundleBytes, st.TargetBytes = cw.N, newSize
 	log.Info("delta encoded", "bytes", st.BundleBytes, "target", newSize, "copied", st.CopyBytes,
 		"literal", st.LiteralBytes, "units", st.Units, "recompressed", st.Recompressed, "literal_blocks", st.LiteralBlks)
 	return st, nil
@@ -118,17 +118,6 @@ func sumOf(ctx context.Context, r io.ReaderAt, n int64) ([32]byte, error) {
 		return [32]byte{}, err
 	}
 	return [32]byte(h.Sum(nil)), nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 type encoder struct {
@@ -150,7 +139,7 @@ type encoder struct {
 	innerDec *zstd.Decoder
 	trace    io.Writer
 	traceZ   io.Writer
-	traceCW  *countWriter
+	traceCW  *iox.CountingWriter
 	traceAt  int64
 	tracePos int64
 }
@@ -167,8 +156,8 @@ func (e *encoder) traceItem(name string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(e.trace, "%d\t%d\t%s\n", e.traceCW.n-e.traceAt, e.pos-e.tracePos, name)
-	e.traceAt, e.tracePos = e.traceCW.n, e.pos
+	fmt.Fprintf(e.trace, "%d\t%d\t%s\n", e.traceCW.N-e.traceAt, e.pos-e.tracePos, name)
+	e.traceAt, e.tracePos = e.traceCW.N, e.pos
 	return nil
 }
 

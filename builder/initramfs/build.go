@@ -32,6 +32,7 @@ import (
 
 	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/internal/fstree"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // loadOrderPath is where the archive lists the modules to load, in the
@@ -202,7 +203,7 @@ func writeArchive(ctx context.Context, w io.Writer, t *fstree.Tree, opts Options
 	default:
 		return fmt.Errorf("initramfs: Compression: expected Zstd or None, got %d", opts.Compression)
 	}
-	cw := &countingWriter{w: out}
+	cw := &iox.CountingWriter{W: out}
 	rw := cpio.Newc.Writer(cw)
 
 	// Hard links share a node: count the paths of each, number inodes in
@@ -274,7 +275,7 @@ func writeArchive(ctx context.Context, w io.Writer, t *fstree.Tree, opts Options
 	if err != nil {
 		return fmt.Errorf("initramfs: writing archive: %w", err)
 	}
-	log.Info("initramfs written", "entries", entries, "cpio_bytes", cw.n)
+	log.Info("initramfs written", "entries", entries, "cpio_bytes", cw.N)
 	return nil
 }
 
@@ -337,15 +338,4 @@ func (s *seqReaderAt) Close() error {
 	}
 	s.closed = true
 	return s.r.Close()
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -13,8 +13,9 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 const testModTime = 1700000000

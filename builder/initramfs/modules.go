@@ -11,8 +11,9 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/ulikunitz/xz"
+
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // moduleExts are the file name endings of loadable modules, longest first so

@@ -10,8 +10,9 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/ulikunitz/xz"
+
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 var (

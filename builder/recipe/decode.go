@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/plumb-os/plumb/internal/yamlnode"
 )
 
 // decoder fills Go values from a yaml.Node tree strictly: every key must
@@ -135,7 +137,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) error {
 	}
 	if v.Type() == durationType {
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-			return d.errAt(n, path, "expected a duration like \"30s\" or \"5m\", got %s", describe(n))
+			return d.errAt(n, path, "expected a duration like \"30s\" or \"5m\", got %s", yamlnode.Describe(n))
 		}
 		t, err := time.ParseDuration(n.Value)
 		if err != nil {
@@ -147,35 +149,35 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) error {
 	switch v.Kind() {
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			return d.errAt(n, path, "expected a string, got %s", describe(n))
+			return d.errAt(n, path, "expected a string, got %s", yamlnode.Describe(n))
 		}
 		switch n.ShortTag() {
 		case "!!str", "!!int", "!!float":
 			v.SetString(n.Value)
 			return nil
 		}
-		return d.errAt(n, path, "expected a string, got %s (quote it if you mean the text)", describe(n))
+		return d.errAt(n, path, "expected a string, got %s (quote it if you mean the text)", yamlnode.Describe(n))
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			return d.errAt(n, path, "expected true or false, got %s", describe(n))
+			return d.errAt(n, path, "expected true or false, got %s", yamlnode.Describe(n))
 		}
 		var b bool
 		if err := n.Decode(&b); err != nil {
-			return d.errAt(n, path, "expected true or false, got %s", describe(n))
+			return d.errAt(n, path, "expected true or false, got %s", yamlnode.Describe(n))
 		}
 		v.SetBool(b)
 		return nil
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		var i int64
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil || v.OverflowInt(i) {
-			return d.errAt(n, path, "expected an integer, got %s", describe(n))
+			return d.errAt(n, path, "expected an integer, got %s", yamlnode.Describe(n))
 		}
 		v.SetInt(i)
 		return nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		var u uint64
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&u) != nil || v.OverflowUint(u) {
-			return d.errAt(n, path, "expected an integer from 0 to %d, got %s", uint64(1)<<(v.Type().Bits())-1, describe(n))
+			return d.errAt(n, path, "expected an integer from 0 to %d, got %s", uint64(1)<<(v.Type().Bits())-1, yamlnode.Describe(n))
 		}
 		v.SetUint(u)
 		return nil
@@ -188,7 +190,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) error {
 		return nil
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return d.errAt(n, path, "expected a list, got %s", describe(n))
+			return d.errAt(n, path, "expected a list, got %s", yamlnode.Describe(n))
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
@@ -207,7 +209,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) error {
 // decodeStruct fills struct v from mapping n, by the fields' yaml tags.
 func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) error {
 	if n.Kind != yaml.MappingNode {
-		return d.errAt(n, path, "expected a mapping of keys to values, got %s", describe(n))
+		return d.errAt(n, path, "expected a mapping of keys to values, got %s", yamlnode.Describe(n))
 	}
 	t := v.Type()
 	var names []string
@@ -225,7 +227,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return d.errAt(k, path, "expected a key name, got %s", describe(k))
+			return d.errAt(k, path, "expected a key name, got %s", yamlnode.Describe(k))
 		}
 		key := k.Value
 		if first, dup := seen[key]; dup {

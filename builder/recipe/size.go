@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/plumb-os/plumb/internal/yamlnode"
 )
 
 // Size is a number of bytes. In YAML it is a plain integer or a string with
@@ -75,7 +77,7 @@ func (s Size) String() string {
 // UnmarshalYAML decodes an integer or a size string.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" || n.ShortTag() == "!!bool" {
-		return fmt.Errorf("expected a size like \"2GiB\", got %s", describe(n))
+		return fmt.Errorf("expected a size like \"2GiB\", got %s", yamlnode.Describe(n))
 	}
 	v, err := ParseSize(n.Value)
 	if err != nil {
@@ -130,7 +132,7 @@ func (m Mode) Perm() fs.FileMode {
 // UnmarshalYAML decodes an octal mode string or unquoted octal number.
 func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int") {
-		return fmt.Errorf("expected an octal mode like \"0644\", got %s", describe(n))
+		return fmt.Errorf("expected an octal mode like \"0644\", got %s", yamlnode.Describe(n))
 	}
 	v, err := ParseMode(n.Value)
 	if err != nil {
@@ -157,46 +159,12 @@ func (p *Packages) UnmarshalYAML(n *yaml.Node) error {
 		out := make(Packages, 0, len(n.Content))
 		for i, c := range n.Content {
 			if c.Kind != yaml.ScalarNode || c.ShortTag() != "!!str" {
-				return &Error{Line: c.Line, Field: fmt.Sprintf("[%d]", i), Msg: "expected a package name, got " + describe(c)}
+				return &Error{Line: c.Line, Field: fmt.Sprintf("[%d]", i), Msg: "expected a package name, got " + yamlnode.Describe(c)}
 			}
 			out = append(out, c.Value)
 		}
 		*p = out
 		return nil
 	}
-	return fmt.Errorf("expected a package name or a list of them, got %s", describe(n))
-}
-
-// describe names what a node holds, for "expected X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.AliasNode:
-		return "an alias"
-	case yaml.DocumentNode:
-		return "a document"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "nothing"
-	case "!!bool":
-		return fmt.Sprintf("boolean %s", n.Value)
-	case "!!int", "!!float":
-		return fmt.Sprintf("number %s", n.Value)
-	case "!!str":
-		return fmt.Sprintf("%q", abbrev(n.Value))
-	}
-	return fmt.Sprintf("%s %q", n.ShortTag(), abbrev(n.Value))
-}
-
-// abbrev shortens a long value for an error message.
-func abbrev(s string) string {
-	const max = 60
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "..."
+	return fmt.Errorf("expected a package name or a list of them, got %s", yamlnode.Describe(n))
 }

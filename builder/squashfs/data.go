@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/plumb-os/plumb/format/blockcodec"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // job is one data block or fragment block on its way through the pipeline.
@@ -76,7 +77,7 @@ func (b *builder) findDuplicates(ctx context.Context) error {
 			}
 			defer r.Close()
 			h := sha256.New()
-			n, err := io.Copy(h, &ctxReader{ctx: ctx, r: r})
+			n, err := io.Copy(h, ctxio.Reader(ctx, r))
 			if err != nil {
 				return fmt.Errorf("squashfs: reading %s: %w", in.path, err)
 			}
@@ -105,19 +106,6 @@ func (b *builder) findDuplicates(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// ctxReader stops a copy when its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // pipeline streams the files that are not duplicates to out: a reader

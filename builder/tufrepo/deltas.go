@@ -14,12 +14,12 @@ import (
 	"slices"
 	"time"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder/delta"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // DefaultDeltas is how many older releases plumb publish makes deltas from
@@ -128,7 +128,7 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	defer tmp.Close()
 	h := sha256.New()
-	ew := &errWriter{w: io.MultiWriter(tmp, h)}
+	ew := &iox.ErrWriter{W: io.MultiWriter(tmp, h)}
 	bw := bufio.NewWriterSize(ew, 1<<20)
 	start := time.Now()
 	stats, err := delta.Encode(ctx, bw, oldF, newF, oldLen, f.Rootfs.Size, delta.Options{Log: r.opts.Log})
@@ -136,7 +136,7 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 		err = bw.Flush()
 	}
 	if err != nil {
-		if ew.err != nil || ctx.Err() != nil {
+		if ew.Err != nil || ctx.Err() != nil {
 			return nil, fmt.Errorf("writing target %s: %w", dpath, err)
 		}
 		return nil, &skipError{fmt.Errorf("from %s: %w", oldPath, err)}
@@ -180,19 +180,4 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 	tf.Hashes["sha256"] = sum
 	tf.Path = dpath
 	return tf, nil
-}
-
-// errWriter remembers the first write error: a failure to write the
-// bundle is the publish's failure, not a reason to skip the delta.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil && e.err == nil {
-		e.err = err
-	}
-	return n, err
 }

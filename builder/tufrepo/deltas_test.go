@@ -12,9 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/plumb-os/plumb/builder/squashfs"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/fstree"
 )

@@ -19,6 +19,7 @@ import (
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // PublishOptions choose how a release is offered.
@@ -254,7 +255,7 @@ func extraCmdline(m *builder.Manifest) string {
 			rootA = p.PartUUID
 		}
 	}
-	base := bootentry.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}.Options()
+	base := bootentry.Entry{Version: m.Version, Slot: disklayout.A, PartUUID: rootA}.Options()
 	if rest, ok := strings.CutPrefix(m.Cmdline, base); ok {
 		return strings.TrimSpace(rest)
 	}
@@ -280,7 +281,7 @@ func (r *Repo) copyTarget(ctx context.Context, t *txn, src, path string, want re
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, in})
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxio.Reader(ctx, in))
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -305,19 +306,6 @@ func (r *Repo) copyTarget(ctx context.Context, t *txn, src, path string, want re
 	}
 	t.created = append(t.created, final)
 	return syncDir(dir)
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func jsonEqual(a, b []byte) bool {

@@ -51,6 +51,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/format/workload"
+	"github.com/plumb-os/plumb/internal/errclass"
 )
 
 // ErrInvalid marks errors caused by the caller's input (a non-empty
@@ -60,18 +61,10 @@ var ErrInvalid = errors.New("invalid input")
 
 // ErrExists is returned by Publish when the version is already published
 // with other content. errors.Is(err, ErrInvalid) holds for it too.
-var ErrExists = &inputError{errors.New("release already published with other content")}
-
-// inputError is an error caused by the caller's input: it matches
-// ErrInvalid without adding that text to the message.
-type inputError struct{ err error }
-
-func (e *inputError) Error() string        { return e.err.Error() }
-func (e *inputError) Unwrap() error        { return e.err }
-func (e *inputError) Is(target error) bool { return target == ErrInvalid }
+var ErrExists = errclass.New(ErrInvalid, errors.New("release already published with other content"))
 
 func invalid(format string, args ...any) error {
-	return &inputError{fmt.Errorf(format, args...)}
+	return errclass.Errorf(ErrInvalid, format, args...)
 }
 
 // Roles are the top-level TUF roles, in signing order from the top.

@@ -15,6 +15,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/format/workload"
+	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // WorkloadOptions choose how a workload manifest is published.
@@ -190,7 +191,7 @@ func (r *Repo) copyFile(ctx context.Context, t *txn, src, target string) (digest
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, in})
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxio.Reader(ctx, in))
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/plumb-os/plumb/format/workload"
 	"io"
 	"os"
 	"slices"
+
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // maxIndex bounds the index.json ArchiveImages reads.

@@ -3,11 +3,12 @@ package workloadsrc
 import (
 	"bytes"
 	"errors"
-	"github.com/plumb-os/plumb/format/workload"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 const dgA = "sha256:" + "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"

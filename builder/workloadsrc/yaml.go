@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/plumb-os/plumb/format/workload"
 	"io"
-
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +13,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/plumb-os/plumb/format/workload"
+	"github.com/plumb-os/plumb/internal/yamlnode"
 )
 
 // Error is a problem in a YAML workload file, printed as one line:
@@ -67,7 +68,7 @@ func ParseYAML(file string, data []byte, group string) (*Source, error) {
 		err := p.mapping(root, "", map[string]func(*yaml.Node) error{
 			"containers": func(n *yaml.Node) error {
 				if n.Kind != yaml.SequenceNode {
-					return p.errAt(n, "containers", "expected a list, got %s", describe(n))
+					return p.errAt(n, "containers", "expected a list, got %s", yamlnode.Describe(n))
 				}
 				for i, cn := range n.Content {
 					var c workload.Container
@@ -155,29 +156,11 @@ func (p *parser) errAt(n *yaml.Node, field, format string, args ...any) error {
 	return &Error{File: p.file, Line: n.Line, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "nothing"
-	case "!!str":
-		return strconv.Quote(n.Value)
-	}
-	return n.Value
-}
-
 // mapping walks mapping n, calling the handler of each key; unknown and
 // repeated keys are errors.
 func (p *parser) mapping(n *yaml.Node, field string, keys map[string]func(*yaml.Node) error) error {
 	if n.Kind != yaml.MappingNode {
-		return p.errAt(n, field, "expected a mapping of keys to values, got %s", describe(n))
+		return p.errAt(n, field, "expected a mapping of keys to values, got %s", yamlnode.Describe(n))
 	}
 	if p.lines == nil {
 		p.lines = map[string]int{}
@@ -191,7 +174,7 @@ func (p *parser) mapping(n *yaml.Node, field string, keys map[string]func(*yaml.
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return p.errAt(k, field, "expected a key name, got %s", describe(k))
+			return p.errAt(k, field, "expected a key name, got %s", yamlnode.Describe(k))
 		}
 		if first, dup := seen[k.Value]; dup {
 			return p.errAt(k, field, "duplicate key %q (first at line %d)", k.Value, first)
@@ -218,7 +201,7 @@ func (p *parser) mapping(n *yaml.Node, field string, keys map[string]func(*yaml.
 
 func (p *parser) str(n *yaml.Node, field string, dst *string) error {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" || n.ShortTag() == "!!bool" || n.ShortTag() == "!!map" {
-		return p.errAt(n, field, "expected a string, got %s", describe(n))
+		return p.errAt(n, field, "expected a string, got %s", yamlnode.Describe(n))
 	}
 	*dst = n.Value
 	return nil
@@ -226,7 +209,7 @@ func (p *parser) str(n *yaml.Node, field string, dst *string) error {
 
 func (p *parser) strs(n *yaml.Node, field string, dst *[]string) error {
 	if n.Kind != yaml.SequenceNode {
-		return p.errAt(n, field, "expected a list of strings like [\"/bin/app\", \"--flag\"], got %s", describe(n))
+		return p.errAt(n, field, "expected a list of strings like [\"/bin/app\", \"--flag\"], got %s", yamlnode.Describe(n))
 	}
 	for i, c := range n.Content {
 		var s string
@@ -249,7 +232,7 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 		"restart": func(v *yaml.Node) error { return p.str(v, f("restart"), &c.Restart) },
 		"env": func(v *yaml.Node) error {
 			if v.Kind != yaml.MappingNode {
-				return p.errAt(v, f("env"), "expected a mapping of NAME: value, got %s", describe(v))
+				return p.errAt(v, f("env"), "expected a mapping of NAME: value, got %s", yamlnode.Describe(v))
 			}
 			c.Env = map[string]string{}
 			for i := 0; i+1 < len(v.Content); i += 2 {
@@ -267,7 +250,7 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 		},
 		"mounts": func(v *yaml.Node) error {
 			if v.Kind != yaml.SequenceNode {
-				return p.errAt(v, f("mounts"), "expected a list, got %s", describe(v))
+				return p.errAt(v, f("mounts"), "expected a list, got %s", yamlnode.Describe(v))
 			}
 			for i, mn := range v.Content {
 				var m workload.Mount
@@ -277,7 +260,7 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 					"target": func(v *yaml.Node) error { return p.str(v, mf+".target", &m.Target) },
 					"readonly": func(v *yaml.Node) error {
 						if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-							return p.errAt(v, mf+".readonly", "expected true or false, got %s", describe(v))
+							return p.errAt(v, mf+".readonly", "expected true or false, got %s", yamlnode.Describe(v))
 						}
 						m.ReadOnly = v.Value == "true" || v.Value == "True" || v.Value == "TRUE"
 						return nil
@@ -311,7 +294,7 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 				"retries": func(v *yaml.Node) error {
 					n, err := strconv.Atoi(v.Value)
 					if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || err != nil {
-						return p.errAt(v, hf+".retries", "expected an integer, got %s", describe(v))
+						return p.errAt(v, hf+".retries", "expected an integer, got %s", yamlnode.Describe(v))
 					}
 					h.Retries = n
 					return nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 // BootInfoPath is where the early init leaves BootInfo for the agent, in
@@ -17,7 +19,7 @@ const BootInfoPath = "/run/plumb/boot.json"
 type BootInfo struct {
 	// Slot is the root partition's slot letter ("a", "b"): the suffix of
 	// its GPT name "plumb-root-<slot>".
-	Slot string `json:"slot"`
+	Slot disklayout.Slot `json:"slot"`
 	// CmdlineSlot is plumb.slot= from the kernel command line, if given.
 	CmdlineSlot string `json:"cmdline_slot,omitempty"`
 	// RootPARTUUID is the root partition's unique GUID, lower case.

@@ -1,6 +1,7 @@
 // Package bootrecord owns what plumb-init records about a boot for the
-// agent and the verifier: boot.json (BootInfo, spec in bootinfo.md), the
-// PCR 15 measurement log (Measurement, MEASUREMENTS.md), and the paths of
+// agent and the verifier: boot.json (BootInfo), the
+// PCR 15 measurement log (Measurement), both specified in bootrecord.md,
+// and the paths of
 // the initramfs that plumb-init and builder/initramfs agree on.
 //
 // plumb-init writes both files; plumbd reads boot.json; attest sends the

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"runtime"
 	"sort"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/plumb-os/plumb/format/blockcodec"
 	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // Apply reads the bundle and writes the new image to w sequentially,
@@ -28,7 +28,7 @@ import (
 // that the caller must not use.
 func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bundle io.Reader) (Stats, error) {
 	var st Stats
-	cr := &countReader{r: bundle}
+	cr := &iox.CountingReader{R: bundle}
 	h, err := ReadHeader(cr)
 	if err != nil {
 		return st, err
@@ -86,12 +86,12 @@ func Apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bun
 	if err != nil {
 		return st, err
 	}
-	st.BundleBytes = cr.n
-	st.TargetBytes = p.out.n
-	if p.out.n != h.TargetSize {
-		return st, fmt.Errorf("delta: result: expected %d bytes, got %d", h.TargetSize, p.out.n)
+	st.BundleBytes = cr.N
+	st.TargetBytes = p.out.N
+	if p.out.N != h.TargetSize {
+		return st, fmt.Errorf("delta: result: expected %d bytes, got %d", h.TargetSize, p.out.N)
 	}
-	if got := [32]byte(p.out.h.Sum(nil)); got != h.TargetSHA256 {
+	if got := [32]byte(p.out.H.Sum(nil)); got != h.TargetSHA256 {
 		return st, fmt.Errorf("delta: result: expected sha256 %s, got %s (corrupt bundle)", hex.EncodeToString(h.TargetSHA256[:]), hex.EncodeToString(got[:]))
 	}
 	return st, nil
@@ -636,7 +636,7 @@ type pipe struct {
 	ctx   context.Context
 	old   io.ReaderAt
 	h     Header
-	out   *hashWriter
+	out   *iox.HashWriter
 	order chan *job
 	work  chan *job
 	bufs  chan []byte
@@ -652,7 +652,7 @@ type pipe struct {
 
 func newPipe(ctx context.Context, w io.Writer, old io.ReaderAt, h Header, bufLen int) (*pipe, error) {
 	p := &pipe{
-		ctx: ctx, old: old, h: h, out: &hashWriter{w: w, h: sha256.New()},
+		ctx: ctx, old: old, h: h, out: &iox.HashWriter{W: w, H: sha256.New()},
 		order: make(chan *job, pipeDepth), work: make(chan *job, pipeDepth),
 		bufs: make(chan []byte, pipeDepth), comps: make(chan []byte, pipeDepth),
 		quit: make(chan struct{}), wdone: make(chan struct{}), cdone: make(chan struct{}),
@@ -731,7 +731,7 @@ func (p *pipe) writer() {
 				}
 			default:
 				n = int64(len(j.out))
-				if p.out.n+n > p.h.TargetSize {
+				if p.out.N+n > p.h.TargetSize {
 					fail(fmt.Errorf("delta bundle: output past the target's %d bytes (corrupt bundle)", p.h.TargetSize))
 				} else if _, err := p.out.Write(j.out); err != nil {
 					fail(fmt.Errorf("delta: writing: %w", err))
@@ -795,28 +795,4 @@ func (p *pipe) close() error {
 	<-p.wdone
 	<-p.cdone
 	return p.werr
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-type hashWriter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (hw *hashWriter) Write(p []byte) (int, error) {
-	n, err := hw.w.Write(p)
-	hw.h.Write(p[:n])
-	hw.n += int64(n)
-	return n, err
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 )
 
 // Kinds of target.
@@ -50,10 +49,18 @@ type Facts struct {
 	BaseSHA256 string `json:"base_sha256,omitempty"`
 }
 
-var (
-	nameRE         = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	factsVersionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.-]+)?$`)
-)
+// validName checks a hardware name: [a-z0-9][a-z0-9._-]*, at most 64 bytes.
+func validName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '.' || s[0] == '_' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isDigit(c) && (c < 'a' || c > 'z') && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // Parse decodes and validates a custom field. Unknown keys are allowed
 // (newer publishers may add facts); wrong types and missing facts are not.
@@ -75,11 +82,11 @@ func (f *Facts) Validate() error {
 	default:
 		return fmt.Errorf("release facts: kind: expected full, delta or installer, got %q", f.Kind)
 	}
-	if !nameRE.MatchString(f.Hardware) {
+	if !validName(f.Hardware) {
 		return fmt.Errorf("release facts: hardware: expected a name like \"qemu-x86_64\", got %q", f.Hardware)
 	}
-	if !factsVersionRE.MatchString(f.Version) {
-		return fmt.Errorf("release facts: version: expected a version like \"1.2.3\", got %q", f.Version)
+	if !ValidVersion(f.Version) {
+		return fmt.Errorf("release facts: version: expected a version like \"1.2.3\" or \"1.2.0-rc.1+build.7\", got %q", f.Version)
 	}
 	if f.Channel == "" {
 		return fmt.Errorf("release facts: channel: expected a name, got nothing")
@@ -96,7 +103,7 @@ func (f *Facts) Validate() error {
 		}
 	}
 	if f.Kind == KindDelta {
-		if !factsVersionRE.MatchString(f.From) {
+		if !ValidVersion(f.From) {
 			return fmt.Errorf("release facts: from: expected the base version of the delta, got %q", f.From)
 		}
 		if !isSHA256(f.BaseSHA256) {

@@ -1,102 +1,167 @@
 package release
 
-import (
-	"regexp"
-	"strings"
-)
+import "strings"
 
-// versionRE is the release version syntax: digits and dots, then an
-// optional -pre-release and +build suffix made of letters, digits, dots and
-// hyphens ("1.0.0", "2024.05.1", "1.2.0-rc.1", "1.2.0+build.7").
-var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+// The release version rule, the one every side applies: a recipe accepts
+// exactly the versions ValidVersion accepts, the repository publishes them,
+// boot entries carry them (format/bootentry), and every comparison is
+// CompareVersions, which orders them as systemd-boot orders the entries'
+// version lines (BootVersion). Spec: version.md.
 
-// ValidVersion reports whether v has the release version syntax.
-func ValidVersion(v string) bool { return len(v) <= 128 && versionRE.MatchString(v) }
+// MaxVersionLen bounds a version.
+const MaxVersionLen = 128
 
-// CompareVersions compares two release versions and returns -1 if a is
-// older than b, 0 if they are the same release and +1 if a is newer.
-//
-// The dotted numbers are compared numerically, component by component,
-// with missing components counting as 0 ("1.10" > "1.9", "1.0" == "1.0.0").
-// As in Semantic Versioning, a version with a -pre-release suffix is older
-// than the same version without one ("1.0.0-rc.1" < "1.0.0"); pre-release
-// identifiers are compared dot by dot, numerically when both are numbers,
-// else as text, numbers sorting before text. A +build suffix is ignored.
-// Inputs that are not valid versions are compared by the same rules on a
-// best-effort basis; they never panic.
-func CompareVersions(a, b string) int {
-	acore, apre := splitVersion(a)
-	bcore, bpre := splitVersion(b)
-	ac, bc := strings.Split(acore, "."), strings.Split(bcore, ".")
-	for i := 0; i < len(ac) || i < len(bc); i++ {
-		x, y := "0", "0"
-		if i < len(ac) && ac[i] != "" {
-			x = ac[i]
-		}
-		if i < len(bc) && bc[i] != "" {
-			y = bc[i]
-		}
-		if c := compareIdent(x, y); c != 0 {
-			return c
-		}
-	}
-	switch {
-	case apre == "" && bpre == "":
-		return 0
-	case apre == "":
-		return 1
-	case bpre == "":
-		return -1
-	}
-	ap, bp := strings.Split(apre, "."), strings.Split(bpre, ".")
-	for i := 0; i < len(ap) && i < len(bp); i++ {
-		if c := compareIdent(ap[i], bp[i]); c != 0 {
-			return c
-		}
-	}
-	return sign(len(ap) - len(bp))
-}
-
-// splitVersion drops the +build suffix and splits off the -pre-release.
-func splitVersion(v string) (core, pre string) {
-	if i := strings.IndexByte(v, '+'); i >= 0 {
-		v = v[:i]
-	}
-	if i := strings.IndexByte(v, '-'); i >= 0 {
-		return v[:i], v[i+1:]
-	}
-	return v, ""
-}
-
-// compareIdent compares two identifiers: numbers of any length numerically,
-// numbers before text, text byte-wise.
-func compareIdent(x, y string) int {
-	xn, yn := isDigits(x), isDigits(y)
-	switch {
-	case xn && yn:
-		x, y = strings.TrimLeft(x, "0"), strings.TrimLeft(y, "0")
-		if len(x) != len(y) {
-			return sign(len(x) - len(y))
-		}
-		return strings.Compare(x, y)
-	case xn:
-		return -1
-	case yn:
-		return 1
-	}
-	return strings.Compare(x, y)
-}
-
-func isDigits(s string) bool {
-	if s == "" {
+// ValidVersion reports whether v has the release version syntax: digits
+// and dots ("1.0.0", "2024.05.1"), then an optional -pre-release and an
+// optional +build suffix, each one or more dot-separated identifiers of
+// letters, digits and hyphens ("1.2.0-rc.1", "1.2.0+build.7",
+// "1.2.0-rc.1+build.7"). At most MaxVersionLen bytes.
+func ValidVersion(v string) bool {
+	if v == "" || len(v) > MaxVersionLen {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
+	core, build, hasBuild := strings.Cut(v, "+")
+	core, pre, hasPre := strings.Cut(core, "-")
+	for _, n := range strings.Split(core, ".") {
+		if n == "" || strings.Trim(n, "0123456789") != "" {
 			return false
 		}
 	}
+	return (!hasPre || idents(pre)) && (!hasBuild || idents(build))
+}
+
+// idents checks dot-separated identifiers of [0-9A-Za-z-].
+func idents(s string) bool {
+	for _, id := range strings.Split(s, ".") {
+		if id == "" {
+			return false
+		}
+		for i := 0; i < len(id); i++ {
+			if c := id[i]; !isAlnum(c) && c != '-' {
+				return false
+			}
+		}
+	}
 	return true
+}
+
+// BootVersion is v as a boot entry's version line carries it, in the
+// Version Format Specification systemd-boot sorts by (UAPI.10): the
+// pre-release separator becomes "~" (older than the release), the +build
+// suffix is dropped (it never orders releases).
+// "1.2.0-rc.1+build.7" -> "1.2.0~rc.1".
+func BootVersion(v string) string {
+	v, _, _ = strings.Cut(v, "+")
+	if i := strings.IndexByte(v, '-'); i >= 0 {
+		v = v[:i] + "~" + v[i+1:]
+	}
+	return v
+}
+
+// CompareVersions compares two release versions and returns -1 if a is
+// older than b, 0 if they are the same release and +1 if a is newer. It
+// is systemd-boot's order (UAPI.10, strverscmp_improved) of their
+// BootVersion, so the agent, the repository and the boot loader always
+// agree on which release is newer:
+//
+//   - numbers compare numerically, leading zeros ignored ("1.10" > "1.9",
+//     "2024.05.1" == "2024.5.1"); more components is newer ("1.0.0" >
+//     "1.0");
+//   - a -pre-release is older than its release ("1.0.0-rc.1" < "1.0.0");
+//     inside it, letters and numbers alternate as segments ("rc2" <
+//     "rc10"), and a number is newer than letters ("alpha.1" >
+//     "alpha.beta");
+//   - the +build suffix is ignored ("1.0.0+b1" == "1.0.0+b2").
+//
+// Inputs that are not valid versions are compared by the same rules; they
+// never panic.
+func CompareVersions(a, b string) int { return uapiCompare(BootVersion(a), BootVersion(b)) }
+
+// uapiCompare is systemd's strverscmp_improved
+// (src/fundamental/string-util-fundamental.c).
+func uapiCompare(a, b string) int {
+	if a == "" || b == "" {
+		return strings.Compare(a, b)
+	}
+	for {
+		a, b = strings.TrimLeftFunc(a, notVersionRune), strings.TrimLeftFunc(b, notVersionRune)
+		// '~' (pre-release): the side with it is older.
+		if at, bt := strings.HasPrefix(a, "~"), strings.HasPrefix(b, "~"); at || bt {
+			if at != bt {
+				return boolCmp(!at, !bt)
+			}
+			a, b = a[1:], b[1:]
+		}
+		// One side ended: the longer one is newer.
+		if a == "" || b == "" {
+			return boolCmp(a != "", b != "")
+		}
+		for _, sep := range "-^." {
+			as, bs := a[0] == byte(sep), b[0] == byte(sep)
+			if as || bs {
+				if as != bs {
+					return boolCmp(!as, !bs)
+				}
+				a, b = a[1:], b[1:]
+			}
+		}
+		if isDigit(first(a)) || isDigit(first(b)) {
+			an, bn := span(a, isDigit), span(b, isDigit)
+			if (an > 0) != (bn > 0) {
+				return boolCmp(an > 0, bn > 0) // a number is newer than letters
+			}
+			x, y := strings.TrimLeft(a[:an], "0"), strings.TrimLeft(b[:bn], "0")
+			if len(x) != len(y) {
+				return sign(len(x) - len(y))
+			}
+			if c := strings.Compare(x, y); c != 0 {
+				return c
+			}
+			a, b = a[an:], b[bn:]
+			continue
+		}
+		an, bn := span(a, isAlpha), span(b, isAlpha)
+		if c := strings.Compare(a[:min(an, bn)], b[:min(an, bn)]); c != 0 {
+			return c
+		}
+		if an != bn {
+			return sign(an - bn)
+		}
+		a, b = a[an:], b[bn:]
+	}
+}
+
+func notVersionRune(r rune) bool {
+	return r > 0x7f || !(isAlnum(byte(r)) || strings.ContainsRune("~-^.", r))
+}
+
+func first(s string) byte {
+	if s == "" {
+		return 0
+	}
+	return s[0]
+}
+
+func span(s string, f func(byte) bool) int {
+	i := 0
+	for i < len(s) && f(s[i]) {
+		i++
+	}
+	return i
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+func isAlpha(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isAlnum(c byte) bool { return isDigit(c) || isAlpha(c) }
+
+func boolCmp(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case x:
+		return 1
+	}
+	return -1
 }
 
 func sign(n int) int {

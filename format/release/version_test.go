@@ -1,6 +1,9 @@
 package release
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCompareVersions(t *testing.T) {
 	tests := []struct {
@@ -8,7 +11,7 @@ func TestCompareVersions(t *testing.T) {
 		want int
 	}{
 		{"1.0.0", "1.0.0", 0},
-		{"1.0", "1.0.0", 0},
+		{"1.0", "1.0.0", -1},
 		{"1.0.1", "1.0.0", 1},
 		{"1.9", "1.10", -1},
 		{"2", "1.99.99", 1},
@@ -17,13 +20,17 @@ func TestCompareVersions(t *testing.T) {
 		{"1.0.0", "1.0.0-rc.1", 1},
 		{"1.0.0-rc.2", "1.0.0-rc.10", -1},
 		{"1.0.0-alpha", "1.0.0-alpha.1", -1},
-		{"1.0.0-alpha.beta", "1.0.0-alpha.1", 1},
+		{"1.0.0-alpha.beta", "1.0.0-alpha.1", -1}, // a number is newer than letters (UAPI.10),
 		{"1.0.0-beta", "1.0.0-alpha", 1},
 		{"1.0.0+build.1", "1.0.0+build.2", 0},
 		{"1.0.0-rc.1+b", "1.0.0-rc.1", 0},
 		{"123456789012345678901234567890", "123456789012345678901234567889", 1},
-		{"", "0", 0},
-		{"garbage", "1", 1},
+		{"", "0", -1},
+		{"garbage", "1", -1},
+		{"1.0.0-rc2", "1.0.0-rc10", -1},
+		{"1.2.0-rc.1+build.7", "1.2.0-rc.1", 0},
+		{"1.2.0-rc.1+build.7", "1.2.0", -1},
+		{"1.2.0-rc.1+build.7", "1.1.9", 1},
 	}
 	for _, tt := range tests {
 		if got := CompareVersions(tt.a, tt.b); got != tt.want {
@@ -54,6 +61,11 @@ func TestValidVersion(t *testing.T) {
 		{"1.0.0-", false},
 		{"1.0.0 beta", false},
 		{"1.0/../x", false},
+		{"1.2.0+", false},
+		{"1.2.0+build..7", false},
+		{"1.2.0+a+b", false},
+		{"1.2.0-rc_1", false},
+		{strings.Repeat("1", 129), false},
 	}
 	for _, tt := range tests {
 		if got := ValidVersion(tt.in); got != tt.want {

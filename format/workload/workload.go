@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/plumb-os/plumb/internal/jsonkeep"
 )
 
 // Restart policies.
@@ -44,6 +46,9 @@ const (
 // Manifest is one group's workloads.
 type Manifest struct {
 	Containers []Container `json:"containers"`
+	// Unknown keeps the members this reader does not know (a newer
+	// publisher's): Encode writes them back.
+	Unknown jsonkeep.Unknown `json:"-"`
 }
 
 // Container is one container the device keeps running.
@@ -67,6 +72,40 @@ type Container struct {
 	Restart string `json:"restart,omitempty"`
 	// Health, when set, is run inside the container every Interval.
 	Health *Health `json:"health,omitempty"`
+	// Unknown keeps the members this reader does not know.
+	Unknown jsonkeep.Unknown `json:"-"`
+}
+
+// UnmarshalJSON decodes a manifest and keeps the members it does not know.
+func (m *Manifest) UnmarshalJSON(b []byte) error {
+	type plain Manifest
+	var p plain
+	u, err := jsonkeep.Decode(b, &p)
+	*m = Manifest(p)
+	m.Unknown = u
+	return err
+}
+
+// MarshalJSON encodes a manifest with the members it kept.
+func (m Manifest) MarshalJSON() ([]byte, error) {
+	type plain Manifest
+	return jsonkeep.Encode(plain(m), m.Unknown)
+}
+
+// UnmarshalJSON decodes a container and keeps the members it does not know.
+func (c *Container) UnmarshalJSON(b []byte) error {
+	type plain Container
+	var p plain
+	u, err := jsonkeep.Decode(b, &p)
+	*c = Container(p)
+	c.Unknown = u
+	return err
+}
+
+// MarshalJSON encodes a container with the members it kept.
+func (c Container) MarshalJSON() ([]byte, error) {
+	type plain Container
+	return jsonkeep.Encode(plain(c), c.Unknown)
 }
 
 // Mount binds DATA/apps/<group>/<Source> (created if missing) at Target.
@@ -272,14 +311,15 @@ func (m *Manifest) Encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// Decode reads the repository's JSON strictly (unknown keys are errors)
-// and validates it for group.
+// Decode reads the repository's JSON and validates it for group. Members
+// it does not know are kept (Manifest.Unknown, Container.Unknown), not
+// refused: a device that rolled back to an older agent still reads a newer
+// publisher's manifest.
 func Decode(data []byte, group string) (*Manifest, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%s: %d bytes, expected at most %d", FileName, len(data), MaxSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var m Manifest
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("%s: %w", FileName, err)

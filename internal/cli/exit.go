@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/plumb-os/plumb/internal/errclass"
 )
 
 // Exit codes, shared by plumb and plumbd (restic's convention).
@@ -32,19 +34,10 @@ var ErrBadInput = errors.New("bad input")
 var ErrVerification = errors.New("verification failed")
 
 // BadInput wraps err so that it maps to exit code 2.
-func BadInput(err error) error { return &classified{err: err, class: ErrBadInput} }
+func BadInput(err error) error { return errclass.New(ErrBadInput, err) }
 
 // Verification wraps err so that it maps to exit code 3.
-func Verification(err error) error { return &classified{err: err, class: ErrVerification} }
-
-type classified struct {
-	err   error
-	class error
-}
-
-func (c *classified) Error() string        { return c.err.Error() }
-func (c *classified) Unwrap() []error      { return []error{c.err, c.class} }
-func (c *classified) Is(target error) bool { return target == c.class }
+func Verification(err error) error { return errclass.New(ErrVerification, err) }
 
 // badInputClasses are sentinel errors from other packages that mean the
 // user's input was wrong. Registered by the files that import those packages.

@@ -12,6 +12,8 @@
 //   - plumbd (cmd/plumbd) links no builder/, server or testvm package and
 //     none of the builder-only modules: the Debian package reader, the cpio
 //     writer, the progress bars, the YAML parser.
+//   - small helpers exist once, in internal/ (helpers_test.go): iox, ctxio,
+//     errclass, yamlnode, jsonkeep.
 //   - plumb-init (cmd/plumb-init) links only the standard library, the
 //     early init, the formats it writes, golang.org/x/sys and go-diskfs's
 //     GPT reader.

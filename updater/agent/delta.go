@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,7 +13,9 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // bundleFile is where a delta bundle is downloaded, on the data partition
@@ -32,7 +33,7 @@ func (a *Agent) bundleFile() string { return filepath.Join(filepath.Dir(a.StateP
 // The state is saved before each step (downloading the bundle, applying
 // it), so a restart resumes: a downloaded bundle is re-hashed, not fetched
 // again; an interrupted apply starts again from the bundle.
-func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to string, done int64) (_ *os.File, _ int64, err error) {
+func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to disklayout.Slot, done int64) (_ *os.File, _ int64, err error) {
 	st := a.state
 	log := a.log().With("version", c.Facts.Version, "slot", to)
 	st.Phase, st.Version, st.Target, st.Slot, st.Method = PhaseDownloading, c.Facts.Version, dc.Path, to, MethodDelta
@@ -114,7 +115,7 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to s
 	log.Info("applying delta", "target", dc.Path, "from", dc.Facts.From, "bytes", h.TargetSize)
 	sum := sha256.New()
 	prog := &progressSaver{a: a, every: 2 * time.Second}
-	hw := &hashWriter{w: out, h: sum}
+	hw := &iox.HashWriter{W: out, H: sum}
 	bw := bufio.NewWriterSize(io.MultiWriter(hw, prog), 1<<20)
 	stats, err := delta.Apply(ctx, bw, io.NewSectionReader(run, 0, h.BaseSize), h.BaseSize, bufio.NewReaderSize(io.NewSectionReader(bf, 0, n), 64<<10))
 	if err == nil {
@@ -124,29 +125,15 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to s
 		return nil, 0, fmt.Errorf("delta %s: %w", dc.Path, err)
 	}
 	// Our own check against TUF, whatever the bundle says.
-	if got := hex.EncodeToString(sum.Sum(nil)); got != c.SHA256 || hw.n != c.Length {
-		return nil, 0, fmt.Errorf("delta %s: the slot written holds sha256 %s (%d bytes), the release is %s (%d bytes)", dc.Path, got, hw.n, c.SHA256, c.Length)
+	if got := hex.EncodeToString(sum.Sum(nil)); got != c.SHA256 || hw.N != c.Length {
+		return nil, 0, fmt.Errorf("delta %s: the slot written holds sha256 %s (%d bytes), the release is %s (%d bytes)", dc.Path, got, hw.N, c.SHA256, c.Length)
 	}
 	if err := out.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("delta %s: %w", dc.Path, err)
 	}
 	log.Debug("delta applied", "copied", stats.CopyBytes, "literal", stats.LiteralBytes, "recompressed", stats.Recompressed)
 	ok = true
-	return out, hw.n, nil
-}
-
-// hashWriter hashes and counts what goes to w.
-type hashWriter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (hw *hashWriter) Write(p []byte) (int, error) {
-	n, err := hw.w.Write(p)
-	hw.h.Write(p[:n])
-	hw.n += int64(n)
-	return n, err
+	return out, hw.N, nil
 }
 
 // roomFor checks that the file system of path can hold a file of n bytes

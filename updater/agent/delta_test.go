@@ -92,7 +92,7 @@ func TestDeltaUpdate(t *testing.T) {
 		t.Errorf("bundle file left on the data partition (stat err %v)", err)
 	}
 
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	bootTrial(t, r, v2ID+"+2-1.conf")
 	b := r.agent(t, "b", v2, nil)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatal(err)
@@ -105,6 +105,7 @@ func TestDeltaUpdate(t *testing.T) {
 // TestDeltaFallback: whatever is wrong with the delta, the device logs one
 // line with the reason, installs the full image instead and ends on v2.
 func TestDeltaFallback(t *testing.T) {
+	qd := regexp.QuoteMeta(release.DeltaPath(hardware, v2, v1))
 	tests := []struct {
 		name     string
 		sabotage func(t *testing.T, r *rig)
@@ -118,7 +119,7 @@ func TestDeltaFallback(t *testing.T) {
 				b[len(b)/2] ^= 0x55
 				writeFile(t, p, b)
 			},
-			reason: `delta test/2\.0\.0/from-1\.0\.0\.delta: target test/2\.0\.0/from-1\.0\.0\.delta: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}`,
+			reason: `delta ` + qd + `: target ` + qd + `: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}`,
 		},
 		{
 			name: "truncated delta",
@@ -127,7 +128,7 @@ func TestDeltaFallback(t *testing.T) {
 				b := readFile(t, p)
 				writeFile(t, p, b[:len(b)*2/3])
 			},
-			reason: `delta test/2\.0\.0/from-1\.0\.0\.delta: target test/2\.0\.0/from-1\.0\.0\.delta: giving up after 2 attempts`,
+			reason: `delta ` + qd + `: target ` + qd + `: giving up after 2 attempts`,
 		},
 		{
 			// The running slot is not the image the delta was made from
@@ -144,7 +145,7 @@ func TestDeltaFallback(t *testing.T) {
 				}
 				r.sumA = sumFile(t, r.slots["a"].Device, -1)
 			},
-			reason: `delta test/2\.0\.0/from-1\.0\.0\.delta: delta: the old image is not this bundle's base: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}`,
+			reason: `delta ` + qd + `: delta: the old image is not this bundle's base: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}`,
 		},
 	}
 	for _, tt := range tests {

@@ -8,11 +8,6 @@ package agent
 // Agent.Reboot records the call instead of rebooting.
 
 import (
-	"github.com/plumb-os/plumb/format/bootentry"
-	"github.com/plumb-os/plumb/format/bootrecord"
-	"github.com/plumb-os/plumb/format/disklayout"
-	"github.com/plumb-os/plumb/format/release"
-
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -39,7 +34,11 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/device"
@@ -74,11 +73,14 @@ partitions:
 `
 
 const (
-	hardware  = "test"
-	channel   = "stable" // the recipe's default
-	slotSize  = 64 << 20
-	v1, v2    = "1.0.0", "2.0.0"
-	v2Trial   = "plumb-2.0.0+3.conf"
+	hardware = "test"
+	channel  = "stable" // the recipe's default
+	slotSize = 64 << 20
+	// v2 is a pre-release with build metadata (issue 13): every version a
+	// recipe accepts must build, publish, install and boot.
+	v1, v2    = "1.0.0", "1.2.0-rc.1+build.7"
+	v2Trial   = "plumb-1.2.0-rc.1_build.7+3.conf" // "+" is written "_" in a name
+	v2ID      = "plumb-1.2.0-rc.1_build.7"
 	v2Target  = hardware + "/" + v2 + "/rootfs.sqfs"
 	stateFile = "state.json"
 )
@@ -173,7 +175,7 @@ type rig struct {
 	tufDir   string
 	dataDir  string
 	espDir   string
-	slots    map[string]slot.Partition
+	slots    map[disklayout.Slot]slot.Partition
 	sumA     [sha256.Size]byte // slot a's file before the test
 	reboots  int
 	repoOpts tufrepo.Options
@@ -232,22 +234,22 @@ func newRig(t *testing.T, opts tufrepo.Options) *rig {
 	r.dataDir = filepath.Join(work, "data")
 	r.espDir = filepath.Join(work, "esp")
 	b1 := r.rel[v1]
-	r.slots = map[string]slot.Partition{
+	r.slots = map[disklayout.Slot]slot.Partition{
 		"a": {Device: filepath.Join(work, "slot-a"), PARTUUID: b1.partUUID(t, disklayout.NameRootA)},
 		"b": {Device: filepath.Join(work, "slot-b"), PARTUUID: b1.partUUID(t, disklayout.NameRootB)},
 	}
-	copyFile(t, b1.file(builder.RootfsFile), r.slots["a"].Device)
-	writeFile(t, r.slots["b"].Device, nil)
-	for _, s := range []string{"a", "b"} {
+	copyFile(t, b1.file(builder.RootfsFile), r.slots[disklayout.A].Device)
+	writeFile(t, r.slots[disklayout.B].Device, nil)
+	for _, s := range disklayout.Slots {
 		if err := os.Truncate(r.slots[s].Device, slotSize); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r.sumA = sumFile(t, r.slots["a"].Device, -1)
+	r.sumA = sumFile(t, r.slots[disklayout.A].Device, -1)
 
 	// The ESP as the build left it for slot a.
-	e := bootentry.Entry{Version: v1, Slot: "a", PartUUID: r.slots["a"].PARTUUID}
-	writeFile(t, filepath.Join(r.espDir, "loader", "entries", e.FileName()), []byte(e.Content()))
+	e := bootentry.Entry{Version: v1, Slot: disklayout.A, PartUUID: r.slots[disklayout.A].PARTUUID}
+	writeFile(t, filepath.Join(r.espDir, "loader", "entries", e.Name()), []byte(e.Content()))
 	copyFile(t, b1.file(builder.KernelFile), filepath.Join(r.espDir, bootentry.SlotKernel("a")))
 	copyFile(t, b1.file(builder.InitrdFile), filepath.Join(r.espDir, bootentry.SlotInitrd("a")))
 	return r
@@ -282,7 +284,7 @@ func (r *rig) targetFile(t *testing.T, v string) string {
 // agent is plumbd as it starts after a boot of slot running with release
 // version: a new fetch client on the persistent metadata directory, the
 // device, the configuration.
-func (r *rig) agent(t *testing.T, running, version string, health []config.HealthCheck) *Agent {
+func (r *rig) agent(t *testing.T, running disklayout.Slot, version string, health []config.HealthCheck) *Agent {
 	t.Helper()
 	root, err := os.ReadFile(r.metaPath("1.root.json"))
 	if err != nil {
@@ -357,7 +359,7 @@ func (r *rig) untouched(t *testing.T, err error, want *regexp.Regexp) {
 			t.Errorf("ESP %s exists (stat err %v), want none", f, err)
 		}
 	}
-	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+	if sumFile(t, r.slots[disklayout.A].Device, -1) != r.sumA {
 		t.Errorf("slot a's file changed")
 	}
 	if r.reboots != 0 {
@@ -375,6 +377,7 @@ func (r *rig) untouched(t *testing.T, err error, want *regexp.Regexp) {
 // TestRefusedUpdates: v2 is published, and what the server serves is
 // changed; the device must refuse it and keep running v1 from slot a.
 func TestRefusedUpdates(t *testing.T) {
+	qv2 := regexp.QuoteMeta(v2)
 	past := func() time.Time { return time.Now().Add(-48 * time.Hour) }
 	tests := []struct {
 		name string
@@ -393,7 +396,7 @@ func TestRefusedUpdates(t *testing.T) {
 				b[len(b)/2] ^= 0x55
 				writeFile(t, p, b)
 			},
-			want: `^installing 2\.0\.0 into slot b: target test/2\.0\.0/rootfs\.sqfs: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}$`,
+			want: `^installing ` + qv2 + ` into slot b: target test/` + qv2 + `/rootfs\.sqfs: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}$`,
 		},
 		{
 			name: "target longer than recorded",
@@ -402,7 +405,7 @@ func TestRefusedUpdates(t *testing.T) {
 				p := r.targetFile(t, v2)
 				writeFile(t, p, append(readFile(t, p), "appended"...))
 			},
-			want: `^installing 2\.0\.0 into slot b: target test/2\.0\.0/rootfs\.sqfs: server sends \d+ bytes, trusted length is \d+$`,
+			want: `^installing ` + qv2 + ` into slot b: target test/` + qv2 + `/rootfs\.sqfs: server sends \d+ bytes, trusted length is \d+$`,
 		},
 		{
 			name:   "expired timestamp",
@@ -463,7 +466,7 @@ func TestRefusedUpdates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, tt.opts)
-			a := r.agent(t, "a", v1, nil)
+			a := r.agent(t, disklayout.A, v1, nil)
 			if err := a.Settle(t.Context()); err != nil {
 				t.Fatalf("Settle: %v", err)
 			}
@@ -495,10 +498,10 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sumFile(t, r.slots["b"].Device, fi.Size()) != sumFile(t, img, -1) {
+	if sumFile(t, r.slots[disklayout.B].Device, fi.Size()) != sumFile(t, img, -1) {
 		t.Errorf("slot b's first %d bytes differ from v2's rootfs.sqfs", fi.Size())
 	}
-	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+	if sumFile(t, r.slots[disklayout.A].Device, -1) != r.sumA {
 		t.Errorf("slot a's file changed")
 	}
 	for f, src := range map[string]string{
@@ -513,7 +516,7 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 	entry := string(readFile(t, filepath.Join(r.espDir, "loader", "entries", v2Trial)))
-	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots["b"].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 2.0.0\n"} {
+	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots[disklayout.B].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 1.2.0~rc.1\n", "title Plumb 1.2.0-rc.1+build.7 (slot b)\n"} {
 		if !strings.Contains(entry, want) {
 			t.Errorf("trial entry lacks %q:\n%s", want, entry)
 		}
@@ -522,7 +525,7 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 		t.Errorf("Reboot called %d times, want 1", r.reboots)
 	}
 	if st := r.state(t); st.Phase != PhaseRebooting || st.Version != v2 || st.Slot != "b" {
-		t.Errorf("state = %+v, want phase rebooting to 2.0.0 in slot b", st)
+		t.Errorf("state = %+v, want phase rebooting to %s in slot b", st, v2)
 	}
 }
 
@@ -540,7 +543,7 @@ func bootTrial(t *testing.T, r *rig, to string) {
 // device reboots, the trial boot passes its checks and commits.
 func TestUpdateOnHost(t *testing.T) {
 	r := newRig(t, tufrepo.Options{})
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
@@ -551,16 +554,16 @@ func TestUpdateOnHost(t *testing.T) {
 	installV2(t, r, a)
 
 	// The reboot: systemd-boot boots the trial and counts a try.
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
-	b := r.agent(t, "b", v2, nil)
+	bootTrial(t, r, v2ID+"+2-1.conf")
+	b := r.agent(t, disklayout.B, v2, nil)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle after the trial boot: %v", err)
 	}
-	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0.conf"}; !equal(got, want) {
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2ID + ".conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
-	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
-		t.Errorf("state = %+v, want committed 2.0.0", st)
+	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed "+v2 {
+		t.Errorf("state = %+v, want committed %s", st, v2)
 	}
 	if r.reboots != 1 {
 		t.Errorf("Reboot called %d times, want 1", r.reboots)
@@ -576,7 +579,7 @@ func TestUpdateOnHost(t *testing.T) {
 func TestExpiryNeverBricks(t *testing.T) {
 	r := newRig(t, tufrepo.Options{Now: func() time.Time { return time.Now().Add(-48 * time.Hour) }})
 	r.publish(t, v2)
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
@@ -612,14 +615,14 @@ func TestExpiryNeverBricks(t *testing.T) {
 func TestFailedHealthCheck(t *testing.T) {
 	r := newRig(t, tufrepo.Options{})
 	r.publish(t, v2)
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
 	installV2(t, r, a)
 
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
-	b := r.agent(t, "b", v2, []config.HealthCheck{{Command: "false"}})
+	bootTrial(t, r, v2ID+"+2-1.conf")
+	b := r.agent(t, disklayout.B, v2, []config.HealthCheck{{Command: "false"}})
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle of the failing trial: %v", err)
 	}
@@ -628,16 +631,16 @@ func TestFailedHealthCheck(t *testing.T) {
 	}
 	const why = "health check command false: exit status 1: no output"
 	st := r.state(t)
-	if st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from 2.0.0: "+why {
-		t.Errorf("state = %+v, want phase rebooting, 2.0.0 bad and event %q", st, "rolled back from 2.0.0: "+why)
+	if st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from "+v2+": "+why {
+		t.Errorf("state = %+v, want phase rebooting, %s bad and event %q", st, v2, "rolled back from "+v2+": "+why)
 	}
 	// The trial entry is never committed, and has no tries left: the
 	// reboot goes straight to slot a.
-	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0+0-1.conf"}; !equal(got, want) {
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2ID + "+0-1.conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 
-	old := r.agent(t, "a", v1, nil)
+	old := r.agent(t, disklayout.A, v1, nil)
 	if err := old.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle back on slot a: %v", err)
 	}
@@ -645,10 +648,10 @@ func TestFailedHealthCheck(t *testing.T) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 	st = r.state(t)
-	if st.Phase != PhaseIdle || st.Bad[v2] != why || !strings.HasPrefix(st.Event, "rolled back from 2.0.0: ") {
-		t.Errorf("state = %+v, want idle with 2.0.0 still bad (%q)", st, why)
+	if st.Phase != PhaseIdle || st.Bad[v2] != why || !strings.HasPrefix(st.Event, "rolled back from "+v2+": ") {
+		t.Errorf("state = %+v, want idle with %s still bad (%q)", st, v2, why)
 	}
-	if sumFile(t, r.slots["a"].Device, -1) != r.sumA {
+	if sumFile(t, r.slots[disklayout.A].Device, -1) != r.sumA {
 		t.Errorf("slot a's file changed")
 	}
 	// v2 is still the newest release: it is not tried again.
@@ -671,7 +674,7 @@ func TestUpdateThroughNginx(t *testing.T) {
 	r := newRig(t, tufrepo.Options{})
 	r.url = testutil.StartNginx(t, nginx, r.repoDir, r.certDir)
 	r.publish(t, v2)
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
@@ -815,23 +818,23 @@ func sumFile(t *testing.T, p string, n int64) [sha256.Size]byte {
 func TestCommitSurvivesPowerCut(t *testing.T) {
 	r := newRig(t, tufrepo.Options{})
 	r.publish(t, v2)
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	installV2(t, r, a)
-	bootTrial(t, r, "plumb-2.0.0.conf") // committed on the ESP …
+	bootTrial(t, r, v2ID+".conf") // committed on the ESP …
 	st := r.state(t)
 	st.Phase = PhaseTrial // … but the state still says trial
 	if err := st.Save(filepath.Join(r.dataDir, stateFile)); err != nil {
 		t.Fatal(err)
 	}
-	b := r.agent(t, "b", v2, nil)
+	b := r.agent(t, disklayout.B, v2, nil)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
-		t.Errorf("state after the power cut = %+v, want committed 2.0.0", st)
+	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed "+v2 {
+		t.Errorf("state after the power cut = %+v, want committed %s", st, v2)
 	}
 }
 
@@ -843,7 +846,7 @@ func TestResumeInterruptedDownload(t *testing.T) {
 	r.publish(t, v2)
 	data := readFile(t, r.rel[v2].file(builder.RootfsFile))
 	half := int64(len(data) / 2)
-	f, err := os.OpenFile(r.slots["b"].Device, os.O_WRONLY, 0)
+	f, err := os.OpenFile(r.slots[disklayout.B].Device, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -851,13 +854,13 @@ func TestResumeInterruptedDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	st := &State{Phase: PhaseDownloading, Version: v2, Target: release.TargetPath("test", v2), Slot: "b", Bytes: half, Total: int64(len(data))}
+	st := &State{Phase: PhaseDownloading, Version: v2, Target: release.TargetPath("test", v2), Slot: disklayout.B, Bytes: half, Total: int64(len(data))}
 	os.MkdirAll(r.dataDir, 0o755)
 	if err := st.Save(filepath.Join(r.dataDir, stateFile)); err != nil {
 		t.Fatal(err)
 	}
 
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -881,28 +884,28 @@ func TestResumeInterruptedDownload(t *testing.T) {
 func TestAttestedCommitWithoutReferences(t *testing.T) {
 	r := newRig(t, tufrepo.Options{})
 	r.publish(t, v2)
-	a := r.agent(t, "a", v1, nil)
+	a := r.agent(t, disklayout.A, v1, nil)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
 	installV2(t, r, a)
 	if st := r.state(t); st.Facts == nil || st.Facts.Version != v2 {
-		t.Fatalf("state after the install keeps facts %+v, want 2.0.0's", st.Facts)
+		t.Fatalf("state after the install keeps facts %+v, want %s's", st.Facts, v2)
 	}
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
-	b := r.agent(t, "b", v2, nil)
+	bootTrial(t, r, v2ID+"+2-1.conf")
+	b := r.agent(t, disklayout.B, v2, nil)
 	b.Config.Commit = config.CommitAttested
 	called := false
 	b.MeasuredBoot = func(context.Context, *release.Facts) error { called = true; return nil }
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatalf("Settle of the trial: %v", err)
 	}
-	const why = "health check attestation: release 2.0.0 was published without reference values (measured)"
+	const why = "health check attestation: release 1.2.0-rc.1+build.7 was published without reference values (measured)"
 	st := r.state(t)
-	if called || st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from 2.0.0: "+why {
-		t.Errorf("state = %+v (MeasuredBoot called: %v), want rebooting with 2.0.0 bad: %q", st, called, why)
+	if called || st.Phase != PhaseRebooting || st.Bad[v2] != why || st.Event != "rolled back from "+v2+": "+why {
+		t.Errorf("state = %+v (MeasuredBoot called: %v), want rebooting with %s bad: %q", st, called, v2, why)
 	}
-	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0+0-1.conf"}; !equal(got, want) {
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2ID + "+0-1.conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 }

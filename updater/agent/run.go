@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/updater/device"
@@ -93,14 +94,14 @@ func (a *Agent) Settle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var mine *slot.Entry
+	var mine *bootentry.Entry
 	for i, e := range entries {
 		if e.Slot == a.Device.Running && e.Version == running {
 			mine = &entries[i]
 		}
 	}
 	switch {
-	case mine != nil && !mine.Committed:
+	case mine != nil && !mine.Committed():
 		a.state.Phase, a.state.Version, a.state.Slot = PhaseTrial, running, a.Device.Running
 		if err := a.save(); err != nil {
 			return err
@@ -123,7 +124,7 @@ func (a *Agent) Settle(ctx context.Context) error {
 		}
 		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
 		return nil
-	case mine != nil && mine.Committed && a.state.Version == running && a.state.Phase != PhaseCommitted && a.state.Phase != PhaseIdle:
+	case mine != nil && mine.Committed() && a.state.Version == running && a.state.Phase != PhaseCommitted && a.state.Phase != PhaseIdle:
 		// Power was lost between the commit's rename and saving it.
 		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
 		if err := a.save(); err != nil {
@@ -192,9 +193,9 @@ func (a *Agent) checkMeasuredBoot(ctx context.Context, running string) error {
 
 // pendingTrial reports whether version has a trial entry that no boot has
 // tried yet.
-func pendingTrial(entries []slot.Entry, version string) bool {
+func pendingTrial(entries []bootentry.Entry, version string) bool {
 	for _, e := range entries {
-		if e.Version == version && !e.Committed && e.TriesDone == 0 && e.TriesLeft > 0 {
+		if e.Version == version && !e.Committed() && e.TriesDone == 0 && e.TriesLeft > 0 {
 			return true
 		}
 	}

@@ -8,8 +8,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/internal/jsonkeep"
 )
 
 // Phases of an update, in order. Each is persisted before the work of the
@@ -33,12 +35,12 @@ const (
 
 // State is the agent's persisted state (DataDir/state.json).
 type State struct {
-	Phase   string `json:"phase"`
-	Version string `json:"version,omitempty"` // release being installed
-	Target  string `json:"target,omitempty"`  // its TUF target path
-	Slot    string `json:"slot,omitempty"`    // the slot it goes to
-	Bytes   int64  `json:"bytes,omitempty"`   // written so far (of the target, or of the slot while applying)
-	Total   int64  `json:"total,omitempty"`
+	Phase   string          `json:"phase"`
+	Version string          `json:"version,omitempty"` // release being installed
+	Target  string          `json:"target,omitempty"`  // its TUF target path
+	Slot    disklayout.Slot `json:"slot,omitempty"`    // the slot it goes to
+	Bytes   int64           `json:"bytes,omitempty"`   // written so far (of the target, or of the slot while applying)
+	Total   int64           `json:"total,omitempty"`
 	// Method is how the update goes: "delta" (a bundle applied to the
 	// running slot) or "full" (the whole image).
 	Method string `json:"method,omitempty"`
@@ -67,6 +69,10 @@ type State struct {
 	// Workloads is why the last workload reconcile failed ("" after a
 	// success); the containers run as before such a failure.
 	Workloads string `json:"workloads_error,omitempty"`
+	// Unknown keeps the members this agent does not know: a newer agent
+	// wrote them before the device rolled back to this one, and saving
+	// keeps them for when it runs again.
+	Unknown jsonkeep.Unknown `json:"-"`
 }
 
 // Attestation summarises the last report a verifier sent.
@@ -98,12 +104,12 @@ func ParseState(data []byte) (*State, error) {
 	if len(data) > maxStateSize {
 		return nil, fmt.Errorf("agent state: %d bytes, expected at most %d", len(data), maxStateSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s State
-	if err := dec.Decode(&s); err != nil {
+	u, err := jsonkeep.Decode(data, &s)
+	if err != nil {
 		return nil, fmt.Errorf("agent state: %w", err)
 	}
+	s.Unknown = u
 	switch s.Phase {
 	case PhaseIdle, PhaseDownloading, PhaseApplying, PhaseVerified, PhaseEntry, PhaseRebooting, PhaseTrial, PhaseCommitted:
 	default:
@@ -112,7 +118,7 @@ func ParseState(data []byte) (*State, error) {
 	if s.Method != "" && s.Method != MethodDelta && s.Method != MethodFull {
 		return nil, fmt.Errorf("agent state: method: expected delta or full, got %q", s.Method)
 	}
-	if s.Slot != "" && s.Slot != "a" && s.Slot != "b" {
+	if s.Slot != "" && !s.Slot.Valid() {
 		return nil, fmt.Errorf("agent state: slot: expected a or b, got %q", s.Slot)
 	}
 	if s.Fetched < 0 {
@@ -126,11 +132,16 @@ func ParseState(data []byte) (*State, error) {
 
 // Save writes the state atomically (temp, fsync, rename, fsync dir).
 func (s *State) Save(path string) error {
-	data, err := json.MarshalIndent(s, "", "  ")
+	data, err := jsonkeep.Encode(s, s.Unknown)
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, append(data, '\n'), 0o644)
+	var out bytes.Buffer
+	if err := json.Indent(&out, data, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	return atomicfile.WriteFile(path, out.Bytes(), 0o644)
 }
 
 // MarkBad records that version failed here and why.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/fetch"
@@ -93,7 +94,7 @@ func newAppRig(t *testing.T) *appRig {
 }
 
 // agent is the device's agent with workloads for group.
-func (r *appRig) agent(t *testing.T, running, version string) *Agent {
+func (r *appRig) agent(t *testing.T, running disklayout.Slot, version string) *Agent {
 	a := r.rig.agent(t, running, version, nil)
 	a.Config.Workloads = &config.Workloads{Group: group}
 	a.Workloads = r.rec
@@ -197,7 +198,7 @@ func (r *appRig) status(name string) reconcile.ContainerStatus {
 // restarts one that exits, and garbage-collects unused images.
 func TestWorkloads(t *testing.T) {
 	r := newAppRig(t)
-	a := r.agent(t, "a", v1)
+	a := r.agent(t, disklayout.A, v1)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +324,7 @@ func TestWorkloads(t *testing.T) {
 // message, and the running containers are left as they were.
 func TestWorkloadsRefused(t *testing.T) {
 	r := newAppRig(t)
-	a := r.agent(t, "a", v1)
+	a := r.agent(t, disklayout.A, v1)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +428,7 @@ func TestWorkloadsRefused(t *testing.T) {
 // download), the manifest is applied once the new slot is committed.
 func TestWorkloadsAfterOSUpdate(t *testing.T) {
 	r := newAppRig(t)
-	a := r.agent(t, "a", v1)
+	a := r.agent(t, disklayout.A, v1)
 	if err := a.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -451,8 +452,8 @@ func TestWorkloadsAfterOSUpdate(t *testing.T) {
 	}
 
 	// Trial boot of v2: Settle commits; workloads are not touched on trial.
-	bootTrial(t, r.rig, "plumb-2.0.0+2-1.conf")
-	b := r.agent(t, "b", v2)
+	bootTrial(t, r.rig, v2ID+"+2-1.conf")
+	b := r.agent(t, disklayout.B, v2)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 )
 
@@ -26,7 +27,7 @@ type TPM struct {
 // Facts is what Probe found.
 type Facts struct {
 	Release release.ImageInfo    `json:"release"`
-	Slot    string               `json:"slot"`
+	Slot    disklayout.Slot      `json:"slot"`
 	Boot    *bootrecord.BootInfo `json:"boot,omitempty"`
 	TPM     TPM                  `json:"tpm"`
 }
@@ -46,7 +47,7 @@ func Probe(root string) Facts {
 		f.Slot = b.Slot
 	}
 	if f.Slot == "" {
-		f.Slot = slotFromCmdline(filepath.Join(root, "proc/cmdline"))
+		f.Slot = disklayout.Slot(slotFromCmdline(filepath.Join(root, "proc/cmdline")))
 	}
 	f.TPM = probeTPM(root)
 	return f

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 func write(t *testing.T, root, rel, content string) {
@@ -21,7 +23,7 @@ func TestProbe(t *testing.T) {
 	tests := []struct {
 		name     string
 		files    map[string]string
-		wantSlot string
+		wantSlot disklayout.Slot
 		wantVer  string
 		wantTPM  bool
 	}{

@@ -130,7 +130,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		RootDevice:   root.Device,
 	}
 	log.Info("root found", "device", root.Device, "partition", root.Name, "slot", bi.Slot)
-	if bi.CmdlineSlot != "" && bi.CmdlineSlot != bi.Slot {
+	if bi.CmdlineSlot != "" && bi.CmdlineSlot != string(bi.Slot) {
 		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
 	}
 

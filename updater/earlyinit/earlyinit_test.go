@@ -61,7 +61,10 @@ func TestRootPARTUUID(t *testing.T) {
 }
 
 func TestSlotOf(t *testing.T) {
-	tests := []struct{ in, want string }{
+	tests := []struct {
+		in   string
+		want disklayout.Slot
+	}{
 		{"plumb-root-a", "a"},
 		{"plumb-root-b", "b"},
 		{"plumb-root-", ""},
@@ -77,7 +80,7 @@ func TestSlotOf(t *testing.T) {
 
 func TestBootInfoRoundTrip(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "run/plumb/boot.json")
-	want := bootrecord.BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
+	want := bootrecord.BootInfo{Slot: disklayout.B, CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
 		RootDevice: "/dev/vda3", DataDevice: "/dev/vda4", DataMounted: true, InitMillis: 120, UptimeMillis: 2900}
 	if err := bootrecord.WriteBootInfo(p, want); err != nil {
 		t.Fatal(err)

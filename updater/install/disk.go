@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/plumb-os/plumb/internal/errclass"
 )
 
 // ErrNotEmpty marks a disk the installer refuses to overwrite without
@@ -20,15 +22,6 @@ var ErrNotEmpty = errors.New("disk is not empty")
 // ErrNoDisk marks a failed automatic disk choice: no empty disk, or more
 // than one.
 var ErrNoDisk = errors.New("no single empty disk")
-
-// classed is an error of a class (errors.Is) whose message is only its own.
-type classed struct {
-	msg   string
-	class error
-}
-
-func (c *classed) Error() string        { return c.msg }
-func (c *classed) Is(target error) bool { return target == c.class }
 
 // probeSize is how much of a disk's start Inspect reads: the protective
 // MBR, the GPT header and its entries, and the superblocks of the common
@@ -96,7 +89,7 @@ func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 	if disk != "" && disk != "auto" {
 		d, err := Inspect(disk)
 		if err != nil {
-			return Disk{}, &classed{fmt.Sprintf("--disk %s: %v", disk, err), ErrNoDisk}
+			return Disk{}, errclass.Errorf(ErrNoDisk, "--disk %s: %v", disk, err)
 		}
 		return d, nil
 	}
@@ -140,13 +133,13 @@ func Pick(disk, sysBlock, dev string, minSize int64) (Disk, error) {
 		if len(seen) == 0 {
 			seen = []string{"no disks"}
 		}
-		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; ")), ErrNoDisk}
+		return Disk{}, errclass.Errorf(ErrNoDisk, "--disk auto: expected one empty disk of at least %d bytes, found none (%s)", minSize, strings.Join(seen, "; "))
 	default:
 		var names []string
 		for _, d := range empty {
 			names = append(names, d.Path)
 		}
-		return Disk{}, &classed{fmt.Sprintf("--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", ")), ErrNoDisk}
+		return Disk{}, errclass.Errorf(ErrNoDisk, "--disk auto: expected one empty disk, found %d (%s): pass --disk DEV", len(empty), strings.Join(names, ", "))
 	}
 }
 

@@ -40,6 +40,7 @@ import (
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/errclass"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
@@ -180,7 +181,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	r.prog.Disk = d.Path
 	if d.Size < layout.DiskSize() {
-		return nil, &classed{fmt.Sprintf("disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize()), ErrNoDisk}
+		return nil, errclass.Errorf(ErrNoDisk, "disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())
 	}
 	if o.BootPartUUID != "" {
 		boot, err := holdsPartition(d.Path, o.BootPartUUID)
@@ -188,12 +189,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			return nil, err
 		}
 		if boot {
-			return nil, &classed{fmt.Sprintf("disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID), ErrNotEmpty}
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)
 		}
 	}
 	if !d.Empty() {
 		if !o.Force {
-			return nil, &classed{fmt.Sprintf("disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds), ErrNotEmpty}
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)
 		}
 		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
 	}
@@ -258,7 +259,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	// 6. The ESP: bootloader, loader.conf, slot A's boot files, trial entry.
 	r.step("esp")
 	slotImage := io.NewSectionReader(disk, rootA.Start, n)
-	entryName, entry := slot.TrialEntry(f, "a", rootA.PartUUID)
+	entryName, entry := slot.TrialEntry(f, disklayout.A, rootA.PartUUID)
 	boot, err := os.Stat(r.file(o.Layout.Bootloader))
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
@@ -266,8 +267,8 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	files := []diskimg.ESPFile{
 		{Path: bootentry.Bootloader, Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
-		{Path: bootentry.SlotKernel("a"), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
-		{Path: bootentry.SlotInitrd("a"), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
+		{Path: bootentry.SlotKernel(disklayout.A), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
+		{Path: bootentry.SlotInitrd(disklayout.A), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
 		{Path: path.Join(bootentry.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
 	}
 	if err := diskimg.WriteESP(ctx, disk, esp, layout.Seed, files, o.Layout.ModTime); err != nil {
@@ -357,8 +358,8 @@ func verifyESP(disk *os.File, part disklayout.Partition, f *release.Facts, entry
 		name string
 		want release.Digest
 	}{
-		{bootentry.SlotKernel("a"), f.Kernel},
-		{bootentry.SlotInitrd("a"), f.Initrd},
+		{bootentry.SlotKernel(disklayout.A), f.Kernel},
+		{bootentry.SlotInitrd(disklayout.A), f.Initrd},
 		{path.Join(bootentry.EntriesDir, entryName), digestOf(entry)},
 	} {
 		rd, err := fs.OpenFile(c.name, os.O_RDONLY)

@@ -9,6 +9,8 @@ import (
 	"unicode/utf16"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/format/bootentry"
 )
 
 // EFIVarsDir is where efivarfs is mounted on a device.
@@ -59,12 +61,12 @@ func decodeEFIString(b []byte) (string, error) {
 // SameEntry tells whether two entry file names are the same entry, ignoring
 // boot counters ("plumb-2.0.0+3.conf" and "plumb-2.0.0+2-1.conf" are).
 func SameEntry(a, b string) bool {
-	ea, err1 := ParseEntryName(a)
-	eb, err2 := ParseEntryName(b)
+	ea, err1 := bootentry.ParseName(a)
+	eb, err2 := bootentry.ParseName(b)
 	if err1 != nil || err2 != nil {
 		return strings.EqualFold(a, b)
 	}
-	return ea.ID == eb.ID
+	return ea.ID() == eb.ID()
 }
 
 // Reboot syncs the filesystems and restarts the machine; in DryRun it only

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -38,15 +39,15 @@ func TestFromBoot(t *testing.T) {
 		writeFile(t, filepath.Join(sys, part, "partition"), []byte(fmt.Sprintln(i)))
 		writeFile(t, filepath.Join(dev, part), nil)
 	}
-	d, err := FromBoot(bootrecord.BootInfo{Slot: "b", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil)
+	d, err := FromBoot(bootrecord.BootInfo{Slot: disklayout.B, RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil)
 	if err != nil {
 		t.Fatalf("FromBoot: %v", err)
 	}
-	want := map[string]Partition{"a": {filepath.Join(dev, "vda2"), uuidA}, "b": {filepath.Join(dev, "vda3"), uuidB}}
-	if d.Running != "b" || d.Inactive() != "a" || !reflect.DeepEqual(d.Slots, want) {
+	want := map[disklayout.Slot]Partition{disklayout.A: {filepath.Join(dev, "vda2"), uuidA}, disklayout.B: {filepath.Join(dev, "vda3"), uuidB}}
+	if d.Running != disklayout.B || d.Inactive() != disklayout.A || !reflect.DeepEqual(d.Slots, want) {
 		t.Errorf("FromBoot = running %q inactive %q slots %v; want b, a, %v", d.Running, d.Inactive(), d.Slots, want)
 	}
-	if _, err := FromBoot(bootrecord.BootInfo{Slot: "a", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil); err == nil {
+	if _, err := FromBoot(bootrecord.BootInfo{Slot: disklayout.A, RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil); err == nil {
 		t.Error("FromBoot with a boot record naming the wrong slot: want an error")
 	}
 }

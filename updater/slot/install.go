@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,8 +18,10 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 
 	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // squashfsCache bounds the squashfs reader's block cache: the boot files
@@ -87,12 +88,12 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 	return nil
 }
 
-// TrialEntry returns the file name (plumb-<version>+3.conf) and content of
+// TrialEntry returns the file name (plumb-<version>+3.conf, bootentry.NewTrial) and content of
 // the boot-counting trial entry for a release installed in slot, whose root
 // partition is partUUID.
-func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content string) {
-	e := bootentry.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
-	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
+func TrialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string) (name, content string) {
+	e := bootentry.NewTrial(facts.Version, slot, partUUID, facts.Cmdline)
+	return e.Name(), e.Content()
 }
 
 // BootFile names a slot's boot file in the release image.
@@ -181,8 +182,8 @@ func (d *Device) copyBootFile(ctx context.Context, sq *squashfs.FileSystem, src,
 		d.log().Info("dry run: not writing boot file", "file", dst, "bytes", n)
 		return nil
 	}
-	cr := &countReader{r: r}
-	err = d.writeFile(dst, cr, func() error { n = cr.n; return check() })
+	cr := &iox.CountingReader{R: r}
+	err = d.writeFile(dst, cr, func() error { n = cr.N; return check() })
 	if err != nil {
 		return err
 	}
@@ -225,17 +226,6 @@ func (d *Device) writeFile(name string, r io.Reader, verify func() error) error 
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
 	return nil
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // readerAtStorage is the read-only backend.Storage go-diskfs's squashfs

@@ -34,10 +34,10 @@ type Partition struct {
 type Device struct {
 	// ESP is the mounted EFI system partition (MountESP + DirESP).
 	ESP ESP
-	// Slots maps the slot letters ("a", "b") to their root partitions.
-	Slots map[string]Partition
-	// Running is the slot this system booted from ("a" or "b").
-	Running string
+	// Slots maps the two slots to their root partitions.
+	Slots map[disklayout.Slot]Partition
+	// Running is the slot this system booted from.
+	Running disklayout.Slot
 	// Log receives what the device does; nil discards.
 	Log *slog.Logger
 	// DryRun checks everything but changes nothing: OpenInactive returns
@@ -74,7 +74,7 @@ func FromBoot(bi bootrecord.BootInfo, esp ESP, sysBlock, dev string, log *slog.L
 
 // FindSlots picks the root slots ("plumb-root-<slot>") on the disk holding
 // the partition rootPARTUUID and returns them with the running slot.
-func FindSlots(parts []earlyinit.Partition, rootPARTUUID string) (map[string]Partition, string, error) {
+func FindSlots(parts []earlyinit.Partition, rootPARTUUID string) (map[disklayout.Slot]Partition, disklayout.Slot, error) {
 	var root *earlyinit.Partition
 	for i, p := range parts {
 		if strings.EqualFold(p.PARTUUID, rootPARTUUID) {
@@ -89,7 +89,7 @@ func FindSlots(parts []earlyinit.Partition, rootPARTUUID string) (map[string]Par
 	if running == "" {
 		return nil, "", fmt.Errorf("finding slots: root partition %s: expected a name like \"plumb-root-a\", got %q", root.Device, root.Name)
 	}
-	slots := map[string]Partition{}
+	slots := map[disklayout.Slot]Partition{}
 	for _, p := range parts {
 		if p.Disk != root.Disk {
 			continue
@@ -113,7 +113,7 @@ func (d *Device) log() *slog.Logger {
 
 // Inactive is the slot the system does not run from, or "" when the
 // device does not have exactly two slots including the running one.
-func (d *Device) Inactive() string {
+func (d *Device) Inactive() disklayout.Slot {
 	if _, ok := d.Slots[d.Running]; !ok || len(d.Slots) != 2 {
 		return ""
 	}
@@ -127,7 +127,7 @@ func (d *Device) Inactive() string {
 
 // inactive returns the inactive slot and its partition, refusing a setup
 // in which writing it could hit the running slot.
-func (d *Device) inactive() (string, Partition, error) {
+func (d *Device) inactive() (disklayout.Slot, Partition, error) {
 	s := d.Inactive()
 	if s == "" {
 		return "", Partition{}, fmt.Errorf("running slot %q: expected one of two slots, have %d: %w", d.Running, len(d.Slots), ErrRunningSlot)

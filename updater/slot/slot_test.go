@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/earlyinit"
@@ -24,39 +26,6 @@ const (
 	uuidA = "11111111-2222-4333-8444-555555555555"
 	uuidB = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 )
-
-func TestParseEntryName(t *testing.T) {
-	tests := []struct {
-		name    string
-		want    Entry
-		wantErr bool
-	}{
-		{"plumb-1.0.0.conf", Entry{File: "plumb-1.0.0.conf", ID: "plumb-1.0.0", Version: "1.0.0", Committed: true}, false},
-		{"plumb-2.0.0+3.conf", Entry{File: "plumb-2.0.0+3.conf", ID: "plumb-2.0.0", Version: "2.0.0", TriesLeft: 3}, false},
-		{"plumb-2.0.0+2-1.conf", Entry{File: "plumb-2.0.0+2-1.conf", ID: "plumb-2.0.0", Version: "2.0.0", TriesLeft: 2, TriesDone: 1}, false},
-		{"plumb-2.0.0+0-3.conf", Entry{File: "plumb-2.0.0+0-3.conf", ID: "plumb-2.0.0", Version: "2.0.0", TriesLeft: 0, TriesDone: 3}, false},
-		{"plumb-1.2.3-rc1+1-2.conf", Entry{File: "plumb-1.2.3-rc1+1-2.conf", ID: "plumb-1.2.3-rc1", Version: "1.2.3-rc1", TriesLeft: 1, TriesDone: 2}, false},
-		{"plumb-1.2.3-rc1.conf", Entry{File: "plumb-1.2.3-rc1.conf", ID: "plumb-1.2.3-rc1", Version: "1.2.3-rc1", Committed: true}, false},
-		{"plumb-1.0.0", Entry{}, true},
-		{"other.conf", Entry{}, true},
-		{"plumb-.conf", Entry{}, true},
-		{"plumb-1.0.0+.conf", Entry{}, true},
-		{"plumb-1.0.0+x.conf", Entry{}, true},
-		{"plumb-1.0.0+1-.conf", Entry{}, true},
-		{"plumb-1.0.0+-1.conf", Entry{}, true},
-		{"plumb-1.0.0+1-2-3.conf", Entry{}, true},
-	}
-	for _, tt := range tests {
-		got, err := ParseEntryName(tt.name)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("ParseEntryName(%q) error = %v, want error %v", tt.name, err, tt.wantErr)
-			continue
-		}
-		if got != tt.want {
-			t.Errorf("ParseEntryName(%q) = %+v, want %+v", tt.name, got, tt.want)
-		}
-	}
-}
 
 func TestEntryState(t *testing.T) {
 	tests := []struct {
@@ -69,7 +38,7 @@ func TestEntryState(t *testing.T) {
 		{"plumb-1.0.0+0-3.conf", false, true},
 	}
 	for _, tt := range tests {
-		e, err := ParseEntryName(tt.name)
+		e, err := bootentry.ParseName(tt.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,14 +104,14 @@ func TestFindSlots(t *testing.T) {
 		{Disk: "vda", Index: 4, Name: "plumb-data", PARTUUID: "d", Device: "/dev/vda4"},
 		{Disk: "vdb", Index: 2, Name: "plumb-root-a", PARTUUID: "other", Device: "/dev/vdb2"},
 	}
-	want := map[string]Partition{"a": {"/dev/vda2", uuidA}, "b": {"/dev/vda3", uuidB}}
+	want := map[disklayout.Slot]Partition{disklayout.A: {"/dev/vda2", uuidA}, disklayout.B: {"/dev/vda3", uuidB}}
 	tests := []struct {
 		root        string
-		wantRunning string
+		wantRunning disklayout.Slot
 		wantErr     bool
 	}{
-		{uuidA, "a", false},
-		{strings.ToUpper(uuidB), "b", false},
+		{uuidA, disklayout.A, false},
+		{strings.ToUpper(uuidB), disklayout.B, false},
 		{"d", "", true},     // the data partition is no slot
 		{"other", "", true}, // a disk with one slot
 		{"missing", "", true},
@@ -196,7 +165,7 @@ func writeFile(t *testing.T, p string, b []byte) {
 	}
 }
 
-func newFixture(t *testing.T, running string) *fixture {
+func newFixture(t *testing.T, running disklayout.Slot) *fixture {
 	t.Helper()
 	mksquashfs := testutil.RequireTool(t, "mksquashfs", "squashfs-tools")
 	dir := t.TempDir()
@@ -222,9 +191,9 @@ func newFixture(t *testing.T, running string) *fixture {
 		Cmdline: "console=ttyS0 panic=1",
 		Rootfs:  digest(img), Kernel: digest(f.kernel), Initrd: digest(f.initrd),
 	}
-	slots := map[string]Partition{}
-	for s, u := range map[string]string{"a": uuidA, "b": uuidB} {
-		p := filepath.Join(dir, "root-"+s)
+	slots := map[disklayout.Slot]Partition{}
+	for s, u := range map[disklayout.Slot]string{disklayout.A: uuidA, disklayout.B: uuidB} {
+		p := filepath.Join(dir, "root-"+string(s))
 		writeFile(t, p, nil)
 		if err := os.Truncate(p, 8<<20); err != nil {
 			t.Fatal(err)
@@ -234,7 +203,7 @@ func newFixture(t *testing.T, running string) *fixture {
 	f.dev = &Device{ESP: DirESP(f.esp), Slots: slots, Running: running}
 	// The running slot's committed entry, as the builder writes it.
 	e := bootentry.Entry{Version: "1.0.0", Slot: running, PartUUID: slots[running].PARTUUID, Cmdline: "console=ttyS0"}
-	writeFile(t, filepath.Join(f.esp, "loader/entries", e.FileName()), []byte(e.Content()))
+	writeFile(t, filepath.Join(f.esp, "loader/entries", e.Name()), []byte(e.Content()))
 	return f
 }
 
@@ -284,13 +253,13 @@ func (f *fixture) entryNames(t *testing.T) []string {
 }
 
 func TestInstallBoot(t *testing.T) {
-	f := newFixture(t, "a")
+	f := newFixture(t, disklayout.A)
 	// A leftover entry of slot b from an earlier, failed trial.
-	old := bootentry.Entry{Version: "1.5.0", Slot: "b", PartUUID: uuidB}
+	old := bootentry.Entry{Version: "1.5.0", Slot: disklayout.B, PartUUID: uuidB}
 	writeFile(t, filepath.Join(f.esp, "loader/entries/plumb-1.5.0+0-3.conf"), []byte(old.Content()))
 	f.stage(t)
 	// The partition is written from its start and not truncated.
-	if st, err := os.Stat(f.dev.Slots["b"].Device); err != nil || st.Size() != 8<<20 {
+	if st, err := os.Stat(f.dev.Slots[disklayout.B].Device); err != nil || st.Size() != 8<<20 {
 		t.Fatalf("slot b partition after staging: %v, %v; want 8 MiB", st, err)
 	}
 	if err := f.install(t, f.facts); err != nil {
@@ -306,7 +275,7 @@ func TestInstallBoot(t *testing.T) {
 		t.Errorf("entries = %q, want %q", got, want)
 	}
 	content, err := os.ReadFile(filepath.Join(f.esp, "loader/entries/plumb-2.0.0+3.conf"))
-	want := bootentry.Entry{Version: "2.0.0", Slot: "b", PartUUID: uuidB, Cmdline: "console=ttyS0 panic=1"}.Content()
+	want := bootentry.Entry{Version: "2.0.0", Slot: disklayout.B, PartUUID: uuidB, Cmdline: "console=ttyS0 panic=1"}.Content()
 	if err != nil || string(content) != want {
 		t.Errorf("trial entry = %q, %v; want %q", content, err, want)
 	}
@@ -314,12 +283,16 @@ func TestInstallBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantEntries := []Entry{
-		{File: "plumb-1.0.0.conf", ID: "plumb-1.0.0", Version: "1.0.0", Slot: "a", Committed: true},
-		{File: "plumb-2.0.0+3.conf", ID: "plumb-2.0.0", Version: "2.0.0", Slot: "b", TriesLeft: 3},
+	var got []string
+	for _, e := range entries {
+		got = append(got, fmt.Sprintf("%s slot=%s version=%s partuuid=%s cmdline=%q", e.Name(), e.Slot, e.Version, e.PartUUID, e.Cmdline))
 	}
-	if !reflect.DeepEqual(entries, wantEntries) {
-		t.Errorf("Entries() = %+v, want %+v", entries, wantEntries)
+	wantE := []string{
+		fmt.Sprintf("plumb-1.0.0.conf slot=a version=1.0.0 partuuid=%s cmdline=\"console=ttyS0\"", f.dev.Slots[disklayout.A].PARTUUID),
+		"plumb-2.0.0+3.conf slot=b version=2.0.0 partuuid=" + uuidB + " cmdline=\"console=ttyS0 panic=1\"",
+	}
+	if !reflect.DeepEqual(got, wantE) {
+		t.Errorf("Entries() =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantE, "\n"))
 	}
 }
 
@@ -336,7 +309,7 @@ func TestInstallBootDigestMismatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, "a")
+			f := newFixture(t, disklayout.A)
 			f.stage(t)
 			facts := *f.facts
 			tt.change(&facts)
@@ -360,9 +333,9 @@ func TestInstallBootDigestMismatch(t *testing.T) {
 }
 
 func TestInstallBootBadInput(t *testing.T) {
-	f := newFixture(t, "a")
+	f := newFixture(t, disklayout.A)
 	f.stage(t)
-	part, err := os.Open(f.dev.Slots["b"].Device)
+	part, err := os.Open(f.dev.Slots[disklayout.B].Device)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +365,7 @@ func TestInstallBootBadInput(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	f := newFixture(t, "b")
+	f := newFixture(t, disklayout.B)
 	f.dev.DryRun = true
 	w, err := f.dev.OpenInactive(1 << 20)
 	if err != nil {
@@ -405,7 +378,7 @@ func TestDryRun(t *testing.T) {
 	// Slot a holds the image (written outside the device), so InstallBoot
 	// can verify it; in dry run it must change nothing on the ESP.
 	img, _ := os.ReadFile(f.image)
-	writeFile(t, f.dev.Slots["a"].Device, img)
+	writeFile(t, f.dev.Slots[disklayout.A].Device, img)
 	if err := f.install(t, f.facts); err != nil {
 		t.Fatalf("InstallBoot in dry run: %v", err)
 	}
@@ -421,16 +394,16 @@ func TestDryRun(t *testing.T) {
 }
 
 func TestOpenInactiveRefuses(t *testing.T) {
-	f := newFixture(t, "a")
-	same := &Device{ESP: f.dev.ESP, Running: "a", Slots: map[string]Partition{
-		"a": f.dev.Slots["a"], "b": {Device: f.dev.Slots["a"].Device, PARTUUID: uuidB},
+	f := newFixture(t, disklayout.A)
+	same := &Device{ESP: f.dev.ESP, Running: disklayout.A, Slots: map[disklayout.Slot]Partition{
+		"a": f.dev.Slots[disklayout.A], disklayout.B: {Device: f.dev.Slots[disklayout.A].Device, PARTUUID: uuidB},
 	}}
 	link := filepath.Join(t.TempDir(), "link")
-	if err := os.Symlink(f.dev.Slots["a"].Device, link); err != nil {
+	if err := os.Symlink(f.dev.Slots[disklayout.A].Device, link); err != nil {
 		t.Fatal(err)
 	}
-	alias := &Device{ESP: f.dev.ESP, Running: "a", Slots: map[string]Partition{"a": f.dev.Slots["a"], "b": {Device: link, PARTUUID: uuidB}}}
-	sameUUID := &Device{ESP: f.dev.ESP, Running: "a", Slots: map[string]Partition{"a": f.dev.Slots["a"], "b": {Device: f.dev.Slots["b"].Device, PARTUUID: uuidA}}}
+	alias := &Device{ESP: f.dev.ESP, Running: disklayout.A, Slots: map[disklayout.Slot]Partition{disklayout.A: f.dev.Slots[disklayout.A], disklayout.B: {Device: link, PARTUUID: uuidB}}}
+	sameUUID := &Device{ESP: f.dev.ESP, Running: disklayout.A, Slots: map[disklayout.Slot]Partition{disklayout.A: f.dev.Slots[disklayout.A], disklayout.B: {Device: f.dev.Slots[disklayout.B].Device, PARTUUID: uuidA}}}
 	unknown := &Device{ESP: f.dev.ESP, Running: "c", Slots: f.dev.Slots}
 	none := &Device{ESP: f.dev.ESP, Running: "", Slots: f.dev.Slots}
 	tests := []struct {
@@ -462,14 +435,14 @@ func TestOpenInactiveRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenInactive(exact fit): %v", err)
 	}
-	if got := w.Name(); got != f.dev.Slots["b"].Device {
-		t.Errorf("OpenInactive opened %s, want slot b %s", got, f.dev.Slots["b"].Device)
+	if got := w.Name(); got != f.dev.Slots[disklayout.B].Device {
+		t.Errorf("OpenInactive opened %s, want slot b %s", got, f.dev.Slots[disklayout.B].Device)
 	}
 	w.Close()
 }
 
 func TestCommitAndDiscard(t *testing.T) {
-	f := newFixture(t, "a")
+	f := newFixture(t, disklayout.A)
 	f.stage(t)
 	if err := f.install(t, f.facts); err != nil {
 		t.Fatal(err)
@@ -483,7 +456,7 @@ func TestCommitAndDiscard(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "plumb-2.0.0+3.conf"), filepath.Join(dir, "plumb-2.0.0+2-1.conf")); err != nil {
 		t.Fatal(err)
 	}
-	booted := &Device{ESP: f.dev.ESP, Slots: f.dev.Slots, Running: "b"}
+	booted := &Device{ESP: f.dev.ESP, Slots: f.dev.Slots, Running: disklayout.B}
 	if err := booted.Commit("9.9.9"); err == nil {
 		t.Error("Commit(9.9.9) without an entry: want an error")
 	}
@@ -499,16 +472,16 @@ func TestCommitAndDiscard(t *testing.T) {
 	if err := booted.Commit("1.0.0"); err == nil {
 		t.Error("Commit(1.0.0) of slot a while slot b runs: want an error")
 	}
-	if err := booted.Discard("b"); !errors.Is(err, ErrRunningSlot) {
+	if err := booted.Discard(disklayout.B); !errors.Is(err, ErrRunningSlot) {
 		t.Errorf("Discard(running slot b) = %v, want ErrRunningSlot", err)
 	}
-	if err := booted.Discard("a"); err != nil {
+	if err := booted.Discard(disklayout.A); err != nil {
 		t.Fatalf("Discard(a): %v", err)
 	}
 	if got, want := f.entryNames(t), []string{"plumb-2.0.0.conf"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("after Discard(a): entries = %q, want %q", got, want)
 	}
-	if err := booted.Discard("a"); err != nil {
+	if err := booted.Discard(disklayout.A); err != nil {
 		t.Errorf("Discard(a) again: %v", err)
 	}
 }

@@ -11,14 +11,14 @@ import (
 	"path/filepath"
 	"time"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/delta"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 type deltaOptions struct {
@@ -101,12 +101,12 @@ func runDelta(ctx context.Context, e *cli.Env, o deltaOptions) error {
 	}
 	defer out.Close() // removes the temp file unless committed
 	start := time.Now()
-	ew := &errWriter{w: out}
+	ew := &iox.ErrWriter{W: out}
 	bw := bufio.NewWriterSize(ew, 1<<20)
 	st, err := delta.Encode(ctx, bw, oldF, newF, oldSize, newSize, delta.Options{NoRecompress: o.noRecompress, Log: e.Log})
 	if err != nil {
 		err = fmt.Errorf("%s -> %s: %w", oldPath, newPath, err)
-		if ew.err != nil || errors.Is(err, context.Canceled) {
+		if ew.Err != nil || errors.Is(err, context.Canceled) {
 			return err
 		}
 		// Not the output, not a cancel: the images are what is wrong.
@@ -182,19 +182,4 @@ func fileSize(f *os.File) (int64, error) {
 		return 0, cli.BadInput(fmt.Errorf("%s: expected a regular file", f.Name()))
 	}
 	return fi.Size(), nil
-}
-
-// errWriter remembers the first write error, telling an output failure
-// (disk full) from bad input.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil && e.err == nil {
-		e.err = err
-	}
-	return n, err
 }

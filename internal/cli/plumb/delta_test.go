@@ -10,11 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	wire "github.com/plumb-os/plumb/format/delta"
-
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/builder/squashfs"
+	wire "github.com/plumb-os/plumb/format/delta"
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/fstree"
 )

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/config"

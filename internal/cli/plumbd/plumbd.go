@@ -23,30 +23,12 @@ import (
 // Run runs the plumbd command with args (without the program name)
 // and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &cli.Env{Stdout: stdout, Stderr: stderr}
-	var verbose bool
-	root := &cobra.Command{
-		Use:           "plumbd",
-		Short:         "The Plumb device agent",
-		Version:       buildinfo.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRun: func(*cobra.Command, []string) {
-			// The agent's log is the device's record: info by default.
-			e.Log = cli.NewDeviceLogger(stderr, verbose)
+	return cli.Execute(ctx, cli.Command{
+		Name: "plumbd", Short: "The Plumb device agent", Logger: cli.NewDeviceLogger,
+		Verbs: func(e *cli.Env) []*cobra.Command {
+			return []*cobra.Command{newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e)}
 		},
-	}
-	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug details to stderr")
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.BadInput(err) })
-	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e))
-	err := root.ExecuteContext(ctx)
-	if err != nil && cli.IsCobraUsageError(err) {
-		err = cli.BadInput(err)
-	}
-	return cli.ExitCode(err, stderr, "plumbd")
+	}, args, stdout, stderr)
 }
 
 type statusOptions struct {
