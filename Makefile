@@ -12,11 +12,15 @@ export PLUMB_CACHE := $(CACHE)
 
 # Debian packages the builder, the tests and the VM harness run. The
 # workload tests start their own containerd + runc (private root, state and
-# socket); they never use the system's containerd service.
+# socket); they never use the system's containerd service. gcc needs
+# libc6-dev for cgo (apt installs no recommends here); make build runs file.
+# internal/deps's TestMakeDepsInstallsEveryTool checks that every tool a
+# test, a make target or a script runs comes from this list (or from a
+# package every Debian has).
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
-	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev \
-	containerd runc
+	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
+	gcc libc6-dev libssl-dev file containerd runc
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
