@@ -78,7 +78,7 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 export HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive
 export GOPROXY='$(go env GOPROXY 2>/dev/null || echo https://proxy.golang.org,direct)' GOFLAGS='${GOFLAGS:-}'
 export GONOSUMDB='${GONOSUMDB:-}' GOSUMDB='${GOSUMDB:-}' GOPRIVATE='${GOPRIVATE:-}'
-update-ca-certificates >/dev/null
+update-ca-certificates >/dev/null 2>&1
 cd /src/plumb
 : > /result.txt
 run() {
