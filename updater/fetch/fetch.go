@@ -173,11 +173,12 @@ func (c *Client) trustedRoot() ([]byte, error) {
 }
 
 // dropCache removes the cached metadata and the timestamp's ETag, so the
-// next refresh starts from the initial root with an unconditional GET.
+// next refresh starts from the initial root with an unconditional GET. The
+// rollback record (FloorFile) stays.
 func (c *Client) dropCache() {
 	entries, _ := os.ReadDir(c.dir)
 	for _, e := range entries {
-		if n := e.Name(); strings.HasSuffix(n, ".json") || n == etagFile {
+		if n := e.Name(); n != FloorFile && (strings.HasSuffix(n, ".json") || n == etagFile) {
 			os.Remove(filepath.Join(c.dir, n))
 		}
 	}
@@ -279,10 +280,16 @@ func (c *Client) refreshFull(ctx context.Context, body []byte, newETag, tsURL st
 	if err := up.Refresh(); err != nil {
 		return explain(err, f.lastName, up, f.lastBody)
 	}
-	c.up, c.f = up, f
 	if err := c.syncCache(); err != nil {
 		return fmt.Errorf("saving trusted metadata: %w", err)
 	}
+	if err := c.raiseFloor(up.GetTrustedMetadataSet()); err != nil {
+		if errors.Is(err, ErrVerification) {
+			c.dropCache() // what go-tuf just cached is older than trusted
+		}
+		return err
+	}
+	c.up, c.f = up, f
 	c.storeETag(newETag)
 	ts := up.GetTrustedMetadataSet()
 	c.log.Info("metadata refreshed", "root", ts.Root.Signed.Version,
@@ -310,6 +317,12 @@ func (c *Client) loadLocal(ctx context.Context) error {
 			return fmt.Errorf("loading trusted metadata: %w", err)
 		}
 		return explain(err, "trusted metadata in "+c.dir, up, nil)
+	}
+	if err := c.raiseFloor(up.GetTrustedMetadataSet()); err != nil {
+		if errors.Is(err, ErrVerification) {
+			c.dropCache() // the next refresh starts over, unconditionally
+		}
+		return err
 	}
 	c.up, c.f = up, f
 	return nil
