@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 )
 
 // TestTornCacheReplay: the device trusted timestamp and snapshot version
@@ -90,5 +94,34 @@ func TestRecordRelease(t *testing.T) {
 	}
 	if got, err := c.RecordedRelease(); err != nil || got != "1.10.0" {
 		t.Fatalf("RecordedRelease = %q, %v; want 1.10.0", got, err)
+	}
+}
+
+// TestFloorDelegatedRole: a delegated role's version is recorded when it is
+// loaded, and an older one is refused like a top-level role's.
+func TestFloorDelegatedRole(t *testing.T) {
+	c := newFixture(t).client(t)
+	exp := time.Now().Add(time.Hour)
+	ts := trustedmetadata.TrustedMetadata{
+		Root: metadata.Root(exp), Timestamp: metadata.Timestamp(exp), Snapshot: metadata.Snapshot(exp),
+		Targets: map[string]*metadata.Metadata[metadata.TargetsType]{metadata.TARGETS: metadata.Targets(exp), AppsRole: metadata.Targets(exp)},
+	}
+	ts.Targets[AppsRole].Signed.Version = 5
+	if err := c.raiseFloor(ts); err != nil {
+		t.Fatal(err)
+	}
+	ts.Targets[AppsRole].Signed.Version = 3
+	err := c.raiseFloor(ts)
+	want := "rollback: apps version 3 < 5 trusted before (floor.json; the metadata cache was lost)"
+	if err == nil || err.Error() != want || !errors.Is(err, ErrVerification) {
+		t.Fatalf("raiseFloor = %v, want %q", err, want)
+	}
+	delete(ts.Targets, AppsRole) // not loaded yet: nothing to compare, the record keeps 5
+	if err := c.raiseFloor(ts); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := c.readFloor()
+	if err != nil || fl.Targets[AppsRole] != 5 {
+		t.Fatalf("record = %+v, %v; want apps 5 kept", fl, err)
 	}
 }
