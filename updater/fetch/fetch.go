@@ -6,7 +6,9 @@
 // Download to stream it into a slot, verifying its length and sha256
 // against the trusted metadata. Trusted metadata lives in Options.MetadataDir
 // and survives restarts, so a rollback to older metadata is refused across
-// Clients. A Client serialises its calls with a mutex.
+// Clients; the versions trusted are also kept in FloorFile, apart from the
+// cache, so a torn cache does not reopen the rollback window. A Client
+// serialises its calls with a mutex.
 //
 // Verification failures match ErrVerification; expired metadata matches
 // ErrExpired (and ErrVerification). Other errors are transport or local.
