@@ -220,3 +220,67 @@ func runningDisk(t *testing.T) string {
 	}
 	return dev
 }
+
+// TestInUseMapping checks the partition and holder walk on a sysfs tree
+// this test writes (this kernel makes neither loop partitions nor
+// device-mapper devices: see TestForceCannotSelectDiskInUse for the real
+// mounts). The disk is a real loop device, so its device number is real;
+// its partition p2 carries a dm device (dm-0, the verity root) and p4 is
+// /data, as on a device booted from this disk with -kernel.
+func TestInUseMapping(t *testing.T) {
+	needRoot(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev := loopDevice(t, img, 0)
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Base(dev)
+	sys := t.TempDir()
+	devices := filepath.Join(sys, "devices")
+	block := filepath.Join(sys, "class", "block")
+	mk := func(rel, num string, partition bool) {
+		dir := filepath.Join(devices, rel)
+		os.MkdirAll(filepath.Join(dir, "holders"), 0o755)
+		os.WriteFile(filepath.Join(dir, "dev"), []byte(num+"\n"), 0o644)
+		if partition {
+			os.WriteFile(filepath.Join(dir, "partition"), []byte("1\n"), 0o644)
+		}
+		os.MkdirAll(block, 0o755)
+		if err := os.Symlink(dir, filepath.Join(block, filepath.Base(rel))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(disk, fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), false)
+	for i := 1; i <= 4; i++ {
+		mk(filepath.Join(disk, fmt.Sprintf("%sp%d", disk, i)), fmt.Sprintf("259:%d", 40+i), true)
+	}
+	mk("dm-0", "254:9", false)
+	os.WriteFile(filepath.Join(devices, disk, disk+"p2", "holders", "dm-0"), nil, 0o644)
+	mk("other", "8:16", false)
+
+	mountinfo := filepath.Join(sys, "mountinfo")
+	swaps := filepath.Join(sys, "swaps")
+	os.WriteFile(swaps, []byte("Filename\tType\tSize\tUsed\tPriority\n"), 0o644)
+	s := System{SysBlock: block, Mountinfo: mountinfo, Swaps: swaps}
+	for _, tt := range []struct{ name, mounts, want string }{
+		{"nothing mounted from it", "22 1 8:16 / /mnt/other rw - ext4 /dev/other rw\n", ""},
+		{"root on a dm device over a partition", "21 1 254:9 / / ro - squashfs /dev/dm-0 ro\n", "dm-0 is mounted on /"},
+		{"data partition, with a space in the mount point", "30 21 259:44 / /data\\040x rw - ext4 /dev/x rw\n", disk + "p4 is mounted on /data x"},
+		{"both", "21 1 254:9 / / ro - squashfs /dev/dm-0 ro\n30 21 259:44 / /data rw - ext4 /dev/x rw\n", "dm-0 is mounted on /, " + disk + "p4 is mounted on /data"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			os.WriteFile(mountinfo, []byte(tt.mounts), 0o644)
+			got, err := s.InUse(dev)
+			if err != nil || got != tt.want {
+				t.Fatalf("InUse = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+	if got, err := s.InUse(img); err != nil || got != "" {
+		t.Errorf("InUse(image file) = %q, %v; want not in use", got, err)
+	}
+}
