@@ -6,6 +6,8 @@ import (
 	"runtime/metrics"
 	"strings"
 	"testing"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // FuzzApply feeds arbitrary bundles to Apply against a fixed old image:
@@ -42,11 +44,11 @@ func FuzzApply(f *testing.F) {
 		before := heapAllocs()
 		sum := sha256.New()
 		out := &countWriter{w: sum}
-		st, err := Apply(t.Context(), out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
-		if a := heapAllocs() - before; a > MaxMemory {
-			t.Fatalf("Apply allocated %d bytes, MaxMemory is %d (err %v)", a, MaxMemory, err)
+		st, err := wire.Apply(t.Context(), out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
+		if a := heapAllocs() - before; a > wire.MaxMemory {
+			t.Fatalf("Apply allocated %d bytes, MaxMemory is %d (err %v)", a, wire.MaxMemory, err)
 		}
-		h, herr := ReadHeader(bytes.NewReader(bundle))
+		h, herr := wire.ReadHeader(bytes.NewReader(bundle))
 		if err != nil {
 			if msg := err.Error(); msg == "" || strings.Contains(msg, "\n") {
 				t.Fatalf("error is not one line: %q", msg)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // BenchmarkPair round-trips the real benchmark pair (two releases of the
@@ -51,7 +53,7 @@ func benchPairOnce(b *testing.B, oldF, newF *os.File) {
 		b.Fatal(err)
 	}
 	h := sha256.New()
-	ast, err := Apply(b.Context(), h, oldF, oldSt.Size(), bundle)
+	ast, err := wire.Apply(b.Context(), h, oldF, oldSt.Size(), bundle)
 	if err != nil {
 		b.Fatalf("Apply: %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 
-	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -144,7 +144,7 @@ func (c *Client) RecordRelease(version string) error {
 	if err != nil {
 		return err
 	}
-	if fl.Release != "" && recipe.CompareVersions(version, fl.Release) <= 0 {
+	if fl.Release != "" && release.CompareVersions(version, fl.Release) <= 0 {
 		return nil
 	}
 	fl.Release = version

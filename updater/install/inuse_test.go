@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/testutil"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/fetch"
 )
 
@@ -37,7 +37,7 @@ func (unreachedRepo) Download(context.Context, string, io.Writer, io.Writer) (in
 }
 
 func testLayout() *config.Installer {
-	return &config.Installer{ESPSize: diskimg.MinESPSize, RootSize: diskimg.MinRootSize, DataSize: diskimg.MinDataSize, Seed: "inuse-test"}
+	return &config.Installer{ESPSize: disklayout.MinESPSize, RootSize: disklayout.MinRootSize, DataSize: disklayout.MinDataSize, Seed: "inuse-test"}
 }
 
 // needRoot fails the test unless it runs as root (loop devices, mounts).
@@ -123,7 +123,7 @@ func runForced(t *testing.T, dev string, dryRun bool) error {
 // checks (the installer goes on to the repository).
 func TestForceCannotSelectDiskInUse(t *testing.T) {
 	needRoot(t)
-	size := int64(2) * (diskimg.MinESPSize + 2*diskimg.MinRootSize + diskimg.MinDataSize)
+	size := int64(2) * (disklayout.MinESPSize + 2*disklayout.MinRootSize + disklayout.MinDataSize)
 	newDisk := func() (img, dev string) {
 		img = filepath.Join(t.TempDir(), "disk.img") // sparse
 		f, err := os.Create(img)
