@@ -18,7 +18,9 @@
 #    wall time and result are printed and written to DIR/result.txt.
 #
 # Environment: MIRROR (default http://deb.debian.org/debian), PORT, KEEP=1
-# keeps an existing DIR's Debian root (only the clone is redone). GOPROXY,
+# keeps an existing DIR's Debian root (only the clone is redone), RUN=CMD
+# runs CMD in the clone instead of make demo + make test (with KEEP=1: to
+# re-run some tests on a newer commit in a root that already ran make). GOPROXY,
 # GOFLAGS, GONOSUMDB, GOSUMDB, GOPRIVATE are passed in from the host. No
 # host cache is shared: Go modules, the Go build cache and the Debian
 # package cache all start empty, as on a new machine.
@@ -65,6 +67,11 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/hosts "$root/etc/hosts"
 
 step "cloning $(git -C "$src" rev-parse --short HEAD) ($(git -C "$src" rev-parse --abbrev-ref HEAD)) into $root/src/plumb"
+# The Debian package cache (make debs, plumb build) lives outside the
+# clone, so KEEP=1 keeps it too.
+if [ -d "$root/src/plumb/.cache" ] && [ ! -e "$root/var/cache/plumb" ]; then
+	mv "$root/src/plumb/.cache" "$root/var/cache/plumb"
+fi
 rm -rf "$root/src/plumb"
 mkdir -p "$root/src"
 git clone -q --no-hardlinks "$src" "$root/src/plumb"
@@ -76,6 +83,7 @@ cat > "$root/cleanroot-inner.sh" <<EOF
 set -u
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive
+export CACHE=/var/cache/plumb PLUMB_CACHE=/var/cache/plumb
 export GOPROXY='$(go env GOPROXY 2>/dev/null || echo https://proxy.golang.org,direct)' GOFLAGS='${GOFLAGS:-}'
 export GONOSUMDB='${GONOSUMDB:-}' GOSUMDB='${GOSUMDB:-}' GOPRIVATE='${GOPRIVATE:-}'
 update-ca-certificates >/dev/null 2>&1
@@ -91,9 +99,12 @@ run() {
 	echo "\$name: exit \$rc after \${t}s" | tee -a /result.txt
 	return \$rc
 }
-run demo env PORT=$port make demo
-run test make test
 EOF
+if [ -n "${RUN:-}" ]; then
+	printf 'run custom bash -c %q\n' "$RUN" >> "$root/cleanroot-inner.sh"
+else
+	printf 'run demo env PORT=%s make demo\nrun test make test\n' "$port" >> "$root/cleanroot-inner.sh"
+fi
 chmod +x "$root/cleanroot-inner.sh"
 
 step "entering $root (mount + PID namespace, pivot_root)"
