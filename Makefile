@@ -12,14 +12,21 @@ export PLUMB_CACHE := $(CACHE)
 
 # Debian packages the builder, the tests and the VM harness run. The
 # workload tests start their own containerd + runc (private root, state and
-# socket); they never use the system's containerd service.
+# socket); they never use the system's containerd service. gcc needs
+# libc6-dev for cgo (apt installs no recommends here); make build runs file.
+# internal/deps's TestMakeDepsInstallsEveryTool checks that every tool a
+# test, a make target or a script runs comes from this list (or from a
+# package every Debian has).
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
-	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev \
-	containerd runc
+	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
+	gcc libc6-dev libssl-dev file containerd runc
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
+
+# What make cleanroot needs on the host (scripts/cleanroot.sh).
+CLEANROOT_PKGS := debootstrap
 
 # Debian packages the tests unpack and boot, cached in $(CACHE)/debs (the
 # same cache plumb build uses). The kernel is the demo recipe's; the
@@ -28,7 +35,7 @@ BENCH_PKGS := bsdiff xdelta3 casync ostree time
 TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi \
 	containerd runc libc6 libgcc-s1 libseccomp2
 
-.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
+.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo cleanroot clean
 
 all: build
 
@@ -88,6 +95,12 @@ bench: deps deps-bench debs build
 # watch it update itself to v2 (scripts/demo.sh).
 demo: deps debs build
 	RECIPE=$(RECIPE) OUT=$(OUT) bash scripts/demo.sh
+
+# cleanroot: make demo, then make test, in a new Debian 12 minbase root
+# (debootstrap; slow: a whole fresh machine). See scripts/cleanroot.sh.
+cleanroot:
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(CLEANROOT_PKGS)"
+	bash scripts/cleanroot.sh $(CLEANROOT_DIR)
 
 clean:
 	rm -rf bin out

@@ -76,11 +76,9 @@ func TestAttestEndpoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("manufactures a TPM with swtpm_setup (RSA key generation): not in -short")
 	}
-	for _, p := range testutil.SwtpmCAs {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("swtpm-localca CA not found (%v): run swtpm_setup once", err)
-		}
-	}
+	// The device's TPM first: swtpm_setup creates swtpm-localca's CA files
+	// on its first run, so they are read only after it.
+	tpm := startTPM(t)
 	repoDir := filepath.Join(t.TempDir(), "repo")
 	if err := tufrepo.Init(t.Context(), repoDir, tufrepo.Options{}); err != nil {
 		t.Fatal(err)
@@ -88,7 +86,10 @@ func TestAttestEndpoints(t *testing.T) {
 	facts := publishRelease(t, repoDir, "1.0.0")
 	pool := x509.NewCertPool()
 	for _, p := range testutil.SwtpmCAs {
-		pem, _ := os.ReadFile(p)
+		pem, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("swtpm local CA (swtpm_setup made the EK certificate but not its CA?): %v", err)
+		}
 		pool.AppendCertsFromPEM(pem)
 	}
 	s, err := New(Options{Dir: repoDir, Attest: &AttestOptions{ManufacturerCAs: pool}})
@@ -103,7 +104,6 @@ func TestAttestEndpoints(t *testing.T) {
 	}
 
 	// The device: plumb-init's two extends, then the agent's keys.
-	tpm := startTPM(t)
 	plumbLog := []bootrecord.Measurement{bootrecord.RootfsMeasurement(facts.Rootfs.SHA256), bootrecord.ReleaseMeasurement("1.0.0")}
 	for _, m := range plumbLog {
 		d, _ := hex.DecodeString(m.SHA256)

@@ -32,6 +32,8 @@ if ! go run ./bench/delta -tsv -old "$OUT/v1/rootfs.sqfs" -new "$OUT/v2/rootfs.s
   echo "plumb delta: FAILED (see above); ratios are left out" >&2
 fi
 bash bench/delta/others.sh >>"$rows"
+echo "== builder/delta BenchmarkPair (encode + streamed apply, checked against v2)" >&2
+PLUMB_DELTA_PAIR=$OUT go test -run '^$' -bench '^BenchmarkPair$' -benchtime 1x ./builder/delta >&2
 
 echo
 echo "delta benchmark: $OUT/v1 -> v2 (kernel 6.1.0-55 -> 6.1.0-56, same userspace)"

@@ -49,6 +49,14 @@ func digestFile(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatalf("SHA256(%s): %v", path, err)
 	}
+	// The fuzz target's reference must agree on real images too.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref, ok, _ := referenceDigest(b); !ok || !bytes.Equal(ref, sum) {
+		t.Errorf("referenceDigest(%s) = %x (ok %v), SHA256 = %x", path, ref, ok, sum)
+	}
 	return hex.EncodeToString(sum)
 }
 
@@ -118,7 +126,34 @@ func TestNotPE(t *testing.T) {
 	}
 }
 
-// FuzzSHA256 feeds mangled images: errors are fine, panics are not.
+// TestReference: the test's reference digest agrees with SHA256 on the
+// seed images, and a signed copy has the unsigned image's digest.
+func TestReference(t *testing.T) {
+	plain, signed := testPE(false), testPE(true)
+	for name, b := range map[string][]byte{"plain": plain, "signed": signed} {
+		ref, ok, _ := referenceDigest(b)
+		if !ok {
+			t.Fatalf("%s: debug/pe refuses the test image", name)
+		}
+		got, err := SHA256(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got, ref) {
+			t.Errorf("%s: SHA256 %x, reference %x", name, got, ref)
+		}
+	}
+	a, _, _ := referenceDigest(plain)
+	b, _, _ := referenceDigest(signed)
+	if !bytes.Equal(a, b) {
+		t.Errorf("signed and unsigned digests differ: %x, %x", a, b)
+	}
+}
+
+// FuzzSHA256 feeds mangled images: SHA256 must agree with referenceDigest
+// (debug/pe + byte ranges) whenever both accept the image, and accept every
+// image the reference accepts (within its 1 MiB header cap). It never
+// panics and its errors are one line.
 func FuzzSHA256(f *testing.F) {
 	f.Add([]byte("MZ"))
 	pe := make([]byte, 1024)
@@ -128,7 +163,22 @@ func FuzzSHA256(f *testing.F) {
 	pe[0x80+20] = 0xf0 // optional header size
 	pe[0x98], pe[0x99] = 0x0b, 0x02
 	f.Add(pe)
+	f.Add(testPE(false))
+	f.Add(testPE(true))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		SHA256(bytes.NewReader(b), int64(len(b)))
+		got, err := SHA256(bytes.NewReader(b), int64(len(b)))
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Fatalf("error is not one line: %q", err)
+		}
+		ref, ok, capped := referenceDigest(b)
+		switch {
+		case !ok:
+			// debug/pe refuses it, or its ranges leave the file: nothing
+			// to compare with.
+		case err != nil && !capped:
+			t.Fatalf("SHA256 refuses an image the reference hashes to %x: %v", ref, err)
+		case err == nil && !bytes.Equal(got, ref):
+			t.Fatalf("SHA256 %x, reference %x", got, ref)
+		}
 	})
 }

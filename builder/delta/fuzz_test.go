@@ -2,15 +2,18 @@ package delta
 
 import (
 	"bytes"
-	"io"
+	"crypto/sha256"
+	"runtime/metrics"
+	"strings"
 	"testing"
 
 	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // FuzzApply feeds arbitrary bundles to Apply against a fixed old image:
-// it must return an error or the exact target, never panic or allocate
-// without bound.
+// it must return a one-line error, or write exactly the header's target
+// (size and sha256); it never panics, and the heap it allocates (counted by
+// the runtime) stays under MaxMemory.
 func FuzzApply(f *testing.F) {
 	oldT := baseTree()
 	newT := oldT.clone()
@@ -32,7 +35,42 @@ func FuzzApply(f *testing.F) {
 	}
 	old := imgOld
 	f.Fuzz(func(t *testing.T, bundle []byte) {
-		_, _ = wire.Apply(t.Context(), io.Discard, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
-		_, _ = wire.ReadHeader(bytes.NewReader(bundle))
+		// Every byte the heap hands out while Apply runs (its workers
+		// included: Apply returns after they stop) is counted: a sum over
+		// the whole call, so it bounds the peak from above. Fuzz inputs run
+		// one at a time in a worker process, and the seed run comes after
+		// every test of the package, so nothing else allocates meanwhile.
+		// Small objects are counted a span at a time: a few KiB of slack.
+		before := heapAllocs()
+		sum := sha256.New()
+		out := &countWriter{w: sum}
+		st, err := wire.Apply(t.Context(), out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
+		if a := heapAllocs() - before; a > wire.MaxMemory {
+			t.Fatalf("Apply allocated %d bytes, MaxMemory is %d (err %v)", a, wire.MaxMemory, err)
+		}
+		h, herr := wire.ReadHeader(bytes.NewReader(bundle))
+		if err != nil {
+			if msg := err.Error(); msg == "" || strings.Contains(msg, "\n") {
+				t.Fatalf("error is not one line: %q", msg)
+			}
+			return
+		}
+		// Success: exactly the target the header promises, nothing more.
+		if herr != nil {
+			t.Fatalf("Apply succeeded on a bundle whose header does not parse: %v", herr)
+		}
+		if out.n != h.TargetSize || st.TargetBytes != h.TargetSize {
+			t.Fatalf("Apply wrote %d bytes (stats %d), the header's target is %d", out.n, st.TargetBytes, h.TargetSize)
+		}
+		if got := [32]byte(sum.Sum(nil)); got != h.TargetSHA256 {
+			t.Fatalf("Apply succeeded with sha256 %x, the header's target is %x", got, h.TargetSHA256)
+		}
 	})
+}
+
+// heapAllocs is the heap's cumulative allocation count in bytes.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

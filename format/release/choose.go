@@ -20,6 +20,7 @@ type Want struct {
 	Hardware string
 	Channel  string
 	Running  string          // running version
+	Recorded string          // newest release ever committed here ("" if none)
 	Bad      map[string]bool // versions that failed here
 	DeviceID string          // for staged rollouts
 }
@@ -33,8 +34,8 @@ type Target struct {
 }
 
 // Choose returns the newest full release for the device's hardware and
-// channel that is newer than the running one, not marked bad, and inside
-// its rollout; nil when there is none. Targets whose facts do not parse are
+// channel that is newer than the running one, not older than the newest
+// release ever committed here, not marked bad, and inside its rollout; nil when there is none. Targets whose facts do not parse are
 // skipped and returned in skipped with the reason.
 func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error) {
 	skipped = map[string]error{}
@@ -53,7 +54,8 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 		if t.Path != TargetPath(f.Hardware, f.Version) {
 			continue // facts must match where the target lives
 		}
-		if CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] {
+		if CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] ||
+			CompareVersions(f.Version, w.Recorded) < 0 {
 			continue
 		}
 		if !InRollout(w.DeviceID, f.Version, f.Rollout) {

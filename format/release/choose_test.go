@@ -50,6 +50,13 @@ func TestChoose(t *testing.T) {
 			target("full", "qemu", "2.0.0-rc1", "stable", 100),
 			target("full", "qemu", "2.0.0", "stable", 100),
 		}, base, "2.0.0"},
+		{"older than the release recorded as committed", []Target{
+			target("full", "qemu", "1.5.0", "stable", 100),
+		}, Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0", Recorded: "2.0.0"}, ""},
+		{"the recorded release itself", []Target{
+			target("full", "qemu", "2.0.0", "stable", 100),
+			target("full", "qemu", "1.5.0", "stable", 100),
+		}, Want{Hardware: "qemu", Channel: "stable", Running: "1.0.0", Recorded: "2.0.0"}, "2.0.0"},
 		{"facts at the wrong path ignored", []Target{{Path: "qemu/9.9.9/rootfs.sqfs", Custom: target("full", "qemu", "2.0.0", "stable", 100).Custom}}, base, ""},
 	}
 	for _, tt := range tests {

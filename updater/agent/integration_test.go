@@ -572,6 +572,10 @@ func TestUpdateOnHost(t *testing.T) {
 	if installed, err := b.Poll(t.Context()); installed || err != nil {
 		t.Errorf("Poll on v2 = %v, %v; want no update", installed, err)
 	}
+	// The commit is in the rollback record, apart from state.json.
+	if got, err := b.Repo.RecordedRelease(); err != nil || got != "2.0.0" {
+		t.Errorf("recorded release = %q, %v; want 2.0.0", got, err)
+	}
 }
 
 // TestExpiryNeverBricks: a repository nobody re-signed leaves the device

@@ -23,6 +23,11 @@ type repository interface {
 	Refresh(ctx context.Context) error
 	Targets() ([]fetch.Target, error)
 	DownloadFile(ctx context.Context, targetPath string, f *os.File, done int64, progress io.Writer) (int64, error)
+	// RecordRelease and RecordedRelease keep the newest release committed
+	// in the fsync'd rollback record (fetch.FloorFile), apart from
+	// state.json: a lost state file must not let an older release in.
+	RecordRelease(version string) error
+	RecordedRelease() (string, error)
 }
 
 // Agent updates one device. Call Settle once after boot, then Poll (or Run,
@@ -100,6 +105,14 @@ func (a *Agent) Settle(ctx context.Context) error {
 			mine = &entries[i]
 		}
 	}
+	if mine != nil && mine.Committed() {
+		// The committed running release joins the rollback record (the
+		// first boot of an installed image, or a commit whose record was
+		// cut short).
+		if err := a.recordRelease(running); err != nil {
+			return err
+		}
+	}
 	switch {
 	case mine != nil && !mine.Committed():
 		a.state.Phase, a.state.Version, a.state.Slot = PhaseTrial, running, a.Device.Running
@@ -123,7 +136,7 @@ func (a *Agent) Settle(ctx context.Context) error {
 			return err
 		}
 		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
-		return nil
+		return a.recordRelease(running)
 	case mine != nil && mine.Committed() && a.state.Version == running && a.state.Phase != PhaseCommitted && a.state.Phase != PhaseIdle:
 		// Power was lost between the commit's rename and saving it.
 		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
@@ -131,7 +144,7 @@ func (a *Agent) Settle(ctx context.Context) error {
 			return err
 		}
 		a.log().Info("release committed", "version", running, "slot", a.Device.Running)
-		return nil
+		return a.recordRelease(running)
 	case a.state.Phase == PhaseEntry && a.state.Version != running && pendingTrial(entries, a.state.Version):
 		// Installed, its trial entry untried: waiting for the reboot the
 		// policy allows.
@@ -244,9 +257,13 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	for i, t := range targets {
 		ts[i] = release.Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256}
 	}
+	recorded, err := a.Repo.RecordedRelease()
+	if err != nil {
+		return false, err
+	}
 	want := release.Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
-		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
+		Running: a.Facts.Release.Version, Recorded: recorded, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
 	}
 	cand, skipped := release.Choose(ts, want)
 	for p, why := range skipped {
@@ -489,4 +506,13 @@ func (p *progressSaver) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
+}
+
+// recordRelease raises the rollback record's release to the one just
+// committed.
+func (a *Agent) recordRelease(version string) error {
+	if err := a.Repo.RecordRelease(version); err != nil {
+		return fmt.Errorf("recording committed release %s: %w", version, err)
+	}
+	return nil
 }

@@ -90,6 +90,11 @@ func (c *Client) targetInfo(ctx context.Context, targetPath string) (tf *metadat
 		if err == nil {
 			roleErr = checkSigner(up, targetPath)
 		}
+		if err == nil && roleErr == nil {
+			// Delegated roles are loaded on demand: their versions
+			// join the rollback record now.
+			roleErr = c.raiseFloor(up.GetTrustedMetadataSet())
+		}
 	}
 	c.mu.Unlock()
 	if up == nil {

@@ -6,7 +6,9 @@
 // Download to stream it into a slot, verifying its length and sha256
 // against the trusted metadata. Trusted metadata lives in Options.MetadataDir
 // and survives restarts, so a rollback to older metadata is refused across
-// Clients. A Client serialises its calls with a mutex.
+// Clients; the versions trusted are also kept in FloorFile, apart from the
+// cache, so a torn cache does not reopen the rollback window. A Client
+// serialises its calls with a mutex.
 //
 // Verification failures match ErrVerification; expired metadata matches
 // ErrExpired (and ErrVerification). Other errors are transport or local.
@@ -173,11 +175,12 @@ func (c *Client) trustedRoot() ([]byte, error) {
 }
 
 // dropCache removes the cached metadata and the timestamp's ETag, so the
-// next refresh starts from the initial root with an unconditional GET.
+// next refresh starts from the initial root with an unconditional GET. The
+// rollback record (FloorFile) stays.
 func (c *Client) dropCache() {
 	entries, _ := os.ReadDir(c.dir)
 	for _, e := range entries {
-		if n := e.Name(); strings.HasSuffix(n, ".json") || n == etagFile {
+		if n := e.Name(); n != FloorFile && (strings.HasSuffix(n, ".json") || n == etagFile) {
 			os.Remove(filepath.Join(c.dir, n))
 		}
 	}
@@ -279,10 +282,16 @@ func (c *Client) refreshFull(ctx context.Context, body []byte, newETag, tsURL st
 	if err := up.Refresh(); err != nil {
 		return explain(err, f.lastName, up, f.lastBody)
 	}
-	c.up, c.f = up, f
 	if err := c.syncCache(); err != nil {
 		return fmt.Errorf("saving trusted metadata: %w", err)
 	}
+	if err := c.raiseFloor(up.GetTrustedMetadataSet()); err != nil {
+		if errors.Is(err, ErrVerification) {
+			c.dropCache() // what go-tuf just cached is older than trusted
+		}
+		return err
+	}
+	c.up, c.f = up, f
 	c.storeETag(newETag)
 	ts := up.GetTrustedMetadataSet()
 	c.log.Info("metadata refreshed", "root", ts.Root.Signed.Version,
@@ -310,6 +319,12 @@ func (c *Client) loadLocal(ctx context.Context) error {
 			return fmt.Errorf("loading trusted metadata: %w", err)
 		}
 		return explain(err, "trusted metadata in "+c.dir, up, nil)
+	}
+	if err := c.raiseFloor(up.GetTrustedMetadataSet()); err != nil {
+		if errors.Is(err, ErrVerification) {
+			c.dropCache() // the next refresh starts over, unconditionally
+		}
+		return err
 	}
 	c.up, c.f = up, f
 	return nil

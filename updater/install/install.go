@@ -2,8 +2,10 @@
 // device's hardware and channel on a blank disk, pulled from the TUF
 // repository, with the same layout as the build's disk.img.
 //
-// Run's order, and why: refresh the TUF metadata and choose the release;
-// pick the disk (refusing one that holds anything unless forced); stream
+// Run's order, and why: pick the disk, refusing one in use (a mounted
+// filesystem or swap on it, whatever the boot path; see System.InUse) even
+// with --force, and one that holds anything unless forced, and open it
+// with O_EXCL; refresh the TUF metadata and choose the release; stream
 // the release into slot A's region of the disk, hashing as it goes; only
 // when its length and sha256 match TUF write the partition table, so a
 // tampered or truncated release stops the installer with the disk's
@@ -77,6 +79,9 @@ type Options struct {
 	// SysBlock and Dev list the disks for Disk "auto": "/sys/class/block"
 	// and "/dev".
 	SysBlock, Dev string
+	// System is where the in-use check looks (nil: DefaultSystem, the
+	// running kernel's /sys and /proc).
+	System *System
 	// Console receives progress lines for people ("plumb-install: ...").
 	Console io.Writer
 	// Report, when set, gets every progress step (best effort: it must
@@ -146,7 +151,55 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	parts := layout.Partitions()
 	esp, rootA, rootB, data := parts[0], parts[1], parts[2], parts[3]
 
-	// 1. Refresh and choose.
+	// 1. The disk, before any network: one in use is refused even with
+	// --force (a mounted filesystem on it: the running root, /data), and
+	// it stays open with O_EXCL, so nothing mounts it meanwhile.
+	sys := DefaultSystem
+	if o.System != nil {
+		sys = *o.System
+	}
+	if o.Disk != "" && o.Disk != "auto" {
+		if err := refuseInUse(sys, o.Disk); err != nil { // before even reading it
+			return nil, err
+		}
+	}
+	d, err := Pick(o.Disk, o.SysBlock, o.Dev, layout.DiskSize())
+	if err != nil {
+		return nil, err
+	}
+	r.prog.Disk = d.Path
+	if err := refuseInUse(sys, d.Path); err != nil {
+		return nil, err
+	}
+	mode := os.O_RDWR
+	if o.DryRun {
+		mode = os.O_RDONLY
+	}
+	disk, err := openExclusive(d.Path, mode)
+	if err != nil {
+		return nil, err
+	}
+	defer disk.Close()
+	if d.Size < layout.DiskSize() {
+		return nil, errclass.Errorf(ErrNoDisk, "disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())
+	}
+	if o.BootPartUUID != "" {
+		boot, err := holdsPartition(d.Path, o.BootPartUUID)
+		if err != nil {
+			return nil, err
+		}
+		if boot {
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)
+		}
+	}
+	if !d.Empty() {
+		if !o.Force {
+			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)
+		}
+		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
+	}
+
+	// 2. Refresh and choose.
 	r.step("refreshing")
 	r.say("refreshing the repository's metadata")
 	if err := o.Repo.Refresh(ctx); err != nil {
@@ -174,40 +227,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		return nil, fmt.Errorf("release %s: %d bytes do not fit slot A of %d bytes", f.Version, f.Rootfs.Size, rootA.Size)
 	}
 
-	// 2. The disk.
-	d, err := Pick(o.Disk, o.SysBlock, o.Dev, layout.DiskSize())
-	if err != nil {
-		return nil, err
-	}
-	r.prog.Disk = d.Path
-	if d.Size < layout.DiskSize() {
-		return nil, errclass.Errorf(ErrNoDisk, "disk %s: %d bytes, expected at least %d for the layout; nothing was written", d.Path, d.Size, layout.DiskSize())
-	}
-	if o.BootPartUUID != "" {
-		boot, err := holdsPartition(d.Path, o.BootPartUUID)
-		if err != nil {
-			return nil, err
-		}
-		if boot {
-			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds the partition the installer booted from (PARTUUID %s): refusing to overwrite it, even with --force; nothing was written", d.Path, o.BootPartUUID)
-		}
-	}
-	if !d.Empty() {
-		if !o.Force {
-			return nil, errclass.Errorf(ErrNotEmpty, "disk %s holds %s: refusing to overwrite it without --force; nothing was written", d.Path, d.Holds)
-		}
-		r.say("disk %s holds %s: overwriting it (--force)", d.Path, d.Holds)
-	}
 	r.say("installing %s on %s (%d bytes)", f.Version, d.Path, d.Size)
-	mode := os.O_RDWR
-	if o.DryRun {
-		mode = os.O_RDONLY
-	}
-	disk, err := os.OpenFile(d.Path, mode, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening disk: %w", err)
-	}
-	defer disk.Close()
 
 	// 3. The release into slot A's region, verified before anything else
 	// is written.
@@ -442,4 +462,6 @@ func (p *progressLines) Write(b []byte) (int, error) {
 }
 
 // IsRefusal reports whether err is the installer refusing the disk.
-func IsRefusal(err error) bool { return errors.Is(err, ErrNotEmpty) || errors.Is(err, ErrNoDisk) }
+func IsRefusal(err error) bool {
+	return errors.Is(err, ErrNotEmpty) || errors.Is(err, ErrNoDisk) || errors.Is(err, ErrInUse)
+}
