@@ -67,6 +67,25 @@ type Container struct {
 	Restart string `json:"restart,omitempty"`
 	// Health, when set, is run inside the container every Interval.
 	Health *Health `json:"health,omitempty"`
+
+	// Isolation: see security.go and WORKLOADS.md for the defaults.
+
+	// Network is host (the default: the device's network) or none (a
+	// network namespace of its own with only loopback).
+	Network string `json:"network,omitempty"`
+	// User is "UID" or "UID:GID" (numbers; GID defaults to UID): the
+	// process runs as that user instead of the image's. Empty keeps the
+	// image's user (root when the image names none).
+	User string `json:"user,omitempty"`
+	// ReadOnlyRootfs mounts the container's root filesystem read-only.
+	ReadOnlyRootfs bool `json:"readonly_rootfs,omitempty"`
+	// Privileged gives the container every capability and device, no
+	// seccomp filter and unmasked /proc and /sys: it can take over the
+	// device. Only ever set explicitly.
+	Privileged bool `json:"privileged,omitempty"`
+	// HostPID shares the device's PID namespace. Only ever set
+	// explicitly.
+	HostPID bool `json:"host_pid,omitempty"`
 }
 
 // Mount binds DATA/apps/<group>/<Source> (created if missing) at Target.
@@ -230,6 +249,9 @@ func (c *Container) validate(group string) error {
 			return bad(f+".target", "expected each target once, got %q twice", m.Target)
 		}
 		targets[m.Target] = true
+	}
+	if err := c.validateIsolation(); err != nil {
+		return err
 	}
 	switch c.Restart {
 	case "", RestartAlways, RestartOnFailure, RestartNever:

@@ -79,7 +79,7 @@ func TestParseYAML(t *testing.T) {
 func TestParseYAMLErrors(t *testing.T) {
 	img := "image: r.example/x@" + dgA
 	tests := []struct{ yaml, want string }{
-		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: archive, command, env, health, image, mounts, name, restart, target)`},
+		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: archive, command, env, health, host_pid, image, mounts, name, network, privileged, readonly_rootfs, restart, target, user)`},
 		{"containers:\n  - name: a\n    image: r.example/x:latest\n", `w.yaml:3: containers[0].image: expected an image reference pinned by digest like "example.com/app@sha256:<64 hex>", got "r.example/x:latest"`},
 		{"containers:\n  - name: a\n    " + img + "\n  - name: a\n    " + img + "\n", `w.yaml:4: containers[1].name: expected a unique name, got "a" again (first in containers[0])`},
 		{"containers:\n  - name: a\n    " + img + "\n    restart: sometimes\n", `w.yaml:4: containers[0].restart: expected always, on-failure or never, got "sometimes"`},
@@ -132,6 +132,7 @@ func FuzzParseYAML(f *testing.F) {
 	f.Add([]byte(goodYAML))
 	f.Add([]byte("containers:\n  - name: a\n    image: r/x@" + dgA + "\n    env: {A: b}\n"))
 	f.Add([]byte("containers: [{name: a, image: x, mounts: [{source: a, target: /b}]}]"))
+	f.Add([]byte("containers:\n  - name: a\n    image: r/x@" + dgA + "\n    network: none\n    user: 1000\n    readonly_rootfs: true\n    privileged: false\n    host_pid: true\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src, err := ParseYAML("f.yaml", data, "demo")
 		if err != nil {
@@ -140,6 +141,7 @@ func FuzzParseYAML(f *testing.F) {
 			}
 			return
 		}
+		checkContract(t, src.Manifest)
 		b, err := src.Manifest.Encode()
 		if err != nil {
 			t.Fatal(err)
@@ -150,16 +152,61 @@ func FuzzParseYAML(f *testing.F) {
 	})
 }
 
-// FuzzDecode: no repository JSON panics the device.
+// FuzzDecode: no repository JSON panics the device; an error is one
+// line; what decodes keeps the contract and survives a round trip.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","target":"apps/demo/a.tar","health":{"command":["true"],"interval":"5s"}}]}`))
+	f.Add([]byte(`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","mounts":[{"source":"d/x","target":"/m"}],"network":"none","user":"1:2","readonly_rootfs":true,"privileged":true,"host_pid":true}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(data, "demo")
 		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("multi-line error %q", err)
+			}
 			return
 		}
-		if _, err := m.Encode(); err != nil {
+		checkContract(t, m)
+		b, err := m.Encode()
+		if err != nil {
 			t.Fatal(err)
 		}
+		m2, err := Decode(b, "demo")
+		if err != nil {
+			t.Fatalf("Decode(Encode(Decode)) = %v\n%s", err, b)
+		}
+		if b2, _ := m2.Encode(); !bytes.Equal(b, b2) {
+			t.Errorf("round trip differs:\n%s\n%s", b, b2)
+		}
 	})
+}
+
+// checkContract is what the device relies on in a manifest that
+// validated: mount sources stay below the group's directory (relative,
+// clean, no ".." element), the network is host or none, the user parses,
+// names are unique.
+func checkContract(t *testing.T, m *Manifest) {
+	t.Helper()
+	names := map[string]bool{}
+	for _, c := range m.Containers {
+		if names[c.Name] {
+			t.Errorf("name %q twice", c.Name)
+		}
+		names[c.Name] = true
+		for _, mt := range c.Mounts {
+			for _, el := range strings.Split(mt.Source, "/") {
+				if el == ".." || el == "" {
+					t.Errorf("mount source %q: element %q", mt.Source, el)
+				}
+			}
+			if filepath.IsAbs(mt.Source) || filepath.Clean(mt.Source) != mt.Source {
+				t.Errorf("mount source %q is not relative and clean", mt.Source)
+			}
+		}
+		if n := c.NetworkMode(); n != NetworkHost && n != NetworkNone {
+			t.Errorf("network %q", n)
+		}
+		if _, _, _, err := c.UserIDs(); err != nil {
+			t.Errorf("user %q validated but does not parse: %v", c.User, err)
+		}
+	}
 }
