@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -137,6 +138,8 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
 			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, defaultAppsData),
 			StateDir: filepath.Join(dir, appsStateDir), Log: e.log,
+			// Mount sources must never reach what plumbd trusts.
+			Protected: slices.DeleteFunc([]string{dir, cfg.Root, cfg.CA}, func(p string) bool { return p == "" }),
 		}}
 	}
 	return a, nil
