@@ -152,10 +152,11 @@ func TestIsolationInContainer(t *testing.T) {
 		"CapEff": "0000000000000000", "CapBnd": dockerCapsWithoutNetRaw,
 		"raw_socket":   "operation not permitted",
 		"rootfs_write": "read-only file system",
-		"interfaces":   "lo",
+		"interfaces":   "lo(up)",
+		"loopback":     "ok",
 		"write_arg":    "read-only file system",
 	})
-	if got := probeOutput(t, state, "locked")["interfaces"]; got != "lo" {
+	if got := probeOutput(t, state, "locked")["interfaces"]; got != "lo(up)" {
 		t.Errorf("locked: interfaces %q, want only lo (network none)", got)
 	}
 	if got := probeOutput(t, state, "plain")["interfaces"]; !strings.Contains(got, ",") {

@@ -1,9 +1,10 @@
 // Command probe runs inside a test container and prints, one "key: value"
 // line each, what the container's isolation allows: its status lines
 // (seccomp mode, no_new_privs, capability sets, ids), whether a raw socket
-// opens, whether the root filesystem and /proc/sys are writable, what a
-// masked /proc path holds, a syscall the seccomp profile refuses, and the
-// network interfaces. Built static (CGO_ENABLED=0) by the reconcile tests.
+// opens, whether the root filesystem and /proc/sys are writable, what
+// masked paths hold, a syscall the seccomp profile refuses, the network
+// interfaces and whether loopback connects. Built static (CGO_ENABLED=0)
+// by the reconcile tests.
 package main
 
 import (
@@ -63,16 +64,35 @@ func main() {
 	ifs, err := net.Interfaces()
 	var names []string
 	for _, i := range ifs {
-		names = append(names, i.Name)
+		n := i.Name
+		if i.Flags&net.FlagUp != 0 {
+			n += "(up)"
+		}
+		names = append(names, n)
 	}
 	if err != nil {
 		names = append(names, err.Error())
 	}
 	fmt.Println("interfaces:", strings.Join(names, ","))
+	fmt.Println("loopback:", result(loopback()))
 	if len(os.Args) > 1 {
 		// probe FILE TEXT: write TEXT to FILE (through a mount).
 		fmt.Println("write_arg:", result(os.WriteFile(os.Args[1], []byte(os.Args[2]), 0o644)))
 	}
+}
+
+// loopback connects to a listener on 127.0.0.1:0.
+func loopback() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 func result(err error) string {
