@@ -338,3 +338,51 @@ func TestProtectedDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderDefaultsReplaced: a container made under older isolation
+// defaults (an older plumbd: another plumb.defaults label, or none) is
+// replaced on the next apply, so an update hardens running workloads.
+func TestOlderDefaultsReplaced(t *testing.T) {
+	d := containerdtest.Start(t)
+	bb := testutil.RequireTool(t, "busybox", "busybox-static")
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "bb.tar")
+	dg, err := ocitest.Write(archive, ocitest.Image{Files: ocitest.Busybox(bb), Cmd: []string{"/bin/busybox", "sleep", "100000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(t.Context(), Options{Address: d.Address, MountDir: d.MountDir, DataDir: filepath.Join(dir, "apps"), StateDir: filepath.Join(dir, "state"), Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	// Exits at once (sleep as PID 1 ignores SIGTERM: removal would wait).
+	m := &workload.Manifest{Containers: []workload.Container{{Name: "a", Image: "plumb.test/bb@" + dg, Target: "apps/g/bb.tar",
+		Command: []string{"/bin/busybox", "true"}, Restart: workload.RestartNever}}}
+	src := localTargets{"apps/g/bb.tar": archive}
+	if err := r.Apply(t.Context(), "g", m, "1", src); err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, r, "a")
+	ctr, err := r.client.LoadContainer(r.base, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctr.SetLabels(r.base, map[string]string{labelDefaults: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := ctr.Info(r.base)
+	if err := r.Apply(t.Context(), "g", m, "1", src); err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, r, "a") // the new one: its shim is done with the log
+	ctr, err = r.client.LoadContainer(r.base, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := ctr.Info(r.base)
+	if !after.CreatedAt.After(before.CreatedAt) || after.Labels[labelDefaults] != defaultsVersion {
+		t.Errorf("container after apply: created %v (before %v), defaults %q; want a new one with defaults %q",
+			after.CreatedAt, before.CreatedAt, after.Labels[labelDefaults], defaultsVersion)
+	}
+}
