@@ -13,6 +13,12 @@
 // container; it is also written to Options.StateDir/status.json for
 // `plumbd status`.
 //
+// Containers are confined (isolation.go: containerd's default seccomp
+// profile, Docker's capabilities without NET_RAW, no_new_privileges,
+// masked /proc paths; network, user, read-only root, privileged and host
+// PID as the manifest says), and their mount sources are resolved without
+// following links and bound from the verified descriptor (mounts.go).
+//
 // Apply calls are serialised. Close stops the supervisors but leaves the
 // containers running (containerd keeps them); a later New adopts them.
 package reconcile
@@ -78,10 +84,10 @@ type Options struct {
 	// creates a task (mounts.go): root-only, outside DataDir, in
 	// containerd's mount namespace. Default DefaultMountDir.
 	MountDir string
-	// Protected are directories whose files plumbd reads as trusted (its
-	// state, TUF metadata, identity key, trusted root). New refuses a
-	// DataDir that is one of them, inside one, or holds one, and so does
-	// it for StateDir's relation to DataDir: no mount can reach them.
+	// Protected are the directories and files plumbd reads as trusted
+	// (its state, TUF metadata, identity key, trusted root, CA bundle).
+	// New refuses a DataDir that is one of them, is inside one or holds
+	// one; the same for StateDir and MountDir: no mount can reach them.
 	Protected []string
 	// RestartDelay is the first delay before a restart (doubling up to
 	// 30s while the container keeps failing within 10s); default 1s.
