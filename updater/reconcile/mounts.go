@@ -60,9 +60,9 @@ func mountSource(dataDir, group, source string) (*os.File, error) {
 	at := dataDir
 	for _, el := range elems {
 		at = filepath.Join(at, el)
-		if el == "" || el == "." || el == ".." || strings.ContainsRune(el, 0) {
+		if el == "" || el == "." || el == ".." || strings.ContainsFunc(el, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			unix.Close(fd)
-			return nil, fmt.Errorf("mount source %s: expected a plain path element, got %q", at, el)
+			return nil, fmt.Errorf("mount source %q: expected a plain path element, got %q", at, el)
 		}
 		if err := unix.Mkdirat(fd, el, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 			unix.Close(fd)

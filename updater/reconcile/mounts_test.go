@@ -81,12 +81,14 @@ func FuzzMountSource(f *testing.F) {
 	for _, s := range []string{"a/b", "root/etc", "a/up/up/x", "a/b/self/self", "c/abs/c/abs", "file", ".", "new/x/y"} {
 		f.Add(s)
 	}
+	// One tree per fuzzing process: the directories mountSource creates
+	// are real ones and leave every planted link in place.
+	data := linkTree(f)
 	f.Fuzz(func(t *testing.T, source string) {
 		c := workload.Container{Name: "a", Image: "r.example/x@sha256:" + strings.Repeat("a", 64), Mounts: []workload.Mount{{Source: source, Target: "/m"}}}
 		if (&workload.Manifest{Containers: []workload.Container{c}}).Validate("g") != nil {
 			return
 		}
-		data := linkTree(t)
 		file, err := mountSource(data, "g", source)
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {

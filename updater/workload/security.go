@@ -63,3 +63,9 @@ func (c *Container) validateIsolation() error {
 	}
 	return nil
 }
+
+// hasControl says whether s holds a control character (NUL, newline …),
+// which no path of a mount may hold.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}

@@ -239,10 +239,10 @@ func (c *Container) validate(group string) error {
 	targets := map[string]bool{}
 	for i, m := range c.Mounts {
 		f := fmt.Sprintf("mounts[%d]", i)
-		if m.Source == "" || path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source || m.Source == ".." || strings.HasPrefix(m.Source, "../") {
+		if m.Source == "" || path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source || m.Source == ".." || strings.HasPrefix(m.Source, "../") || hasControl(m.Source) {
 			return bad(f+".source", "expected a relative path inside the data partition's apps directory, got %q", m.Source)
 		}
-		if !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || m.Target == "/" {
+		if !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || m.Target == "/" || hasControl(m.Target) {
 			return bad(f+".target", "expected an absolute path in the container other than /, got %q", m.Target)
 		}
 		if targets[m.Target] {

@@ -182,7 +182,7 @@ func FuzzDecode(f *testing.F) {
 
 // checkContract is what the device relies on in a manifest that
 // validated: mount sources stay below the group's directory (relative,
-// clean, no ".." element), the network is host or none, the user parses,
+// clean, no ".." element, no control character), the network is host or none, the user parses,
 // names are unique.
 func checkContract(t *testing.T, m *Manifest) {
 	t.Helper()
@@ -200,6 +200,9 @@ func checkContract(t *testing.T, m *Manifest) {
 			}
 			if filepath.IsAbs(mt.Source) || filepath.Clean(mt.Source) != mt.Source {
 				t.Errorf("mount source %q is not relative and clean", mt.Source)
+			}
+			if hasControl(mt.Source) || hasControl(mt.Target) {
+				t.Errorf("mount %q -> %q holds a control character", mt.Source, mt.Target)
 			}
 		}
 		if n := c.NetworkMode(); n != NetworkHost && n != NetworkNone {
