@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/reconcile/containerdtest"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // probeImage writes an image archive with busybox and the probe
