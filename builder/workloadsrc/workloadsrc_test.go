@@ -81,7 +81,7 @@ func TestParseYAML(t *testing.T) {
 func TestParseYAMLErrors(t *testing.T) {
 	img := "image: r.example/x@" + dgA
 	tests := []struct{ yaml, want string }{
-		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: archive, command, env, health, image, mounts, name, restart, target)`},
+		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: archive, command, env, health, host_pid, image, mounts, name, network, privileged, readonly_rootfs, restart, target, user)`},
 		{"containers:\n  - name: a\n    image: r.example/x:latest\n", `w.yaml:3: containers[0].image: expected an image reference pinned by digest like "example.com/app@sha256:<64 hex>", got "r.example/x:latest"`},
 		{"containers:\n  - name: a\n    " + img + "\n  - name: a\n    " + img + "\n", `w.yaml:4: containers[1].name: expected a unique name, got "a" again (first in containers[0])`},
 		{"containers:\n  - name: a\n    " + img + "\n    restart: sometimes\n", `w.yaml:4: containers[0].restart: expected always, on-failure or never, got "sometimes"`},
@@ -122,6 +122,7 @@ func FuzzParseYAML(f *testing.F) {
 	f.Add([]byte(goodYAML))
 	f.Add([]byte("containers:\n  - name: a\n    image: r/x@" + dgA + "\n    env: {A: b}\n"))
 	f.Add([]byte("containers: [{name: a, image: x, mounts: [{source: a, target: /b}]}]"))
+	f.Add([]byte("containers:\n  - name: a\n    image: r/x@" + dgA + "\n    network: none\n    user: 1000\n    readonly_rootfs: true\n    privileged: false\n    host_pid: true\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src, err := ParseYAML("f.yaml", data, "demo")
 		if err != nil {
@@ -130,12 +131,18 @@ func FuzzParseYAML(f *testing.F) {
 			}
 			return
 		}
+		// The device's contract on what decodes is FuzzDecode's
+		// (format/workload); here: what parses decodes the same.
 		b, err := src.Manifest.Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := workload.Decode(b, "demo"); err != nil {
-			t.Errorf("Decode(Encode(ParseYAML)) = %v\n%s", err, b)
+		m, err := workload.Decode(b, "demo")
+		if err != nil {
+			t.Fatalf("Decode(Encode(ParseYAML)) = %v\n%s", err, b)
+		}
+		if b2, _ := m.Encode(); !bytes.Equal(b, b2) {
+			t.Errorf("Decode changed the manifest:\n%s\n%s", b, b2)
 		}
 	})
 }

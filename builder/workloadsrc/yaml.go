@@ -207,6 +207,14 @@ func (p *parser) str(n *yaml.Node, field string, dst *string) error {
 	return nil
 }
 
+func (p *parser) boolean(n *yaml.Node, field string, dst *bool) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		return p.errAt(n, field, "expected true or false, got %s", yamlnode.Describe(n))
+	}
+	*dst = n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+	return nil
+}
+
 func (p *parser) strs(n *yaml.Node, field string, dst *[]string) error {
 	if n.Kind != yaml.SequenceNode {
 		return p.errAt(n, field, "expected a list of strings like [\"/bin/app\", \"--flag\"], got %s", yamlnode.Describe(n))
@@ -230,6 +238,17 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 		"archive": func(v *yaml.Node) error { return p.str(v, f("archive"), archive) },
 		"command": func(v *yaml.Node) error { return p.strs(v, f("command"), &c.Command) },
 		"restart": func(v *yaml.Node) error { return p.str(v, f("restart"), &c.Restart) },
+		"network": func(v *yaml.Node) error { return p.str(v, f("network"), &c.Network) },
+		"user": func(v *yaml.Node) error {
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!int" {
+				c.User = v.Value // user: 1000
+				return nil
+			}
+			return p.str(v, f("user"), &c.User)
+		},
+		"readonly_rootfs": func(v *yaml.Node) error { return p.boolean(v, f("readonly_rootfs"), &c.ReadOnlyRootfs) },
+		"privileged":      func(v *yaml.Node) error { return p.boolean(v, f("privileged"), &c.Privileged) },
+		"host_pid":        func(v *yaml.Node) error { return p.boolean(v, f("host_pid"), &c.HostPID) },
 		"env": func(v *yaml.Node) error {
 			if v.Kind != yaml.MappingNode {
 				return p.errAt(v, f("env"), "expected a mapping of NAME: value, got %s", yamlnode.Describe(v))
@@ -256,15 +275,9 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 				var m workload.Mount
 				mf := fmt.Sprintf("%s[%d]", f("mounts"), i)
 				err := p.mapping(mn, mf, map[string]func(*yaml.Node) error{
-					"source": func(v *yaml.Node) error { return p.str(v, mf+".source", &m.Source) },
-					"target": func(v *yaml.Node) error { return p.str(v, mf+".target", &m.Target) },
-					"readonly": func(v *yaml.Node) error {
-						if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
-							return p.errAt(v, mf+".readonly", "expected true or false, got %s", yamlnode.Describe(v))
-						}
-						m.ReadOnly = v.Value == "true" || v.Value == "True" || v.Value == "TRUE"
-						return nil
-					},
+					"source":   func(v *yaml.Node) error { return p.str(v, mf+".source", &m.Source) },
+					"target":   func(v *yaml.Node) error { return p.str(v, mf+".target", &m.Target) },
+					"readonly": func(v *yaml.Node) error { return p.boolean(v, mf+".readonly", &m.ReadOnly) },
 				})
 				if err != nil {
 					return err

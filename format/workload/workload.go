@@ -72,6 +72,26 @@ type Container struct {
 	Restart string `json:"restart,omitempty"`
 	// Health, when set, is run inside the container every Interval.
 	Health *Health `json:"health,omitempty"`
+
+	// Isolation: see security.go and WORKLOADS.md for the defaults.
+
+	// Network is host (the default: the device's network) or none (a
+	// network namespace of its own with only loopback).
+	Network string `json:"network,omitempty"`
+	// User is "UID" or "UID:GID" (numbers; GID defaults to UID): the
+	// process runs as that user instead of the image's. Empty keeps the
+	// image's user (root when the image names none).
+	User string `json:"user,omitempty"`
+	// ReadOnlyRootfs mounts the container's root filesystem read-only.
+	ReadOnlyRootfs bool `json:"readonly_rootfs,omitempty"`
+	// Privileged gives the container every capability and device, no
+	// seccomp filter and unmasked /proc and /sys: it can take over the
+	// device. Only ever set explicitly.
+	Privileged bool `json:"privileged,omitempty"`
+	// HostPID shares the device's PID namespace. Only ever set
+	// explicitly.
+	HostPID bool `json:"host_pid,omitempty"`
+
 	// Unknown keeps the members this reader does not know.
 	Unknown jsonkeep.Unknown `json:"-"`
 }
@@ -259,16 +279,19 @@ func (c *Container) validate(group string) error {
 	targets := map[string]bool{}
 	for i, m := range c.Mounts {
 		f := fmt.Sprintf("mounts[%d]", i)
-		if m.Source == "" || path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source || m.Source == ".." || strings.HasPrefix(m.Source, "../") {
+		if m.Source == "" || path.IsAbs(m.Source) || path.Clean(m.Source) != m.Source || m.Source == ".." || strings.HasPrefix(m.Source, "../") || hasControl(m.Source) {
 			return bad(f+".source", "expected a relative path inside the data partition's apps directory, got %q", m.Source)
 		}
-		if !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || m.Target == "/" {
+		if !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || m.Target == "/" || hasControl(m.Target) {
 			return bad(f+".target", "expected an absolute path in the container other than /, got %q", m.Target)
 		}
 		if targets[m.Target] {
 			return bad(f+".target", "expected each target once, got %q twice", m.Target)
 		}
 		targets[m.Target] = true
+	}
+	if err := c.validateIsolation(); err != nil {
+		return err
 	}
 	switch c.Restart {
 	case "", RestartAlways, RestartOnFailure, RestartNever:

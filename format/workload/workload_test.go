@@ -14,17 +14,3 @@ func TestDecodeStrict(t *testing.T) {
 		}
 	}
 }
-
-// FuzzDecode: no repository JSON panics the device.
-func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","target":"apps/demo/a.tar","health":{"command":["true"],"interval":"5s"}}]}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := Decode(data, "demo")
-		if err != nil {
-			return
-		}
-		if _, err := m.Encode(); err != nil {
-			t.Fatal(err)
-		}
-	})
-}

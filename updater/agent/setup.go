@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -231,6 +232,8 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
 			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, DefaultAppsData),
 			StateDir: filepath.Join(dir, AppsStateDir), Log: log,
+			// Mount sources must never reach what plumbd trusts.
+			Protected: slices.DeleteFunc([]string{dir, cfg.Root, cfg.CA}, func(p string) bool { return p == "" }),
 		}}
 	}
 	return a, nil

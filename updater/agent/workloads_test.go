@@ -82,7 +82,7 @@ func newAppRig(t *testing.T) *appRig {
 	t.Cleanup(func() { c.Close() })
 	r.ctr = c
 	rec, err := reconcile.New(t.Context(), reconcile.Options{
-		Address: d.Address, DataDir: r.appData, StateDir: filepath.Join(r.dataDir, "apps"),
+		Address: d.Address, MountDir: d.MountDir, DataDir: r.appData, StateDir: filepath.Join(r.dataDir, "apps"),
 		RestartDelay: 200 * time.Millisecond, Log: testLogger(t),
 	})
 	if err != nil {

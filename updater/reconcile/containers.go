@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -12,45 +11,28 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/plumb-os/plumb/format/workload"
 )
 
 // create makes a new container (not started) from c.
 func (r *Reconciler) create(ctx context.Context, group string, c *workload.Container, img client.Image) (client.Container, error) {
-	var mounts []specs.Mount
-	for _, m := range c.Mounts {
-		src := filepath.Join(r.opts.DataDir, group, filepath.FromSlash(m.Source))
-		if err := os.MkdirAll(src, 0o755); err != nil {
-			return nil, fmt.Errorf("mount source %s: %w", src, err)
-		}
-		opts := []string{"rbind", "rw"}
-		if m.ReadOnly {
-			opts = []string{"rbind", "ro"}
-		}
-		mounts = append(mounts, specs.Mount{Type: "bind", Source: src, Destination: m.Target, Options: opts})
-	}
 	env := make([]string, 0, len(c.Env))
 	for _, k := range sortedNames(c.Env) {
 		env = append(env, k+"="+c.Env[k])
 	}
-	specOpts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
-		oci.WithHostNamespace(specs.NetworkNamespace),
-		withHostFile("/etc/hosts"),
-		withHostFile("/etc/resolv.conf"),
-		oci.WithEnv(env),
-		oci.WithMounts(mounts),
-	}
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithEnv(env)}
 	if len(c.Command) > 0 {
 		specOpts = append(specOpts, oci.WithProcessArgs(c.Command...))
 	}
-	labels := map[string]string{labelGroup: group, labelSpec: c.SpecHash(), labelName: c.Name}
+	specOpts = append(specOpts, isolation(c)...)
+	// Workload mounts last; their sources are opened at each task start
+	// (mounts.go).
+	specOpts = append(specOpts, oci.WithMounts(specMounts(c)))
+	labels := map[string]string{labelGroup: group, labelSpec: c.SpecHash(), labelName: c.Name, labelDefaults: defaultsVersion}
 	ctr, err := r.client.NewContainer(ctx, c.Name,
 		client.WithImage(img),
 		client.WithSnapshotter(r.opts.Snapshotter),
@@ -240,10 +222,9 @@ func (s *supervisor) startOrAttach(ctx context.Context) (client.Task, <-chan cli
 	} else if !errdefs.IsNotFound(err) {
 		return nil, nil, err
 	}
-	logFile := filepath.Join(s.r.opts.StateDir, "logs", s.ctr.ID()+".log")
-	task, err = s.ctr.NewTask(ctx, cio.LogFile(logFile))
+	task, err = s.newTask(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating task: %w", err)
+		return nil, nil, err
 	}
 	ch, err := task.Wait(ctx)
 	if err != nil {
@@ -255,6 +236,52 @@ func (s *supervisor) startOrAttach(ctx context.Context) (client.Task, <-chan cli
 		return nil, nil, fmt.Errorf("starting task: %w", err)
 	}
 	return task, ch, nil
+}
+
+// newTask creates the container's task with its mount sources opened,
+// verified and staged now (mounts.go): the stored spec names the staging
+// points while runc creates the task, then names no real path again.
+func (s *supervisor) newTask(ctx context.Context) (client.Task, error) {
+	s.mu.Lock()
+	c := s.spec
+	s.mu.Unlock()
+	logFile := filepath.Join(s.r.opts.StateDir, "logs", s.ctr.ID()+".log")
+	if len(c.Mounts) == 0 {
+		task, err := s.ctr.NewTask(ctx, cio.LogFile(logFile))
+		if err != nil {
+			return nil, fmt.Errorf("creating task: %w", err)
+		}
+		return task, nil
+	}
+	spec, err := s.ctr.Spec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resolved, staged, err := resolveMounts(s.r.opts.DataDir, s.r.opts.MountDir, s.group, &c, s.ctr.ID(), spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, st := range staged {
+			st.release()
+		}
+	}()
+	if err := s.ctr.Update(ctx, client.UpdateContainerOpts(client.WithSpec(resolved))); err != nil {
+		return nil, fmt.Errorf("setting mount sources: %w", err)
+	}
+	if s.r.afterResolve != nil {
+		s.r.afterResolve()
+	}
+	task, err := s.ctr.NewTask(ctx, cio.LogFile(logFile))
+	// runc has bound the sources (or the task failed): the stored spec
+	// must not name the staging points once they are gone.
+	if uerr := s.ctr.Update(context.WithoutCancel(ctx), client.UpdateContainerOpts(client.WithSpec(unresolveMounts(&c, resolved)))); uerr != nil {
+		s.r.log.Warn("clearing mount sources from the spec", "container", s.ctr.ID(), "err", uerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating task: %w", err)
+	}
+	return task, nil
 }
 
 // health runs the container's health check every interval while its task
@@ -333,18 +360,5 @@ func (s *supervisor) exec(ctx context.Context, task client.Task, cmd []string, n
 		return nil
 	case <-ctx.Done():
 		return errors.New("timed out")
-	}
-}
-
-// withHostFile binds the host's file (host network: its /etc/hosts and
-// /etc/resolv.conf) read-only into the container when the host has it; a
-// minimal device may have neither.
-func withHostFile(path string) oci.SpecOpts {
-	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-		if _, err := os.Stat(path); err != nil {
-			return nil
-		}
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: path, Type: "bind", Source: path, Options: []string{"rbind", "ro"}})
-		return nil
 	}
 }

@@ -89,8 +89,11 @@ func (r *Reconciler) importArchive(ctx context.Context, c *workload.Container, t
 	if err != nil {
 		return nil, fmt.Errorf("%w: archive %s: importing: %v", ErrRefused, c.Target, err)
 	}
-	// Keep only the pinned manifest; names the archive carried itself are
-	// dropped so that an archive cannot rename other images.
+	// Keep only the pinned manifest, named by the manifest's reference;
+	// names the archive carried itself are dropped so that an archive
+	// cannot rename other images. The name is saved before the others are
+	// deleted: a deletion lets containerd's garbage collector run, and it
+	// would free the content of an image no name holds.
 	want := c.Digest()
 	var found *images.Image
 	var held []string
@@ -102,6 +105,16 @@ func (r *Reconciler) importArchive(ctx context.Context, c *workload.Container, t
 		if strings.HasPrefix(im.Name, importPrefix) {
 			held = append(held, im.Target.Digest.String())
 		}
+	}
+	var saved images.Image
+	if found != nil {
+		rec := images.Image{Name: c.Image, Target: found.Target, Labels: map[string]string{labelName: path.Base(c.Target)}}
+		saved, err = r.client.ImageService().Update(ctx, rec, "target", "labels")
+		if errdefs.IsNotFound(err) {
+			saved, err = r.client.ImageService().Create(ctx, rec)
+		}
+	}
+	for _, im := range imported {
 		if im.Name != c.Image {
 			if err := r.client.ImageService().Delete(ctx, im.Name); err != nil && !errdefs.IsNotFound(err) {
 				r.log.Warn("deleting imported image name", "image", im.Name, "err", err)
@@ -111,11 +124,6 @@ func (r *Reconciler) importArchive(ctx context.Context, c *workload.Container, t
 	if found == nil {
 		return nil, fmt.Errorf("%w: archive %s holds no image %s (it holds %s): the manifest's digest does not match the archive",
 			ErrRefused, c.Target, want, strings.Join(held, ", "))
-	}
-	rec := images.Image{Name: c.Image, Target: found.Target, Labels: map[string]string{labelName: path.Base(c.Target)}}
-	saved, err := r.client.ImageService().Update(ctx, rec, "target", "labels")
-	if errdefs.IsNotFound(err) {
-		saved, err = r.client.ImageService().Create(ctx, rec)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("naming image %s: %w", c.Image, err)

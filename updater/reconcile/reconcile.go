@@ -13,6 +13,12 @@
 // container; it is also written to Options.StateDir/status.json for
 // `plumbd status`.
 //
+// Containers are confined (isolation.go: containerd's default seccomp
+// profile, Docker's capabilities without NET_RAW, no_new_privileges,
+// masked /proc paths; network, user, read-only root, privileged and host
+// PID as the manifest says), and their mount sources are resolved without
+// following links and bound from the verified descriptor (mounts.go).
+//
 // Apply calls are serialised. Close stops the supervisors but leaves the
 // containers running (containerd keeps them); a later New adopts them.
 package reconcile
@@ -26,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +50,8 @@ const (
 	labelGroup = "plumb.group"
 	labelSpec  = "plumb.spec"
 	labelName  = "plumb.name"
+	// labelDefaults is the isolation defaults' version (isolation.go).
+	labelDefaults = "plumb.defaults"
 )
 
 // Defaults.
@@ -51,6 +60,7 @@ const (
 	DefaultNamespace   = "plumb"
 	DefaultSnapshotter = "overlayfs"
 	DefaultRuntime     = "io.containerd.runc.v2"
+	DefaultMountDir    = "/run/plumb/mounts"
 	stopTimeout        = 10 * time.Second
 )
 
@@ -70,6 +80,15 @@ type Options struct {
 	// StateDir holds downloaded archives, container logs and status.json.
 	// Required.
 	StateDir string
+	// MountDir is where plumbd binds each verified mount source while runc
+	// creates a task (mounts.go): root-only, outside DataDir, in
+	// containerd's mount namespace. Default DefaultMountDir.
+	MountDir string
+	// Protected are the directories and files plumbd reads as trusted
+	// (its state, TUF metadata, identity key, trusted root, CA bundle).
+	// New refuses a DataDir that is one of them, is inside one or holds
+	// one; the same for StateDir and MountDir: no mount can reach them.
+	Protected []string
 	// RestartDelay is the first delay before a restart (doubling up to
 	// 30s while the container keeps failing within 10s); default 1s.
 	RestartDelay time.Duration
@@ -96,6 +115,8 @@ type Reconciler struct {
 	group   string
 	lastErr string
 	applied string // sha256 of the applied manifest JSON
+
+	afterResolve func() // test hook: mount sources opened, task not yet created
 }
 
 // New connects to containerd at opts.Address (waiting up to 10 s for it)
@@ -113,11 +134,17 @@ func New(ctx context.Context, opts Options) (*Reconciler, error) {
 	if opts.Runtime == "" {
 		opts.Runtime = DefaultRuntime
 	}
+	if opts.MountDir == "" {
+		opts.MountDir = DefaultMountDir
+	}
 	if opts.RestartDelay <= 0 {
 		opts.RestartDelay = time.Second
 	}
 	if opts.DataDir == "" || opts.StateDir == "" {
 		return nil, errors.New("reconciler options: DataDir and StateDir are required")
+	}
+	if err := checkProtected(opts); err != nil {
+		return nil, err
 	}
 	log := opts.Log
 	if log == nil {
@@ -177,7 +204,14 @@ func (r *Reconciler) Apply(ctx context.Context, group string, m *workload.Manife
 	}()
 	start := time.Now()
 
-	// 1. Images: all of them, before any container changes.
+	// 1. Mount sources and images: all of them, before any container
+	// changes.
+	for i := range m.Containers {
+		c := &m.Containers[i]
+		if err := checkMounts(r.opts.DataDir, group, c); err != nil {
+			return fmt.Errorf("container %s: %w", c.Name, err)
+		}
+	}
 	imgs := map[string]client.Image{}
 	for i := range m.Containers {
 		c := &m.Containers[i]
@@ -205,7 +239,7 @@ func (r *Reconciler) Apply(ctx context.Context, group string, m *workload.Manife
 	for id, ctr := range have {
 		c, ok := want[id]
 		labels, lerr := ctr.Labels(ctx)
-		if ok && lerr == nil && labels[labelSpec] == c.SpecHash() {
+		if ok && lerr == nil && labels[labelSpec] == c.SpecHash() && labels[labelDefaults] == defaultsVersion {
 			continue
 		}
 		why := "no longer listed"
@@ -339,6 +373,35 @@ func (r *Reconciler) gcImages(ctx context.Context, keep map[string]client.Image)
 		r.log.Info("image deleted", "image", img.Name)
 	}
 	return errors.Join(errs...)
+}
+
+// checkProtected refuses a DataDir that overlaps StateDir or a
+// protected directory.
+func checkProtected(opts Options) error {
+	for _, p := range append([]string{opts.StateDir, opts.MountDir}, opts.Protected...) {
+		if p != "" && overlaps(opts.DataDir, p) {
+			return fmt.Errorf("workloads data directory %s overlaps %s, which plumbd trusts: expected separate directories (like /data/apps and /data/plumb)", opts.DataDir, p)
+		}
+	}
+	return nil
+}
+
+// overlaps says whether a and b are the same directory or one holds the
+// other (compared absolute, with links resolved where they exist).
+func overlaps(a, b string) bool {
+	real := func(p string) string {
+		p, _ = filepath.Abs(p)
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	a, b = real(a), real(b)
+	within := func(x, y string) bool {
+		rel, err := filepath.Rel(y, x)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+	}
+	return within(a, b) || within(b, a)
 }
 
 // sortedNames lists map keys in order.

@@ -43,7 +43,7 @@ channel and rollout); with another image it fails. A failed publish leaves
 the repository as it was.
 
 With --workloads FILE --group G it publishes the workload manifest FILE
-(YAML, updater/workload/WORKLOADS.md) as apps/G/workloads.json, and the OCI
+(YAML, format/workload/WORKLOADS.md) as apps/G/workloads.json, and the OCI
 image archives it names (archive: FILE, relative to the YAML, or --archive
 FILE) as apps/G/<file>, all signed by the delegated role apps
 (keys/apps.key), the only role devices accept for apps/ targets.`,

@@ -3,6 +3,9 @@
 // in its own mount namespace with a private tmpfs on /run (containerd
 // 1.6 puts shim sockets and runc state under /run/containerd whatever its
 // --state says), so nothing it makes outlives the test on the host.
+// MountDir is a shared mount whose submounts made by the test (the
+// reconciler's staged mount sources) appear in containerd's namespace,
+// as they would on a device where plumbd and containerd share one.
 package containerdtest
 
 import (
@@ -29,7 +32,10 @@ type Daemon struct {
 	Address string // its gRPC socket
 	Dir     string // root of its files
 	Log     string // its log file
-	cmd     *exec.Cmd
+	// MountDir is for reconcile.Options.MountDir: mounts made under it
+	// propagate into containerd's mount namespace (not back).
+	MountDir string
+	cmd      *exec.Cmd
 }
 
 // Start starts containerd and waits until it answers. It skips under
@@ -69,12 +75,26 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A shared mount point, which the namespace below gets as a slave.
+	d.MountDir = filepath.Join(dir, "mnt")
+	if err := os.Mkdir(d.MountDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(d.MountDir, d.MountDir, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("binding %s: %v", d.MountDir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(d.MountDir, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", d.MountDir, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatalf("making %s shared: %v", d.MountDir, err)
+	}
 	logf, err := os.Create(d.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(unshare, "--mount", "--propagation", "private", "--",
+	// slave: what the host mounts under MountDir appears inside; the
+	// host's private mounts stay private; nothing goes back out.
+	d.cmd = exec.Command(unshare, "--mount", "--propagation", "slave", "--",
 		"/bin/sh", "-c", `mount -t tmpfs -o mode=0755 plumb-test-run /run && exec "$0" --config "$1"`, bin, filepath.Join(dir, "config.toml"))
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
