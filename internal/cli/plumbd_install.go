@@ -127,7 +127,11 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 		fmt.Fprintf(e.stdout, "plumb-install: device %s (TPM key)\n", id.ID)
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+		if dc, err := report.DeviceClient(hc, id, cfg.JoinToken); err != nil {
+			e.log.Warn("no device client certificate: the installer sends no status reports", "err", err)
+		} else {
+			rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, e.log)
+		}
 	} else {
 		e.log.Info("no TPM identity: the installer sends no status reports", "err", err)
 	}

@@ -114,7 +114,13 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
 		StatePath: filepath.Join(dir, stateFile), DeviceID: id.ID, Log: e.log,
 	}
-	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+	// The fleet service's endpoints take the device's client certificate;
+	// TUF downloads go without (no TPM signature per connection).
+	dc, err := report.DeviceClient(hc, id, cfg.JoinToken)
+	if err != nil {
+		return nil, err
+	}
+	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, e.log)
 	if rep != nil {
 		var last string
 		a.OnSave = func(st *agent.State) {
@@ -130,7 +136,7 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 		}
 	}
 	if facts.TPM.Present {
-		a.Attest = attestor(e, facts, cfg, hc, id.ID)
+		a.Attest = attestor(e, facts, cfg, dc, id.ID)
 		a.MeasuredBoot = measuredBoot(e, facts, dir, id.ID)
 	}
 	if w := cfg.Workloads; w != nil {

@@ -92,14 +92,14 @@ func (s *Store) CreateJoinToken(ctx context.Context, orgID, name string) (string
 	return tok, err
 }
 
-// JoinTokenOrg returns the organization a valid join token belongs to.
-func (s *Store) JoinTokenOrg(ctx context.Context, token string) (string, error) {
-	var org string
-	err := s.db.QueryRowContext(ctx, `SELECT org_id FROM join_tokens WHERE hash = $1 AND revoked = 0`, HashSecret(token)).Scan(&org)
+// JoinTokenOrg returns the organization a valid join token belongs to,
+// and the token's name.
+func (s *Store) JoinTokenOrg(ctx context.Context, token string) (org, name string, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT org_id, name FROM join_tokens WHERE hash = $1 AND revoked = 0`, HashSecret(token)).Scan(&org, &name)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("join token: %w", ErrNotFound)
+		return "", "", fmt.Errorf("join token: %w", ErrNotFound)
 	}
-	return org, err
+	return org, name, err
 }
 
 // Phases a grant may cover.

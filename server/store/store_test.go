@@ -59,10 +59,10 @@ func TestStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if org, err := s.JoinTokenOrg(ctx, tok); err != nil || org != acme.ID {
+		if org, name, err := s.JoinTokenOrg(ctx, tok); err != nil || org != acme.ID || name != "factory" {
 			t.Errorf("JoinTokenOrg = %q, %v", org, err)
 		}
-		if _, err := s.JoinTokenOrg(ctx, tok+"x"); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.JoinTokenOrg(ctx, tok+"x"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("wrong token: %v", err)
 		}
 
