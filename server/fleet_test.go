@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/server/store")
+	"github.com/plumb-os/plumb/server/store"
+)
 
 // TestDeviceReports: a device with the join token joins on its first
 // signed report; its reports become history (install, update phases,

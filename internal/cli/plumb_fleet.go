@@ -277,8 +277,8 @@ func validName(s string) bool {
 // fleetList is one listing command: an API path and its table.
 type fleetList struct {
 	use, short, path, key string
-	args              int
-	cols              []string // JSON fields, in order
+	args                  int
+	cols                  []string // JSON fields, in order
 }
 
 var fleetLists = []fleetList{

@@ -36,7 +36,9 @@ func TestFleetCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- runServeCmd(ctx, []string{dir, "--addr", "127.0.0.1:0", "--access-log=false"}, &stdout, &stderr) }()
+	go func() {
+		done <- runServeCmd(ctx, []string{dir, "--addr", "127.0.0.1:0", "--access-log=false"}, &stdout, &stderr)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	re := regexp.MustCompile(`(?m)^URL:\s+(https://\S+/)\s.*\nCA:\s+(\S+).*\nJoin:\s+(\S+)`)
 	var m []string
