@@ -31,7 +31,7 @@ type testRepo struct {
 	timestamp  []byte
 }
 
-func makeRepo(t *testing.T) testRepo {
+func makeRepo(t testing.TB) testRepo {
 	t.Helper()
 	dir := t.TempDir()
 	r := testRepo{dir: dir}
