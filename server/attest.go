@@ -17,9 +17,9 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/builder/tufrepo"
-	"github.com/plumb-os/plumb/server/attestapi"
+	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/server/store"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // AttestOptions turn on the verifier endpoints (/v1/attest/..., see
@@ -246,7 +246,7 @@ func (v *verifier) nonce(r *http.Request) (any, error) {
 }
 
 func (v *verifier) enroll(r *http.Request) (any, error) {
-	var req attest.EnrollRequest
+	var req attestapi.EnrollRequest
 	if err := readJSON(r, attestapi.MaxBody, &req); err != nil {
 		return nil, err
 	}
@@ -307,7 +307,7 @@ func (v *verifier) activate(r *http.Request) (any, error) {
 
 // references returns the reference values of the release the evidence
 // claims, from the repository's current signed targets; zero if none.
-func (v *verifier) references(rel attest.Release) (attest.References, error) {
+func (v *verifier) references(rel attestapi.Release) (attest.References, error) {
 	repo, err := tufrepo.Open(v.repoDir, tufrepo.Options{})
 	if err != nil {
 		return attest.References{}, err
@@ -330,7 +330,7 @@ func (v *verifier) references(rel attest.Release) (attest.References, error) {
 }
 
 func (v *verifier) evidence(r *http.Request) (any, error) {
-	ev, err := attest.ParseEvidence(io.LimitReader(r.Body, attest.MaxEvidenceSize+1))
+	ev, err := attestapi.ParseEvidence(io.LimitReader(r.Body, attestapi.MaxEvidenceSize+1))
 	if err != nil {
 		return nil, errorf(http.StatusBadRequest, "%v", err)
 	}

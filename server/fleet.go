@@ -20,9 +20,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/server/store"
-	"github.com/plumb-os/plumb/updater/identity"
-	"github.com/plumb-os/plumb/updater/report"
 )
 
 // FleetOptions turn on the fleet service: device authentication, status
@@ -53,7 +52,7 @@ type FleetOptions struct {
 }
 
 // maxReportSize bounds a status report's body.
-const maxReportSize = 64 << 10
+const maxReportSize = deviceapi.MaxReport
 
 // deviceIDRE is what a device id may look like (identity.IDOf makes 16
 // base32 characters).
@@ -64,7 +63,7 @@ var deviceIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 const JoinTokenFile = "join-token"
 
 // JoinTokenHeader carries a device's join token (report.JoinTokenHeader).
-const JoinTokenHeader = report.JoinTokenHeader
+const JoinTokenHeader = deviceapi.JoinTokenHeader
 
 // fleet is the fleet service's state: everything lasting is in the
 // database; the rate limiters are per process.
@@ -192,7 +191,7 @@ func (f *fleet) authDevice(r *http.Request, claimed string) (*store.Device, erro
 		return nil, errorf(http.StatusUnauthorized, "device authentication: expected an ECDSA P-256 identity key, got %T", cert.PublicKey)
 	}
 	spki := cert.RawSubjectPublicKeyInfo
-	id := identity.IDOf(spki)
+	id := deviceapi.IDOf(spki)
 	if claimed != id {
 		return nil, errorf(http.StatusForbidden, "device %s: the client certificate's key is device %s's: a device writes only as itself", truncate(claimed, 40), id)
 	}

@@ -17,17 +17,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base32"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -51,10 +50,7 @@ type Identity struct {
 }
 
 // IDOf derives the device id from a public key's PKIX DER.
-func IDOf(pkix []byte) string {
-	sum := sha256.Sum256(pkix)
-	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:10]))
-}
+func IDOf(pkix []byte) string { return deviceapi.IDOf(pkix) }
 
 func fromPublic(pub *ecdsa.PublicKey, source string) (*Identity, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/updater/identity"
 )
 
 // JoinTokenHeader carries the device's join token on its writes to the
 // fleet service, which uses it only when it does not know the device yet.
-const JoinTokenHeader = "Plumb-Join-Token"
+const JoinTokenHeader = deviceapi.JoinTokenHeader
 
 // DeviceClient returns a client for the fleet service's device endpoints
 // (status reports, attestation): hc's transport (proxy, trusted CAs) plus

@@ -25,20 +25,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/plumb-os/plumb/format/deviceapi"
 )
 
-// Device identifies the reporting device.
-type Device struct {
-	ID        string `json:"id"`
-	PublicKey []byte `json:"public_key"` // PKIX DER (base64 in JSON)
-}
+// Device identifies the reporting device (format/deviceapi).
+type Device = deviceapi.Device
 
-// Body is what a report carries.
-type Body struct {
-	Device  Device `json:"device"`
-	Status  any    `json:"status"`
-	Install any    `json:"install,omitempty"`
-}
+// Body is what a report carries (format/deviceapi).
+type Body = deviceapi.Body
 
 // doer is satisfied by *http.Client.
 type doer interface {
@@ -66,7 +61,7 @@ func URL(base, id string) string {
 	if base == "" || base == "off" {
 		return ""
 	}
-	return strings.TrimRight(base, "/") + "/v1/devices/" + id + "/status"
+	return strings.TrimRight(base, "/") + "/" + deviceapi.StatusPath(id)
 }
 
 // New returns a Reporter posting to URL(base, dev.ID) until ctx ends; nil
