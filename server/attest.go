@@ -58,6 +58,7 @@ type verifier struct {
 	nonces  map[string][]pendingNonce
 	enrolls map[string]pendingEnroll
 	npend   int // nonces outstanding, all devices
+	max     int // cap on npend and on pending enrollments: maxPending
 }
 
 type pendingNonce struct {
@@ -92,7 +93,7 @@ func newVerifier(repoDir string, o AttestOptions, f *fleet) (*verifier, error) {
 		o.NonceTTL = 5 * time.Minute
 	}
 	v := attest.NewVerifier(attest.VerifierOptions{ManufacturerCAs: o.ManufacturerCAs, Enrolled: dbEnrollments{f.db}})
-	return &verifier{o: o, v: v, fleet: f, repoDir: repoDir, nonces: map[string][]pendingNonce{}, enrolls: map[string]pendingEnroll{}}, nil
+	return &verifier{o: o, v: v, fleet: f, repoDir: repoDir, nonces: map[string][]pendingNonce{}, enrolls: map[string]pendingEnroll{}, max: maxPending}, nil
 }
 
 // route answers the attestation endpoints; false: not one of them.
@@ -233,8 +234,8 @@ func (v *verifier) nonce(r *http.Request) (any, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.prune(now)
-	if v.npend >= maxPending {
-		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding nonces (%d): try again later", maxPending)
+	if v.npend >= v.max {
+		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding nonces (%d): try again later", v.max)
 	}
 	pn := pendingNonce{nonce: n, expires: now.Add(v.o.NonceTTL)}
 	ns := append(v.nonces[id], pn)
@@ -268,8 +269,8 @@ func (v *verifier) enroll(r *http.Request) (any, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.prune(now)
-	if _, mine := v.enrolls[req.DeviceID]; !mine && len(v.enrolls) >= maxPending {
-		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding enrollments (%d): try again later", maxPending)
+	if _, mine := v.enrolls[req.DeviceID]; !mine && len(v.enrolls) >= v.max {
+		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding enrollments (%d): try again later", v.max)
 	}
 	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL)} // maxEnrollsPerDevice: the new one replaces
 	return attestapi.Challenge{Credential: ch.CredBlob, Secret: ch.EncSecret}, nil
