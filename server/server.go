@@ -19,6 +19,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -69,6 +70,9 @@ type Options struct {
 	// Attest, when set, adds the verifier endpoints (attest.go); it needs
 	// Fleet.
 	Attest *AttestOptions
+	// ReadTimeout bounds reading one whole request, IdleTimeout a
+	// keep-alive connection between requests; defaults 1 min and 2 min.
+	ReadTimeout, IdleTimeout time.Duration
 }
 
 // Server serves one repository directory.
@@ -79,6 +83,8 @@ type Server struct {
 	log    *slog.Logger
 	etags  etagCache
 	fleet  *fleet    // nil: no fleet service
+
+	readTimeout, idleTimeout time.Duration
 	verify *verifier // nil: no attestation endpoints
 
 	requests, notModified, bytesOut atomic.Int64
@@ -147,7 +153,8 @@ func NewContext(ctx context.Context, opts Options) (*Server, error) {
 	case pki.reissued:
 		log.Info("reissued server certificate", "ca", pki.caPath, "cert", filepath.Join(certDir, serverCertFile), "hosts", hosts)
 	}
-	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}
+	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log,
+		readTimeout: cmp.Or(opts.ReadTimeout, time.Minute), idleTimeout: cmp.Or(opts.IdleTimeout, 2*time.Minute)}
 	if opts.Fleet != nil {
 		if srv.fleet, err = newFleet(ctx, opts.Dir, *opts.Fleet, log); err != nil {
 			return nil, err
@@ -212,9 +219,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		// 10 s, a whole request (the largest is 1 MiB of evidence) in 1
 		// min, an idle keep-alive 2 min. No WriteTimeout: a release
 		// download over a slow link takes as long as it takes.
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: min(10*time.Second, s.readTimeout),
+		ReadTimeout:       s.readTimeout,
+		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
