@@ -82,10 +82,10 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
-	fleet  *fleet    // nil: no fleet service
+	fleet  *fleet // nil: no fleet service
 
 	readTimeout, idleTimeout time.Duration
-	verify *verifier // nil: no attestation endpoints
+	verify                   *verifier // nil: no attestation endpoints
 
 	requests, notModified, bytesOut atomic.Int64
 }
