@@ -210,3 +210,34 @@ func TestJoinFloodCapped(t *testing.T) {
 		t.Errorf("join past the organization's cap: %d %s", code, body)
 	}
 }
+
+// TestWorkloadHistory: each change of a container's state, health or
+// restarts, and of the workloads' error, is one history entry.
+func TestWorkloadHistory(t *testing.T) {
+	fs := newFleetServer(t, "", FleetOptions{}, nil, "")
+	d := fs.device(fs.join)
+	wl := func(state string, restarts int, lastErr string) map[string]any {
+		return map[string]any{"update": map[string]any{"phase": "idle"}, "workloads": map[string]any{"group": "kiosk", "last_error": lastErr,
+			"containers": []map[string]any{{"name": "web", "state": state, "restarts": restarts}}}}
+	}
+	for _, s := range []map[string]any{wl("running", 0, ""), wl("running", 0, ""), wl("running", 1, ""), wl("stopped", 1, "pull failed")} {
+		if code, body := fs.post(d, d.id.ID, statusBody(d, s, nil)); code != http.StatusNoContent {
+			t.Fatalf("report: %d %s", code, body)
+		}
+	}
+	evs, _ := fs.db.Events(context.Background(), d.id.ID, 0, 0)
+	var got []string
+	for _, e := range evs {
+		if e.Kind == store.EventWorkload {
+			got = append(got, e.Summary)
+		}
+	}
+	want := []string{"web running", "web running (restarts 1)", "error: pull failed; web stopped (restarts 1)"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("workload history:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	dev, _ := fs.db.Device(context.Background(), d.id.ID)
+	if dev.WorkloadGroup != "kiosk" || !strings.Contains(dev.Workloads, "pull failed") {
+		t.Errorf("device workloads = %q %q", dev.WorkloadGroup, dev.Workloads)
+	}
+}

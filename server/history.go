@@ -37,9 +37,10 @@ type statusReport struct {
 			Group      string `json:"group"`
 			LastError  string `json:"last_error"`
 			Containers []struct {
-				Name   string `json:"name"`
-				State  string `json:"state"`
-				Health string `json:"health"`
+				Name     string `json:"name"`
+				State    string `json:"state"`
+				Health   string `json:"health"`
+				Restarts int    `json:"restarts"`
 			} `json:"containers"`
 		} `json:"workloads"`
 	} `json:"status"`
@@ -90,7 +91,11 @@ func (r *statusReport) workloadKey() string {
 		if i == 64 {
 			break
 		}
-		fmt.Fprintf(&b, "%s %s %s; ", c.Name, c.State, c.Health)
+		b.WriteString(strings.Join(strings.Fields(c.Name+" "+c.State+" "+c.Health), " "))
+		if c.Restarts > 0 {
+			fmt.Fprintf(&b, " (restarts %d)", c.Restarts)
+		}
+		b.WriteString("; ")
 	}
 	return strings.TrimSuffix(b.String(), "; ")
 }
