@@ -105,6 +105,29 @@ func TestTenants(t *testing.T) {
 		if code, b := fs.api(mine, http.MethodPost, "/v1/orgs/default/tokens", `{"name":"ci","role":"viewer"}`); code != http.StatusCreated || !strings.Contains(b, "plumbtok_") {
 			t.Errorf("admin makes a token: %d %s", code, b)
 		}
+		// Bad input: one line each, the right status.
+		for _, c := range []struct {
+			method, path, body string
+			want               int
+		}{
+			{http.MethodPost, "/v1/orgs/default/tokens", `{"name":"` + strings.Repeat("x", maxAPIBody) + `"}`, http.StatusRequestEntityTooLarge},
+			{http.MethodPost, "/v1/orgs/default/tokens", `{"name":"ci","role":"god"}`, http.StatusBadRequest},
+			{http.MethodPost, "/v1/orgs/default/tokens", `{"name":"ci","role":"viewer","extra":1}`, http.StatusBadRequest},
+			{http.MethodPost, "/v1/orgs/default/grants", `{"org":"nope","phase":"os"}`, http.StatusNotFound},
+			{http.MethodPost, "/v1/orgs/default/grants", `{"org":"rival","phase":"everything"}`, http.StatusBadRequest},
+			{http.MethodGet, "/v1/orgs/default/devices?limit=-1", "", http.StatusBadRequest},
+			{http.MethodGet, "/v1/orgs/default/devices/nosuchdevice", "", http.StatusNotFound},
+			{http.MethodDelete, "/v1/orgs/default/devices", "", http.StatusMethodNotAllowed},
+			{http.MethodGet, "/v1/nothing", "", http.StatusNotFound},
+		} {
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			if code, b := fs.api(mine, c.method, c.path, body); code != c.want || !oneLineError(b) {
+				t.Errorf("%s %s: %d %s; want %d with one error line", c.method, c.path, code, truncate(b, 200), c.want)
+			}
+		}
 		if code, b := fs.api(mine, http.MethodGet, "/v1/orgs/default/audit", nil); code != 200 || !strings.Contains(b, `"token.create"`) || !strings.Contains(b, `"grant.add"`) || !strings.Contains(b, `"device.groups"`) {
 			t.Errorf("audit: %d %s", code, b)
 		}

@@ -124,6 +124,14 @@ func TestStore(t *testing.T) {
 			t.Errorf("LatestAttestation = %s, %v", b, err)
 		}
 
+		// Retention: history older than the cut is pruned.
+		if n, err := s.PruneEvents(ctx, time.Now().Add(time.Hour)); err != nil || n == 0 {
+			t.Errorf("PruneEvents = %d, %v", n, err)
+		}
+		if evs, _ := s.Events(ctx, "dev1", 0, 0); len(evs) != 0 {
+			t.Errorf("history after pruning everything: %d entries", len(evs))
+		}
+
 		// Pending devices are capped.
 		if err := s.RecordPending(ctx, Pending{ID: "p1", PublicKey: []byte("k"), Reason: "no join token", Remote: "x"}, 1); err != nil {
 			t.Fatal(err)
