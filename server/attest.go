@@ -69,6 +69,7 @@ type pendingNonce struct {
 type pendingEnroll struct {
 	ch      *attest.Challenge
 	expires time.Time
+	joinOrg string // a device in no organization whose EK certificate chains to this one's EK CAs
 }
 
 // dbEnrollments reads enrollments from the fleet database.
@@ -254,7 +255,20 @@ func (v *verifier) enroll(r *http.Request) (any, error) {
 	if err := checkID(req.DeviceID); err != nil {
 		return nil, err
 	}
+	joinOrg := ""
 	d, err := v.fleet.authDevice(r, req.DeviceID)
+	if errors.Is(err, errNotMember) {
+		// Not a member: its EK certificate may be its join credential,
+		// once credential activation proves the EK is its TPM's.
+		org, oerr := v.fleet.ekOrg(r.Context(), req.EKCertificate, req.EKPublic)
+		if oerr != nil {
+			return nil, oerr
+		}
+		if org == "" {
+			return nil, err
+		}
+		joinOrg, d, err = org, &store.Device{ID: req.DeviceID}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +286,7 @@ func (v *verifier) enroll(r *http.Request) (any, error) {
 	if _, mine := v.enrolls[req.DeviceID]; !mine && len(v.enrolls) >= v.max {
 		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding enrollments (%d): try again later", v.max)
 	}
-	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL)} // maxEnrollsPerDevice: the new one replaces
+	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL), joinOrg: joinOrg} // maxEnrollsPerDevice: the new one replaces
 	return attestapi.Challenge{Credential: ch.CredBlob, Secret: ch.EncSecret}, nil
 }
 
@@ -284,7 +298,7 @@ func (v *verifier) activate(r *http.Request) (any, error) {
 	if err := checkID(a.DeviceID); err != nil {
 		return nil, err
 	}
-	if _, err := v.fleet.authDevice(r, a.DeviceID); err != nil {
+	if _, err := peerKey(r, a.DeviceID); err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
@@ -294,9 +308,19 @@ func (v *verifier) activate(r *http.Request) (any, error) {
 	if !ok || time.Now().After(p.expires) {
 		return nil, errorf(http.StatusForbidden, "activate: device %s has no outstanding challenge: enroll first", a.DeviceID)
 	}
+	if p.joinOrg == "" {
+		if _, err := v.fleet.authDevice(r, a.DeviceID); err != nil {
+			return nil, err
+		}
+	}
 	e, err := v.v.ConfirmBinding(p.ch, a.Secret)
 	if err != nil {
 		return nil, errorf(http.StatusForbidden, "activate: device %s: %v: the AK is not in the TPM that holds the EK", a.DeviceID, err)
+	}
+	if p.joinOrg != "" {
+		if err := v.fleet.joinByEK(r, a.DeviceID, p.joinOrg); err != nil {
+			return nil, err
+		}
 	}
 	ctx := r.Context()
 	if err := v.fleet.db.SaveEnrollment(ctx, e.DeviceID, e.EKPublic, e.AKPublic, e.Enrolled); err != nil {

@@ -252,6 +252,52 @@ func TestAttestEndpoints(t *testing.T) {
 		t.Errorf("after enrolling again: %v, ak_binding %v", err, r)
 	}
 
+	// A device with no join token but an EK certificate that chains to a
+	// CA its organization trusts joins by credential activation; before
+	// the CA is configured it is refused as pending.
+	newcomer := fs.device("")
+	dev.Close() // the TPM holds few loaded objects: the newcomer shares it
+	nc, err := attestapi.NewClient(fs.hs.URL, newcomer.hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ndev, err := attest.NewDevice(tpm, t.TempDir(), attest.WithDeviceID(newcomer.id.ID),
+		attest.WithEventLog(filepath.Join(t.TempDir(), "none")), attest.WithPlumbLog(logPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ndev.Close()
+	if _, err := nc.Enroll(ctx, ndev.EnrollmentRequest()); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Errorf("enroll without a join credential: %v; want refused as pending", err)
+	}
+	org, _ := fs.db.OrgByName(ctx, "default")
+	for _, p := range testutil.SwtpmCAs {
+		pem, _ := os.ReadFile(p)
+		if err := fs.db.AddEKCA(ctx, org.ID, string(pem)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nch, err := nc.Enroll(ctx, ndev.EnrollmentRequest())
+	if err != nil {
+		t.Fatalf("enroll with an EK certificate the organization trusts: %v", err)
+	}
+	if _, err := fs.db.Device(ctx, newcomer.id.ID); err == nil {
+		t.Error("the device joined before credential activation")
+	}
+	nsecret, err := ndev.ActivateCredential(nch.Credential, nch.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Activate(ctx, &attestapi.Activation{DeviceID: newcomer.id.ID, Secret: nsecret}); err != nil {
+		t.Fatalf("activate: %v", err)
+	}
+	if joined, err := fs.db.Device(ctx, newcomer.id.ID); err != nil || joined.OrgID != org.ID || joined.JoinedBy != "EK certificate" {
+		t.Errorf("after activation: %+v, %v; want joined to default by EK certificate", joined, err)
+	}
+	if code, body := fs.post(newcomer, newcomer.id.ID, statusBody(newcomer, map[string]any{}, nil)); code != http.StatusNoContent {
+		t.Errorf("status report after joining by EK: %d %s", code, body)
+	}
+
 	// Bad requests: one line each, 4xx.
 	for _, tc := range []struct{ method, path, body, want string }{
 		{"GET", "/v1/attest/nonce?device=", "", "device"},

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/asn1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,11 +149,16 @@ func (f *fleet) joinLimiter(org string) *rate.Limiter {
 
 // httpError is an answer with a status and one line.
 type httpError struct {
-	code int
-	msg  string
+	code  int
+	msg   string
+	cause error // errNotMember, or nil
 }
 
 func (e *httpError) Error() string { return e.msg }
+func (e *httpError) Unwrap() error { return e.cause }
+
+// errNotMember marks the refusal of a device in no organization.
+var errNotMember = errors.New("device is not a member of an organization")
 
 func errorf(code int, format string, args ...any) *httpError {
 	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
@@ -182,19 +189,11 @@ func (f *fleet) fail(w http.ResponseWriter, r *http.Request, err error) {
 // of, and bound to id in the database. An unknown device joins the
 // organization of its join token, or is listed as pending and refused.
 func (f *fleet) authDevice(r *http.Request, claimed string) (*store.Device, error) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return nil, errorf(http.StatusUnauthorized, "device authentication: expected a TLS client certificate made from the device's identity key, got none")
+	spki, err := peerKey(r, claimed)
+	if err != nil {
+		return nil, err
 	}
-	cert := r.TLS.PeerCertificates[0]
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, errorf(http.StatusUnauthorized, "device authentication: expected an ECDSA P-256 identity key, got %T", cert.PublicKey)
-	}
-	spki := cert.RawSubjectPublicKeyInfo
-	id := deviceapi.IDOf(spki)
-	if claimed != id {
-		return nil, errorf(http.StatusForbidden, "device %s: the client certificate's key is device %s's: a device writes only as itself", truncate(claimed, 40), id)
-	}
+	id := claimed
 	ctx := r.Context()
 	d, err := f.db.Device(ctx, id)
 	if err == nil {
@@ -226,7 +225,9 @@ func (f *fleet) authDevice(r *http.Request, claimed string) (*store.Device, erro
 		if err != nil {
 			return nil, err
 		}
-		return nil, errorf(http.StatusForbidden, "device %s is not in any organization: %s; it is listed to operators as pending", id, reason)
+		e := errorf(http.StatusForbidden, "device %s is not in any organization: %s; it is listed to operators as pending", id, reason)
+		e.cause = errNotMember
+		return nil, e
 	}
 	if !f.joinLimiter(org).Allow() {
 		return nil, errorf(http.StatusTooManyRequests, "device %s: its organization is joining more than %g devices per second: try again later", id, f.o.JoinRate)
@@ -245,6 +246,83 @@ func (f *fleet) authDevice(r *http.Request, claimed string) (*store.Device, erro
 	}
 	f.log.Info("device joined", "device", id, "org", org, "token", tokName)
 	return f.db.Device(ctx, id)
+}
+
+// peerKey returns the PKIX key of the request's TLS client certificate
+// after checking that the device id claimed is its hash.
+func peerKey(r *http.Request, claimed string) ([]byte, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, errorf(http.StatusUnauthorized, "device authentication: expected a TLS client certificate made from the device's identity key, got none")
+	}
+	cert := r.TLS.PeerCertificates[0]
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, errorf(http.StatusUnauthorized, "device authentication: expected an ECDSA P-256 identity key, got %T", cert.PublicKey)
+	}
+	spki := cert.RawSubjectPublicKeyInfo
+	if id := deviceapi.IDOf(spki); claimed != id {
+		return nil, errorf(http.StatusForbidden, "device %s: the client certificate's key is device %s's: a device writes only as itself", truncate(claimed, 40), id)
+	}
+	return spki, nil
+}
+
+// ekOrg returns the organization whose EK CAs the EK certificate chains
+// to, for the EK ekPub; "" for none.
+func (f *fleet) ekOrg(ctx context.Context, certDER, ekPub []byte) (string, error) {
+	if len(certDER) == 0 {
+		return "", nil
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return "", nil
+	}
+	// EK certificates carry a critical subjectAltName (TPM manufacturer,
+	// model, version) that Go lists as unhandled.
+	unhandled := cert.UnhandledCriticalExtensions[:0]
+	for _, oid := range cert.UnhandledCriticalExtensions {
+		if !oid.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+			unhandled = append(unhandled, oid)
+		}
+	}
+	cert.UnhandledCriticalExtensions = unhandled
+	if key, err := x509.MarshalPKIXPublicKey(cert.PublicKey); err != nil || !bytes.Equal(key, ekPub) {
+		return "", nil
+	}
+	order, cas, err := f.db.EKCAs(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, org := range order {
+		pool := x509.NewCertPool()
+		for _, p := range cas[org] {
+			pool.AppendCertsFromPEM([]byte(p))
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			return org, nil
+		}
+	}
+	return "", nil
+}
+
+// joinByEK adds a device whose EK passed credential activation to the
+// organization its EK certificate chains to.
+func (f *fleet) joinByEK(r *http.Request, id, org string) error {
+	spki, err := peerKey(r, id)
+	if err != nil {
+		return err
+	}
+	err = f.db.AddDevice(r.Context(), &store.Device{ID: id, OrgID: org, PublicKey: spki, JoinedBy: "EK certificate"})
+	switch {
+	case errors.Is(err, store.ErrExists):
+		_, err = f.authDevice(r, id) // joined meanwhile: the same key?
+		return err
+	case errors.Is(err, store.ErrFull):
+		return errorf(http.StatusForbidden, "device %s: %v", id, err)
+	case err != nil:
+		return err
+	}
+	f.log.Info("device joined", "device", id, "org", org, "by", "EK certificate")
+	return f.db.AddEvents(r.Context(), id, store.Event{At: time.Now(), Kind: store.EventJoined, Summary: "joined with its EK certificate (credential activation passed)"})
 }
 
 // status answers POST /v1/devices/<id>/status: the device's signed report.

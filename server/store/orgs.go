@@ -148,3 +148,34 @@ func (s *Store) GrantsTo(ctx context.Context, grantee string) ([]Grant, error) {
 	}
 	return out, rows.Err()
 }
+
+// AddEKCA adds PEM CA certificates an organization trusts for joining by
+// EK certificate (idempotent).
+func (s *Store) AddEKCA(ctx context.Context, orgID, pem string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO org_ek_cas (org_id, sha256, pem, added) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		orgID, HashSecret(pem), pem, ms(time.Now()))
+	return err
+}
+
+// EKCAs returns each organization's EK CA PEMs, by organization id, in
+// the order of the organizations' names.
+func (s *Store) EKCAs(ctx context.Context) ([]string, map[string][]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT c.org_id, c.pem FROM org_ek_cas c JOIN orgs o ON o.id = c.org_id ORDER BY o.name, c.sha256`)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var order []string
+	out := map[string][]string{}
+	for rows.Next() {
+		var org, pem string
+		if err := rows.Scan(&org, &pem); err != nil {
+			return nil, nil, err
+		}
+		if _, seen := out[org]; !seen {
+			order = append(order, org)
+		}
+		out[org] = append(out[org], pem)
+	}
+	return order, out, rows.Err()
+}

@@ -119,8 +119,44 @@ func newFleetOrgCmd(e *cli.Env) *cobra.Command {
 	}
 	o.flags(create)
 	create.Flags().Int64Var(&max, "max-devices", store.DefaultMaxDevices, "the most devices the organization may have")
+	var caOpts fleetDBOptions
+	var caOrg string
+	ekCA := &cobra.Command{
+		Use:   "ek-ca FILE...",
+		Short: "Trust EK certificates chaining to these PEM CAs as the organization's join credential",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := caOpts.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			or, err := db.OrgByName(cmd.Context(), caOrg)
+			if err != nil {
+				return cli.BadInput(err)
+			}
+			for _, p := range args {
+				pem, err := os.ReadFile(p)
+				if err != nil {
+					return cli.BadInput(err)
+				}
+				if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+					return cli.BadInput(fmt.Errorf("%s: expected PEM certificates, found none", p))
+				}
+				if err := db.AddEKCA(cmd.Context(), or.ID, string(pem)); err != nil {
+					return err
+				}
+				db.Audit(cmd.Context(), store.AuditEntry{OrgID: or.ID, Actor: cliActor(), Action: "ek-ca.add", Target: filepath.Base(p)})
+			}
+			fmt.Fprintf(e.Stdout, "organization %s trusts EK certificates from %d more file(s)\n", or.Name, len(args))
+			return nil
+		},
+	}
+	caOpts.flags(ekCA)
+	ekCA.Flags().StringVar(&caOrg, "org", "", "the organization (required)")
+	ekCA.MarkFlagRequired("org")
 	cmd := &cobra.Command{Use: "org", Short: "Organizations"}
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, ekCA)
 	return cmd
 }
 

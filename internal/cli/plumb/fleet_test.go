@@ -73,6 +73,13 @@ func TestFleetCommands(t *testing.T) {
 		t.Errorf("user add: %d %q %q", code, out, errOut)
 	}
 
+	if code, out, errOut := runPlumb(t, "fleet", "org", "ek-ca", "--org", "acme", "--dir", dir, ca); code != 0 || !strings.Contains(out, "trusts EK certificates") {
+		t.Errorf("org ek-ca: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := runPlumb(t, "fleet", "org", "ek-ca", "--org", "acme", "--dir", dir, filepath.Join(dir, "join-token")); code != cli.ExitBadInput || !strings.Contains(errOut, "expected PEM certificates") {
+		t.Errorf("org ek-ca with a non-PEM file: %d %q", code, errOut)
+	}
+
 	// A device of acme reports over mutual TLS.
 	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
 	if err != nil {
@@ -116,7 +123,7 @@ func TestFleetCommands(t *testing.T) {
 		t.Errorf("fleet events: %d %q", code, out)
 	}
 	code, out, _ = runPlumb(t, append([]string{"fleet", "audit"}, api...)...)
-	if code != 0 || !strings.Contains(out, "org.create") || !strings.Contains(out, "user.role") {
+	if code != 0 || !strings.Contains(out, "org.create") || !strings.Contains(out, "user.role") || !strings.Contains(out, "ek-ca.add") {
 		t.Errorf("fleet audit: %d %q", code, out)
 	}
 	// acme's token does not read the default organization.
