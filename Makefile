@@ -20,7 +20,7 @@ export PLUMB_CACHE := $(CACHE)
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
-	gcc libc6-dev libssl-dev file containerd runc
+	gcc libc6-dev libssl-dev file containerd runc postgresql
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time

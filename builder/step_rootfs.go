@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/plumb-os/plumb/builder/recipe"
@@ -222,6 +223,16 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 		}
 		if a.CA != "" {
 			c.CA = config.CAPath
+		}
+		if a.JoinToken != "" {
+			tok, err := os.ReadFile(a.JoinToken)
+			if err != nil {
+				return fmt.Errorf("%w: agent.join_token: %w", ErrBadInput, err)
+			}
+			c.JoinToken = strings.TrimSpace(string(tok))
+			if c.JoinToken == "" || len(c.JoinToken) > 256 || strings.ContainsAny(c.JoinToken, " \t\n\r") {
+				return fmt.Errorf("%w: agent.join_token: %s: expected one join token (1-256 characters, one line)", ErrBadInput, a.JoinToken)
+			}
 		}
 	}
 	if err := c.Validate(); err != nil {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +58,7 @@ func TestAttestation(t *testing.T) {
 
 	line = good.waitFor(0, `attestation verdict" verdict=(\S+) failed=(\S*) release=1\.0\.0 device=(\S+)`)
 	if line[1] != "passed" {
-		t.Errorf("after the first boot: verdict %s, failed %q; want passed\n%s", line[1], line[2], f.reportFile(line[3], "latest.json"))
+		t.Errorf("after the first boot: verdict %s, failed %q; want passed\n%s", line[1], line[2], f.reportFile(line[3]))
 	}
 	id := line[3]
 	mark := vm.Mark()
@@ -216,9 +216,10 @@ func compatEnd(t *testing.T, pe []byte) int {
 	return 0
 }
 
-// reportFile reads a file the fleet's verifier kept for a device.
-func (f *fleet) reportFile(id, name string) string {
-	b, _ := os.ReadFile(filepath.Join(f.repoDir, "attest", "reports", id, name))
+// reportFile returns the device's latest verifier report as the fleet
+// service keeps it (JSON), or "" when it has none.
+func (f *fleet) reportFile(id string) string {
+	b, _ := f.srv.Store().LatestAttestation(f.ctx, id)
 	return string(b)
 }
 
@@ -226,26 +227,21 @@ func (f *fleet) reportFile(id, name string) string {
 func (f *fleet) report(id string) *attest.Report {
 	f.t.Helper()
 	var r attest.Report
-	if err := json.Unmarshal([]byte(f.reportFile(id, "latest.json")), &r); err != nil {
+	if err := json.Unmarshal([]byte(f.reportFile(id)), &r); err != nil {
 		f.t.Fatalf("report of %s: %v", id, err)
 	}
 	return &r
 }
 
-// keepReport copies the device's latest report (JSON and Markdown) to
-// -attest-docs as name.json and name.md.
+// keepReport writes the device's latest report (JSON, and Markdown made
+// from it) to -attest-docs as name.json and name.md.
 func (f *fleet) keepReport(id, name string) {
 	f.t.Helper()
 	if *attestDocs == "" {
 		return
 	}
-	dir := filepath.Join(f.repoDir, "attest", "reports", id)
-	mds, _ := filepath.Glob(filepath.Join(dir, "*.md"))
-	slices.Sort(mds)
-	if len(mds) == 0 {
-		f.t.Fatalf("no Markdown report for %s", id)
-	}
-	md, _ := os.ReadFile(mds[len(mds)-1])
-	os.WriteFile(filepath.Join(*attestDocs, name+".md"), md, 0o644)
-	os.WriteFile(filepath.Join(*attestDocs, name+".json"), []byte(f.reportFile(id, "latest.json")), 0o644)
+	var md bytes.Buffer
+	f.report(id).WriteMarkdown(&md)
+	os.WriteFile(filepath.Join(*attestDocs, name+".md"), md.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(*attestDocs, name+".json"), []byte(f.reportFile(id)), 0o644)
 }

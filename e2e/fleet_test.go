@@ -29,7 +29,7 @@ type fleet struct {
 	work     string
 	hardware string
 	rootJSON string
-	reports  string // the server's device reports
+	join     string // the file holding the fleet's join token (plumb serve's DIR/join-token)
 	port     int
 	srv      *server.Server
 	repo     *tufrepo.Repo
@@ -58,7 +58,6 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 	if err := tufrepo.Init(ctx, repoDir, tufrepo.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	f.reports = filepath.Join(f.work, "reports")
 	// The fleet's server is the verifier too; it trusts swtpm's EK CA.
 	cas, err := testvm.TPMCACerts(ctx)
 	if err != nil {
@@ -71,9 +70,13 @@ func newFleet(t *testing.T, ctx context.Context, hardware string) *fleet {
 			t.Fatalf("EK CA %s: %v", c, err)
 		}
 	}
-	if f.srv, err = server.New(server.Options{Dir: repoDir, Reports: f.reports, Attest: &server.AttestOptions{ManufacturerCAs: pool}}); err != nil {
+	// It is the fleet service too, as plumb serve is: devices join its
+	// default organization with the join token the builds carry.
+	if f.srv, err = server.New(server.Options{Dir: repoDir, Fleet: &server.FleetOptions{Bootstrap: true}, Attest: &server.AttestOptions{ManufacturerCAs: pool}}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { f.srv.Close() })
+	f.join = filepath.Join(repoDir, server.JoinTokenFile)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +117,7 @@ func (f *fleet) build(version, cmdline, extra string, edits ...func(string) stri
 	if cmdline != "" {
 		text = regexp.MustCompile(`(?m)^  cmdline: .*$`).ReplaceAllString(text, "  cmdline: \""+cmdline+"\"")
 	}
-	text += fmt.Sprintf("\nagent:\n  repository: https://10.0.2.100/\n  root: %s\n  ca: %s\n  poll: 2s\n%s", f.rootJSON, f.srv.CACertPath(), extra)
+	text += fmt.Sprintf("\nagent:\n  repository: https://10.0.2.100/\n  root: %s\n  ca: %s\n  join_token: %s\n  poll: 2s\n%s", f.rootJSON, f.srv.CACertPath(), f.join, extra)
 	for _, edit := range edits {
 		text = edit(text)
 	}
@@ -245,4 +248,14 @@ func (d *device) debugfs(write bool, request string) string {
 		}
 	}
 	return string(out)
+}
+
+// lastReport is the device's last status report as the fleet service
+// keeps it (compact JSON), or "" when it has none.
+func (f *fleet) lastReport(id string) string {
+	d, err := f.srv.Store().Device(f.ctx, id)
+	if err != nil {
+		return ""
+	}
+	return string(d.Report)
 }

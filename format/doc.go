@@ -13,6 +13,7 @@
 //	format/bootrecord  boot.json and the PCR 15 measurement log plumb-init keeps
 //	format/workload    the workload manifest (workloads.json)
 //	format/attestapi   the attestation wire API: evidence, enrolment, reports
+//	format/deviceapi   the device id, status report body and join token header (fleet service)
 //	format/delta       the delta bundle and its decoder (the encoder is builder/delta)
 //	format/blockcodec  the squashfs block codec (zstd frames as images hold them)
 //

@@ -27,9 +27,11 @@ $plumb repo init "$out/repo"
 step "serving it on https://127.0.0.1:$port (the VM sees it as https://10.0.2.100/)"
 $plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false > "$out/serve.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 50); do [ -s "$out/repo/tls/ca.pem" ] && break; sleep 0.1; done
+# plumb serve makes the CA and, for its fleet service, the default
+# organization's join token (DIR/join-token) that the image carries.
+for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-token" ] && break; sleep 0.1; done
 
-agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem")
+agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem" --join-token "$out/repo/join-token")
 for v in "$v1" "$v2"; do
 	step "building $recipe as version $v"
 	$plumb build "$recipe" -o "$out/v$v" --cache "$cache" --version "$v" "${agent[@]}"

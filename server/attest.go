@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
@@ -9,8 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,39 +19,46 @@ import (
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/format/release"
-	"github.com/plumb-os/plumb/internal/atomicfile"
+	"github.com/plumb-os/plumb/server/store"
 )
 
 // AttestOptions turn on the verifier endpoints (/v1/attest/..., see
-// server/attestapi): the device asks for a nonce, enrolls its AK once by
+// server/attestapi): the device asks for a nonce, enrolls its AK by
 // credential activation, and posts evidence; the server answers with a
-// report (attest.Verifier) and keeps it per device.
+// report (attest.Verifier) and keeps it in the device's history. Every
+// call is a device write, authenticated like a status report (fleet.go);
+// the endpoints need the fleet service.
 type AttestOptions struct {
 	// ManufacturerCAs are the roots and intermediates EK certificates must
 	// chain to (swtpm's local CA in tests); nil: the ek_certificate check
 	// is "not checkable".
 	ManufacturerCAs *x509.CertPool
-	// Dir keeps enrollments (enrolled/<device>.json) and reports
-	// (reports/<device>/<time>.json and .md, latest.json); default
-	// Options.Dir/attest.
-	Dir string
 	// NonceTTL is how long a nonce or a challenge stays valid; default 5m.
 	NonceTTL time.Duration
 }
 
-// maxPending bounds the nonces and challenges kept in memory.
-const maxPending = 10000
+// Caps on what the verifier keeps in memory: outstanding nonces and
+// challenges, per device and in all. A device's new nonce past its cap
+// drops its oldest; past the global cap new ones are refused with 503
+// until some expire or are used. Only members of an organization get
+// any, so one client cannot lock other devices out.
+const (
+	maxPending          = 10000
+	maxNoncesPerDevice  = 4
+	maxEnrollsPerDevice = 1
+)
 
 // verifier is the state of the attestation endpoints.
 type verifier struct {
-	o        AttestOptions
-	v        *attest.Verifier
-	enrolled *attest.DirStore
-	repoDir  string // the TUF repository directory (Options.Dir)
-	mu       sync.Mutex
-	nonces   map[string]pendingNonce
-	enrolls  map[string]pendingEnroll
-	reportMu sync.Mutex
+	o       AttestOptions
+	v       *attest.Verifier
+	fleet   *fleet
+	repoDir string // the TUF repository directory (Options.Dir)
+	mu      sync.Mutex
+	nonces  map[string][]pendingNonce
+	enrolls map[string]pendingEnroll
+	npend   int // nonces outstanding, all devices
+	max     int // cap on npend and on pending enrollments: maxPending
 }
 
 type pendingNonce struct {
@@ -62,57 +69,81 @@ type pendingNonce struct {
 type pendingEnroll struct {
 	ch      *attest.Challenge
 	expires time.Time
+	joinOrg string // a device in no organization whose EK certificate chains to this one's EK CAs
 }
 
-func newVerifier(repoDir string, o AttestOptions) (*verifier, error) {
-	if o.Dir == "" {
-		o.Dir = filepath.Join(repoDir, "attest")
+// dbEnrollments reads enrollments from the fleet database.
+type dbEnrollments struct{ db *store.Store }
+
+func (s dbEnrollments) Lookup(id string) (*attest.Enrollment, error) {
+	d, err := s.db.Device(context.Background(), id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && len(d.AKPublic) == 0) {
+		return nil, fmt.Errorf("device %s: %w", id, attest.ErrNotEnrolled)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &attest.Enrollment{DeviceID: id, EKPublic: d.EKPublic, AKPublic: d.AKPublic, Enrolled: d.Enrolled}, nil
+}
+
+func newVerifier(repoDir string, o AttestOptions, f *fleet) (*verifier, error) {
+	if f == nil {
+		return nil, fmt.Errorf("%w: the attestation endpoints need the fleet service (Options.Fleet)", ErrBadInput)
 	}
 	if o.NonceTTL <= 0 {
 		o.NonceTTL = 5 * time.Minute
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("attestation directory: %w", err)
-	}
-	store := &attest.DirStore{Dir: filepath.Join(o.Dir, "enrolled")}
-	v := attest.NewVerifier(attest.VerifierOptions{ManufacturerCAs: o.ManufacturerCAs, Enrolled: store})
-	return &verifier{o: o, v: v, enrolled: store, repoDir: repoDir, nonces: map[string]pendingNonce{}, enrolls: map[string]pendingEnroll{}}, nil
+	v := attest.NewVerifier(attest.VerifierOptions{ManufacturerCAs: o.ManufacturerCAs, Enrolled: dbEnrollments{f.db}})
+	return &verifier{o: o, v: v, fleet: f, repoDir: repoDir, nonces: map[string][]pendingNonce{}, enrolls: map[string]pendingEnroll{}, max: maxPending}, nil
 }
 
 // route answers the attestation endpoints; false: not one of them.
 func (v *verifier) route(w http.ResponseWriter, r *http.Request) bool {
-	p := r.URL.Path
-	switch {
-	case p == "/"+attestapi.PathNonce:
+	switch r.URL.Path {
+	case "/" + attestapi.PathNonce:
 		v.method(w, r, http.MethodGet, v.nonce)
-	case p == "/"+attestapi.PathEnroll:
+	case "/" + attestapi.PathEnroll:
 		v.method(w, r, http.MethodPost, v.enroll)
-	case p == "/"+attestapi.PathActivate:
+	case "/" + attestapi.PathActivate:
 		v.method(w, r, http.MethodPost, v.activate)
-	case p == "/"+attestapi.PathEvidence:
+	case "/" + attestapi.PathEvidence:
 		v.method(w, r, http.MethodPost, v.evidence)
-	case strings.HasPrefix(p, "/"+attestapi.PathDevices) && strings.HasSuffix(p, "/attestation"):
-		id := strings.TrimSuffix(strings.TrimPrefix(p, "/"+attestapi.PathDevices), "/attestation")
-		v.method(w, r, http.MethodGet, func(w http.ResponseWriter, r *http.Request) { v.latest(w, r, id) })
 	default:
 		return false
 	}
 	return true
 }
 
-func (v *verifier) method(w http.ResponseWriter, r *http.Request, m string, h http.HandlerFunc) {
+func (v *verifier) method(w http.ResponseWriter, r *http.Request, m string, h func(*http.Request) (any, error)) {
 	if r.Method != m {
 		w.Header().Set("Allow", m)
 		problem(w, http.StatusMethodNotAllowed, "method %s not allowed: expected %s", r.Method, m)
 		return
 	}
-	h(w, r)
+	out, err := h(r)
+	if err != nil {
+		v.fleet.fail(w, r, err)
+		return
+	}
+	if raw, ok := out.([]byte); ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(raw)
+		return
+	}
+	reply(w, out)
 }
 
+// problem writes one error line as attestapi.Problem.
 func problem(w http.ResponseWriter, code int, format string, args ...any) {
+	problemCode(w, code, "", format, args...)
+}
+
+func problemCode(w http.ResponseWriter, code int, short, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(attestapi.Problem{Error: fmt.Sprintf(format, args...)})
+	json.NewEncoder(w).Encode(attestapi.Problem{Error: fmt.Sprintf(format, args...), Code: short})
 }
 
 func reply(w http.ResponseWriter, v any) {
@@ -123,7 +154,7 @@ func reply(w http.ResponseWriter, v any) {
 
 func checkID(id string) error {
 	if !deviceIDRE.MatchString(id) {
-		return fmt.Errorf("device: expected 1..128 letters, digits, '.', '_', ':', '-', got %q", truncate(id, 40))
+		return errorf(http.StatusBadRequest, "device: expected 1-64 of a-z 0-9 -, got %q", truncate(id, 40))
 	}
 	return nil
 }
@@ -139,23 +170,33 @@ func truncate(s string, n int) string {
 func readJSON(r *http.Request, limit int64, v any) error {
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return fmt.Errorf("reading the request: %w", err)
+		return errorf(http.StatusBadRequest, "reading the request: %v", err)
 	}
 	if int64(len(b)) > limit {
-		return fmt.Errorf("request body: expected at most %d bytes", limit)
+		return errorf(http.StatusRequestEntityTooLarge, "request body: expected at most %d bytes", limit)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("request body: %w", err)
+		return errorf(http.StatusBadRequest, "request body: %v", err)
 	}
 	return nil
 }
 
 // prune drops expired entries; the caller holds v.mu.
 func (v *verifier) prune(now time.Time) {
-	for k, n := range v.nonces {
-		if now.After(n.expires) {
-			delete(v.nonces, k)
+	v.npend = 0
+	for k, ns := range v.nonces {
+		live := ns[:0]
+		for _, n := range ns {
+			if now.Before(n.expires) {
+				live = append(live, n)
+			}
 		}
+		if len(live) == 0 {
+			delete(v.nonces, k)
+			continue
+		}
+		v.nonces[k] = live
+		v.npend += len(live)
 	}
 	for k, e := range v.enrolls {
 		if now.After(e.expires) {
@@ -164,84 +205,129 @@ func (v *verifier) prune(now time.Time) {
 	}
 }
 
-func (v *verifier) nonce(w http.ResponseWriter, r *http.Request) {
+// errNotEnrolled tells the device to enroll (again): the server has no
+// enrollment for it, or lost it.
+func errNotEnrolled(id string) error {
+	return &codedError{httpError: httpError{code: http.StatusConflict, msg: fmt.Sprintf("device %s has no enrolled attestation key: enroll first", id)}, short: attestapi.CodeNotEnrolled}
+}
+
+// codedError is an httpError with a short machine-readable code.
+type codedError struct {
+	httpError
+	short string
+}
+
+func (v *verifier) nonce(r *http.Request) (any, error) {
 	id := r.URL.Query().Get("device")
 	if err := checkID(id); err != nil {
-		problem(w, http.StatusBadRequest, "%v", err)
-		return
+		return nil, err
+	}
+	d, err := v.fleet.authDevice(r, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(d.AKPublic) == 0 {
+		return nil, errNotEnrolled(id)
 	}
 	n := make([]byte, 32)
 	rand.Read(n)
 	now := time.Now()
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	v.prune(now)
-	if len(v.nonces) >= maxPending {
-		v.mu.Unlock()
-		problem(w, http.StatusServiceUnavailable, "too many outstanding nonces: try again later")
-		return
+	if v.npend >= v.max {
+		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding nonces (%d): try again later", v.max)
 	}
 	pn := pendingNonce{nonce: n, expires: now.Add(v.o.NonceTTL)}
-	v.nonces[id] = pn // a new nonce replaces the device's previous one
-	v.mu.Unlock()
-	reply(w, attestapi.Nonce{Nonce: n, Expires: pn.expires.UTC()})
+	ns := append(v.nonces[id], pn)
+	if len(ns) > maxNoncesPerDevice {
+		ns = ns[len(ns)-maxNoncesPerDevice:] // the device's oldest goes
+	}
+	v.nonces[id] = ns
+	return attestapi.Nonce{Nonce: n, Expires: pn.expires.UTC()}, nil
 }
 
-func (v *verifier) enroll(w http.ResponseWriter, r *http.Request) {
+func (v *verifier) enroll(r *http.Request) (any, error) {
 	var req attestapi.EnrollRequest
 	if err := readJSON(r, attestapi.MaxBody, &req); err != nil {
-		problem(w, http.StatusBadRequest, "enroll: %v", err)
-		return
+		return nil, err
 	}
 	if err := checkID(req.DeviceID); err != nil {
-		problem(w, http.StatusBadRequest, "enroll: %v", err)
-		return
+		return nil, err
+	}
+	joinOrg := ""
+	d, err := v.fleet.authDevice(r, req.DeviceID)
+	if errors.Is(err, errNotMember) {
+		// Not a member: its EK certificate may be its join credential,
+		// once credential activation proves the EK is its TPM's.
+		org, oerr := v.fleet.ekOrg(r.Context(), req.EKCertificate, req.EKPublic)
+		if oerr != nil {
+			return nil, oerr
+		}
+		if org == "" {
+			return nil, err
+		}
+		joinOrg, d, err = org, &store.Device{ID: req.DeviceID}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(d.EKPublic) > 0 && !bytes.Equal(d.EKPublic, req.EKPublic) {
+		return nil, errorf(http.StatusForbidden, "enroll: device %s is bound to another TPM (EK): only an operator can rebind it", d.ID)
 	}
 	ch, err := v.v.Challenge(req.DeviceID, req.EKPublic, req.AKPublic)
 	if err != nil {
-		problem(w, http.StatusForbidden, "enroll: %v", err)
-		return
+		return nil, errorf(http.StatusForbidden, "enroll: %v", err)
 	}
 	now := time.Now()
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	v.prune(now)
-	if len(v.enrolls) >= maxPending {
-		v.mu.Unlock()
-		problem(w, http.StatusServiceUnavailable, "too many outstanding enrollments: try again later")
-		return
+	if _, mine := v.enrolls[req.DeviceID]; !mine && len(v.enrolls) >= v.max {
+		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding enrollments (%d): try again later", v.max)
 	}
-	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL)}
-	v.mu.Unlock()
-	reply(w, attestapi.Challenge{Credential: ch.CredBlob, Secret: ch.EncSecret})
+	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL), joinOrg: joinOrg} // maxEnrollsPerDevice: the new one replaces
+	return attestapi.Challenge{Credential: ch.CredBlob, Secret: ch.EncSecret}, nil
 }
 
-func (v *verifier) activate(w http.ResponseWriter, r *http.Request) {
+func (v *verifier) activate(r *http.Request) (any, error) {
 	var a attestapi.Activation
 	if err := readJSON(r, attestapi.MaxBody, &a); err != nil {
-		problem(w, http.StatusBadRequest, "activate: %v", err)
-		return
+		return nil, err
 	}
 	if err := checkID(a.DeviceID); err != nil {
-		problem(w, http.StatusBadRequest, "activate: %v", err)
-		return
+		return nil, err
+	}
+	if _, err := peerKey(r, a.DeviceID); err != nil {
+		return nil, err
 	}
 	v.mu.Lock()
 	p, ok := v.enrolls[a.DeviceID]
 	delete(v.enrolls, a.DeviceID) // one answer per challenge
 	v.mu.Unlock()
 	if !ok || time.Now().After(p.expires) {
-		problem(w, http.StatusForbidden, "activate: device %s has no outstanding challenge: enroll first", a.DeviceID)
-		return
+		return nil, errorf(http.StatusForbidden, "activate: device %s has no outstanding challenge: enroll first", a.DeviceID)
+	}
+	if p.joinOrg == "" {
+		if _, err := v.fleet.authDevice(r, a.DeviceID); err != nil {
+			return nil, err
+		}
 	}
 	e, err := v.v.ConfirmBinding(p.ch, a.Secret)
 	if err != nil {
-		problem(w, http.StatusForbidden, "activate: device %s: %v: the AK is not in the TPM that holds the EK", a.DeviceID, err)
-		return
+		return nil, errorf(http.StatusForbidden, "activate: device %s: %v: the AK is not in the TPM that holds the EK", a.DeviceID, err)
 	}
-	if err := v.enrolled.Save(e); err != nil {
-		problem(w, http.StatusInternalServerError, "activate: %v", err)
-		return
+	if p.joinOrg != "" {
+		if err := v.fleet.joinByEK(r, a.DeviceID, p.joinOrg); err != nil {
+			return nil, err
+		}
 	}
-	reply(w, attestapi.Activated{DeviceID: e.DeviceID, Enrolled: e.Enrolled})
+	ctx := r.Context()
+	if err := v.fleet.db.SaveEnrollment(ctx, e.DeviceID, e.EKPublic, e.AKPublic, e.Enrolled); err != nil {
+		return nil, err
+	}
+	v.fleet.db.AddEvents(ctx, e.DeviceID, store.Event{At: time.Now().UTC(), Kind: store.EventAttestation, Summary: "attestation key enrolled"})
+	return attestapi.Activated{DeviceID: e.DeviceID, Enrolled: e.Enrolled}, nil
 }
 
 // references returns the reference values of the release the evidence
@@ -268,77 +354,53 @@ func (v *verifier) references(rel attestapi.Release) (attest.References, error) 
 	return attest.References{}, nil
 }
 
-func (v *verifier) evidence(w http.ResponseWriter, r *http.Request) {
-	ev, err := attestapi.ParseEvidence(http.MaxBytesReader(w, r.Body, attestapi.MaxEvidenceSize))
+func (v *verifier) evidence(r *http.Request) (any, error) {
+	ev, err := attestapi.ParseEvidence(io.LimitReader(r.Body, attestapi.MaxEvidenceSize+1))
 	if err != nil {
-		problem(w, http.StatusBadRequest, "%v", err)
-		return
+		return nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	d, err := v.fleet.authDevice(r, ev.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	if len(d.AKPublic) == 0 {
+		return nil, errNotEnrolled(d.ID)
 	}
 	v.mu.Lock()
-	pn, ok := v.nonces[ev.DeviceID]
-	delete(v.nonces, ev.DeviceID) // a nonce is good for one evidence
+	var nonce []byte
+	ns := v.nonces[ev.DeviceID]
+	for i, n := range ns {
+		if bytes.Equal(n.nonce, ev.Nonce) && time.Now().Before(n.expires) {
+			nonce = n.nonce
+			v.nonces[ev.DeviceID] = slices.Delete(ns, i, i+1) // a nonce is good for one evidence
+			break
+		}
+	}
 	v.mu.Unlock()
-	if !ok || time.Now().After(pn.expires) {
-		problem(w, http.StatusBadRequest, "evidence: device %s has no outstanding nonce: get one from /%s first", ev.DeviceID, attestapi.PathNonce)
-		return
+	if nonce == nil {
+		return nil, errorf(http.StatusBadRequest, "evidence: device %s has no outstanding nonce matching the evidence: get one from /%s first", ev.DeviceID, attestapi.PathNonce)
 	}
 	refs, err := v.references(ev.Release)
 	if err != nil {
-		problem(w, http.StatusInternalServerError, "evidence: reference values: %v", err)
-		return
+		return nil, fmt.Errorf("evidence: reference values: %w", err)
 	}
-	report := v.v.Verify(ev, pn.nonce, refs)
-	var js, md bytes.Buffer
+	report := v.v.Verify(ev, nonce, refs)
+	var js bytes.Buffer
 	if err := report.WriteJSON(&js); err != nil {
-		problem(w, http.StatusInternalServerError, "evidence: %v", err)
-		return
+		return nil, err
 	}
-	report.WriteMarkdown(&md)
-	if err := v.saveReport(ev.DeviceID, js.Bytes(), md.Bytes()); err != nil {
-		problem(w, http.StatusInternalServerError, "evidence: keeping the report: %v", err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(js.Bytes())
-}
-
-// saveReport keeps a report as reports/<device>/<time>.{json,md} and
-// latest.json, each written atomically.
-func (v *verifier) saveReport(id string, js, md []byte) error {
-	dir := filepath.Join(v.o.Dir, "reports", id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	v.reportMu.Lock()
-	defer v.reportMu.Unlock()
-	stamp := time.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := atomicfile.WriteFile(filepath.Join(dir, stamp+".json"), js, 0o644); err != nil {
-		return err
-	}
-	if len(md) > 0 {
-		if err := atomicfile.WriteFile(filepath.Join(dir, stamp+".md"), md, 0o644); err != nil {
-			return err
+	var failed []string
+	for _, c := range report.Checks {
+		if c.Status == attest.StatusFailed {
+			failed = append(failed, c.Name)
 		}
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, "latest.json"), js, 0o644)
-}
-
-func (v *verifier) latest(w http.ResponseWriter, r *http.Request, id string) {
-	if err := checkID(id); err != nil {
-		problem(w, http.StatusBadRequest, "%v", err)
-		return
+	summary := "attestation " + report.Verdict
+	if len(failed) > 0 {
+		summary += ": " + strings.Join(failed, ", ")
 	}
-	b, err := os.ReadFile(filepath.Join(v.o.Dir, "reports", id, "latest.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		problem(w, http.StatusNotFound, "device %s has no attestation report", id)
-		return
+	if err := v.fleet.db.RecordAttestation(r.Context(), ev.DeviceID, ev.Release.Version, report.Verdict, summary, js.Bytes(), time.Now().UTC()); err != nil {
+		return nil, fmt.Errorf("evidence: keeping the report: %w", err)
 	}
-	if err != nil {
-		problem(w, http.StatusInternalServerError, "reading the report: %v", err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(b)
+	return js.Bytes(), nil
 }

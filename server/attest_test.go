@@ -10,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,16 +91,18 @@ func TestAttestEndpoints(t *testing.T) {
 		}
 		pool.AppendCertsFromPEM(pem)
 	}
-	s, err := New(Options{Dir: repoDir, Attest: &AttestOptions{ManufacturerCAs: pool}})
+	fs := newFleetServer(t, "", FleetOptions{}, &AttestOptions{ManufacturerCAs: pool}, repoDir)
+	me, attacker := fs.device(fs.join), fs.device(fs.join)
+	id := me.id.ID
+	c, err := attestapi.NewClient(fs.hs.URL, me.hc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
-	c, err := attestapi.NewClient(hs.URL, hs.Client())
+	evil, err := attestapi.NewClient(fs.hs.URL, attacker.hc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	viewer := fs.token("default", "viewer")
 
 	// The device: plumb-init's two extends, then the agent's keys.
 	plumbLog := []bootrecord.Measurement{bootrecord.RootfsMeasurement(facts.Rootfs.SHA256), bootrecord.ReleaseMeasurement("1.0.0")}
@@ -114,7 +115,7 @@ func TestAttestEndpoints(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "measurements.json")
 	b, _ := json.Marshal(plumbLog)
 	os.WriteFile(logPath, b, 0o644)
-	dev, err := attest.NewDevice(tpm, t.TempDir(), attest.WithDeviceID("dev-1"),
+	dev, err := attest.NewDevice(tpm, t.TempDir(), attest.WithDeviceID(id),
 		attest.WithEventLog(filepath.Join(t.TempDir(), "none")), attest.WithPlumbLog(logPath))
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +126,7 @@ func TestAttestEndpoints(t *testing.T) {
 
 	evidence := func() *attestapi.Evidence {
 		t.Helper()
-		n, err := c.Nonce(ctx, "dev-1")
+		n, err := c.Nonce(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,32 +145,49 @@ func TestAttestEndpoints(t *testing.T) {
 		return "missing"
 	}
 
-	// Not enrolled yet: the AK binding fails.
-	r, _, err := c.Evidence(ctx, evidence())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := status(r, attest.CheckAKBinding); got != attest.StatusFailed {
-		t.Errorf("before enrollment: ak_binding %s, want failed", got)
+	// Not enrolled yet: the verifier says so, and hands out no nonce.
+	if _, err := c.Nonce(ctx, id); !errors.Is(err, attestapi.ErrNotEnrolled) {
+		t.Errorf("nonce before enrollment: %v, want ErrNotEnrolled", err)
 	}
 
 	// A wrong answer to the challenge is refused, and uses it up.
 	if _, err := c.Enroll(ctx, dev.EnrollmentRequest()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: "dev-1", Secret: []byte("guess")}); !errors.Is(err, attestapi.ErrRefused) {
+	if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: id, Secret: []byte("guess")}); !errors.Is(err, attestapi.ErrRefused) {
 		t.Errorf("activate with a wrong secret: %v, want refused", err)
 	}
-	ch, err := c.Enroll(ctx, dev.EnrollmentRequest())
-	if err != nil {
-		t.Fatal(err)
+	enroll := func() {
+		t.Helper()
+		ch, err := c.Enroll(ctx, dev.EnrollmentRequest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret, err := dev.ActivateCredential(ch.Credential, ch.Secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: id, Secret: secret}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	secret, err := dev.ActivateCredential(ch.Credential, ch.Secret)
-	if err != nil {
-		t.Fatal(err)
+	enroll()
+
+	// Forgery: another joined device, with its own key, acting for this
+	// device's id is refused at every endpoint and changes nothing.
+	enrolledBefore, _ := fs.db.Device(ctx, id)
+	if _, err := evil.Nonce(ctx, id); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("nonce for another device: %v, want 403", err)
 	}
-	if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: "dev-1", Secret: secret}); err != nil {
-		t.Fatal(err)
+	req := dev.EnrollmentRequest()
+	if _, err := evil.Enroll(ctx, req); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("enroll for another device: %v, want 403", err)
+	}
+	if _, err := evil.Activate(ctx, &attestapi.Activation{DeviceID: id, Secret: []byte("x")}); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("activate for another device: %v, want 403", err)
+	}
+	if enrolledAfter, _ := fs.db.Device(ctx, id); !bytes.Equal(enrolledAfter.AKPublic, enrolledBefore.AKPublic) || !enrolledAfter.Enrolled.Equal(enrolledBefore.Enrolled) {
+		t.Errorf("forged enrollment changed the device's binding")
 	}
 
 	ev := evidence()
@@ -188,35 +206,96 @@ func TestAttestEndpoints(t *testing.T) {
 		t.Errorf("kernel check passed without an event log")
 	}
 
-	// The report is kept: latest.json over HTTP, and Markdown beside it.
-	resp, err := hs.Client().Get(hs.URL + "/v1/devices/dev-1/attestation")
-	if err != nil {
-		t.Fatal(err)
+	// The report is kept in the device's history; operators read it.
+	code, kept := fs.api(viewer, http.MethodGet, "/v1/orgs/default/devices/"+id+"/attestation", nil)
+	if code != http.StatusOK || kept != strings.TrimSpace(string(raw)) {
+		t.Errorf("GET attestation: %d, %d bytes; want the last report (%d bytes)", code, len(kept), len(raw))
 	}
-	kept, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(bytes.TrimSpace(kept), bytes.TrimSpace(raw)) {
-		t.Errorf("GET attestation: %s, %d bytes; want the last report (%d bytes)", resp.Status, len(kept), len(raw))
+	// Evidence posted by another device for this id: refused, not kept.
+	if _, _, err := evil.Evidence(ctx, evidence()); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("evidence for another device: %v, want 403", err)
 	}
-	mds, _ := filepath.Glob(filepath.Join(repoDir, "attest", "reports", "dev-1", "*.md"))
-	if len(mds) != 2 {
-		t.Errorf("Markdown reports kept: %d, want 2", len(mds))
+	if _, k := fs.api(viewer, http.MethodGet, "/v1/orgs/default/devices/"+id+"/attestation", nil); k != kept {
+		t.Errorf("forged evidence changed the kept report")
 	}
 
 	// Replaying the same evidence: its nonce is used up.
 	if _, _, err := c.Evidence(ctx, ev); !errors.Is(err, attestapi.ErrRefused) || !strings.Contains(err.Error(), "nonce") {
 		t.Errorf("replayed evidence: %v, want refused for its nonce", err)
 	}
-	// Evidence for another nonce than the one handed out fails its check.
-	if _, err := c.Nonce(ctx, "dev-1"); err != nil {
+	// Old evidence claiming the fresh nonce fails its check: the quote is
+	// over the old one.
+	fresh, err := c.Nonce(ctx, id)
+	if err != nil {
 		t.Fatal(err)
 	}
-	r, _, err = c.Evidence(ctx, ev)
+	stale := *ev
+	stale.Nonce = fresh.Nonce
+	r, _, err = c.Evidence(ctx, &stale)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := status(r, attest.CheckNonce); got != attest.StatusFailed {
 		t.Errorf("stale nonce: quote_nonce %s, want failed", got)
+	}
+
+	// The server loses the enrollment (a restored database, an operator's
+	// rebind): the device is told, and enrolls again.
+	if code, body := fs.api(fs.token("default", "admin"), http.MethodPost, "/v1/orgs/default/devices/"+id+"/rebind", nil); code != http.StatusNoContent {
+		t.Fatalf("rebind: %d %s", code, body)
+	}
+	if _, err := c.Nonce(ctx, id); !errors.Is(err, attestapi.ErrNotEnrolled) {
+		t.Errorf("nonce after the enrollment was lost: %v, want ErrNotEnrolled", err)
+	}
+	enroll()
+	if r, _, err := c.Evidence(ctx, evidence()); err != nil || status(r, attest.CheckAKBinding) != attest.StatusPassed {
+		t.Errorf("after enrolling again: %v, ak_binding %v", err, r)
+	}
+
+	// A device with no join token but an EK certificate that chains to a
+	// CA its organization trusts joins by credential activation; before
+	// the CA is configured it is refused as pending.
+	newcomer := fs.device("")
+	dev.Close() // the TPM holds few loaded objects: the newcomer shares it
+	nc, err := attestapi.NewClient(fs.hs.URL, newcomer.hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ndev, err := attest.NewDevice(tpm, t.TempDir(), attest.WithDeviceID(newcomer.id.ID),
+		attest.WithEventLog(filepath.Join(t.TempDir(), "none")), attest.WithPlumbLog(logPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ndev.Close()
+	if _, err := nc.Enroll(ctx, ndev.EnrollmentRequest()); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Errorf("enroll without a join credential: %v; want refused as pending", err)
+	}
+	org, _ := fs.db.OrgByName(ctx, "default")
+	for _, p := range testutil.SwtpmCAs {
+		pem, _ := os.ReadFile(p)
+		if err := fs.db.AddEKCA(ctx, org.ID, string(pem)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nch, err := nc.Enroll(ctx, ndev.EnrollmentRequest())
+	if err != nil {
+		t.Fatalf("enroll with an EK certificate the organization trusts: %v", err)
+	}
+	if _, err := fs.db.Device(ctx, newcomer.id.ID); err == nil {
+		t.Error("the device joined before credential activation")
+	}
+	nsecret, err := ndev.ActivateCredential(nch.Credential, nch.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Activate(ctx, &attestapi.Activation{DeviceID: newcomer.id.ID, Secret: nsecret}); err != nil {
+		t.Fatalf("activate: %v", err)
+	}
+	if joined, err := fs.db.Device(ctx, newcomer.id.ID); err != nil || joined.OrgID != org.ID || joined.JoinedBy != "EK certificate" {
+		t.Errorf("after activation: %+v, %v; want joined to default by EK certificate", joined, err)
+	}
+	if code, body := fs.post(newcomer, newcomer.id.ID, statusBody(newcomer, map[string]any{}, nil)); code != http.StatusNoContent {
+		t.Errorf("status report after joining by EK: %d %s", code, body)
 	}
 
 	// Bad requests: one line each, 4xx.
@@ -226,12 +305,13 @@ func TestAttestEndpoints(t *testing.T) {
 		{"POST", "/v1/attest/nonce?device=x", "", "method"},
 		{"POST", "/v1/attest/evidence", `{"version": 1, "device_id": `, "evidence"},
 		{"POST", "/v1/attest/evidence", `{"version": "one"}`, "version"},
-		{"POST", "/v1/attest/enroll", `{"device_id": "x", "ek_public": "AAAA", "ak_public": "AAAA"}`, "ek_public"},
-		{"POST", "/v1/attest/activate", `{"device_id": "nobody", "secret": "AAAA"}`, "no outstanding challenge"},
-		{"GET", "/v1/devices/nobody/attestation", "", "no attestation report"},
+		{"POST", "/v1/attest/enroll", `{"device_id": "` + id + `", "ek_public": "AAAA", "ak_public": "AAAA"}`, "bound to another TPM"},
+		{"POST", "/v1/attest/activate", `{"device_id": "` + id + `", "secret": "AAAA"}`, "no outstanding challenge"},
+		{"POST", "/v1/attest/activate", `{"device_id": "nobody", "secret": "AAAA"}`, "writes only as itself"},
+		{"POST", "/v1/attest/enroll", strings.Repeat(" ", attestapi.MaxBody+1), "at most"},
 	} {
-		req, _ := http.NewRequest(tc.method, hs.URL+tc.path, strings.NewReader(tc.body))
-		resp, err := hs.Client().Do(req)
+		req, _ := http.NewRequest(tc.method, fs.hs.URL+tc.path, strings.NewReader(tc.body))
+		resp, err := me.hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,8 +44,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.verify != nil && s.verify.route(rec, r) {
 		return
 	}
-	if s.rep != nil && (r.URL.Path == "/v1/devices" || strings.HasPrefix(r.URL.Path, "/v1/devices/")) {
-		s.rep.serve(rec, r)
+	if s.fleet != nil && (r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/")) {
+		s.fleet.route(rec, r)
 		return
 	}
 	s.serveFile(rec, r)

@@ -8,13 +8,18 @@
 // file server without TLS. For the repository the server is a static file
 // server and nothing more: any other static server (nginx, an object store,
 // a CDN) can serve the same directory (docs/nginx.md). With
-// Options.Reports it also takes devices' status reports under /v1/devices
-// (reports.go). It adds the cache headers that make an
-// idle device's poll a 304 of a few hundred bytes. A Server is safe for
-// concurrent use.
+// Options.Fleet it is also the fleet service (docs/fleet.md): devices,
+// authenticated by mutual TLS with their identity key, post status
+// reports (fleet.go) and attestation evidence (attest.go, with
+// Options.Attest); operators read and act through the JSON API under /v1/
+// (api.go). Everything the fleet service keeps is in its database
+// (server/store), none in the process, so several servers may share one
+// PostgreSQL. It adds the cache headers that make an idle device's poll a
+// 304 of a few hundred bytes. A Server is safe for concurrent use.
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -27,6 +32,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/plumb-os/plumb/server/store"
 )
 
 // ErrBadInput marks errors caused by the caller's options (a missing
@@ -55,13 +62,17 @@ type Options struct {
 	// Hosts are the server certificate's subject alternative names (IP
 	// addresses or DNS names). Replaces DefaultHosts() when not empty.
 	Hosts []string
-	// Reports is the directory of device status reports (one JSON file per
-	// device, reports.go); "" answers 404 under /v1/.
-	Reports string
+	// Fleet, when set, adds the fleet service: device status reports,
+	// history, organizations and the operator API under /v1/.
+	Fleet *FleetOptions
 	// Log receives the access log (Info) and server errors; nil discards.
 	Log *slog.Logger
-	// Attest, when set, adds the verifier endpoints (attest.go).
+	// Attest, when set, adds the verifier endpoints (attest.go); it needs
+	// Fleet.
 	Attest *AttestOptions
+	// ReadTimeout bounds reading one whole request, IdleTimeout a
+	// keep-alive connection between requests; defaults 1 min and 2 min.
+	ReadTimeout, IdleTimeout time.Duration
 }
 
 // Server serves one repository directory.
@@ -71,8 +82,10 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
-	rep    *reports  // nil: no report endpoint
-	verify *verifier // nil: no attestation endpoints
+	fleet  *fleet // nil: no fleet service
+
+	readTimeout, idleTimeout time.Duration
+	verify                   *verifier // nil: no attestation endpoints
 
 	requests, notModified, bytesOut atomic.Int64
 }
@@ -95,6 +108,11 @@ type Stats struct {
 // certificate alone is reissued (by the same CA) when the hosts change or it
 // nears its end, so devices that trust the CA keep working.
 func New(opts Options) (*Server, error) {
+	return NewContext(context.Background(), opts)
+}
+
+// NewContext is New with a context for opening the fleet database.
+func NewContext(ctx context.Context, opts Options) (*Server, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -135,16 +153,36 @@ func New(opts Options) (*Server, error) {
 	case pki.reissued:
 		log.Info("reissued server certificate", "ca", pki.caPath, "cert", filepath.Join(certDir, serverCertFile), "hosts", hosts)
 	}
-	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log}
-	if opts.Reports != "" {
-		srv.rep = &reports{dir: opts.Reports}
+	srv := &Server{root: root, caPath: pki.caPath, cert: pki.cert, log: log,
+		readTimeout: cmp.Or(opts.ReadTimeout, time.Minute), idleTimeout: cmp.Or(opts.IdleTimeout, 2*time.Minute)}
+	if opts.Fleet != nil {
+		if srv.fleet, err = newFleet(ctx, opts.Dir, *opts.Fleet, log); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Attest != nil {
-		if srv.verify, err = newVerifier(opts.Dir, *opts.Attest); err != nil {
+		if srv.verify, err = newVerifier(opts.Dir, *opts.Attest, srv.fleet); err != nil {
+			srv.Close()
 			return nil, err
 		}
 	}
 	return srv, nil
+}
+
+// Close closes the fleet database, if any.
+func (s *Server) Close() error {
+	if s.fleet != nil {
+		return s.fleet.db.Close()
+	}
+	return nil
+}
+
+// Store is the fleet database; nil without Options.Fleet.
+func (s *Server) Store() *store.Store {
+	if s.fleet == nil {
+		return nil
+	}
+	return s.fleet.db
 }
 
 // CACertPath returns the PEM file of the development CA: the file devices
@@ -168,11 +206,23 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if l == nil {
 		return errors.New("serving: no listener")
 	}
+	if s.fleet != nil {
+		go s.fleet.prune(ctx)
+	}
 	srv := &http.Server{
-		Handler:           s.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler: s.Handler(),
+		// Devices authenticate with a client certificate (fleet.go). It is
+		// asked for, never required or chained: TUF clients send none,
+		// and the server checks the key against the device id itself.
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
+		// A slow client holds a connection for at most these: headers in
+		// 10 s, a whole request (the largest is 1 MiB of evidence) in 1
+		// min, an idle keep-alive 2 min. No WriteTimeout: a release
+		// download over a slow link takes as long as it takes.
+		ReadHeaderTimeout: min(10*time.Second, s.readTimeout),
+		ReadTimeout:       s.readTimeout,
+		IdleTimeout:       s.idleTimeout,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)

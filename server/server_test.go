@@ -31,7 +31,7 @@ type testRepo struct {
 	timestamp  []byte
 }
 
-func makeRepo(t *testing.T) testRepo {
+func makeRepo(t testing.TB) testRepo {
 	t.Helper()
 	dir := t.TempDir()
 	r := testRepo{dir: dir}
@@ -552,5 +552,49 @@ func TestServeTLS(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
 		t.Errorf("listener still accepts after Serve returned")
+	}
+}
+
+// TestSlowClientCutOff: a client that sends its request slower than
+// ReadTimeout, or idles longer than IdleTimeout, loses its connection,
+// so slow clients cannot hold the server's connections.
+func TestSlowClientCutOff(t *testing.T) {
+	r := makeRepo(t)
+	s, err := New(Options{Dir: r.dir, CertDir: filepath.Join(t.TempDir(), "tls"), ReadTimeout: time.Second, IdleTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+	dial := func() *tls.Conn {
+		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closed := func(c *tls.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second)) // far past the server's 1 s
+		_, err := io.ReadAll(c)
+		return err == nil || !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	// A request whose body never finishes.
+	slow := dial()
+	fmt.Fprintf(slow, "POST /v1/devices/x/status HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	if !closed(slow) {
+		t.Error("a request body slower than ReadTimeout kept its connection")
+	}
+	// An idle keep-alive connection.
+	idle := dial()
+	fmt.Fprintf(idle, "GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !closed(idle) {
+		t.Error("an idle connection outlived IdleTimeout")
 	}
 }

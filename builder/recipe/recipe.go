@@ -166,6 +166,11 @@ type Agent struct {
 	// Workloads makes plumbd run the containers of a group's workload
 	// manifest through containerd; nil: none.
 	Workloads *Workloads `yaml:"workloads"`
+	// JoinToken is the host path of a file holding the organization's
+	// join token (made by `plumb serve` or `plumb fleet org create`); the
+	// builder puts the token in the agent config. Optional: without one
+	// the fleet service lists the device as pending.
+	JoinToken string `yaml:"join_token"`
 }
 
 // Workloads names the device's workload group and how plumbd reaches
@@ -410,6 +415,7 @@ func (r *Recipe) hostPaths() []hostPath {
 	if a := r.Agent; a != nil {
 		add("agent.root", &a.Root, "file")
 		add("agent.ca", &a.CA, "file")
+		add("agent.join_token", &a.JoinToken, "file")
 	}
 	return out
 }

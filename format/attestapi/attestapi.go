@@ -68,7 +68,14 @@ type Activated struct {
 // Problem is the body of every error answer.
 type Problem struct {
 	Error string `json:"error"`
+	// Code is a short machine-readable reason for the answers a device
+	// acts on: CodeNotEnrolled.
+	Code string `json:"code,omitempty"`
 }
+
+// CodeNotEnrolled (with 409 Conflict) says the server has no enrollment
+// for the device's AK, or lost it: the device enrolls again.
+const CodeNotEnrolled = "not_enrolled"
 
 // Report is the part of a verifier report (Report, JSON) a device
 // reads: the verdict and the checks.
@@ -97,6 +104,9 @@ func (r *Report) Failed() []string {
 	}
 	return out
 }
+
+// ErrNotEnrolled is the answer CodeNotEnrolled: enroll, then try again.
+var ErrNotEnrolled = errors.New("verifier has no enrollment for this device")
 
 // ErrRefused is an answer of 4xx: the verifier refused the request (an
 // unknown nonce, a wrong secret, an unenrolled AK).
@@ -210,6 +220,9 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any, lim
 		msg := strings.TrimSpace(string(b))
 		if json.Unmarshal(b, &p) == nil && p.Error != "" {
 			msg = p.Error
+		}
+		if p.Code == CodeNotEnrolled {
+			return fmt.Errorf("verifier %s: %w: %s", ref.Path, ErrNotEnrolled, msg)
 		}
 		if resp.StatusCode/100 == 4 {
 			return fmt.Errorf("verifier %s: %w: %s: %s", ref.Path, ErrRefused, resp.Status, msg)

@@ -41,6 +41,10 @@ type Config struct {
 	DataDir    string        `json:"data_dir,omitempty"`  // agent state; default /data/plumb
 	Link       Link          `json:"link,omitzero"`       // the network between device and repository
 	Workloads  *Workloads    `json:"workloads,omitempty"` // containers to run; nil: none
+	// JoinToken is the organization's join credential: the fleet service
+	// adds a device it does not know to the token's organization (and
+	// lists one without a token as pending).
+	JoinToken string `json:"join_token,omitempty"`
 }
 
 // Workloads configures the containers plumbd runs through containerd: the

@@ -117,7 +117,7 @@ type Status struct {
 type Env struct {
 	Config     *config.Config
 	Facts      device.Facts
-	HTTPClient *http.Client
+	HTTPClient *http.Client // the device's mutual-TLS client for the fleet service
 	DeviceID   string
 	DataDir    string
 	Log        *slog.Logger
@@ -211,22 +211,30 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 		Config: cfg, Facts: facts, Repo: client, Device: dev,
 		StatePath: filepath.Join(dir, StateFile), DeviceID: id.ID, Log: log,
 	}
-	if rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, log); rep != nil {
+	// The fleet service's endpoints take the device's client certificate;
+	// TUF downloads go without (no TPM signature per connection).
+	dc, err := report.DeviceClient(hc, id, cfg.JoinToken)
+	if err != nil {
+		return nil, err
+	}
+	if rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, log); rep != nil {
 		var last string
 		a.OnSave = func(st *State) {
-			// A change of phase, version, event or result is reported;
-			// a poll that changes only its time is not.
-			key := fmt.Sprintf("%s|%s|%s|%s|%d", st.Phase, st.Version, st.Event, st.LastResult, st.Bytes*10/max(st.Total, 1))
+			// A change of phase, version, event or result, or of a
+			// container's state, is reported; a poll that changes only
+			// its time is not.
+			ws := a.workloadStatus()
+			key := fmt.Sprintf("%s|%s|%s|%s|%d|%s", st.Phase, st.Version, st.Event, st.LastResult, st.Bytes*10/max(st.Total, 1), workloadKey(ws))
 			if key == last {
 				return
 			}
 			last = key
 			s := *st
-			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s}, nil)
+			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws}, nil)
 		}
 	}
 	if facts.TPM.Present && o.attest != nil {
-		a.Attest, a.MeasuredBoot = o.attest(Env{Config: cfg, Facts: facts, HTTPClient: hc, DeviceID: id.ID, DataDir: dir, Log: log})
+		a.Attest, a.MeasuredBoot = o.attest(Env{Config: cfg, Facts: facts, HTTPClient: dc, DeviceID: id.ID, DataDir: dir, Log: log})
 	}
 	if w := cfg.Workloads; w != nil {
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
@@ -261,4 +269,38 @@ func (l *lazyReconciler) Apply(ctx context.Context, group string, m *workload.Ma
 	r := l.r
 	l.mu.Unlock()
 	return r.Apply(ctx, group, m, sum, targets)
+}
+
+// status is the reconciler's status; nil before it first connected.
+func (l *lazyReconciler) status() *reconcile.Status {
+	l.mu.Lock()
+	r := l.r
+	l.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	st := r.Status()
+	return &st
+}
+
+// workloadStatus is the workloads' status for a report; nil without
+// workloads.
+func (a *Agent) workloadStatus() *reconcile.Status {
+	if l, ok := a.Workloads.(*lazyReconciler); ok {
+		return l.status()
+	}
+	return nil
+}
+
+// workloadKey sums up what a report of ws should show a change of: each
+// container's state, health and restarts, and the last error.
+func workloadKey(ws *reconcile.Status) string {
+	if ws == nil {
+		return ""
+	}
+	k := ws.Manifest + "|" + ws.LastError
+	for _, c := range ws.Containers {
+		k += fmt.Sprintf("|%s %s %s %d", c.Name, c.State, c.Health, c.Restarts)
+	}
+	return k
 }

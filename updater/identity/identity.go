@@ -11,22 +11,22 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base32"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -45,13 +45,12 @@ type Identity struct {
 	PublicKey []byte `json:"public_key"`
 	// Source is "tpm" or "file".
 	Source string `json:"source"`
+
+	signer crypto.Signer // signs with the key (signer.go)
 }
 
 // IDOf derives the device id from a public key's PKIX DER.
-func IDOf(pkix []byte) string {
-	sum := sha256.Sum256(pkix)
-	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:10]))
-}
+func IDOf(pkix []byte) string { return deviceapi.IDOf(pkix) }
 
 func fromPublic(pub *ecdsa.PublicKey, source string) (*Identity, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
@@ -118,7 +117,12 @@ func FromTPM(tpm transport.TPM) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TPM: identity key: %w", err)
 	}
-	return fromPublic(key, SourceTPM)
+	id, err := fromPublic(key, SourceTPM)
+	if err != nil {
+		return nil, err
+	}
+	id.signer = &tpmSigner{pub: key, open: func() (transport.TPM, func(), error) { return tpm, func() {}, nil }}
+	return id, nil
 }
 
 // FromFile reads the PEM (PKCS #8) key at path, making it first when the
@@ -153,7 +157,12 @@ func FromFile(path string) (*Identity, error) {
 	if !ok || ek.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("identity key %s: expected an ECDSA P-256 key, got %T", path, k)
 	}
-	return fromPublic(&ek.PublicKey, SourceFile)
+	id, err := fromPublic(&ek.PublicKey, SourceFile)
+	if err != nil {
+		return nil, err
+	}
+	id.signer = ek
+	return id, nil
 }
 
 // TPMDevices are the TPM device nodes Load tries, resource manager first.
@@ -176,6 +185,16 @@ func Load(devices []string, keyFile string) (*Identity, error) {
 		id, err := FromTPM(transport.FromReadWriter(t))
 		t.Close()
 		if err == nil {
+			// Each signature opens the TPM again: the agent signs rarely
+			// (a TLS handshake with the fleet service) and must not hold
+			// the device that attestation opens too.
+			id.signer = &tpmSigner{pub: id.signer.Public().(*ecdsa.PublicKey), open: func() (transport.TPM, func(), error) {
+				rw, err := openTPM(dev)
+				if err != nil {
+					return nil, nil, err
+				}
+				return transport.FromReadWriter(rw), func() { rw.Close() }, nil
+			}}
 			return id, nil
 		}
 		tpmErr = err

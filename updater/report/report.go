@@ -2,6 +2,12 @@
 // POST <base>/v1/devices/<id>/status, with the body
 // {"device": {"id", "public_key"}, "status": <plumbd status>, "install": <progress>}.
 //
+// Reports go over mutual TLS with the device's identity key (DeviceClient):
+// the server refuses a report whose device id is not the hash of the
+// client certificate's key. A report the server did not acknowledge (2xx)
+// is sent again, newest first, with a growing pause, until a newer one
+// replaces it.
+//
 // Send never blocks and never fails: the Reporter keeps only the newest
 // report and posts it from its own goroutine (started by New, ended with
 // the context), so a slow or missing server never delays an update. Flush
@@ -19,20 +25,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/plumb-os/plumb/format/deviceapi"
 )
 
-// Device identifies the reporting device.
-type Device struct {
-	ID        string `json:"id"`
-	PublicKey []byte `json:"public_key"` // PKIX DER (base64 in JSON)
-}
+// Device identifies the reporting device (format/deviceapi).
+type Device = deviceapi.Device
 
-// Body is what a report carries.
-type Body struct {
-	Device  Device `json:"device"`
-	Status  any    `json:"status"`
-	Install any    `json:"install,omitempty"`
-}
+// Body is what a report carries (format/deviceapi).
+type Body = deviceapi.Body
 
 // doer is satisfied by *http.Client.
 type doer interface {
@@ -60,7 +61,7 @@ func URL(base, id string) string {
 	if base == "" || base == "off" {
 		return ""
 	}
-	return strings.TrimRight(base, "/") + "/v1/devices/" + id + "/status"
+	return strings.TrimRight(base, "/") + "/" + deviceapi.StatusPath(id)
 }
 
 // New returns a Reporter posting to URL(base, dev.ID) until ctx ends; nil
@@ -110,13 +111,23 @@ func (r *Reporter) Flush(d time.Duration) {
 	}
 }
 
+// Retry pauses after a report the server did not take.
+const (
+	firstRetry = time.Second
+	maxRetry   = time.Minute
+)
+
 func (r *Reporter) loop(ctx context.Context) {
+	pause := firstRetry
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
+		case <-retry:
 		}
+		retry = nil
 		for {
 			r.mu.Lock()
 			b := r.pending
@@ -125,14 +136,21 @@ func (r *Reporter) loop(ctx context.Context) {
 			if b == nil {
 				break
 			}
-			if err := r.post(ctx, b); err != nil {
-				r.log.Warn("status report not sent", "url", r.url, "err", err)
-			} else {
-				r.log.Debug("status report sent", "url", r.url)
-			}
+			err := r.post(ctx, b)
 			r.mu.Lock()
 			r.inflight = false
+			if err != nil && r.pending == nil {
+				r.pending = b // not acknowledged: send it again, unless a newer one came
+			}
 			r.mu.Unlock()
+			if err != nil {
+				r.log.Warn("status report not sent", "url", r.url, "err", err, "retry_in", pause)
+				retry = time.After(pause)
+				pause = min(2*pause, maxRetry)
+				break
+			}
+			pause = firstRetry
+			r.log.Debug("status report sent", "url", r.url)
 		}
 	}
 }

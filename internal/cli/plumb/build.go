@@ -19,17 +19,18 @@ import (
 func init() { cli.RegisterBadInput(recipe.ErrInvalid, builder.ErrBadInput) }
 
 type buildOptions struct {
-	recipe   string
-	out      string
-	cache    string
-	agent    string
-	init     string
-	version  string
-	repo     string
-	rootJSON string
-	ca       string
-	quiet    bool
-	jsonOut  bool
+	recipe    string
+	out       string
+	cache     string
+	agent     string
+	init      string
+	version   string
+	repo      string
+	rootJSON  string
+	joinToken string
+	ca        string
+	quiet     bool
+	jsonOut   bool
 }
 
 func newBuildCmd(e *cli.Env) *cobra.Command {
@@ -61,6 +62,7 @@ byte-identical outputs.`,
 	f.StringVar(&o.repo, "repository", "", "agent.repository: the URL devices pull from (replaces the recipe's)")
 	f.StringVar(&o.rootJSON, "root-json", "", "agent.root: the trusted TUF root.json (replaces the recipe's)")
 	f.StringVar(&o.ca, "ca", "", "agent.ca: a PEM CA bundle for the repository (replaces the recipe's)")
+	f.StringVar(&o.joinToken, "join-token", "", "agent.join_token: file holding the organization's join token (plumb serve writes DIR/join-token)")
 	f.BoolVarP(&o.quiet, "quiet", "q", os.Getenv("CI") != "", "print nothing but errors (default in CI)")
 	f.BoolVar(&o.jsonOut, "json", false, "print the manifest as JSON")
 	cmd.MarkFlagRequired("output")
@@ -137,7 +139,7 @@ func besideExecutable(name string) string {
 // made after the recipe was written (plumb repo init) is named at build
 // time.
 func overrideAgent(r *recipe.Recipe, o buildOptions) error {
-	if o.repo == "" && o.rootJSON == "" && o.ca == "" {
+	if o.repo == "" && o.rootJSON == "" && o.ca == "" && o.joinToken == "" {
 		return nil
 	}
 	if r.Agent == nil {
@@ -147,12 +149,12 @@ func overrideAgent(r *recipe.Recipe, o buildOptions) error {
 	for _, p := range []*struct {
 		dst *string
 		v   string
-	}{{&a.Repository, o.repo}, {&a.Root, o.rootJSON}, {&a.CA, o.ca}} {
+	}{{&a.Repository, o.repo}, {&a.Root, o.rootJSON}, {&a.CA, o.ca}, {&a.JoinToken, o.joinToken}} {
 		if p.v != "" {
 			*p.dst = p.v
 		}
 	}
-	for _, p := range []string{o.rootJSON, o.ca} {
+	for _, p := range []string{o.rootJSON, o.ca, o.joinToken} {
 		if p == "" {
 			continue
 		}

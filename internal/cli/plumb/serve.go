@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/store"
 )
 
 func init() { cli.RegisterBadInput(server.ErrBadInput) }
@@ -23,7 +25,9 @@ type serveOptions struct {
 	hosts     []string
 	certDir   string
 	accessLog bool
-	reports   string
+	db        string
+	maxEvents int64
+	retention time.Duration
 	attest    bool
 	ekCAs     []string
 }
@@ -40,22 +44,26 @@ only: GET and HEAD, Range, strong ETags with If-None-Match, Cache-Control
 and content-addressed targets). Any static server can serve the same
 directory instead (docs/nginx.md).
 
+It is also the fleet service (docs/fleet.md, API in docs/api.md): devices,
+authenticated by mutual TLS with their identity key, post their status to
+POST /v1/devices/ID/status; their history, organizations, operators, API
+tokens and the audit log are kept in the database --db (default the SQLite
+file DIR/fleet.db; or postgres://...). On first start with no organization
+it makes the organization "default" and writes its join token to
+DIR/join-token: build images with plumb build --join-token DIR/join-token.
+Operators use the API under /v1/orgs/ORG/ (plumb fleet).
+
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
-/v1/attest/activate and /v1/attest/evidence (answered with the report), and
-GET /v1/devices/ID/attestation (the device's latest report). Enrollments and
-reports are kept in DIR/attest. EK certificates are checked against the
---ek-ca files (PEM: the TPM manufacturers' roots and intermediates).
+/v1/attest/activate and /v1/attest/evidence (answered with the report, kept
+in the device's history). EK certificates are checked against the --ek-ca
+files (PEM: the TPM manufacturers' roots and intermediates).
 
 The first run makes a development CA (DIR/tls/ca.pem, key ca.key) and a
 server certificate signed by it for 127.0.0.1, localhost, 10.0.2.100 (the
 host as QEMU guests see it) and every --host; later runs reuse them. Devices
 and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.
-
-Devices report their status to POST /v1/devices/<id>/status (plumbd's
-"report" setting, by default the repository URL); the last report of each
-device is kept as --reports DIR/<id>.json and served at GET /v1/devices and
-GET /v1/devices/<id>.`,
+`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.dir = args[0]
@@ -67,7 +75,9 @@ GET /v1/devices/<id>.`,
 	f.StringArrayVar(&o.hosts, "host", nil, "extra name or IP address for the server certificate (repeatable; added to the defaults)")
 	f.StringVar(&o.certDir, "tls-dir", "", "directory of the development CA and server certificate (default DIR/tls)")
 	f.BoolVar(&o.accessLog, "access-log", true, "log every request on stderr")
-	f.StringVar(&o.reports, "reports", "", `directory of device status reports (POST /v1/devices/ID/status, GET /v1/devices[/ID]); default DIR/reports, "off" disables`)
+	f.StringVar(&o.db, "db", "", `fleet database: a SQLite file or a postgres:// URL (default DIR/fleet.db; "off": no fleet service and no attestation)`)
+	f.Int64Var(&o.maxEvents, "history", store.DefaultMaxEvents, "history entries kept per device (oldest dropped first)")
+	f.DurationVar(&o.retention, "retention", 0, "drop device history older than this, e.g. 2160h (0 keeps it, bounded by --history)")
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
 	return cmd
@@ -84,8 +94,15 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var fleet *server.FleetOptions
+	if o.db != "off" {
+		if o.maxEvents <= 0 || o.retention < 0 {
+			return cli.BadInput(fmt.Errorf("--history %d, --retention %s: expected a positive count and a duration >= 0", o.maxEvents, o.retention))
+		}
+		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, Bootstrap: true}
+	}
 	var att *server.AttestOptions
-	if o.attest {
+	if o.attest && fleet != nil {
 		att = &server.AttestOptions{}
 		if len(o.ekCAs) > 0 {
 			pool := x509.NewCertPool()
@@ -101,18 +118,19 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 			att.ManufacturerCAs = pool
 		}
 	}
-	s, err := server.New(server.Options{
+	s, err := server.NewContext(ctx, server.Options{
 		Addr:    o.addr,
 		Dir:     o.dir,
 		CertDir: o.certDir,
 		Hosts:   append(server.DefaultHosts(), o.hosts...),
-		Reports: reportsDir(o),
+		Fleet:   fleet,
 		Log:     log,
 		Attest:  att,
 	})
 	if err != nil {
 		return err
 	}
+	defer s.Close()
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", o.addr)
 	if err != nil {
@@ -130,6 +148,11 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	fmt.Fprintf(e.Stdout, "serving %s\n", repo)
 	fmt.Fprintf(e.Stdout, "URL:  %s  (metadata %smetadata/, targets %stargets/)\n", url, url, url)
 	fmt.Fprintf(e.Stdout, "CA:   %s  (devices and plumbd fetch trust this file)\n", ca)
+	if fleet != nil {
+		if _, err := os.Stat(filepath.Join(o.dir, server.JoinTokenFile)); err == nil {
+			fmt.Fprintf(e.Stdout, "Join: %s  (plumb build --join-token: devices join organization default)\n", filepath.Join(o.dir, server.JoinTokenFile))
+		}
+	}
 	fmt.Fprintf(e.Stdout, "Ctrl-C stops.\n")
 	return s.Serve(ctx, l)
 }
@@ -146,14 +169,4 @@ func displayAddr(a net.Addr) string {
 		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return net.JoinHostPort(ip.String(), fmt.Sprint(ta.Port))
-}
-
-func reportsDir(o serveOptions) string {
-	switch o.reports {
-	case "off":
-		return ""
-	case "":
-		return filepath.Join(o.dir, "reports")
-	}
-	return o.reports
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -150,24 +151,39 @@ func attestOnce(ctx context.Context, e *cli.Env, env agent.Env) (*attestapi.Repo
 		return nil, err
 	}
 	defer closeDev()
-	if !d.Enrolled() {
+	enroll := func() error {
 		ch, err := c.Enroll(ctx, d.EnrollmentRequest())
 		if err != nil {
-			return nil, err
+			return err
 		}
 		secret, err := d.ActivateCredential(ch.Credential, ch.Secret)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if _, err := c.Activate(ctx, &attestapi.Activation{DeviceID: id, Secret: secret}); err != nil {
-			return nil, err
+			return err
 		}
 		if err := d.MarkEnrolled(); err != nil {
-			return nil, err
+			return err
 		}
 		e.Log.Info("attestation key enrolled", "device", id)
+		return nil
+	}
+	if !d.Enrolled() {
+		if err := enroll(); err != nil {
+			return nil, err
+		}
 	}
 	n, err := c.Nonce(ctx, id)
+	if errors.Is(err, attestapi.ErrNotEnrolled) {
+		// The verifier lost our enrollment (a new database, an operator's
+		// rebind): enroll again, by ourselves.
+		e.Log.Warn("the verifier has no enrollment for this device: enrolling again", "device", id)
+		if err := enroll(); err != nil {
+			return nil, err
+		}
+		n, err = c.Nonce(ctx, id)
+	}
 	if err != nil {
 		return nil, err
 	}

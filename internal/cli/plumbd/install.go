@@ -123,7 +123,11 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 		fmt.Fprintf(e.Stdout, "plumb-install: device %s (TPM key)\n", id.ID)
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.Log)
+		if dc, err := report.DeviceClient(hc, id, cfg.JoinToken); err != nil {
+			e.Log.Warn("no device client certificate: the installer sends no status reports", "err", err)
+		} else {
+			rep = report.New(rctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, e.Log)
+		}
 	} else {
 		e.Log.Info("no TPM identity: the installer sends no status reports", "err", err)
 	}

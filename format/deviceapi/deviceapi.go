@@ -1,0 +1,45 @@
+// Package deviceapi is the contract between a device (plumbd, the
+// installer) and the fleet service for the device's own writes: the
+// device id, the status report body and path, and the join token header.
+// Device authentication is mutual TLS with the identity key
+// (docs/fleet.md): the server checks IDOf(the client certificate's key)
+// against the id the request names.
+package deviceapi
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strings"
+)
+
+// IDOf derives the device id from its identity key's PKIX
+// (SubjectPublicKeyInfo) DER: 16 lower-case base32 characters of the first
+// 10 bytes of its sha256.
+func IDOf(pkix []byte) string {
+	sum := sha256.Sum256(pkix)
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:10]))
+}
+
+// JoinTokenHeader carries the device's join token on its writes; the
+// fleet service reads it only for a device it does not know yet.
+const JoinTokenHeader = "Plumb-Join-Token"
+
+// MaxReport bounds a status report's body.
+const MaxReport = 64 << 10
+
+// StatusPath is where a device posts its status, relative to the base URL.
+func StatusPath(id string) string { return "v1/devices/" + id + "/status" }
+
+// Device identifies the reporting device.
+type Device struct {
+	ID        string `json:"id"`
+	PublicKey []byte `json:"public_key"` // PKIX DER (base64 in JSON)
+}
+
+// Body is a status report: the device, plumbd's status (agent state,
+// release facts, workloads) and, from the installer, its progress.
+type Body struct {
+	Device  Device `json:"device"`
+	Status  any    `json:"status"`
+	Install any    `json:"install,omitempty"`
+}
