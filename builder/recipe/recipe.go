@@ -166,6 +166,9 @@ type Agent struct {
 	// Workloads makes plumbd run the containers of a group's workload
 	// manifest through containerd; nil: none.
 	Workloads *Workloads `yaml:"workloads"`
+	// Group is the device group rollout waves target (plumb rollout set
+	// --group); "" none.
+	Group string `yaml:"group"`
 }
 
 // Workloads names the device's workload group and how plumbd reaches

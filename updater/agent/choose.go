@@ -3,7 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
+	"time"
 
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/updater/release"
@@ -25,6 +25,8 @@ type Want struct {
 	Running  string          // running version
 	Bad      map[string]bool // versions that failed here
 	DeviceID string          // for staged rollouts
+	Group    string          // the device's group (config "group"), for waves
+	Now      time.Time       // the device's clock, for waves; zero means time.Now
 }
 
 // Target is a trusted TUF target as the fetch client lists it.
@@ -59,7 +61,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 		if recipe.CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] {
 			continue
 		}
-		if !InRollout(w.DeviceID, f.Version, f.Rollout) {
+		if ok, _ := f.Admits(w.DeviceID, w.Group, w.now()); !ok {
 			continue
 		}
 		if best == nil || recipe.CompareVersions(f.Version, best.Facts.Version) > 0 {
@@ -73,12 +75,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 // version at percent: fnv32a(deviceID + "/" + version) mod 100 < percent.
 // Every device decides alone, so the server stays static.
 func InRollout(deviceID, version string, percent int) bool {
-	if percent >= 100 {
-		return true
-	}
-	h := fnv.New32a()
-	h.Write([]byte(deviceID + "/" + version))
-	return int(h.Sum32()%100) < percent
+	return percent >= 100 || release.Bucket(deviceID, version) < percent
 }
 
 // ChooseDelta returns the delta target that turns the running release into

@@ -246,13 +246,21 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	want := Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
 		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
+		Group: a.Config.Group, Now: time.Now(),
 	}
 	cand, skipped := Choose(ts, want)
 	for p, why := range skipped {
 		a.log().Warn("target skipped", "target", p, "err", why)
 	}
+	held := HeldBack(ts, want, cand)
+	if held != "" {
+		a.log().Info("release held back by its rollout", "reason", held)
+	}
 	if cand == nil {
 		a.state.LastResult = "no update"
+		if held != "" {
+			a.state.LastResult = "no update (" + held + ")"
+		}
 		if err := a.save(); err != nil {
 			return false, err
 		}
