@@ -163,7 +163,7 @@ func (f *Facts) Admits(deviceID, group string, now time.Time) (ok bool, why stri
 	}
 	why = fmt.Sprintf("%s: not in its rollout yet (%d%% admitted", f.Version, p)
 	if group != "" {
-		why += " in group " + group
+		why += fmt.Sprintf(" in group %q", group)
 	}
 	if next := c.next(group, now); next != nil {
 		why += fmt.Sprintf(", %d%% from %s", next.Percent, next.At.Format(time.RFC3339))
