@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -342,4 +343,36 @@ func validGroup(g string) bool {
 		}
 	}
 	return true
+}
+
+// startServeWatcher starts plumb serve's halt controller in the
+// background, until ctx ends; the returned func waits for it to end. It runs
+// when --rollout-watch is on, reports are on
+// and DIR is a repository (a served copy without keys halts nothing: each
+// halt attempt logs why).
+func startServeWatcher(ctx context.Context, e *env, o serveOptions, log *slog.Logger) (wait func(), err error) {
+	none := func() {}
+	reports := reportsDir(o)
+	if !o.watch || reports == "" {
+		return none, nil
+	}
+	if _, err := tufrepo.Open(o.dir, tufrepo.Options{}); err != nil {
+		log.Warn("rollout watch off: no repository", "dir", o.dir, "err", err)
+		return none, nil
+	}
+	po := o.policy
+	po.repo = o.dir
+	we := *e
+	we.log = log
+	w, err := newWatcher(&we, po, reports)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, po.interval)
+	}()
+	log.Info("rollout watch on", "failure_threshold_percent", po.threshold, "min_sample", po.minSample, "interval", po.interval)
+	return func() { <-done }, nil
 }

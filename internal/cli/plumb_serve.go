@@ -25,6 +25,8 @@ type serveOptions struct {
 	reports   string
 	attest    bool
 	ekCAs     []string
+	watch     bool           // run the halt controller (plumb_rollout.go)
+	policy    rolloutOptions // its policy flags
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -54,7 +56,10 @@ and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.
 Devices report their status to POST /v1/devices/<id>/status (plumbd's
 "report" setting, by default the repository URL); the last report of each
 device is kept as --reports DIR/<id>.json and served at GET /v1/devices and
-GET /v1/devices/<id>.`,
+GET /v1/devices/<id>.
+
+With --rollout-watch (the default, when DIR holds a repository and reports
+are on) it runs the halt controller of plumb rollout watch on those reports.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.dir = args[0]
@@ -69,6 +74,8 @@ GET /v1/devices/<id>.`,
 	f.StringVar(&o.reports, "reports", "", `directory of device status reports (POST /v1/devices/ID/status, GET /v1/devices[/ID]); default DIR/reports, "off" disables`)
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
+	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the device reports passes --failure-threshold (plumb rollout watch)")
+	addWatchFlags(cmd, &o.policy)
 	return cmd
 }
 
@@ -130,6 +137,14 @@ func runServe(ctx context.Context, e *env, o serveOptions) error {
 	fmt.Fprintf(e.stdout, "URL:  %s  (metadata %smetadata/, targets %stargets/)\n", url, url, url)
 	fmt.Fprintf(e.stdout, "CA:   %s  (devices and plumbd fetch trust this file)\n", ca)
 	fmt.Fprintf(e.stdout, "Ctrl-C stops.\n")
+	wctx, stop := context.WithCancel(ctx)
+	wait, err := startServeWatcher(wctx, e, o, log)
+	if err != nil {
+		stop()
+		l.Close()
+		return err
+	}
+	defer func() { stop(); wait() }()
 	return s.Serve(ctx, l)
 }
 
