@@ -425,3 +425,22 @@ func dirDigest(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// FuzzParseWave: any --wave value gives a wave of 0..100% or one error line.
+func FuzzParseWave(f *testing.F) {
+	for _, s := range []string{"10%@now", "50%@+24h", "100%@+3d", "5%@2026-12-24T08:00:00Z", "10%", "@", "%@+", "-1%@now", "10%@+-1h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		w, err := parseWave(s)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") && !strings.Contains(s, "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		if w.percent < 0 || w.percent > 100 || w.rel < 0 {
+			t.Fatalf("parseWave(%q) = %+v", s, w)
+		}
+	})
+}

@@ -302,7 +302,7 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 		st.Fetched, st.Fallback, st.Method = 0, "", ""
 		os.Remove(a.bundleFile()) // of an update given up; its room is needed
 	}
-	st.Facts = c.Facts // the measured reference values, for an attested commit
+	st.Facts = withoutControl(c.Facts) // the measured reference values, for an attested commit
 	start := time.Now()
 	var done int64
 	var fallback error
