@@ -16,7 +16,8 @@ import (
 // serve keeps, one file per device (Dir/<id>.json, server/reports.go). It
 // stands in for the fleet service's store, which answers the same question
 // from its history. A device tried hardware/version when its last report
-// says it runs that version, is installing it, or marked it bad; it failed
+// says it runs that version, has installed it (phase entry, rebooting,
+// trial or committed), or marked it bad; a download alone is no try. It failed
 // it when it marked it bad (rolled back after a failed boot, a failed
 // health check or a failed attested commit). A device that failed a
 // release and then reported nothing since still counts: its last report
@@ -36,6 +37,10 @@ type ReportOutcomes struct {
 // of body, plus its envelope).
 const maxReportFile = 256 << 10
 
+// installedPhases are the agent's phases (updater/agent/state.go) in which
+// the release it installs is on the device's disk.
+var installedPhases = map[string]bool{"entry": true, "rebooting": true, "trial": true, "committed": true}
+
 var reportName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}\.json$`)
 
 // storedReport is the part of a stored report (server.Report whose body
@@ -48,6 +53,7 @@ type storedReport struct {
 				Version  string `json:"version"`
 			} `json:"release"`
 			Update *struct {
+				Phase   string            `json:"phase"`
 				Version string            `json:"version"`
 				Bad     map[string]string `json:"bad"`
 			} `json:"update"`
@@ -92,13 +98,12 @@ func (o ReportOutcomes) ReleaseOutcomes(ctx context.Context, hardware, version s
 		if st.Release.Hardware != hardware {
 			continue
 		}
-		var bad bool
-		var installing string
-		if st.Update != nil {
-			_, bad = st.Update.Bad[version]
-			installing = st.Update.Version
+		var bad, installed bool
+		if u := st.Update; u != nil {
+			_, bad = u.Bad[version]
+			installed = u.Version == version && installedPhases[u.Phase]
 		}
-		if bad || st.Release.Version == version || installing == version {
+		if bad || st.Release.Version == version || installed {
 			tried++
 		}
 		if bad {

@@ -119,7 +119,9 @@ func TestReportOutcomes(t *testing.T) {
 	writeReport(t, dir, "a", running("2.0.0"))             // tried, ok
 	writeReport(t, dir, "b", rolledBack("2.0.0", "1.0.0")) // tried, failed
 	writeReport(t, dir, "c", map[string]any{"release": map[string]string{"hardware": hw, "version": "1.0.0"},
-		"update": map[string]any{"phase": "downloading", "version": "2.0.0"}}) // tried (installing)
+		"update": map[string]any{"phase": "rebooting", "version": "2.0.0"}}) // tried (installed, rebooting into it)
+	writeReport(t, dir, "c2", map[string]any{"release": map[string]string{"hardware": hw, "version": "1.0.0"},
+		"update": map[string]any{"phase": "downloading", "version": "2.0.0"}}) // not tried yet
 	writeReport(t, dir, "d", running("1.0.0"))                                                                     // not tried
 	writeReport(t, dir, "e", map[string]any{"release": map[string]string{"hardware": "rpi4", "version": "2.0.0"}}) // other hardware
 	os.WriteFile(filepath.Join(dir, "f.json"), []byte("not json"), 0o644)
@@ -132,7 +134,7 @@ func TestReportOutcomes(t *testing.T) {
 	if err != nil || tried != 3 || failed != 1 {
 		t.Errorf("ReleaseOutcomes = %d tried, %d failed, %v; want 3, 1", tried, failed, err)
 	}
-	if _, _, err := (ReportOutcomes{Dir: dir, MaxReports: 3}).ReleaseOutcomes(t.Context(), hw, "2.0.0"); err == nil || !strings.Contains(err.Error(), "expected at most 3") {
+	if _, _, err := (ReportOutcomes{Dir: dir, MaxReports: 4}).ReleaseOutcomes(t.Context(), hw, "2.0.0"); err == nil || !strings.Contains(err.Error(), "expected at most 4") {
 		t.Errorf("over the cap: %v", err)
 	}
 	if tried, failed, err := (ReportOutcomes{Dir: filepath.Join(dir, "missing")}).ReleaseOutcomes(t.Context(), hw, "2.0.0"); tried != 0 || failed != 0 || err != nil {
