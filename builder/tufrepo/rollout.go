@@ -12,7 +12,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // ErrNoRelease is returned by Rollout when the repository has no full

@@ -37,7 +37,7 @@ type ReportOutcomes struct {
 // of body, plus its envelope).
 const maxReportFile = 256 << 10
 
-// installedPhases are the agent's phases (updater/agent/state.go) in which
+// installedPhases are the agent's phases (updater/agent/state.go, PhaseEntry …) in which
 // the release it installs is on the device's disk.
 var installedPhases = map[string]bool{"entry": true, "rebooting": true, "trial": true, "committed": true}
 

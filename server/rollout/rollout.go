@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // Outcomes gives the per-release outcomes the halt decision needs. The

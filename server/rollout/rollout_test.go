@@ -13,7 +13,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/tufrepo"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 const hw = "qemu-x86_64"
