@@ -81,10 +81,7 @@ decides by itself from the signed waves and its clock.
 		Short: "Stop devices from starting a release",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.pause", func(c *release.Control, _ time.Time) error {
-				c.Paused = true
-				return nil
-			})
+			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.pause", rollout.Pause)
 		},
 	}
 	resume := &cobra.Command{
@@ -92,10 +89,7 @@ decides by itself from the signed waves and its clock.
 		Short: "Let devices start a paused or halted release again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.resume", func(c *release.Control, _ time.Time) error {
-				c.Paused, c.Halted = false, nil
-				return nil
-			})
+			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.resume", rollout.Resume)
 		},
 	}
 	haltCmd := &cobra.Command{
@@ -106,11 +100,7 @@ decides by itself from the signed waves and its clock.
 			if strings.TrimSpace(o.reason) == "" {
 				return cli.BadInput(fmt.Errorf("--reason: expected why the release is halted, got nothing"))
 			}
-			actor := rolloutActor(o)
-			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.halt", func(c *release.Control, now time.Time) error {
-				c.Halted = &release.Halt{Reason: o.reason, At: now, By: actor}
-				return nil
-			})
+			return runRolloutEdit(cmd.Context(), e, o, args[0], "rollout.halt", rollout.Halt(o.reason, rolloutActor(o)))
 		},
 	}
 	haltCmd.Flags().StringVar(&o.reason, "reason", "", "why the release is halted (shown by plumbd status)")
@@ -165,22 +155,15 @@ func runRolloutSet(ctx context.Context, e *cli.Env, o rolloutOptions, spec strin
 	if o.group != "" && !validGroup(o.group) {
 		return cli.BadInput(fmt.Errorf("--group: expected a group name like \"canary\" (a-z 0-9 . _ -), got %q", o.group))
 	}
-	steps := make([]waveSpec, 0, len(o.waves))
+	steps := make([]rollout.Step, 0, len(o.waves))
 	for _, s := range o.waves {
 		w, err := parseWave(s)
 		if err != nil {
 			return cli.BadInput(err)
 		}
-		steps = append(steps, w)
+		steps = append(steps, rollout.Step{Percent: w.percent, At: w.abs, After: w.rel})
 	}
-	return runRolloutEdit(ctx, e, o, spec, "rollout.set", func(c *release.Control, now time.Time) error {
-		ws := make([]release.Wave, len(steps))
-		for i, s := range steps {
-			ws[i] = release.Wave{Percent: s.percent, At: s.at(now)}
-		}
-		c.SetWaves(o.group, ws)
-		return nil
-	})
+	return runRolloutEdit(ctx, e, o, spec, "rollout.set", rollout.SetWaves(o.group, steps))
 }
 
 func runRolloutEdit(ctx context.Context, e *cli.Env, o rolloutOptions, spec, action string, edit tufrepo.RolloutEdit) error {
@@ -280,13 +263,6 @@ type waveSpec struct {
 	percent int
 	abs     time.Time     // absolute, or
 	rel     time.Duration // after now
-}
-
-func (w waveSpec) at(now time.Time) time.Time {
-	if !w.abs.IsZero() {
-		return w.abs.UTC()
-	}
-	return now.Add(w.rel).UTC()
 }
 
 // parseWave parses P%@WHEN (WHEN: now, +DURATION, RFC 3339; "P%" alone
