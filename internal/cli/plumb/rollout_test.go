@@ -259,69 +259,52 @@ func TestRolloutWavesPauseResume(t *testing.T) {
 
 // TestRolloutHaltWhilePolling: devices report to plumb serve; when the
 // failure rate among those that tried 2.0.0 passes the threshold, serve's
-// halt controller halts it through TUF; a real agent that polls and had
-// not started 2.0.0 does not start it, and plumbd status shows why.
+// halt controller halts it through TUF; real agents that keep polling
+// meanwhile and had not started 2.0.0 do not start it, and plumbd status
+// shows why.
 func TestRolloutHaltWhilePolling(t *testing.T) {
 	r := newRolloutRig(t, "--watch-interval", "100ms", "--min-sample", "10", "--failure-threshold", "30")
 	if code, _, stderr := runRolloutVerb(t, "rollout", "set", "2.0.0", "--repo", r.dir, "--wave", "10%@now", "--wave", "100%@+24h"); code != 0 {
 		t.Fatalf("rollout set: %s", stderr)
 	}
-	// The polling device: outside the 10% wave, so it has not started.
-	id := ""
-	for i := 0; id == ""; i++ {
-		if release.Bucket(fmt.Sprintf("waiting-%d", i), "2.0.0") >= 10 {
-			id = fmt.Sprintf("waiting-%d", i)
+	// Four polling devices, outside the 10% wave: none has started.
+	var devs []*pollingDevice
+	for i := 0; len(devs) < 4; i++ {
+		if id := fmt.Sprintf("waiting-%d", i); release.Bucket(id, "2.0.0") >= 10 {
+			devs = append(devs, newPollingDevice(t, r, id))
 		}
 	}
-	devRoot := t.TempDir()
-	cfg := &config.Config{Repository: r.url, Hardware: rolloutHW, Channel: "stable", Poll: config.Duration(time.Second), Commit: "health", DataDir: "/data/plumb"}
-	cfgJSON, _ := json.Marshal(cfg)
-	for p, data := range map[string][]byte{config.Path: cfgJSON, "data/plumb/.keep": nil, "esp/loader/entries/.keep": nil} {
-		p = filepath.Join(devRoot, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
+	for _, d := range devs {
+		if installed, err := d.a.Poll(t.Context()); installed || err != nil {
+			t.Fatalf("%s: Poll before the halt = %v, %v; want no update", d.a.DeviceID, installed, err)
 		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
+		if got := d.a.State().LastResult; !strings.Contains(got, "not in its rollout yet (10% admitted, 100% from ") {
+			t.Errorf("%s: before the halt, last_result %q; want the wave it waits for", d.a.DeviceID, got)
 		}
-	}
-	a := &agent.Agent{
-		Config:    cfg,
-		Facts:     device.Facts{Release: release.ImageInfo{Version: "1.0.0", Hardware: rolloutHW, Channel: "stable"}, Slot: "a"},
-		Repo:      r.client(t),
-		Device:    &slot.Device{ESP: slot.DirESP(filepath.Join(devRoot, "esp")), Running: "a"},
-		StatePath: filepath.Join(devRoot, "data/plumb/state.json"),
-		DeviceID:  id,
-	}
-	if err := a.Settle(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if installed, err := a.Poll(t.Context()); installed || err != nil {
-		t.Fatalf("Poll before the halt = %v, %v; want no update", installed, err)
-	}
-	if got := a.State().LastResult; !strings.Contains(got, "not in its rollout yet (10% admitted, 100% from ") {
-		t.Errorf("before the halt, last_result %q; want the wave it waits for", got)
 	}
 
-	// Ten devices that tried 2.0.0 report; four of them rolled back (40%).
+	// They keep polling, each on its own; meanwhile ten devices that
+	// tried 2.0.0 report, four of them rolled back (40%), and serve's
+	// controller halts it.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	results := make(chan string, len(devs))
+	for _, d := range devs {
+		go func() { results <- d.pollUntilHalted(ctx) }()
+	}
 	r.report(t, "early", 10, 4)
-
-	// The device keeps polling; the controller halts 2.0.0 meanwhile.
-	var last string
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(last, "halted"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("no halt seen by the device within 30s; last_result %q", last)
-		}
-		time.Sleep(100 * time.Millisecond)
-		if installed, err := a.Poll(t.Context()); installed || err != nil {
-			t.Fatalf("Poll = %v, %v; want no update", installed, err)
-		}
-		last = a.State().LastResult
-	}
 	wantReason := "failure rate 40% (4 of 10 devices that tried it) passed the threshold 30% (minimum sample 10)"
-	if !strings.Contains(last, wantReason) || !strings.Contains(last, "by plumb rollout watch") {
-		t.Errorf("last_result %q; want the reason %q and who halted it", last, wantReason)
+	for range devs {
+		if err := <-results; err != "" {
+			t.Error(err)
+		}
 	}
+	for _, d := range devs {
+		if last := d.a.State().LastResult; !strings.Contains(last, wantReason) || !strings.Contains(last, "by plumb rollout watch") {
+			t.Errorf("%s: last_result %q; want the reason %q and who halted it", d.a.DeviceID, last, wantReason)
+		}
+	}
+	devRoot := devs[0].root
 
 	// plumbd status shows it.
 	var out, errb bytes.Buffer
@@ -370,6 +353,62 @@ func TestRolloutHaltWhilePolling(t *testing.T) {
 	ts = targets(t, r.client(t))
 	if n, _ := admitted(t, ts, "", time.Now().Add(48*time.Hour)); n != 1000 {
 		t.Errorf("resumed: %d of 1000 admitted after the last wave, want all", n)
+	}
+}
+
+// pollingDevice is a device running 1.0.0 with a real agent (its own TUF
+// client, state file and configuration under root) whose slots are never
+// written: the tests that use it must not let it install.
+type pollingDevice struct {
+	a    *agent.Agent
+	root string
+}
+
+func newPollingDevice(t *testing.T, r *rolloutRig, id string) *pollingDevice {
+	t.Helper()
+	d := &pollingDevice{root: t.TempDir()}
+	cfg := &config.Config{Repository: r.url, Hardware: rolloutHW, Channel: "stable", Poll: config.Duration(time.Second), Commit: "health", DataDir: "/data/plumb"}
+	cfgJSON, _ := json.Marshal(cfg)
+	for p, data := range map[string][]byte{config.Path: cfgJSON, "data/plumb/.keep": nil, "esp/loader/entries/.keep": nil} {
+		p = filepath.Join(d.root, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.a = &agent.Agent{
+		Config:    cfg,
+		Facts:     device.Facts{Release: release.ImageInfo{Version: "1.0.0", Hardware: rolloutHW, Channel: "stable"}, Slot: "a"},
+		Repo:      r.client(t),
+		Device:    &slot.Device{ESP: slot.DirESP(filepath.Join(d.root, "esp")), Running: "a"},
+		StatePath: filepath.Join(d.root, "data/plumb/state.json"),
+		DeviceID:  id,
+	}
+	if err := d.a.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// pollUntilHalted polls every 50ms until the device sees a halt; it
+// returns what went wrong, "" when nothing did.
+func (d *pollingDevice) pollUntilHalted(ctx context.Context) string {
+	for {
+		installed, err := d.a.Poll(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Sprintf("%s: no halt seen; last_result %q", d.a.DeviceID, d.a.State().LastResult)
+		case installed || err != nil:
+			return fmt.Sprintf("%s: Poll = %v, %v; want no update", d.a.DeviceID, installed, err)
+		case strings.Contains(d.a.State().LastResult, "halted"):
+			return ""
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
