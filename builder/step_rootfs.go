@@ -196,6 +196,7 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 	c := config.Config{Hardware: b.r.Hardware, Channel: b.r.Channel, Poll: config.Duration(5 * time.Minute), Commit: "health"}
 	if a := b.r.Agent; a != nil {
 		c.Repository, c.Poll, c.Commit, c.Reboot, c.Report = a.Repository, config.Duration(a.Poll), a.Commit, a.Reboot, a.Report
+		c.Group = a.Group
 		c.Link = config.Link{
 			Proxy: a.Link.Proxy, RateLimit: int64(a.Link.RateLimit), Attempts: a.Link.Attempts,
 			RequestTimeout: config.Duration(a.Link.RequestTimeout), IdleTimeout: config.Duration(a.Link.IdleTimeout),

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	wire "github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/internal/iox"
 )
 
 // FuzzApply feeds arbitrary bundles to Apply against a fixed old image:
@@ -43,7 +44,7 @@ func FuzzApply(f *testing.F) {
 		// Small objects are counted a span at a time: a few KiB of slack.
 		before := heapAllocs()
 		sum := sha256.New()
-		out := &countWriter{w: sum}
+		out := &iox.CountingWriter{W: sum}
 		st, err := wire.Apply(t.Context(), out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
 		if a := heapAllocs() - before; a > wire.MaxMemory {
 			t.Fatalf("Apply allocated %d bytes, MaxMemory is %d (err %v)", a, wire.MaxMemory, err)
@@ -59,8 +60,8 @@ func FuzzApply(f *testing.F) {
 		if herr != nil {
 			t.Fatalf("Apply succeeded on a bundle whose header does not parse: %v", herr)
 		}
-		if out.n != h.TargetSize || st.TargetBytes != h.TargetSize {
-			t.Fatalf("Apply wrote %d bytes (stats %d), the header's target is %d", out.n, st.TargetBytes, h.TargetSize)
+		if out.N != h.TargetSize || st.TargetBytes != h.TargetSize {
+			t.Fatalf("Apply wrote %d bytes (stats %d), the header's target is %d", out.N, st.TargetBytes, h.TargetSize)
 		}
 		if got := [32]byte(sum.Sum(nil)); got != h.TargetSHA256 {
 			t.Fatalf("Apply succeeded with sha256 %x, the header's target is %x", got, h.TargetSHA256)

@@ -171,6 +171,9 @@ type Agent struct {
 	// builder puts the token in the agent config. Optional: without one
 	// the fleet service lists the device as pending.
 	JoinToken string `yaml:"join_token"`
+	// Group is the device group rollout waves target (plumb rollout set
+	// --group); "" none.
+	Group string `yaml:"group"`
 }
 
 // Workloads names the device's workload group and how plumbd reaches

@@ -257,6 +257,11 @@ func (a *Agent) Validate() error {
 	if _, err := config.ParseReboot(a.Reboot); err != nil {
 		return fieldErr("reboot", err.Error())
 	}
+	if a.Group != "" {
+		if err := checkName("group", a.Group); err != nil {
+			return err
+		}
+	}
 	if a.Report != "" && a.Report != "off" {
 		if err := checkURL("report", a.Report); err != nil {
 			return err

@@ -65,17 +65,17 @@ func (r *Repo) Publish(ctx context.Context, buildDir string, p PublishOptions) (
 	if err != nil {
 		return nil, err
 	}
+	st, err := r.load()
+	if err != nil {
+		return nil, err
+	}
+	r.keepControl(st, f) // a halt or a wave schedule survives a publish again
 	custom, err := json.Marshal(f)
 	if err != nil {
 		return nil, fmt.Errorf("encoding release facts: %w", err)
 	}
 	raw := json.RawMessage(custom)
 	log := r.opts.Log.With("hardware", f.Hardware, "version", f.Version)
-
-	st, err := r.load()
-	if err != nil {
-		return nil, err
-	}
 	entries, err := publishEntries(m, buildDir, rootfs, f, raw)
 	if err != nil {
 		return nil, err

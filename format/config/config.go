@@ -32,6 +32,7 @@ type Config struct {
 	Root       string        `json:"root"`                // path of the trusted root.json on the device
 	CA         string        `json:"ca,omitempty"`        // path of a PEM CA bundle on the device
 	Hardware   string        `json:"hardware"`            // which releases apply
+	Group      string        `json:"group,omitempty"`     // the device's group for rollout waves; "" none
 	Channel    string        `json:"channel"`             // which channel to follow
 	Poll       Duration      `json:"poll"`                // time between update checks
 	Commit     string        `json:"commit"`              // "health" or "attested"
@@ -148,6 +149,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Link.RateLimit < 0 || c.Link.Attempts < 0 || c.Link.RequestTimeout < 0 || c.Link.IdleTimeout < 0 {
 		return fmt.Errorf("agent config: link: expected rate_limit, attempts and timeouts >= 0")
+	}
+	if c.Group != "" {
+		if err := workloadGroup(c.Group); err != nil {
+			return fmt.Errorf("agent config: %w", err)
+		}
 	}
 	if w := c.Workloads; w != nil {
 		if err := workloadGroup(w.Group); err != nil {

@@ -35,6 +35,9 @@ func TestValidate(t *testing.T) {
 			c.Health = []HealthCheck{{Command: "true"}, {File: "/run/ok"}, {URL: "http://127.0.0.1/healthz", Timeout: Duration(time.Second)}}
 		}, ""},
 		{"reboot in a window", func(c *Config) { c.Reboot = "02:00-04:00" }, ""},
+		{"rollout group", func(c *Config) { c.Group = "canary" }, ""},
+		{"bad rollout group", func(c *Config) { c.Group = "Canary Devices" },
+			`agent config: group: expected [a-z0-9][a-z0-9_.-]* (at most 63 characters), got "Canary Devices"`},
 		{"manual reboot", func(c *Config) { c.Reboot = "manual" }, ""},
 		{"bad reboot", func(c *Config) { c.Reboot = "sometimes" }, "agent config: reboot: "},
 		{"ftp repository", func(c *Config) { c.Repository = "ftp://repo.example/" },

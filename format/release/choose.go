@@ -3,7 +3,7 @@ package release
 import (
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
+	"time"
 )
 
 // Candidate is a release target the agent may install: a full release, or
@@ -23,6 +23,8 @@ type Want struct {
 	Recorded string          // newest release ever committed here ("" if none)
 	Bad      map[string]bool // versions that failed here
 	DeviceID string          // for staged rollouts
+	Group    string          // the device's group (config "group"), for waves
+	Now      time.Time       // the device's clock, for waves; zero means time.Now
 }
 
 // Target is a trusted TUF target as the fetch client lists it.
@@ -58,7 +60,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 			CompareVersions(f.Version, w.Recorded) < 0 {
 			continue
 		}
-		if !InRollout(w.DeviceID, f.Version, f.Rollout) {
+		if ok, _ := f.Admits(w.DeviceID, w.Group, w.now()); !ok {
 			continue
 		}
 		if best == nil || CompareVersions(f.Version, best.Facts.Version) > 0 {
@@ -72,12 +74,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 // version at percent: fnv32a(deviceID + "/" + version) mod 100 < percent.
 // Every device decides alone, so the server stays static.
 func InRollout(deviceID, version string, percent int) bool {
-	if percent >= 100 {
-		return true
-	}
-	h := fnv.New32a()
-	h.Write([]byte(deviceID + "/" + version))
-	return int(h.Sum32()%100) < percent
+	return percent >= 100 || Bucket(deviceID, version) < percent
 }
 
 // ChooseDelta returns the delta target that turns the running release into

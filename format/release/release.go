@@ -47,6 +47,10 @@ type Facts struct {
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
 	BaseSHA256 string `json:"base_sha256,omitempty"`
+
+	// Rollout control: waves, pause, halt (rollout.go). Its keys sit at
+	// the top level of the custom field.
+	Control
 }
 
 // validName checks a hardware name: [a-z0-9][a-z0-9._-]*, at most 64 bytes.
@@ -95,6 +99,9 @@ func (f *Facts) Validate() error {
 		return fmt.Errorf("release facts: rollout: expected a percentage 0..100, got %d", f.Rollout)
 	}
 	if err := f.Rootfs.validate("rootfs"); err != nil {
+		return err
+	}
+	if err := f.Control.Validate(); err != nil {
 		return err
 	}
 	if f.Measured != nil {

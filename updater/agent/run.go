@@ -263,14 +263,22 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	}
 	want := release.Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
-		Running: a.Facts.Release.Version, Recorded: recorded, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
+		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), Recorded: recorded, DeviceID: a.DeviceID,
+		Group: a.Config.Group, Now: time.Now(),
 	}
 	cand, skipped := release.Choose(ts, want)
 	for p, why := range skipped {
 		a.log().Warn("target skipped", "target", p, "err", why)
 	}
+	held := release.HeldBack(ts, want, cand)
+	if held != "" {
+		a.log().Info("release held back by its rollout", "reason", held)
+	}
 	if cand == nil {
 		a.state.LastResult = "no update"
+		if held != "" {
+			a.state.LastResult = "no update (" + held + ")"
+		}
 		if err := a.save(); err != nil {
 			return false, err
 		}
@@ -312,7 +320,7 @@ func (a *Agent) install(ctx context.Context, c, dc *release.Candidate) error {
 		st.Fetched, st.Fallback, st.Method = 0, "", ""
 		os.Remove(a.bundleFile()) // of an update given up; its room is needed
 	}
-	st.Facts = c.Facts // the measured reference values, for an attested commit
+	st.Facts = withoutControl(c.Facts) // the measured reference values, for an attested commit
 	start := time.Now()
 	var done int64
 	var fallback error

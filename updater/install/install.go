@@ -69,8 +69,10 @@ type Options struct {
 	// checks, download and verification of the release into nothing) and
 	// writes nothing.
 	DryRun bool
-	// Hardware, Channel and DeviceID choose the release (release.Choose).
-	Hardware, Channel, DeviceID string
+	// Hardware, Channel, DeviceID and Group choose the release
+	// (release.Choose: a paused or halted release, or one whose wave has
+	// not reached the device, is not installed).
+	Hardware, Channel, DeviceID, Group string
 	// Layout is the disk to write (from the installer initramfs).
 	Layout *config.Installer
 	// Root prefixes Layout's file paths ("/" in the installer).
@@ -213,7 +215,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	for i, t := range targets {
 		ts[i] = release.Target{Path: t.Path, Custom: t.Custom}
 	}
-	cand, skipped := release.Choose(ts, release.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
+	cand, skipped := release.Choose(ts, release.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID, Group: o.Group})
 	for p, why := range skipped {
 		r.log.Warn("target skipped", "target", p, "err", why)
 	}

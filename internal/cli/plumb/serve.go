@@ -14,6 +14,7 @@ import (
 
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/rollout"
 	"github.com/plumb-os/plumb/server/store"
 )
 
@@ -30,6 +31,8 @@ type serveOptions struct {
 	retention time.Duration
 	attest    bool
 	ekCAs     []string
+	watch     bool           // run the halt controller (rollout.go)
+	policy    rolloutOptions // its policy flags
 }
 
 func newServeCmd(e *cli.Env) *cobra.Command {
@@ -63,7 +66,10 @@ The first run makes a development CA (DIR/tls/ca.pem, key ca.key) and a
 server certificate signed by it for 127.0.0.1, localhost, 10.0.2.100 (the
 host as QEMU guests see it) and every --host; later runs reuse them. Devices
 and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.
-`,
+
+With --rollout-watch (the default, when DIR holds a repository and the
+fleet service is on) it runs the halt controller of plumb rollout watch on
+the fleet database's per-release outcomes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.dir = args[0]
@@ -80,6 +86,8 @@ and plumbd fetch trust ca.pem. Serve runs until Ctrl-C.
 	f.DurationVar(&o.retention, "retention", 0, "drop device history older than this, e.g. 2160h (0 keeps it, bounded by --history)")
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
+	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
+	addWatchFlags(cmd, &o.policy)
 	return cmd
 }
 
@@ -154,6 +162,18 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		}
 	}
 	fmt.Fprintf(e.Stdout, "Ctrl-C stops.\n")
+	wctx, stop := context.WithCancel(ctx)
+	var outcomes rollout.Outcomes
+	if st := s.Store(); st != nil {
+		outcomes = st
+	}
+	wait, err := startServeWatcher(wctx, e, o, outcomes, log)
+	if err != nil {
+		stop()
+		l.Close()
+		return err
+	}
+	defer func() { stop(); wait() }()
 	return s.Serve(ctx, l)
 }
 

@@ -150,7 +150,7 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 	}
 	res, err := install.Run(ctx, install.Options{
 		Disk: o.disk, Force: o.force, DryRun: o.dryRun, BootPartUUID: bootPart,
-		Hardware: cfg.Hardware, Channel: cfg.Channel, DeviceID: deviceID,
+		Hardware: cfg.Hardware, Channel: cfg.Channel, DeviceID: deviceID, Group: cfg.Group,
 		Layout: layout, Root: o.root, Repo: client,
 		SysBlock: "/sys/class/block", Dev: "/dev",
 		Console: e.Stdout, Log: e.Log,
