@@ -166,6 +166,14 @@ type Agent struct {
 	// Workloads makes plumbd run the containers of a group's workload
 	// manifest through containerd; nil: none.
 	Workloads *Workloads `yaml:"workloads"`
+
+	// Field operations (field.go): when a release installs, the device's
+	// group for approvals, hooks, and how long an application lock may
+	// defer an update.
+	Install     string        `yaml:"install"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
+	Group       string        `yaml:"group"`         // the device's group for operator approvals
+	Hooks       Hooks         `yaml:"hooks"`         // executables run around an update
+	LockMaxHold time.Duration `yaml:"lock_max_hold"` // default 1h
 }
 
 // Workloads names the device's workload group and how plumbd reaches

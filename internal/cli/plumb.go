@@ -38,6 +38,7 @@ func RunPlumb(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
 	root.AddCommand(newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e), newDeltaCmd(e), newPlumbAttestCmd(e))
+	root.AddCommand(newExportCmd(e), newPlumbApproveCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)

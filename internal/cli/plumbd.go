@@ -41,6 +41,7 @@ func RunPlumbd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
 	root.AddCommand(newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e))
+	root.AddCommand(newUpdateCmd(e), newApproveCmd(e), newCheckCmd(e), newLockCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)

@@ -115,6 +115,9 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 		StatePath: filepath.Join(dir, stateFile), DeviceID: id.ID, Log: e.log,
 	}
 	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, hc, e.log)
+	if err := rep.QueueIn(filepath.Join(dir, "reports"), 0); err != nil {
+		e.log.Warn("status reports made offline will not be kept", "err", err)
+	}
 	if rep != nil {
 		var last string
 		a.OnSave = func(st *agent.State) {
@@ -212,6 +215,9 @@ func runAgent(ctx context.Context, e *env, o runOptions) error {
 	}
 	a, err := newAgent(ctx, e, f, cfg)
 	if err != nil {
+		return err
+	}
+	if err := startField(ctx, e, a, cfg); err != nil {
 		return err
 	}
 	return a.Run(ctx)

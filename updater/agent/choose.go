@@ -25,6 +25,8 @@ type Want struct {
 	Running  string          // running version
 	Bad      map[string]bool // versions that failed here
 	DeviceID string          // for staged rollouts
+	// AnyRollout ignores staged rollouts (a medium brought on purpose).
+	AnyRollout bool
 }
 
 // Target is a trusted TUF target as the fetch client lists it.
@@ -59,7 +61,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 		if recipe.CompareVersions(f.Version, w.Running) <= 0 || w.Bad[f.Version] {
 			continue
 		}
-		if !InRollout(w.DeviceID, f.Version, f.Rollout) {
+		if !w.AnyRollout && !InRollout(w.DeviceID, f.Version, f.Rollout) {
 			continue
 		}
 		if best == nil || recipe.CompareVersions(f.Version, best.Facts.Version) > 0 {

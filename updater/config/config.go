@@ -41,6 +41,12 @@ type Config struct {
 	DataDir    string        `json:"data_dir,omitempty"`  // agent state; default /data/plumb
 	Link       Link          `json:"link,omitzero"`       // the network between device and repository
 	Workloads  *Workloads    `json:"workloads,omitempty"` // containers to run; nil: none
+
+	// Field operations (field.go).
+	Install     string   `json:"install,omitempty"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
+	Group       string   `json:"group,omitempty"`         // the device's group, for operator approvals
+	Hooks       *Hooks   `json:"hooks,omitempty"`         // executables run around an update
+	LockMaxHold Duration `json:"lock_max_hold,omitempty"` // how long an application lock may defer an update; default 1h
 }
 
 // Workloads configures the containers plumbd runs through containerd: the
@@ -155,6 +161,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("agent config: report: expected an http(s) URL or \"off\", got %q", c.Report)
 		}
+	}
+	if err := c.validateField(); err != nil {
+		return err
 	}
 	if _, err := ParseReboot(c.Reboot); err != nil {
 		return fmt.Errorf("agent config: reboot: %w", err)

@@ -53,6 +53,7 @@ type Reporter struct {
 	pending  *Body
 	inflight bool
 	wake     chan struct{}
+	q        *queue // reports not sent yet (queue.go); nil: dropped
 }
 
 // URL returns the endpoint for base ("" or "off": none).
@@ -111,22 +112,37 @@ func (r *Reporter) Flush(d time.Duration) {
 }
 
 func (r *Reporter) loop(ctx context.Context) {
+	retry := time.NewTicker(retryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
+		case <-retry.C:
 		}
 		for {
 			r.mu.Lock()
-			b := r.pending
+			b, q := r.pending, r.q
 			r.pending, r.inflight = nil, b != nil
 			r.mu.Unlock()
+			var err error
+			if q != nil && q.len() > 0 {
+				err = r.drain(ctx, q) // older reports first: the server keeps the last
+			}
 			if b == nil {
 				break
 			}
-			if err := r.post(ctx, b); err != nil {
+			if err == nil {
+				err = r.post(ctx, b)
+			}
+			if err != nil {
 				r.log.Warn("status report not sent", "url", r.url, "err", err)
+				if q != nil {
+					if qerr := q.add(b); qerr != nil {
+						r.log.Warn("status report not queued", "err", qerr)
+					}
+				}
 			} else {
 				r.log.Debug("status report sent", "url", r.url)
 			}
