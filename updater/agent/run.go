@@ -67,7 +67,7 @@ type Agent struct {
 	// Requests, when set, carries the local API's requests (field_run.go).
 	Requests chan Request
 
-	seen     map[string]bool // media already read, by device
+	seen map[string]bool // media already read, by device
 
 	state      *State
 	appliedSum string // sha256 of the workload manifest applied last
