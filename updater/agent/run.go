@@ -309,6 +309,9 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		a.save()
 		return false, err
 	}
+	if a.state.Phase == PhaseReady { // held by the install policy
+		return false, nil
+	}
 	a.state.LastResult = "installed " + cand.Facts.Version
 	return true, nil
 }
