@@ -64,7 +64,7 @@ func WriteImage(ctx context.Context, dir, out, fsType string) error {
 		if rerr != nil {
 			return rerr
 		}
-		args := []string{"-s", "-b", "-Q", "-i", tmp}
+		args := []string{"-s", "-Q", "-i", tmp}
 		for _, e := range ents {
 			args = append(args, filepath.Join(dir, e.Name()))
 		}

@@ -191,7 +191,9 @@ func TestHooks(t *testing.T) {
 		hook func(t *testing.T) string
 		want string
 	}{
-		{"fails", func(t *testing.T) string { return script(t, "echo stopping app\necho cannot stop app: busy >&2\nexit 3\n", 0o755) },
+		{"fails", func(t *testing.T) string {
+			return script(t, "echo stopping app\necho cannot stop app: busy >&2\nexit 3\n", 0o755)
+		},
 			`^pre-install hook \S+ failed: exit status 3: output: stopping app \| cannot stop app: busy$`},
 		{"missing", func(t *testing.T) string { return "/no/such/hook" },
 			`^pre-install hook /no/such/hook failed: missing: no such file$`},
