@@ -20,6 +20,7 @@ import (
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/localapi"
 	"github.com/plumb-os/plumb/updater/reconcile"
 	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
@@ -139,7 +140,7 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 	if w := cfg.Workloads; w != nil {
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
 			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, defaultAppsData),
-			StateDir: filepath.Join(dir, appsStateDir), Log: e.log,
+			StateDir: filepath.Join(dir, appsStateDir), Log: e.log, AgentSocket: localapi.Socket,
 		}}
 	}
 	return a, nil

@@ -35,6 +35,12 @@ func (r *Reconciler) create(ctx context.Context, group string, c *workload.Conta
 		}
 		mounts = append(mounts, specs.Mount{Type: "bind", Source: src, Destination: m.Target, Options: opts})
 	}
+	if c.AgentSocket {
+		if r.opts.AgentSocket == "" {
+			return nil, fmt.Errorf("container %s: agent_socket: this agent has no local API socket to mount", c.Name)
+		}
+		mounts = append(mounts, specs.Mount{Type: "bind", Source: r.opts.AgentSocket, Destination: r.opts.AgentSocket, Options: []string{"bind", "rw"}})
+	}
 	env := make([]string, 0, len(c.Env))
 	for _, k := range sortedNames(c.Env) {
 		env = append(env, k+"="+c.Env[k])

@@ -67,6 +67,10 @@ type Container struct {
 	Restart string `json:"restart,omitempty"`
 	// Health, when set, is run inside the container every Interval.
 	Health *Health `json:"health,omitempty"`
+	// AgentSocket mounts plumbd's local API socket
+	// (/run/plumb/agent.sock) into the container at the same path, so the
+	// application can read the status and hold update locks.
+	AgentSocket bool `json:"agent_socket,omitempty"`
 }
 
 // Mount binds DATA/apps/<group>/<Source> (created if missing) at Target.

@@ -246,6 +246,13 @@ func (p *parser) container(n *yaml.Node, field string, c *Container, archive *st
 		"archive": func(v *yaml.Node) error { return p.str(v, f("archive"), archive) },
 		"command": func(v *yaml.Node) error { return p.strs(v, f("command"), &c.Command) },
 		"restart": func(v *yaml.Node) error { return p.str(v, f("restart"), &c.Restart) },
+		"agent_socket": func(v *yaml.Node) error {
+			if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+				return p.errAt(v, f("agent_socket"), "expected true or false, got %s", describe(v))
+			}
+			c.AgentSocket = v.Value == "true" || v.Value == "True" || v.Value == "TRUE"
+			return nil
+		},
 		"env": func(v *yaml.Node) error {
 			if v.Kind != yaml.MappingNode {
 				return p.errAt(v, f("env"), "expected a mapping of NAME: value, got %s", describe(v))
