@@ -47,6 +47,9 @@ func (a *Agent) UpdateFrom(ctx context.Context, dir, source string) (bool, error
 	if err != nil {
 		m.Result, m.Refused = err.Error(), errors.Is(err, ErrMediumRefused)
 	}
+	if n := len(a.state.Media); n > 0 && a.state.Media[n-1].Device == source && strings.HasPrefix(a.state.Media[n-1].Result, "installing ") {
+		a.state.Media = a.state.Media[:n-1] // its outcome replaces it
+	}
 	a.state.addMedium(m)
 	if serr := a.save(); serr != nil && err == nil {
 		err = serr
@@ -118,6 +121,9 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	a.Repo = repo
 	defer func() { a.Repo = net }()
 	a.state.Source = "medium " + source
+	// Recorded before the install: it ends with a reboot when the policy
+	// says so, and the state must say where the release came from.
+	a.state.addMedium(MediumResult{Device: source, Time: time.Now().UTC(), Result: "installing " + cand.Facts.Version})
 	if err := a.install(ctx, cand, dc); err != nil {
 		if a.state.Phase != PhaseDownloading && a.state.Phase != PhaseApplying {
 			a.state.Phase = PhaseIdle
