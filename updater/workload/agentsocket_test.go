@@ -11,7 +11,7 @@ func TestAgentSocket(t *testing.T) {
 		t.Fatalf("ParseYAML(agent_socket: true) = %+v, %v", src, err)
 	}
 	_, err = ParseYAML("w.yaml", []byte("containers:\n  - name: a\n    image: "+img+"\n    agent_socket: yes please\n"), "g")
-	if want := `w.yaml:4: containers[0].agent_socket: expected true or false, got the string "yes please"`; err == nil || err.Error() != want {
+	if want := `w.yaml:4: containers[0].agent_socket: expected true or false, got "yes please"`; err == nil || err.Error() != want {
 		t.Errorf("ParseYAML(agent_socket: yes please) = %v, want %q", err, want)
 	}
 }
