@@ -85,7 +85,10 @@ func (r *Repo) Export(ctx context.Context, dir string, o ExportOptions) (ex *Exp
 		if o.Version != "" {
 			return nil, invalid("export: no release %s for hardware %q in the repository", o.Version, o.Hardware)
 		}
-		return nil, invalid("export: no release for hardware %q in the repository (it has: %s)", o.Hardware, strings.Join(have, ", "))
+		if len(have) == 0 {
+			return nil, invalid("export: no release for hardware %q in the repository (it has none)", o.Hardware)
+		}
+		return nil, invalid("export: no release for hardware %q in the repository (it has releases for: %s)", o.Hardware, strings.Join(have, ", "))
 	}
 	files := []Release{*full}
 	for _, s := range o.Since {

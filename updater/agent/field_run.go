@@ -253,6 +253,9 @@ func (a *Agent) handle(ctx context.Context, r Request) error {
 		return a.save()
 	case ReqUpdateFrom:
 		dir, unmount := r.Arg, func() error { return nil }
+		if fi, err := os.Stat(r.Arg); err == nil && fi.Mode().IsRegular() {
+			return fmt.Errorf("update --from %s: a file, expected a block device or a directory: write the image to a stick, or mount it (mount -o loop,ro %s DIR) and give DIR", r.Arg, r.Arg)
+		}
 		if a.OpenMedium != nil && isDevice(r.Arg) {
 			var err error
 			if dir, unmount, err = a.OpenMedium(r.Arg); err != nil {
