@@ -76,6 +76,9 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	if err != nil {
 		return refuse("%v", err)
 	}
+	if c, ok := repo.(io.Closer); ok {
+		defer c.Close() // the medium is unmounted after this
+	}
 	if err := repo.Refresh(ctx); err != nil {
 		return refuse("metadata: %v", err)
 	}

@@ -63,7 +63,18 @@ func NewLocal(opts LocalOptions) (*Client, error) {
 	}
 	ref := opts.RefTime
 	c.now = func() time.Time { return ref }
+	c.close = root.Close
 	return c, nil
+}
+
+// Close releases what the client holds open: for a local client, the
+// medium's directory (so that it can be unmounted). Network clients hold
+// nothing.
+func (c *Client) Close() error {
+	if c.close == nil {
+		return nil
+	}
+	return c.close()
 }
 
 // fileTransport answers GETs for http://media.plumb.invalid/<path> with the
