@@ -47,9 +47,10 @@ func (a *Agent) UpdateFrom(ctx context.Context, dir, source string) (bool, error
 	if err != nil {
 		m.Result, m.Refused = err.Error(), errors.Is(err, ErrMediumRefused)
 	}
-	if n := len(a.state.Media); n > 0 && a.state.Media[n-1].Device == source && strings.HasPrefix(a.state.Media[n-1].Result, "installing ") {
-		a.state.Media = a.state.Media[:n-1] // its outcome replaces it
+	if n := len(a.state.Media); a.recorded && n > 0 {
+		a.state.Media = a.state.Media[:n-1] // this call's "installing": its outcome replaces it
 	}
+	a.recorded = false
 	a.state.addMedium(m)
 	if serr := a.save(); serr != nil && err == nil {
 		err = serr
@@ -127,6 +128,7 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	// Recorded before the install: it ends with a reboot when the policy
 	// says so, and the state must say where the release came from.
 	a.state.addMedium(MediumResult{Device: source, Time: time.Now().UTC(), Result: "installing " + cand.Facts.Version})
+	a.recorded = true
 	if err := a.install(ctx, cand, dc); err != nil {
 		if a.state.Phase != PhaseDownloading && a.state.Phase != PhaseApplying {
 			a.state.Phase = PhaseIdle

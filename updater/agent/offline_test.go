@@ -152,11 +152,17 @@ func TestUpdateFromMedium(t *testing.T) {
 	writeFile(t, files[0], b)
 	r.refused(t, a, tampered, `^update medium refused: stick: target test/2\.0\.0/rootfs\.sqfs: verification failed: sha256 mismatch: expected [0-9a-f]{64}, got [0-9a-f]{64}$`)
 
-	installed, err := a.UpdateFrom(t.Context(), good, "stick")
-	if err != nil || !installed {
-		t.Fatalf("UpdateFrom(good) = %v, %v; want installed", installed, err)
+	// plumbd update --from: a request to the agent. An image file is
+	// refused with how to use it; the directory installs.
+	img := filepath.Join(t.TempDir(), "stick.img")
+	writeFile(t, img, []byte("an image"))
+	if err := a.handle(t.Context(), Request{Kind: ReqUpdateFrom, Arg: img}); err == nil || !strings.Contains(err.Error(), "a file, expected a block device or a directory: write the image to a stick, or mount it (mount -o loop,ro") {
+		t.Errorf("update --from FILE = %v, want the refusal saying how to use an image", err)
 	}
-	if st := r.state(t); st.Phase != PhaseRebooting || st.Version != v2 || st.Source != "medium stick" || st.Media[len(st.Media)-1].Result != "installed 2.0.0" {
+	if err := a.handle(t.Context(), Request{Kind: ReqUpdateFrom, Arg: good}); err != nil {
+		t.Fatalf("update --from %s: %v", good, err)
+	}
+	if st := r.state(t); st.Phase != PhaseRebooting || st.Version != v2 || st.Source != "medium "+good || st.Media[len(st.Media)-1].Result != "installed 2.0.0" {
 		t.Errorf("state = phase %s version %s source %q media %+v; want rebooting into 2.0.0 from the medium", st.Phase, st.Version, st.Source, st.Media)
 	}
 	bootTrial(t, r, "plumb-2.0.0+2-1.conf")

@@ -67,7 +67,8 @@ type Agent struct {
 	// Requests, when set, carries the local API's requests (field_run.go).
 	Requests chan Request
 
-	seen map[string]bool // media already read, by device
+	seen     map[string]bool // media already read, by device
+	recorded bool            // UpdateFrom recorded "installing" for the medium it reads
 
 	state      *State
 	appliedSum string // sha256 of the workload manifest applied last
