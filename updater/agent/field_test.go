@@ -55,6 +55,16 @@ func TestDownloadOnlyApproval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A reboot (power cut) keeps the release ready: plumbd starts again.
+	a = r.agent(t, "a", v1, nil)
+	a.DeviceID = testDeviceID
+	a.Config.Install, a.Config.Group = config.InstallDownloadOnly, "site-a"
+	if err := a.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.state(t); st.Phase != PhaseReady || st.Version != v2 {
+		t.Fatalf("after a restart: phase %s version %s, want ready 2.0.0", st.Phase, st.Version)
+	}
 	repo, _ := tufrepo.Open(r.repoDir, r.repoOpts)
 	if err := repo.Approve(t.Context(), hardware, v2, release.Approval{Groups: []string{"site-a"}}); err != nil {
 		t.Fatal(err)

@@ -186,6 +186,11 @@ func (a *Agent) Settle(ctx context.Context) error {
 		// The next poll resumes the download from the bytes recorded.
 		a.log().Info("resuming interrupted download", "version", a.state.Version, "bytes", a.state.Bytes)
 		return nil
+	case a.state.Phase == PhaseReady && a.state.Version != running && a.state.Slot == a.Device.Inactive():
+		// Verified on the inactive slot, held by the install policy:
+		// it stays ready across reboots (Run installs it when allowed).
+		a.log().Info("release ready on the inactive slot", "version", a.state.Version, "waiting", a.state.Waiting)
+		return nil
 	case a.state.Phase != PhaseIdle && a.state.Phase != PhaseCommitted:
 		// An update was cut short before its reboot: start it again.
 		a.log().Info("resuming interrupted update", "phase", a.state.Phase, "version", a.state.Version)
