@@ -2,7 +2,7 @@ package builder
 
 import (
 	"github.com/plumb-os/plumb/builder/recipe"
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 // fieldConfig copies the recipe's field settings (install policy, group,

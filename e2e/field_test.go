@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/medium"
-	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/format/disklayout"
+	plumbcli "github.com/plumb-os/plumb/internal/cli/plumb"
 	"github.com/plumb-os/plumb/testvm"
 )
 
@@ -25,7 +25,7 @@ import (
 func (f *fleet) plumb(args ...string) string {
 	f.t.Helper()
 	var out, errOut bytes.Buffer
-	if code := cli.RunPlumb(f.ctx, args, &out, &errOut); code != 0 {
+	if code := plumbcli.Run(f.ctx, args, &out, &errOut); code != 0 {
 		f.t.Fatalf("plumb %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
 	}
 	return out.String()
@@ -129,7 +129,7 @@ func TestOfflineUpdate(t *testing.T) {
 
 	// Slot a still holds 1.0.0; the ESP has 2.0.0 committed and 1.0.0 as
 	// the fallback; the state lists the media and their reasons.
-	slotA := extractPartition(t, d.disk, partition(t, d.man, diskimg.NameRootA))
+	slotA := extractPartition(t, d.disk, partition(t, d.man, disklayout.NameRootA))
 	if prefixSum(t, slotA, fileSize(t, filepath.Join(v1, builder.RootfsFile))) != prefixSum(t, filepath.Join(v1, builder.RootfsFile), -1) {
 		t.Errorf("slot a no longer holds 1.0.0's image")
 	}
@@ -150,7 +150,7 @@ func TestOfflineUpdate(t *testing.T) {
 // journal, which debugfs alone does not read).
 func readDataReplayed(t *testing.T, d *device, name string) string {
 	t.Helper()
-	img := extractPartition(t, d.disk, partition(t, d.man, diskimg.NameData))
+	img := extractPartition(t, d.disk, partition(t, d.man, disklayout.NameData))
 	if out, err := exec.Command("e2fsck", "-fy", img).CombinedOutput(); err != nil {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() > 1 {
 			t.Fatalf("e2fsck: %v\n%s", err, out)

@@ -1,6 +1,6 @@
 // Package medium writes update media: a directory made by plumb export
 // (tufrepo.Export) packed into an image ready to be written to a USB stick,
-// ext4 or FAT, labelled media.Label so that plumbd finds it when it is
+// ext4 or FAT, labelled format.Label so that plumbd finds it when it is
 // inserted. It runs mkfs.ext4 (e2fsprogs) or mkfs.vfat and mcopy
 // (dosfstools, mtools).
 package medium
@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/plumb-os/plumb/updater/media"
+	format "github.com/plumb-os/plumb/format/medium"
 )
 
 // Filesystems an image can have.
@@ -55,9 +55,9 @@ func WriteImage(ctx context.Context, dir, out, fsType string) error {
 	f.Close()
 	switch fsType {
 	case Ext4:
-		err = run(ctx, "mkfs.ext4", "-q", "-F", "-L", media.Label, "-O", "^has_journal", "-E", "root_owner=0:0", "-d", dir, tmp)
+		err = run(ctx, "mkfs.ext4", "-q", "-F", "-L", format.Label, "-O", "^has_journal", "-E", "root_owner=0:0", "-d", dir, tmp)
 	case FAT:
-		if err = run(ctx, "mkfs.vfat", "-n", media.Label, tmp); err != nil {
+		if err = run(ctx, "mkfs.vfat", "-n", format.Label, tmp); err != nil {
 			break
 		}
 		ents, rerr := os.ReadDir(dir)

@@ -15,14 +15,13 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/plumb-os/plumb/builder/recipe"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/medium"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // ExportFile is the description plumb export writes at the top of a
-// medium. It is informational (not signed): the device trusts only the
-// TUF metadata beside it.
-const ExportFile = "plumb-export.json"
+// medium (format/medium).
+const ExportFile = medium.ExportFile
 
 // ExportOptions choose what a medium carries.
 type ExportOptions struct {
@@ -77,7 +76,7 @@ func (r *Repo) Export(ctx context.Context, dir string, o ExportOptions) (ex *Exp
 			}
 			continue
 		}
-		if o.Version == "" && (full == nil || recipe.CompareVersions(f.Version, full.Facts.Version) > 0) || o.Version == f.Version {
+		if o.Version == "" && (full == nil || release.CompareVersions(f.Version, full.Facts.Version) > 0) || o.Version == f.Version {
 			full = &rels[i]
 		}
 	}

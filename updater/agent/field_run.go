@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // Request is something the local API asks of the running agent. The agent

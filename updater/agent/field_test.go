@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
-	"github.com/plumb-os/plumb/updater/config"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 const testDeviceID = "abcdefghijklmnop"

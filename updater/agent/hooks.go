@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 // Hook output kept: the log gets up to maxHookOutput bytes, status and

@@ -8,16 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/format/medium"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/media"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // ErrMediumRefused marks a medium that failed a check (no export on it,
@@ -89,18 +87,18 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	}
 	// The signed metadata lists every release of the repository; the
 	// medium carries the files of some. Only those can be chosen.
-	var ts []Target
+	var ts []release.Target
 	for _, t := range targets {
 		if fi, err := os.Stat(mediumFile(dir, t.Path, t.SHA256)); err == nil && fi.Mode().IsRegular() {
-			ts = append(ts, Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256})
+			ts = append(ts, release.Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256})
 		}
 	}
-	want := Want{
+	want := release.Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
 		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
 		AnyRollout: true, // a person brought this release to this device
 	}
-	cand, _ := Choose(ts, want)
+	cand, _ := release.Choose(ts, want)
 	if cand == nil {
 		return refuse("%s", nothingFor(ts, want))
 	}
@@ -110,7 +108,7 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	if err := verifyFile(mediumFile(dir, cand.Path, cand.SHA256), cand.Length, cand.SHA256); err != nil {
 		return refuse("target %s: %v", cand.Path, err)
 	}
-	dc, _ := ChooseDelta(ts, cand, want)
+	dc, _ := release.ChooseDelta(ts, cand, want)
 	if dc != nil {
 		if err := verifyFile(mediumFile(dir, dc.Path, dc.SHA256), dc.Length, dc.SHA256); err != nil {
 			a.log().Warn("delta on the medium not used", "target", dc.Path, "err", err)
@@ -141,11 +139,8 @@ func (a *Agent) updateFrom(ctx context.Context, dir, source string) (bool, strin
 	return true, "installed " + cand.Facts.Version, nil
 }
 
-// mediumFile is where an export keeps a target's bytes (consistent
-// snapshots: targets/<dir>/<sha256>.<name>).
-func mediumFile(dir, target, sha string) string {
-	return filepath.Join(dir, "targets", filepath.FromSlash(path.Dir(target)), sha+"."+path.Base(target))
-}
+// mediumFile is where an export keeps a target's bytes.
+func mediumFile(dir, target, sha string) string { return medium.TargetFile(dir, target, sha) }
 
 // verifyFile checks a file's length and sha256 against the trusted ones.
 func verifyFile(p string, length int64, sha string) error {
@@ -169,7 +164,7 @@ func verifyFile(p string, length int64, sha string) error {
 }
 
 // nothingFor says why no release on the medium is for this device.
-func nothingFor(ts []Target, w Want) string {
+func nothingFor(ts []release.Target, w release.Want) string {
 	var other, ours []string
 	for _, t := range ts {
 		f, err := release.Parse(t.Custom)
@@ -185,7 +180,7 @@ func nothingFor(ts []Target, w Want) string {
 			ours = append(ours, f.Version)
 		}
 	}
-	slices.SortFunc(ours, recipe.CompareVersions)
+	slices.SortFunc(ours, release.CompareVersions)
 	switch {
 	case len(ours) > 0:
 		v := ours[len(ours)-1]

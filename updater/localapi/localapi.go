@@ -39,7 +39,7 @@ import (
 )
 
 // Socket is where plumbd listens.
-const Socket = "/run/plumb/agent.sock"
+const Socket = agent.APISocket
 
 // maxBody caps a request body.
 const maxBody = 4 << 10

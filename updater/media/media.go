@@ -20,11 +20,12 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/format/medium"
 )
 
-// Label is the filesystem label of an update medium (11 characters: the
-// longest a FAT label may be).
-const Label = "PLUMBUPDATE"
+// Label is the filesystem label of an update medium.
+const Label = medium.Label
 
 // Filesystem types a medium may have.
 const (

@@ -2,10 +2,37 @@ package media
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// TestProbe: filesystems made by the real mkfs tools are recognised with
+// their label.
+func TestProbe(t *testing.T) {
+	for _, tt := range []struct {
+		typ  string
+		mkfs []string
+	}{
+		{Ext4, []string{"mkfs.ext4", "-q", "-F", "-L", Label}},
+		{VFAT, []string{"mkfs.vfat", "-n", Label}},
+		{VFAT, []string{"mkfs.vfat", "-F", "32", "-n", Label}},
+	} {
+		img := filepath.Join(t.TempDir(), "fs.img")
+		if err := os.WriteFile(img, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(img, 40<<20)
+		if out, err := exec.Command(tt.mkfs[0], append(tt.mkfs[1:], img)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", tt.mkfs, err, out)
+		}
+		typ, label, err := Probe(img)
+		if typ != tt.typ || label != Label || err != nil {
+			t.Errorf("Probe(%v) = %q, %q, %v; want %s, %s", tt.mkfs, typ, label, err, tt.typ, Label)
+		}
+	}
+}
 
 // TestBadMedia: an unreadable stick and one without an export are one
 // line each, naming the device and what was expected.
