@@ -266,13 +266,21 @@ func TestHooks(t *testing.T) {
 			t.Fatalf("reboots %d, want 2 (into the trial, back to slot a)", r.reboots)
 		}
 		back := r.agent(t, "a", v1, nil)
+		rollbackEnv := filepath.Join(t.TempDir(), "rollback-env")
+		back.Config.Hooks = &config.Hooks{Rollback: &config.Hook{Run: script(t, "env | sort > "+rollbackEnv+"\n", 0o755)}}
 		if err := back.Settle(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+		if env := string(readFile(t, rollbackEnv)); !strings.Contains(env, "PLUMB_STAGE=rollback\n") || !strings.Contains(env, "PLUMB_FAILED_VERSION=2.0.0\n") || !strings.Contains(env, "PLUMB_VERSION=1.0.0\n") {
+			t.Errorf("rollback hook environment:\n%s", env)
+		}
 		st := r.state(t)
 		want := regexp.MustCompile(`^rolled back from 2\.0\.0: first-boot hook \S+ failed: exit status 1: output: migrating /data to schema 7 \| migration 7 failed: disk full$`)
-		if !want.MatchString(st.Event) || st.Hook == nil || st.Hook.Stage != "first-boot" || !strings.Contains(st.Hook.Output, "migration 7 failed: disk full") {
-			t.Errorf("state event %q hook %+v; want the rollback with the hook's name and output", st.Event, st.Hook)
+		if !want.MatchString(st.Event) || !want.MatchString("rolled back from 2.0.0: "+st.Bad[v2]) {
+			t.Errorf("state event %q, bad %q; want the rollback with the hook's name and output", st.Event, st.Bad)
+		}
+		if st.Hook == nil || st.Hook.Stage != "rollback" || st.Hook.Error != "" { // the last hook that ran
+			t.Errorf("state hook %+v, want the rollback hook, passed", st.Hook)
 		}
 		if !equal(r.entries(t), []string{"plumb-1.0.0.conf"}) {
 			t.Errorf("entries %q, want v1's only", r.entries(t))
