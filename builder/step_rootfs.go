@@ -201,6 +201,7 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 			Proxy: a.Link.Proxy, RateLimit: int64(a.Link.RateLimit), Attempts: a.Link.Attempts,
 			RequestTimeout: config.Duration(a.Link.RequestTimeout), IdleTimeout: config.Duration(a.Link.IdleTimeout),
 		}
+		fieldConfig(a, &c)
 		if w := a.Workloads; w != nil {
 			c.Workloads = &config.Workloads{Group: w.Group, Containerd: w.Containerd, Namespace: w.Namespace, DataDir: w.DataDir}
 		}

@@ -174,6 +174,13 @@ type Agent struct {
 	// Group is the device group rollout waves target (plumb rollout set
 	// --group); "" none.
 	Group string `yaml:"group"`
+
+	// Field operations (field.go): when a release installs, the device's
+	// group for approvals, hooks, and how long an application lock may
+	// defer an update.
+	Install     string        `yaml:"install"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
+	Hooks       Hooks         `yaml:"hooks"`         // executables run around an update
+	LockMaxHold time.Duration `yaml:"lock_max_hold"` // default 1h
 }
 
 // Workloads names the device's workload group and how plumbd reaches

@@ -81,7 +81,7 @@ func TestParseYAML(t *testing.T) {
 func TestParseYAMLErrors(t *testing.T) {
 	img := "image: r.example/x@" + dgA
 	tests := []struct{ yaml, want string }{
-		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: archive, command, env, health, host_pid, image, mounts, name, network, privileged, readonly_rootfs, restart, target, user)`},
+		{"containers:\n  - name: a\n    " + img + "\n    bogus: 1\n", `w.yaml:4: containers[0]: unknown key "bogus" (expected one of: agent_socket, archive, command, env, health, host_pid, image, mounts, name, network, privileged, readonly_rootfs, restart, target, user)`},
 		{"containers:\n  - name: a\n    image: r.example/x:latest\n", `w.yaml:3: containers[0].image: expected an image reference pinned by digest like "example.com/app@sha256:<64 hex>", got "r.example/x:latest"`},
 		{"containers:\n  - name: a\n    " + img + "\n  - name: a\n    " + img + "\n", `w.yaml:4: containers[1].name: expected a unique name, got "a" again (first in containers[0])`},
 		{"containers:\n  - name: a\n    " + img + "\n    restart: sometimes\n", `w.yaml:4: containers[0].restart: expected always, on-failure or never, got "sometimes"`},

@@ -249,6 +249,7 @@ func (p *parser) container(n *yaml.Node, field string, c *workload.Container, ar
 		"readonly_rootfs": func(v *yaml.Node) error { return p.boolean(v, f("readonly_rootfs"), &c.ReadOnlyRootfs) },
 		"privileged":      func(v *yaml.Node) error { return p.boolean(v, f("privileged"), &c.Privileged) },
 		"host_pid":        func(v *yaml.Node) error { return p.boolean(v, f("host_pid"), &c.HostPID) },
+		"agent_socket":    func(v *yaml.Node) error { return p.boolean(v, f("agent_socket"), &c.AgentSocket) },
 		"env": func(v *yaml.Node) error {
 			if v.Kind != yaml.MappingNode {
 				return p.errAt(v, f("env"), "expected a mapping of NAME: value, got %s", yamlnode.Describe(v))

@@ -32,7 +32,7 @@ type Config struct {
 	Root       string        `json:"root"`                // path of the trusted root.json on the device
 	CA         string        `json:"ca,omitempty"`        // path of a PEM CA bundle on the device
 	Hardware   string        `json:"hardware"`            // which releases apply
-	Group      string        `json:"group,omitempty"`     // the device's group for rollout waves; "" none
+	Group      string        `json:"group,omitempty"`     // the device's group: rollout waves and operator approvals target it; "" none
 	Channel    string        `json:"channel"`             // which channel to follow
 	Poll       Duration      `json:"poll"`                // time between update checks
 	Commit     string        `json:"commit"`              // "health" or "attested"
@@ -46,6 +46,11 @@ type Config struct {
 	// adds a device it does not know to the token's organization (and
 	// lists one without a token as pending).
 	JoinToken string `json:"join_token,omitempty"`
+
+	// Field operations (field.go).
+	Install     string   `json:"install,omitempty"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
+	Hooks       *Hooks   `json:"hooks,omitempty"`         // executables run around an update
+	LockMaxHold Duration `json:"lock_max_hold,omitempty"` // how long an application lock may defer an update; default 1h
 }
 
 // Workloads configures the containers plumbd runs through containerd: the
@@ -165,6 +170,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("agent config: report: expected an http(s) URL or \"off\", got %q", c.Report)
 		}
+	}
+	if err := c.validateField(); err != nil {
+		return err
 	}
 	if _, err := ParseReboot(c.Reboot); err != nil {
 		return fmt.Errorf("agent config: reboot: %w", err)

@@ -25,6 +25,8 @@ type Want struct {
 	DeviceID string          // for staged rollouts
 	Group    string          // the device's group (config "group"), for waves
 	Now      time.Time       // the device's clock, for waves; zero means time.Now
+	// AnyRollout ignores staged rollouts (a medium brought on purpose).
+	AnyRollout bool
 }
 
 // Target is a trusted TUF target as the fetch client lists it.
@@ -60,7 +62,7 @@ func Choose(targets []Target, w Want) (best *Candidate, skipped map[string]error
 			CompareVersions(f.Version, w.Recorded) < 0 {
 			continue
 		}
-		if ok, _ := f.Admits(w.DeviceID, w.Group, w.now()); !ok {
+		if ok, _ := f.Admits(w.DeviceID, w.Group, w.now()); !w.AnyRollout && !ok {
 			continue
 		}
 		if best == nil || CompareVersions(f.Version, best.Facts.Version) > 0 {

@@ -44,6 +44,9 @@ type Facts struct {
 	// Absent in facts published before attestation existed.
 	Measured *Measured `json:"measured,omitempty"`
 
+	// Approved, when set, is the operator's approval (approval.go).
+	Approved *Approval `json:"approved,omitempty"`
+
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
 	BaseSHA256 string `json:"base_sha256,omitempty"`
@@ -106,6 +109,11 @@ func (f *Facts) Validate() error {
 	}
 	if f.Measured != nil {
 		if err := f.Measured.Validate(); err != nil {
+			return err
+		}
+	}
+	if f.Approved != nil {
+		if err := f.Approved.Validate(); err != nil {
 			return err
 		}
 	}

@@ -92,6 +92,11 @@ type Container struct {
 	// explicitly.
 	HostPID bool `json:"host_pid,omitempty"`
 
+	// AgentSocket mounts plumbd's local API socket
+	// (/run/plumb/agent.sock) into the container at the same path, so the
+	// application can read the status and hold update locks.
+	AgentSocket bool `json:"agent_socket,omitempty"`
+
 	// Unknown keeps the members this reader does not know.
 	Unknown jsonkeep.Unknown `json:"-"`
 }

@@ -58,6 +58,24 @@ type Agent struct {
 	// commit): it sends evidence to the verifier and returns its verdict.
 	Attest func(ctx context.Context) *Attestation
 
+	// Offline and OpenMedium, when set, let the agent update from media
+	// (offline.go); ScanMedia lists the media inserted.
+	Offline    Offline
+	OpenMedium MediumOpener
+	ScanMedia  func() []string
+	// MountSlot mounts a slot's partition read-only for the post-install
+	// hook and returns where; nil runs the hook without the new root.
+	MountSlot MediumOpener
+	// Locks are the application locks (the local API takes them); nil:
+	// none.
+	Locks *Locks
+
+	// Requests, when set, carries the local API's requests (field_run.go).
+	Requests chan Request
+
+	seen     map[string]bool // media already read, by device
+	recorded bool            // UpdateFrom recorded "installing" for the medium it reads
+
 	state      *State
 	appliedSum string // sha256 of the workload manifest applied last
 }
@@ -128,10 +146,14 @@ func (a *Agent) Settle(ctx context.Context) error {
 				return a.failTrial(running, err)
 			}
 		}
+		if err := a.runHook(ctx, a.Config.Hooks, config.StageFirstBoot, running, a.hookEnv(running)...); err != nil {
+			return a.failTrial(running, err)
+		}
 		if err := a.Device.Commit(running); err != nil {
 			return err
 		}
 		a.state.Phase, a.state.Event = PhaseCommitted, "committed "+running
+		a.state.Waiting, a.state.Reason = "", ""
 		if err := a.save(); err != nil {
 			return err
 		}
@@ -170,10 +192,18 @@ func (a *Agent) Settle(ctx context.Context) error {
 			a.log().Error("removing the failed entry", "err", err)
 		}
 		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why)
+		if err := a.runHook(ctx, a.Config.Hooks, config.StageRollback, running, append(a.hookEnv(running), "PLUMB_FAILED_VERSION="+failed)...); err != nil {
+			a.log().Error("rollback hook failed", "err", err)
+		}
 		return nil
 	case (a.state.Phase == PhaseDownloading || a.state.Phase == PhaseApplying) && a.state.Version != running:
 		// The next poll resumes the download from the bytes recorded.
 		a.log().Info("resuming interrupted download", "version", a.state.Version, "bytes", a.state.Bytes)
+		return nil
+	case a.state.Phase == PhaseReady && a.state.Version != running && a.state.Slot == a.Device.Inactive():
+		// Verified on the inactive slot, held by the install policy:
+		// it stays ready across reboots (Run installs it when allowed).
+		a.log().Info("release ready on the inactive slot", "version", a.state.Version, "waiting", a.state.Waiting)
 		return nil
 	case a.state.Phase != PhaseIdle && a.state.Phase != PhaseCommitted:
 		// An update was cut short before its reboot: start it again.
@@ -249,6 +279,7 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		a.save()
 		return false, err
 	}
+	a.state.LastOnline = a.state.LastCheck
 	targets, err := a.Repo.Targets()
 	if err != nil {
 		return false, err
@@ -290,6 +321,14 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
 		return false, a.save()
 	}
+	if a.state.Phase == PhaseReady && a.state.Version == cand.Facts.Version {
+		a.state.Facts = cand.Facts // the approval may have been published since
+		return a.resumeReady(ctx)
+	}
+	if a.deferredByLocks("install of " + cand.Facts.Version) {
+		return false, a.save()
+	}
+	a.state.Source = "network"
 	dc, why := release.ChooseDelta(ts, cand, want)
 	if dc == nil {
 		a.log().Debug("no delta", "version", cand.Facts.Version, "reason", why)
@@ -301,6 +340,9 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		}
 		a.save()
 		return false, err
+	}
+	if a.state.Phase == PhaseReady { // held by the install policy
+		return false, nil
 	}
 	a.state.LastResult = "installed " + cand.Facts.Version
 	return true, nil
@@ -319,6 +361,12 @@ func (a *Agent) install(ctx context.Context, c, dc *release.Candidate) error {
 		resuming = false
 		st.Fetched, st.Fallback, st.Method = 0, "", ""
 		os.Remove(a.bundleFile()) // of an update given up; its room is needed
+	}
+	if !resuming {
+		if err := a.runHook(ctx, a.Config.Hooks, config.StagePreInstall, c.Facts.Version, a.hookEnv(c.Facts.Version)...); err != nil {
+			a.discard(c.Facts.Version, err)
+			return err
+		}
 	}
 	st.Facts = withoutControl(c.Facts) // the measured reference values, for an attested commit
 	start := time.Now()
@@ -386,25 +434,40 @@ func (a *Agent) install(ctx context.Context, c, dc *release.Candidate) error {
 // installed finishes an install once the inactive slot f holds the
 // verified image of n bytes: boot files, trial entry, reboot.
 func (a *Agent) installed(ctx context.Context, c *release.Candidate, f *os.File, n int64) error {
-	to := a.Device.Inactive()
 	a.state.Phase, a.state.Bytes, a.state.Total = PhaseVerified, n, n
 	if err := a.save(); err != nil {
 		return err
 	}
-	img, err := os.Open(f.Name())
+	if a.holdReady(c.Facts) {
+		return nil
+	}
+	return a.finishInstall(ctx, c.Facts, f.Name(), n)
+}
+
+// finishInstall runs the post-install hook, copies the boot files of the
+// verified image (the inactive slot's device, path) and writes the trial
+// entry, then reboots per policy.
+func (a *Agent) finishInstall(ctx context.Context, facts *release.Facts, path string, n int64) error {
+	to := a.Device.Inactive()
+	if err := a.postInstall(ctx, facts.Version, path); err != nil {
+		a.discard(facts.Version, err)
+		return err
+	}
+	img, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
 	part := a.Device.Slots[to]
-	if err := a.Device.InstallBoot(ctx, img, n, c.Facts, part.PARTUUID); err != nil {
+	if err := a.Device.InstallBoot(ctx, img, n, facts, part.PARTUUID); err != nil {
 		return err
 	}
 	a.state.Phase = PhaseEntry
+	a.state.Waiting, a.state.Reason = "", ""
 	if err := a.save(); err != nil {
 		return err
 	}
-	return a.rebootPerPolicy(ctx, c.Facts.Version)
+	return a.rebootPerPolicy(ctx, facts.Version)
 }
 
 // rebootPerPolicy reboots into the installed release now, when the
@@ -430,7 +493,11 @@ func (a *Agent) rebootPerPolicy(ctx context.Context, version string) error {
 		case <-time.After(wait):
 		}
 	}
+	if err := a.waitLocks(ctx, "reboot into "+version); err != nil {
+		return err
+	}
 	a.state.Phase = PhaseRebooting
+	a.state.Waiting, a.state.Reason = "", ""
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -457,6 +524,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	interval := time.Duration(a.Config.Poll)
 	backoff := interval
 	for {
+		if a.state.Phase == PhaseReady {
+			if _, err := a.resumeReady(ctx); err != nil {
+				a.log().Error("installing the ready release", "err", err)
+			}
+			if a.state.Phase == PhaseRebooting {
+				return nil
+			}
+		}
 		installed, err := a.Poll(ctx)
 		switch {
 		case errors.Is(err, context.Canceled):
@@ -469,11 +544,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			backoff = interval
 		}
-		wait := jitter(backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
+		if a.wait(ctx, jitter(backoff)) {
+			return nil // rebooting, or ctx ended
 		}
 	}
 }

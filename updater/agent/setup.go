@@ -46,6 +46,11 @@ const (
 	// archives, logs and status.json.
 	DefaultAppsData = "/data/apps"
 	AppsStateDir    = "apps"
+	// ReportsDir, in the data dir, keeps the status reports not sent yet
+	// (offline).
+	ReportsDir = "reports"
+	// APISocket is the local API's socket (updater/localapi).
+	APISocket = "/run/plumb/agent.sock"
 )
 
 // DataDir is where the agent keeps its state on the data partition.
@@ -217,7 +222,11 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 	if err != nil {
 		return nil, err
 	}
-	if rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, log); rep != nil {
+	rep := report.New(ctx, cfg.ReportBase(), report.Device{ID: id.ID, PublicKey: id.PublicKey}, dc, log)
+	if err := rep.QueueIn(filepath.Join(dir, ReportsDir), 0); err != nil {
+		log.Warn("status reports made offline will not be kept", "err", err)
+	}
+	if rep != nil {
 		var last string
 		a.OnSave = func(st *State) {
 			// A change of phase, version, event or result, or of a
@@ -239,7 +248,7 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 	if w := cfg.Workloads; w != nil {
 		a.Workloads = &lazyReconciler{opts: reconcile.Options{
 			Address: w.Containerd, Namespace: w.Namespace, DataDir: cmp.Or(w.DataDir, DefaultAppsData),
-			StateDir: filepath.Join(dir, AppsStateDir), Log: log,
+			StateDir: filepath.Join(dir, AppsStateDir), Log: log, AgentSocket: APISocket,
 			// Mount sources must never reach what plumbd trusts.
 			Protected: slices.DeleteFunc([]string{dir, cfg.Root, cfg.CA}, func(p string) bool { return p == "" }),
 		}}

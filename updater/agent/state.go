@@ -21,6 +21,7 @@ const (
 	PhaseDownloading = "downloading" // writing the inactive slot (full) or the bundle file (delta)
 	PhaseApplying    = "applying"    // delta bundle downloaded and verified; writing the inactive slot from it
 	PhaseVerified    = "verified"    // slot written, length and sha256 match TUF
+	PhaseReady       = "ready"       // slot written and verified; the install policy holds it (Waiting says why)
 	PhaseEntry       = "entry"       // boot files and trial entry on the ESP
 	PhaseRebooting   = "rebooting"   // waiting for (or in) the reboot
 	PhaseTrial       = "trial"       // booted the new slot, checks running
@@ -73,6 +74,10 @@ type State struct {
 	// wrote them before the device rolled back to this one, and saving
 	// keeps them for when it runs again.
 	Unknown jsonkeep.Unknown `json:"-"`
+
+	// Field operations (field.go): where the update comes from, what holds
+	// it back, the update media seen, the last hook run.
+	Field
 }
 
 // Attestation summarises the last report a verifier sent.
@@ -111,9 +116,9 @@ func ParseState(data []byte) (*State, error) {
 	}
 	s.Unknown = u
 	switch s.Phase {
-	case PhaseIdle, PhaseDownloading, PhaseApplying, PhaseVerified, PhaseEntry, PhaseRebooting, PhaseTrial, PhaseCommitted:
+	case PhaseIdle, PhaseDownloading, PhaseApplying, PhaseVerified, PhaseReady, PhaseEntry, PhaseRebooting, PhaseTrial, PhaseCommitted:
 	default:
-		return nil, fmt.Errorf("agent state: phase: expected one of idle, downloading, applying, verified, entry, rebooting, trial, committed, got %q", s.Phase)
+		return nil, fmt.Errorf("agent state: phase: expected one of idle, downloading, applying, verified, ready, entry, rebooting, trial, committed, got %q", s.Phase)
 	}
 	if s.Method != "" && s.Method != MethodDelta && s.Method != MethodFull {
 		return nil, fmt.Errorf("agent state: method: expected delta or full, got %q", s.Method)

@@ -89,6 +89,7 @@ type Client struct {
 	log         *slog.Logger
 	maxSize     int64
 	now         func() time.Time // the clock; tests replace it
+	close       func() error     // releases a local medium (local.go)
 
 	mu sync.Mutex
 	up *updater.Updater // the metadata of the last successful Refresh

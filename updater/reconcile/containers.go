@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/plumb-os/plumb/format/workload"
 )
@@ -32,6 +33,13 @@ func (r *Reconciler) create(ctx context.Context, group string, c *workload.Conta
 	// Workload mounts last; their sources are opened at each task start
 	// (mounts.go).
 	specOpts = append(specOpts, oci.WithMounts(specMounts(c)))
+	if c.AgentSocket {
+		// The agent's own socket (a path plumbd chose, not the manifest).
+		if r.opts.AgentSocket == "" {
+			return nil, fmt.Errorf("container %s: agent_socket: this agent has no local API socket to mount", c.Name)
+		}
+		specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{Type: "bind", Source: r.opts.AgentSocket, Destination: r.opts.AgentSocket, Options: []string{"bind", "rw"}}}))
+	}
 	labels := map[string]string{labelGroup: group, labelSpec: c.SpecHash(), labelName: c.Name, labelDefaults: defaultsVersion}
 	ctr, err := r.client.NewContainer(ctx, c.Name,
 		client.WithImage(img),

@@ -92,7 +92,10 @@ type Options struct {
 	// RestartDelay is the first delay before a restart (doubling up to
 	// 30s while the container keeps failing within 10s); default 1s.
 	RestartDelay time.Duration
-	Log          *slog.Logger
+	// AgentSocket is plumbd's local API socket, bound into containers
+	// whose manifest sets agent_socket; "" binds none.
+	AgentSocket string
+	Log         *slog.Logger
 }
 
 // Targets is where archives come from: *fetch.Client's verified,

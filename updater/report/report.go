@@ -54,6 +54,7 @@ type Reporter struct {
 	pending  *Body
 	inflight bool
 	wake     chan struct{}
+	q        *queue // reports not sent yet (queue.go); nil: dropped
 }
 
 // URL returns the endpoint for base ("" or "off": none).
@@ -130,16 +131,33 @@ func (r *Reporter) loop(ctx context.Context) {
 		retry = nil
 		for {
 			r.mu.Lock()
-			b := r.pending
+			b, q := r.pending, r.q
 			r.pending, r.inflight = nil, b != nil
 			r.mu.Unlock()
-			if b == nil {
+			var err error
+			if q != nil && q.len() > 0 {
+				err = r.drain(ctx, q) // older reports first: the server keeps the last
+			}
+			if b == nil && err == nil {
 				break
 			}
-			err := r.post(ctx, b)
+			if b != nil {
+				if err == nil {
+					err = r.post(ctx, b)
+				}
+				if err != nil && q != nil {
+					// Kept on /data until the server takes it (the drain
+					// above sends it, oldest first).
+					if qerr := q.add(b); qerr != nil {
+						r.log.Warn("status report not queued", "err", qerr)
+					} else {
+						b = nil
+					}
+				}
+			}
 			r.mu.Lock()
 			r.inflight = false
-			if err != nil && r.pending == nil {
+			if err != nil && b != nil && r.pending == nil {
 				r.pending = b // not acknowledged: send it again, unless a newer one came
 			}
 			r.mu.Unlock()

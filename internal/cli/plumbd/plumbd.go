@@ -26,7 +26,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cli.Execute(ctx, cli.Command{
 		Name: "plumbd", Short: "The Plumb device agent", Logger: cli.NewDeviceLogger,
 		Verbs: func(e *cli.Env) []*cobra.Command {
-			return []*cobra.Command{newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e)}
+			return []*cobra.Command{newStatusCmd(e), newRunCmd(e), newFetchCmd(e), newInstallCmd(e), newAttestCmd(e), newUpdateCmd(e), newApproveCmd(e), newCheckCmd(e), newLockCmd(e)}
 		},
 	}, args, stdout, stderr)
 }

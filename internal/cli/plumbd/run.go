@@ -31,5 +31,8 @@ func runAgent(ctx context.Context, e *cli.Env, o runOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := startField(ctx, e, a, cfg); err != nil {
+		return err
+	}
 	return a.Run(ctx)
 }
