@@ -58,7 +58,7 @@ func TestIsolationYAMLErrors(t *testing.T) {
 		{"containers:\n  - name: a\n    " + img + "\n    user: 4294967295\n", `w.yaml:4: containers[0].user: expected a numeric user id like "1000" or "1000:1000" (at most 4294967294), got "4294967295"`},
 		{"containers:\n  - name: a\n    " + img + "\n    user: \"+1\"\n", `w.yaml:4: containers[0].user: expected a numeric user id like "1000" or "1000:1000" (at most 4294967294), got "+1"`},
 		{"containers:\n  - name: a\n    " + img + "\n    privileged: yes\n", `w.yaml:4: containers[0].privileged: expected true or false, got "yes"`},
-		{"containers:\n  - name: a\n    " + img + "\n    host_pid: 1\n", `w.yaml:4: containers[0].host_pid: expected true or false, got 1`},
+		{"containers:\n  - name: a\n    " + img + "\n    host_pid: 1\n", `w.yaml:4: containers[0].host_pid: expected true or false, got number 1`},
 		{"containers:\n  - name: a\n    " + img + "\n    readonly_rootfs: [true]\n", `w.yaml:4: containers[0].readonly_rootfs: expected true or false, got a list`},
 	} {
 		_, err := ParseYAML("w.yaml", []byte(tt.yaml), "demo")

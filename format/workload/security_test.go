@@ -48,7 +48,7 @@ func TestIsolationJSON(t *testing.T) {
 func TestIsolationErrors(t *testing.T) {
 	for _, tt := range []struct{ json, want string }{
 		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","network":"container:b"}]}`, `workloads.json: containers[0].network: expected host or none, got "container:b"`},
-		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","privileged":"true"}]}`, `workloads.json: json: cannot unmarshal string into Go struct field Container.containers.privileged of type bool`},
+		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","privileged":"true"}]}`, `workloads.json: json: cannot unmarshal string into Go struct field plain.containers.privileged of type bool`},
 		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","mounts":[{"source":"a\n\u0000","target":"/m"}]}]}`, `workloads.json: containers[0].mounts[0].source: expected a relative path inside the data partition's apps directory, got "a\n\x00"`},
 		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","mounts":[{"source":"a","target":"/m\t"}]}]}`, `workloads.json: containers[0].mounts[0].target: expected an absolute path in the container other than /, got "/m\t"`},
 		{`{"containers":[{"name":"a","image":"r.example/x@` + dgA + `","user":"-1"}]}`, `workloads.json: containers[0].user: expected a numeric user id like "1000" or "1000:1000" (at most 4294967294), got "-1"`},
