@@ -183,7 +183,7 @@ func referencesFor(ctx context.Context, e *env, o attestVerifyOptions, rel attes
 	if err != nil {
 		return attest.References{}, badInput(fmt.Errorf("--root: %w", err))
 	}
-	hc, err := httpClient(o.ca)
+	hc, err := httpClient(o.ca, "", e.log)
 	if err != nil {
 		return attest.References{}, badInput(err)
 	}

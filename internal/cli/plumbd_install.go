@@ -95,7 +95,7 @@ func runInstall(ctx context.Context, e *env, o installOptions) error {
 	if cfg.CA != "" {
 		ca = rooted(o.root, cfg.CA)
 	}
-	hc, err := httpClient(ca)
+	hc, err := httpClient(ca, "", e.log)
 	if err != nil {
 		return badInput(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,7 +33,8 @@ const (
 	defaultData  = "/data/plumb"
 	espPartName  = "ESP"
 	stateFile    = "state.json"
-	identityFile = "identity.key" // the device key when there is no TPM
+	identityFile = "identity.key"      // the device key when there is no TPM
+	sessionsFile = "tls-sessions.json" // TLS session tickets (fetch.SessionCache)
 )
 
 // dataDir is where the agent keeps its state on the data partition.
@@ -90,7 +92,7 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}
-	hc, err := httpClient(cfg.CA)
+	hc, err := httpClient(cfg.CA, filepath.Join(dir, sessionsFile), e.log)
 	if err != nil {
 		return nil, err
 	}
@@ -173,26 +175,30 @@ func (l *lazyReconciler) Apply(ctx context.Context, group string, m *workload.Ma
 }
 
 // httpClient trusts the system roots plus caFile, if given, and takes a
-// proxy from the environment (HTTPS_PROXY).
-func httpClient(caFile string) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+// proxy from the environment (HTTPS_PROXY). TLS sessions are kept in
+// sessionFile ("" keeps them in memory only) so that a poll on a new
+// connection resumes the session (fetch.TLSConfig, docs/wire.md).
+func httpClient(caFile, sessionFile string, log *slog.Logger) (*http.Client, error) {
+	var pool *x509.CertPool
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("CA bundle: %w", err)
 		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
+		if pool, err = x509.SystemCertPool(); err != nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("CA bundle %s: expected PEM certificates, found none", caFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	var sessions tls.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+	if sessionFile != "" {
+		sessions = fetch.NewSessionCache(sessionFile, log)
 	}
 	// No overall timeout: a release over a slow link takes as long as it
 	// takes; the fetch client bounds requests and idle downloads instead.
-	return &http.Client{Transport: tr}, nil
+	return &http.Client{Transport: fetch.NewTransport(fetch.TLSConfig(pool, sessions))}, nil
 }
 
 // runAgent announces the device on stdout (the console under init) and
