@@ -36,7 +36,7 @@ for l in $levels; do
   line=$(go run ./bench/delta -tsv -old "$work/v1.$l.sqfs" -new "$work/v2.$l.sqfs")
   printf '%s\t%s\t%s\n' "$l" "$(stat -c %s "$work/v2.$l.sqfs")" "$line" >>"$rows"
 done
-awk -F'\t' '
+awk -F'\t' -v def="${DEFAULT_LEVEL:-15}" '
   $1 == 15 { ref = $2 }
   { l[NR] = $1; full[NR] = $2; b[NR] = $4; a[NR] = $6; rss[NR] = $7; cpu[NR] = $8 }
   END {
@@ -44,5 +44,11 @@ awk -F'\t' '
     for (i = 1; i <= NR; i++) {
       vs = ref > 0 ? sprintf("%+.1f%%", 100 * (full[i] / ref - 1)) : "-"
       printf "%5s %12d %9s %10d %8.2f %8.2f %9.0f %6.1f MiB\n", l[i], full[i], vs, b[i], a[i], cpu[i], full[i] / 1e6 / a[i], rss[i] / 1024
+      if (l[i] == def) d = i
     }
+    if (!d || !ref) { print "the default level " def " or level 15 was not measured: no goals"; exit }
+    mbs = full[d] / 1e6 / a[d]
+    printf "goal: default settings (level %s): apply %.0f MB/s of target (%.2f s of CPU), target >= 100: %s\n", def, mbs, cpu[d], mbs >= 100 ? "met" : "NOT met"
+    printf "goal: default settings (level %s): apply peak RSS %.1f MiB, target <= 64: %s\n", def, rss[d] / 1024, rss[d] <= 65536 ? "met" : "NOT met"
+    printf "goal: default settings (level %s): full image %+.1f%% vs level 15, target <= +5%%: %s\n", def, 100 * (full[d] / ref - 1), full[d] <= 1.05 * ref ? "met" : "NOT met"
   }' "$rows"
