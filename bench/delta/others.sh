@@ -25,7 +25,7 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
 tools=${TOOLS:-bsdiff xdelta3 zstd casync ostree full}
 kinds=${KINDS:-sqfs ext4 tar}
-work=$out/work
+work=${WORK:-$out/work} # WORK: a separate directory lets two runs share a pair
 
 need() { command -v "$1" >/dev/null || { echo "$1 not found: apt-get install $2" >&2; exit 1; }; }
 need bsdiff bsdiff
