@@ -5,7 +5,8 @@
 # that the applied output equals v2.
 #
 #   bsdiff / bspatch, xdelta3 -9, zstd --patch-from --long=31 -19:
-#       on rootfs.sqfs and on rootfs.ext4
+#       on rootfs.sqfs, rootfs.ext4 and rootfs.tar (KINDS selects: space
+#       separated sqfs ext4 tar)
 #   casync: make --store for v1 and v2 (image and tree); bytes = the chunk
 #       files only v2's store has; apply = extract with v1 as seed
 #   ostree: archive repo, commit both trees, static-delta generate;
@@ -23,7 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
 tools=${TOOLS:-bsdiff xdelta3 zstd casync ostree full}
-work=$out/work
+kinds=${KINDS:-sqfs ext4 tar}
+work=${WORK:-$out/work} # WORK: a separate directory lets two runs share a pair
 
 need() { command -v "$1" >/dev/null || { echo "$1 not found: apt-get install $2" >&2; exit 1; }; }
 need bsdiff bsdiff
@@ -34,7 +36,7 @@ need casync casync
 need ostree ostree
 [ -x /usr/bin/time ] || { echo "/usr/bin/time not found: apt-get install time" >&2; exit 1; }
 for v in v1 v2; do
-  for f in rootfs.sqfs rootfs.ext4 tree; do
+  for f in tree $(printf 'rootfs.%s ' $kinds); do
     [ -e "$out/$v/$f" ] || { echo "$out/$v/$f missing: run bench/delta/pair.sh" >&2; exit 1; }
   done
 done
@@ -151,7 +153,7 @@ ostree_tool() {
 
 for t in $tools; do
   case $t in
-  bsdiff | xdelta3 | zstd) bin_tool "$t" sqfs; bin_tool "$t" ext4 ;;
+  bsdiff | xdelta3 | zstd) for k in $kinds; do bin_tool "$t" "$k"; done ;;
   casync) casync_tool sqfs; casync_tool tree ;;
   ostree) ostree_tool ;;
   full) row "full rootfs.sqfs" "$(size "$out/v2/rootfs.sqfs")" - - - ;;

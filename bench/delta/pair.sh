@@ -7,6 +7,7 @@
 #   $OUT/$v/tree/         the same tree unpacked (unsquashfs -d, as root)
 #   $OUT/$v/rootfs.ext4   an ext4 image of that tree (mkfs.ext4 -d), fixed
 #                         size $EXT4_SIZE, fixed UUID, hash seed and time
+#   $OUT/$v/rootfs.tar    an uncompressed tar of that tree (sorted, fixed times)
 #
 # OUT defaults to out/bench/delta. Packages are cached in $PLUMB_CACHE/debs
 # (default .cache/debs, the cache make debs and plumb build share). Needs
@@ -38,6 +39,7 @@ for v in v1 v2; do
   E2FSPROGS_FAKE_TIME=$epoch mkfs.ext4 -q -F -d "$out/$v.tmp/tree" \
     -U 6c1f0e6a-2d5b-4e8e-9a51-7b2f2f3c0d11 -E hash_seed=3a0f8c2e-1b4d-4f6a-8e9c-5d7b1a2c3e4f \
     -L rootfs "$out/$v.tmp/rootfs.ext4" "$ext4_size" >/dev/null
+  tar -C "$out/$v.tmp/tree" --sort=name --mtime="@$epoch" --numeric-owner --format=gnu -cf "$out/$v.tmp/rootfs.tar" .
   rm -rf "${out:?}/$v"
   mv "$out/$v.tmp" "$out/$v"
 done

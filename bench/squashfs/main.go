@@ -138,9 +138,18 @@ func run(ctx context.Context, o options) error {
 	}
 
 	fmt.Printf("mksquashfs%8.2f s  %12d bytes\n", theirTime.Seconds(), fi.Size())
-	fmt.Printf("ratio     time %.2f (target <= 1.5)  size %.3f (target <= 1.05)\n",
-		oursTime.Seconds()/theirTime.Seconds(), float64(st.Bytes)/float64(fi.Size()))
+	tr, sr := oursTime.Seconds()/theirTime.Seconds(), float64(st.Bytes)/float64(fi.Size())
+	fmt.Printf("ratio     time %.2f  size %.3f\n", tr, sr)
+	fmt.Printf("goal: squashfs writer at level %d: time %.2f x mksquashfs, target <= 1.5: %s\n", o.level, tr, metOrNot(tr <= 1.5))
+	fmt.Printf("goal: squashfs writer at level %d: size %.3f x mksquashfs, target <= 1.02: %s\n", o.level, sr, metOrNot(sr <= 1.02))
 	return nil
+}
+
+func metOrNot(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
 }
 
 func writeHeapProfile(name string) error {

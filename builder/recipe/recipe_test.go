@@ -364,3 +364,20 @@ compression: {level: ~}
 		}
 	}
 }
+
+// TestPinnedDebs: rootfs packages may be pinned to a version (name=version).
+func TestPinnedDebs(t *testing.T) {
+	data := []byte(`name: a
+version: 1.0.0
+hardware: b
+kernel: {package: linux-image-6.1.0-50-cloud-amd64}
+rootfs: [{deb: [busybox-static, "openssl=3.0.20-1~deb12u2", "zlib1g=1:1.2.13.dfsg-1"]}]
+`)
+	r, err := Parse("mem.yaml", data, "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := r.Rootfs[0].Deb; len(got) != 3 || got[2] != "zlib1g=1:1.2.13.dfsg-1" {
+		t.Errorf("Rootfs[0].Deb = %q, want the three specs as written", got)
+	}
+}

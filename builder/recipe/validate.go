@@ -16,6 +16,9 @@ import (
 var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 	debNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	// debSpecRE: a package name, optionally pinned to a version
+	// ("openssl=3.0.20-1~deb12u2"; Debian policy 5.6.12 for the version).
+	debSpecRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+(=([0-9]+:)?[0-9][A-Za-z0-9.+~:-]*)?$`)
 	moduleRE  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
@@ -184,8 +187,8 @@ func (s *Source) Validate() error {
 		return err
 	}
 	for i, p := range s.Deb {
-		if !debNameRE.MatchString(p) {
-			return fieldErr(fmt.Sprintf("deb[%d]", i), fmt.Sprintf("expected a Debian package name like \"busybox-static\", got %q", p))
+		if !debSpecRE.MatchString(p) {
+			return fieldErr(fmt.Sprintf("deb[%d]", i), fmt.Sprintf("expected a Debian package name like \"busybox-static\", optionally pinned like \"busybox-static=1:1.35.0-4+b1\", got %q", p))
 		}
 	}
 	return nil

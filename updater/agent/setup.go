@@ -41,6 +41,9 @@ const (
 	// is no TPM) are in the data dir.
 	StateFile    = "state.json"
 	IdentityFile = "identity.key"
+	// SessionsFile keeps TLS session tickets across polls and restarts
+	// (fetch.SessionCache).
+	SessionsFile = "tls-sessions.json"
 	// DefaultAppsData holds the workloads' mount sources
 	// (/data/apps/<group>/<source>); AppsStateDir, in the data dir, their
 	// archives, logs and status.json.
@@ -71,26 +74,30 @@ func LoadConfig(root string) (*config.Config, error) {
 }
 
 // HTTPClient trusts the system roots plus caFile, if given, and takes a
-// proxy from the environment (HTTPS_PROXY). It has no overall timeout: a
-// release over a slow link takes as long as it takes; the fetch client
-// bounds requests and idle downloads instead.
-func HTTPClient(caFile string) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+// proxy from the environment (HTTPS_PROXY). TLS sessions are kept in
+// sessionFile ("" keeps them in memory only) so that a poll on a new
+// connection resumes the session (fetch.TLSConfig, docs/wire.md).
+func HTTPClient(caFile, sessionFile string, log *slog.Logger) (*http.Client, error) {
+	var pool *x509.CertPool
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("CA bundle: %w", err)
 		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
+		if pool, err = x509.SystemCertPool(); err != nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("CA bundle %s: expected PEM certificates, found none", caFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: tr}, nil
+	var sessions tls.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+	if sessionFile != "" {
+		sessions = fetch.NewSessionCache(sessionFile, log)
+	}
+	// No overall timeout: a release over a slow link takes as long as it
+	// takes; the fetch client bounds requests and idle downloads instead.
+	return &http.Client{Transport: fetch.NewTransport(fetch.TLSConfig(pool, sessions))}, nil
 }
 
 // FetchOptions maps an agent config to the TUF client's options: the one
@@ -199,7 +206,7 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}
-	hc, err := HTTPClient(cfg.CA)
+	hc, err := HTTPClient(cfg.CA, filepath.Join(dir, SessionsFile), log)
 	if err != nil {
 		return nil, err
 	}

@@ -64,6 +64,7 @@ func get(ctx context.Context, hc doer, url, etag string, maxLength int64) (body 
 	if err != nil {
 		return nil, "", fmt.Errorf("fetching %s: %w", url, err)
 	}
+	minimalHeaders(req)
 	if etag != "" {
 		req.Header.Set("If-None-Match", etag)
 	}

@@ -262,6 +262,7 @@ func (c *Client) openTarget(ctx context.Context, u string, header http.Header) (
 		stopAll()
 		return nil, nil, nil, err
 	}
+	minimalHeaders(req)
 	for k, v := range header {
 		req.Header[k] = v
 	}

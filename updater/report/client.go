@@ -37,6 +37,10 @@ func DeviceClient(hc *http.Client, id *identity.Identity, joinToken string) (*ht
 		cfg = tr.TLSClientConfig.Clone()
 	}
 	cfg.Certificates = []tls.Certificate{cert}
+	// Its own session cache: a ticket from a connection without the
+	// client certificate (TUF fetches) must never resume this one, or the
+	// server would see no certificate.
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	tr.TLSClientConfig = cfg
 	out := *hc
 	out.Transport = &joinTransport{next: tr, token: joinToken}

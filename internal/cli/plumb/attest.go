@@ -189,7 +189,7 @@ func referencesFor(ctx context.Context, e *cli.Env, o attestVerifyOptions, rel a
 	if err != nil {
 		return attest.References{}, cli.BadInput(fmt.Errorf("--root: %w", err))
 	}
-	hc, err := agent.HTTPClient(o.ca)
+	hc, err := agent.HTTPClient(o.ca, "", e.Log)
 	if err != nil {
 		return attest.References{}, cli.BadInput(err)
 	}

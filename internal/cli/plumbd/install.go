@@ -97,7 +97,7 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 	if cfg.CA != "" {
 		ca = rooted(o.root, cfg.CA)
 	}
-	hc, err := agent.HTTPClient(ca)
+	hc, err := agent.HTTPClient(ca, "", e.Log)
 	if err != nil {
 		return cli.BadInput(err)
 	}

@@ -250,6 +250,7 @@ type Server struct {
 	Chunked  atomic.Bool // serve targets without Content-Length
 	Requests atomic.Int64
 	Wire     atomic.Int64 // bytes read + written on all connections
+	Resumed  atomic.Int64 // requests on a resumed TLS session
 	mu       sync.Mutex
 	statuses []int
 }
@@ -264,6 +265,9 @@ func serve(t testing.TB, dir string, withTLS bool) *Server {
 	s := &Server{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		s.Requests.Add(1)
+		if req.TLS != nil && req.TLS.DidResume {
+			s.Resumed.Add(1)
+		}
 		rw := &statusWriter{ResponseWriter: w, status: 200}
 		defer func() {
 			s.mu.Lock()
@@ -311,6 +315,7 @@ func serve(t testing.TB, dir string, withTLS bool) *Server {
 func (s *Server) Reset() {
 	s.Requests.Store(0)
 	s.Wire.Store(0)
+	s.Resumed.Store(0)
 	s.mu.Lock()
 	s.statuses = nil
 	s.mu.Unlock()
