@@ -22,6 +22,7 @@ import (
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
@@ -75,13 +76,24 @@ type build struct {
 	store *fstree.Store
 	fetch *rootfs.Fetcher
 
-	kernel     *kernel      // step_kernel
-	tree       *fstree.Tree // step_rootfs
-	initrdPath string       // step_initramfs
-	rootfsPath string       // step_squashfs
-	diskPath   string       // step_disk
-	espBoot    *fstree.Node // step_fetch: systemd-boot's EFI binary
-	disk       *diskResult  // step_disk
+	kernel     *kernel        // step_kernel
+	tree       *fstree.Tree   // step_rootfs
+	initrdPath string         // step_initramfs
+	rootfsPath string         // step_squashfs
+	diskPath   string         // step_disk
+	espBoot    *fstree.Node   // step_fetch: systemd-boot's EFI binary
+	disk       *diskResult    // step_disk
+	verity     *verity.Params // step_verity, with boot.verity
+	verityPath string
+}
+
+// outputs are the files this build moves into the output directory, the
+// manifest not included.
+func (b *build) outputs() []string {
+	if b.verity == nil {
+		return outputs
+	}
+	return append(append([]string{}, outputs...), VerityFile)
 }
 
 // Build runs every step for r and returns the manifest it wrote.
@@ -154,6 +166,7 @@ func (b *build) run(ctx context.Context) (*Manifest, error) {
 		{"root filesystem", b.assembleRootfs},
 		{"initramfs", b.buildInitramfs},
 		{"squashfs", b.writeSquashfs},
+		{"verity", b.writeVerity},
 		{"disk image", b.writeDisk},
 		{"installer", b.writeInstaller},
 	}
@@ -182,7 +195,7 @@ func (b *build) publish(out string, m *Manifest) error {
 	if err := os.Remove(filepath.Join(out, ManifestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("replacing the manifest: %w", err)
 	}
-	for _, name := range append(outputs, ManifestFile) {
+	for _, name := range append(b.outputs(), ManifestFile) {
 		if err := os.Rename(filepath.Join(b.work, name), filepath.Join(out, name)); err != nil {
 			return fmt.Errorf("moving %s into %s: %w", name, out, err)
 		}

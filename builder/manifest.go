@@ -13,6 +13,7 @@ import (
 	"github.com/plumb-os/plumb/builder/authenticode"
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/release"
@@ -36,6 +37,9 @@ type Manifest struct {
 	// Measured are the reference values for attestation: what booting
 	// this release measures into the TPM (release.Measured).
 	Measured *release.Measured `json:"measured,omitempty"`
+	// Verity describes the root image's dm-verity hash tree (builds with
+	// boot.verity; format/verity).
+	Verity *verity.Facts `json:"verity,omitempty"`
 }
 
 // Artifact is one output file.
@@ -79,7 +83,7 @@ func (b *build) manifest() (*Manifest, error) {
 		Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel,
 		Epoch: b.epoch, KernelRelease: b.kernel.release,
 	}
-	for _, name := range outputs {
+	for _, name := range b.outputs() {
 		d, err := digestFile(filepath.Join(b.work, name))
 		if err != nil {
 			return nil, err
@@ -96,6 +100,9 @@ func (b *build) manifest() (*Manifest, error) {
 		m.Partitions = append(m.Partitions, Partition{Index: p.Index, Name: p.Name, Type: p.TypeGUID, PartUUID: p.PartUUID, Start: p.Start, Size: p.Size})
 	}
 	m.Cmdline = b.disk.entry.Options()
+	if b.verity != nil {
+		m.Verity = b.verity.Facts()
+	}
 	me, err := b.measured(m)
 	switch {
 	case errors.Is(err, authenticode.ErrNotPE):
@@ -135,7 +142,7 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 	for _, p := range b.disk.layout.Partitions() {
 		slot := map[string]string{diskimg.NameRootA: "a", diskimg.NameRootB: "b"}[p.Name]
 		if slot != "" {
-			me.Cmdline[slot] = Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+			me.Cmdline[slot] = Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
 		}
 	}
 	return me, nil

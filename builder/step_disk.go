@@ -10,6 +10,7 @@ import (
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
@@ -35,6 +36,7 @@ type Entry struct {
 	Version  string
 	Slot     string
 	PartUUID string // of the slot's root partition
+	Verity   string // the dm-verity words (format/verity Params.Cmdline), or ""
 	Cmdline  string // the recipe's extra command line
 }
 
@@ -44,7 +46,11 @@ func (e Entry) FileName() string { return "plumb-" + e.Version + ".conf" }
 
 // Options is the kernel command line the entry boots with.
 func (e Entry) Options() string {
-	return strings.TrimSpace("root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + e.Slot + " " + e.Cmdline)
+	opts := "root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + e.Slot
+	if e.Verity != "" {
+		opts += " " + e.Verity
+	}
+	return strings.TrimSpace(opts + " " + e.Cmdline)
 }
 
 // LoadOptions is the command line systemd-boot hands to the kernel for this
@@ -83,7 +89,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 			rootA = p.PartUUID
 		}
 	}
-	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Cmdline: b.r.Kernel.Cmdline}
+	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
@@ -108,6 +114,9 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	})
 	if err != nil {
 		return fmt.Errorf("disk image: %w", err)
+	}
+	if err := b.writeVerityToDisk(parts[1].Start); err != nil {
+		return err
 	}
 	b.disk = &diskResult{partitions: parts, entry: entry, layout: layout}
 	// The kernel goes beside the outputs too (direct boot, installer).
@@ -148,6 +157,9 @@ func (b *build) checkSizes(esp []diskimg.ESPFile) error {
 	}
 	if root.Size() > int64(b.r.Partitions.Root) {
 		return fmt.Errorf("%w: %s: partitions.root: %s is too small for the root filesystem image of %s", ErrBadInput, b.r.Origin, b.r.Partitions.Root, recipe.Size(root.Size()))
+	}
+	if need := verity.SlotSize(root.Size()); b.verity != nil && need > int64(b.r.Partitions.Root) {
+		return fmt.Errorf("%w: %s: partitions.root: %s is too small for the root filesystem image and its verity hash tree (%s)", ErrBadInput, b.r.Origin, b.r.Partitions.Root, recipe.Size(need))
 	}
 	// Two slots' kernels and initrds must fit, so that an update can
 	// install the other slot's beside the running one's.

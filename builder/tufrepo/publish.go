@@ -223,6 +223,7 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 		Kernel:        release.Digest{SHA256: m.Kernel.SHA256, Size: m.Kernel.Size},
 		Initrd:        release.Digest{SHA256: m.Initrd.SHA256, Size: m.Initrd.Size},
 		Measured:      m.Measured,
+		Verity:        m.Verity,
 	}
 	if p.Channel != "" {
 		f.Channel = p.Channel
@@ -253,7 +254,13 @@ func extraCmdline(m *builder.Manifest) string {
 			rootA = p.PartUUID
 		}
 	}
-	base := builder.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}.Options()
+	e := builder.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}
+	if m.Verity != nil {
+		if p, err := m.Verity.Params("verity"); err == nil {
+			e.Verity = p.Cmdline()
+		}
+	}
+	base := e.Options()
 	if rest, ok := strings.CutPrefix(m.Cmdline, base); ok {
 		return strings.TrimSpace(rest)
 	}

@@ -225,7 +225,9 @@ type ReadWriterAt interface {
 // Format makes a slot holding an image of size bytes from offset 0
 // verifiable: it zeroes the rest of the image's last block, computes the
 // tree and writes the hash area at the returned HashOffset. The caller
-// syncs the slot, then checks the root hash against what it expects.
+// syncs the slot, then checks the root hash against what it expects. The
+// tree is computed from the data as read back from the slot, and the hash
+// area is read back after writing and compared.
 func Format(slot ReadWriterAt, size int64, salt []byte) (*Params, error) {
 	if pad := DataBlocksFor(size)*BlockSize - uint64(size); pad > 0 {
 		if _, err := slot.WriteAt(make([]byte, pad), size); err != nil {
@@ -233,7 +235,22 @@ func Format(slot ReadWriterAt, size int64, salt []byte) (*Params, error) {
 		}
 	}
 	nData := DataBlocksFor(size)
-	return Build(slot, int64(nData)*BlockSize, salt, io.NewOffsetWriter(slot, int64(nData)*BlockSize))
+	area := &hashArea{}
+	p, err := Build(slot, int64(nData)*BlockSize, salt, area)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := slot.WriteAt(area.b, int64(p.HashOffset)); err != nil {
+		return nil, fmt.Errorf("verity: writing the hash area at %d: %w", p.HashOffset, err)
+	}
+	back := make([]byte, len(area.b))
+	if m, err := slot.ReadAt(back, int64(p.HashOffset)); m != len(back) {
+		return nil, fmt.Errorf("verity: reading back the hash area at %d: %w", p.HashOffset, err)
+	}
+	if !bytes.Equal(back, area.b) {
+		return nil, fmt.Errorf("verity: the hash area read back at %d differs from what was written: %w", p.HashOffset, ErrMismatch)
+	}
+	return p, nil
 }
 
 // Check recomputes the tree of the slot's data and compares it, block by
@@ -378,4 +395,47 @@ func (f *Facts) Params(field string) (*Params, error) {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	return p, nil
+}
+
+// SaltFor is the salt Plumb uses for an image: its sha256 (hex), so that
+// the same image always gives the same tree.
+func SaltFor(imageSHA256 string) ([]byte, error) {
+	s, err := hex.DecodeString(imageSHA256)
+	if err != nil || len(s) != SaltSize {
+		return nil, fmt.Errorf("verity: salt: expected the image's sha256 (64 hex digits), got %q", imageSHA256)
+	}
+	return s, nil
+}
+
+// HexRoot is p's root hash in lower-case hex.
+func HexRoot(p *Params) string { return hex.EncodeToString(p.RootHash) }
+
+// Section is a window of a disk (a partition) as a verity.ReadWriterAt.
+type Section struct {
+	RW interface {
+		io.ReaderAt
+		io.WriterAt
+	}
+	Start, Size int64
+}
+
+func (s Section) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.Size {
+		return 0, io.EOF
+	}
+	if rest := s.Size - off; int64(len(p)) > rest {
+		n, err := s.RW.ReadAt(p[:rest], s.Start+off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return s.RW.ReadAt(p, s.Start+off)
+}
+
+func (s Section) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > s.Size {
+		return 0, fmt.Errorf("writing %d bytes at %d: outside the partition of %d bytes", len(p), off, s.Size)
+	}
+	return s.RW.WriteAt(p, s.Start+off)
 }

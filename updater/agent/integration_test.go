@@ -37,6 +37,7 @@ import (
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/config"
@@ -70,6 +71,7 @@ partitions:
   esp: 33MiB
   root: 16MiB
   data: 32MiB
+boot: {verity: true}
 `
 
 const (
@@ -482,6 +484,17 @@ func TestRefusedUpdates(t *testing.T) {
 
 // installV2 publishes v2 and runs the poll that installs it into slot b,
 // checking everything the install leaves behind.
+// verityFile opens a slot file for verity.Check.
+func verityFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func installV2(t *testing.T, r *rig, a *Agent) {
 	t.Helper()
 	installed, err := a.Poll(t.Context())
@@ -512,7 +525,16 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 	entry := string(readFile(t, filepath.Join(r.espDir, "loader", "entries", v2Trial)))
-	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots["b"].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 2.0.0\n"} {
+	// The verity tree was written after the image before the trial entry
+	// (format/verity), and the entry boots with v2's root hash.
+	vp, err := r.rel[v2].m.Verity.Params("verity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verity.Check(verityFile(t, r.slots["b"].Device), vp); err != nil {
+		t.Errorf("slot b's verity tree: %v", err)
+	}
+	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots["b"].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 2.0.0\n", vp.Cmdline()} {
 		if !strings.Contains(entry, want) {
 			t.Errorf("trial entry lacks %q:\n%s", want, entry)
 		}

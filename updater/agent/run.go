@@ -371,6 +371,19 @@ func (a *Agent) installed(ctx context.Context, c *Candidate, f *os.File, n int64
 	}
 	defer img.Close()
 	part := a.Device.Slots[to]
+	if c.Facts.Verity != nil {
+		capacity, err := img.Seek(0, io.SeekEnd)
+		if err != nil {
+			return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
+		}
+		// The tree goes through f (opened for writing), the check reads it back.
+		if err := a.Device.FormatVerity(f, capacity, n, c.Facts); err != nil {
+			return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
+		}
+	}
 	if err := a.Device.InstallBoot(ctx, img, n, c.Facts, part.PARTUUID); err != nil {
 		return err
 	}

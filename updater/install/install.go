@@ -37,6 +37,7 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/config"
@@ -237,6 +238,22 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	if err := disk.Sync(); err != nil {
 		return nil, fmt.Errorf("syncing slot A: %w", err)
+	}
+	if vp, err := f.VerityParams(); err != nil || vp != nil {
+		if err == nil {
+			err = slot.FormatVerity(verity.Section{RW: disk, Start: rootA.Start, Size: rootA.Size}, rootA.Size, n, vp, r.log.Info)
+		}
+		if err == nil {
+			err = disk.Sync()
+		}
+		if err != nil {
+			if zerr := zero(disk, rootA.Start, min(rootA.Size, verity.SlotSize(n))); zerr != nil {
+				err = errors.Join(err, zerr)
+			}
+			r.say("release %s failed: %v; the partition table was not written", f.Version, err)
+			return nil, fmt.Errorf("release %s: %w", f.Version, err)
+		}
+		r.say("verity tree written after the image and checked: root hash %x", vp.RootHash)
 	}
 
 	// 4. Partition table; clear slot B's start (a forced disk's leftovers).

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+
+	"github.com/plumb-os/plumb/format/verity"
 )
 
 // Kinds of target.
@@ -44,6 +46,12 @@ type Facts struct {
 	// into the TPM when a device boots this release (docs/attestation.md).
 	// Absent in facts published before attestation existed.
 	Measured *Measured `json:"measured,omitempty"`
+
+	// Verity describes the dm-verity hash tree the device writes after the
+	// image in its slot and checks before it arms a trial boot
+	// (format/verity/FORMAT.md). Absent for releases built without
+	// boot.verity.
+	Verity *verity.Facts `json:"verity,omitempty"`
 
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
@@ -92,6 +100,11 @@ func (f *Facts) Validate() error {
 	}
 	if f.Measured != nil {
 		if err := f.Measured.Validate(); err != nil {
+			return err
+		}
+	}
+	if f.Verity != nil {
+		if _, err := f.VerityParams(); err != nil {
 			return err
 		}
 	}
@@ -146,6 +159,22 @@ func (m *Measured) Validate() error {
 		}
 	}
 	return nil
+}
+
+// VerityParams returns the verity parameters of the facts (nil without
+// them), checked against the image size.
+func (f *Facts) VerityParams() (*verity.Params, error) {
+	if f.Verity == nil {
+		return nil, nil
+	}
+	p, err := f.Verity.Params("release facts: verity")
+	if err != nil {
+		return nil, err
+	}
+	if want := verity.DataBlocksFor(f.Rootfs.Size); p.DataBlocks != want {
+		return nil, fmt.Errorf("release facts: verity.data_blocks: expected %d for a rootfs of %d bytes, got %d", want, f.Rootfs.Size, p.DataBlocks)
+	}
+	return p, nil
 }
 
 func (d Digest) validate(field string) error {

@@ -98,6 +98,9 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 // partition is partUUID.
 func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content string) {
 	e := builder.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
+	if p, err := facts.VerityParams(); err == nil && p != nil {
+		e.Verity = p.Cmdline()
+	}
 	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
 }
 
