@@ -16,7 +16,7 @@ export PLUMB_CACHE := $(CACHE)
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev \
-	containerd runc cryptsetup-bin sbsigntool
+	containerd runc cryptsetup-bin sbsigntool binutils
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
