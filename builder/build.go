@@ -58,8 +58,11 @@ type Options struct {
 	// Bootloader is the Debian package providing systemd-boot's EFI
 	// binary; default "systemd-boot-efi".
 	Bootloader string
-	Log        *slog.Logger
-	Progress   *progress.Reporter
+	// SecureBootKey and SecureBootCert, when set, replace the recipe's
+	// boot.secure_boot key and certificate (PEM files).
+	SecureBootKey, SecureBootCert string
+	Log                           *slog.Logger
+	Progress                      *progress.Reporter
 }
 
 // ErrBadInput marks build failures caused by the recipe or the options
@@ -85,15 +88,21 @@ type build struct {
 	disk       *diskResult    // step_disk
 	verity     *verity.Params // step_verity, with boot.verity
 	verityPath string
+	stub       *fstree.Node // step_fetch: systemd's UKI stub
+	sb         *secureBoot  // step_secureboot, with boot.secure_boot
 }
 
 // outputs are the files this build moves into the output directory, the
 // manifest not included.
 func (b *build) outputs() []string {
-	if b.verity == nil {
-		return outputs
+	out := append([]string{}, outputs...)
+	if b.verity != nil {
+		out = append(out, VerityFile)
 	}
-	return append(append([]string{}, outputs...), VerityFile)
+	if b.sb != nil {
+		out = append(out, UKIFile("a"), UKIFile("b"))
+	}
+	return out
 }
 
 // Build runs every step for r and returns the manifest it wrote.
@@ -167,6 +176,7 @@ func (b *build) run(ctx context.Context) (*Manifest, error) {
 		{"initramfs", b.buildInitramfs},
 		{"squashfs", b.writeSquashfs},
 		{"verity", b.writeVerity},
+		{"secure boot", b.signBootChain},
 		{"disk image", b.writeDisk},
 		{"installer", b.writeInstaller},
 	}

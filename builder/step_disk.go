@@ -38,6 +38,10 @@ type Entry struct {
 	PartUUID string // of the slot's root partition
 	Verity   string // the dm-verity words (format/verity Params.Cmdline), or ""
 	Cmdline  string // the recipe's extra command line
+	// UKI: the entry starts the slot's signed Unified Kernel Image
+	// (SlotUKI), whose own .cmdline holds Options, instead of the kernel
+	// and initrd.
+	UKI bool
 }
 
 // FileName is the entry's name without boot counter ("plumb-1.0.0.conf").
@@ -62,6 +66,10 @@ func (e Entry) LoadOptions() string {
 
 // Content is the entry file.
 func (e Entry) Content() string {
+	if e.UKI {
+		return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nefi %s\n",
+			e.Version, e.Slot, e.Version, SlotUKI(e.Slot))
+	}
 	return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nlinux %s\ninitrd %s\noptions %s\n",
 		e.Version, e.Slot, e.Version, SlotKernel(e.Slot), SlotInitrd(e.Slot), e.Options())
 }
@@ -89,7 +97,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 			rootA = p.PartUUID
 		}
 	}
-	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
+	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline, UKI: b.sb != nil}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
@@ -98,8 +106,17 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 		{Path: espBootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
 		{Path: espLoaderConf, Source: fstree.Bytes(LoaderConf), Size: int64(len(LoaderConf))},
 		{Path: espEntries + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
-		{Path: SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
-		{Path: SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},
+	}
+	if b.sb != nil {
+		fi, err := os.Stat(b.sb.ukis["a"])
+		if err != nil {
+			return err
+		}
+		esp = append(esp, diskimg.ESPFile{Path: SlotUKI("a"), Source: fstree.HostFile(b.sb.ukis["a"]), Size: fi.Size()})
+	} else {
+		esp = append(esp,
+			diskimg.ESPFile{Path: SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+			diskimg.ESPFile{Path: SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()})
 	}
 	if err := b.checkSizes(esp); err != nil {
 		return err

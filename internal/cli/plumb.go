@@ -37,7 +37,7 @@ func RunPlumb(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
-	root.AddCommand(newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e), newDeltaCmd(e), newPlumbAttestCmd(e))
+	root.AddCommand(newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e), newDeltaCmd(e), newPlumbAttestCmd(e), newKeysCmd(e))
 	err := root.ExecuteContext(ctx)
 	if err != nil && isCobraUsageError(err) {
 		err = badInput(err)

@@ -79,7 +79,7 @@ func versionOK(v string) bool {
 // slotOfEntry finds the slot in an entry's content: plumb.slot= on the
 // options line, else the /plumb/<slot>/ kernel path.
 func slotOfEntry(content string) string {
-	var linux string
+	var linux, efi string
 	for _, line := range strings.Split(content, "\n") {
 		key, val, _ := strings.Cut(strings.TrimSpace(line), " ")
 		switch key {
@@ -91,10 +91,12 @@ func slotOfEntry(content string) string {
 			}
 		case "linux":
 			linux = strings.TrimSpace(val)
+		case "efi":
+			efi = strings.TrimSpace(val)
 		}
 	}
 	for _, s := range []string{"a", "b"} {
-		if linux == builder.SlotKernel(s) {
+		if linux == builder.SlotKernel(s) || efi == builder.SlotUKI(s) {
 			return s
 		}
 	}
