@@ -30,10 +30,10 @@ import (
 var Roles = []string{"db", "KEK", "PK"}
 
 // Files of one role in the key directory.
-func KeyFile(role string) string  { return role + ".key" }  // PEM PKCS#8 private key (mode 0600)
-func CertFile(role string) string { return role + ".crt" }  // PEM certificate
-func ESLFile(role string) string  { return role + ".esl" }  // EFI_SIGNATURE_LIST with the certificate
-func DERFile(role string) string  { return role + ".cer" }  // DER certificate (firmware setup menus take it)
+func KeyFile(role string) string  { return role + ".key" } // PEM PKCS#8 private key (mode 0600)
+func CertFile(role string) string { return role + ".crt" } // PEM certificate
+func ESLFile(role string) string  { return role + ".esl" } // EFI_SIGNATURE_LIST with the certificate
+func DERFile(role string) string  { return role + ".cer" } // DER certificate (firmware setup menus take it)
 
 // GUIDFile holds the owner GUID written into the signature lists.
 const GUIDFile = "owner.guid"
@@ -141,8 +141,8 @@ func SignatureList(owner [16]byte, der []byte) []byte {
 	b.Write(certX509GUID[:])
 	sigSize := 16 + len(der)
 	binary.Write(&b, binary.LittleEndian, uint32(16+4+4+4+sigSize)) // SignatureListSize
-	binary.Write(&b, binary.LittleEndian, uint32(0))                 // SignatureHeaderSize
-	binary.Write(&b, binary.LittleEndian, uint32(sigSize))           // SignatureSize
+	binary.Write(&b, binary.LittleEndian, uint32(0))                // SignatureHeaderSize
+	binary.Write(&b, binary.LittleEndian, uint32(sigSize))          // SignatureSize
 	b.Write(owner[:])
 	b.Write(der)
 	return b.Bytes()
