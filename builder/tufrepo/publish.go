@@ -162,6 +162,21 @@ func publishEntries(m *builder.Manifest, buildDir, rootfs string, f *release.Fac
 	for _, a := range m.Artifacts {
 		arts[a.Name] = a
 	}
+	if f.UKI != nil {
+		u := *f
+		u.Kind = release.KindUKI
+		raw, err := json.Marshal(&u)
+		if err != nil {
+			return nil, err
+		}
+		for _, slot := range []string{"a", "b"} {
+			src := filepath.Join(buildDir, builder.UKIFile(slot))
+			if _, err := os.Stat(src); err != nil {
+				return nil, invalid("%s: expected the build's signed UKI: %w", src, err)
+			}
+			entries = append(entries, publishEntry{path: release.UKIPath(f.Hardware, f.Version, slot), src: src, digest: f.UKI[slot], custom: raw})
+		}
+	}
 	kernel, okK := arts[builder.KernelFile]
 	initrd, okI := arts[builder.InstallerInitrdFile]
 	if !okK || !okI {
@@ -234,6 +249,14 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 	for _, a := range m.Artifacts {
 		if a.Name == builder.RootfsFile {
 			f.Rootfs = release.Digest{SHA256: a.SHA256, Size: a.Size}
+		}
+		for _, slot := range []string{"a", "b"} {
+			if a.Name == builder.UKIFile(slot) {
+				if f.UKI == nil {
+					f.UKI = map[string]release.Digest{}
+				}
+				f.UKI[slot] = release.Digest{SHA256: a.SHA256, Size: a.Size}
+			}
 		}
 	}
 	if f.Rootfs.SHA256 == "" {

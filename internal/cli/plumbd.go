@@ -57,6 +57,8 @@ type agentStatus struct {
 	// Workloads is the reconciler's last report (status.json), when the
 	// device runs workloads.
 	Workloads *reconcile.Status `json:"workloads,omitempty"`
+	// Rollback explains the last failed trial boot (agent.RollbackFile).
+	Rollback *agent.Rollback `json:"rollback,omitempty"`
 }
 
 type statusOptions struct {
@@ -86,6 +88,7 @@ func runStatus(_ context.Context, e *env, o statusOptions) error {
 	if s, err := agent.LoadState(filepath.Join(o.root, dataDir(cfg), stateFile)); err == nil {
 		st.Update = s
 	}
+	st.Rollback = agent.LoadRollback(filepath.Join(o.root, dataDir(cfg)))
 	// Status only reads: the key file is made by plumbd run, not here.
 	keyFile := filepath.Join(o.root, dataDir(cfg), identityFile)
 	if _, err := os.Stat(keyFile); err != nil {

@@ -927,3 +927,51 @@ func TestAttestedCommitWithoutReferences(t *testing.T) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 }
+
+// TestRollbackDetail: a trial of v2 in slot b whose boots ran out rolls
+// back; the agent explains it with plumb-init's record of its fatal error
+// for slot b (a dm-verity I/O error here), saved as rollback.json for
+// plumbd status, and removes the record. Without a record for the slot it
+// says the boot failed before plumb-init ran.
+func TestRollbackDetail(t *testing.T) {
+	for _, withRecord := range []bool{true, false} {
+		t.Run(fmt.Sprint("record=", withRecord), func(t *testing.T) {
+			r := newRig(t, tufrepo.Options{})
+			a := r.agent(t, "a", v1, nil)
+			if err := a.Settle(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			r.publish(t, v2)
+			installV2(t, r, a)
+			bootTrial(t, r, "plumb-2.0.0+0-3.conf")
+			// plumb-init's record lives on the data partition: the parent of
+			// the state directory.
+			dataRoot := filepath.Dir(r.dataDir)
+			rec := filepath.Join(dataRoot, earlyinit.BootFailureFile)
+			if withRecord {
+				writeFile(t, rec, []byte(`{"slot":"b","root_partuuid":"x","reason":"mounting root /dev/mapper/plumb-root (squashfs) on /newroot: input/output error","time":"2026-01-01T00:00:00Z"}`))
+			}
+			back := r.agent(t, "a", v1, nil)
+			if err := back.Settle(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			rb := LoadRollback(r.dataDir)
+			if rb == nil || rb.Version != v2 || rb.Slot != "b" || rb.Reason != "boot failed" {
+				t.Fatalf("rollback report = %+v", rb)
+			}
+			want := "no record from plumb-init for slot b"
+			if withRecord {
+				want = "plumb-init: mounting root /dev/mapper/plumb-root (squashfs) on /newroot: input/output error"
+				if _, err := os.Stat(rec); !os.IsNotExist(err) {
+					t.Errorf("plumb-init's record was not removed (stat: %v)", err)
+				}
+			}
+			if !strings.HasPrefix(rb.Detail, want) {
+				t.Errorf("detail = %q, want it to start with %q", rb.Detail, want)
+			}
+			if st := r.state(t); st.Bad[v2] != "boot failed" {
+				t.Errorf("state bad = %v", st.Bad)
+			}
+		})
+	}
+}

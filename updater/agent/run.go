@@ -155,7 +155,9 @@ func (a *Agent) Settle(ctx context.Context) error {
 		if err := a.Device.Discard(failedSlot); err != nil {
 			a.log().Error("removing the failed entry", "err", err)
 		}
-		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why)
+		rb := a.rollbackDetail(failed, failedSlot, why)
+		a.saveRollback(rb)
+		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why, "detail", rb.Detail)
 		return nil
 	case (a.state.Phase == PhaseDownloading || a.state.Phase == PhaseApplying) && a.state.Version != running:
 		// The next poll resumes the download from the bytes recorded.
@@ -384,7 +386,11 @@ func (a *Agent) installed(ctx context.Context, c *Candidate, f *os.File, n int64
 			return fmt.Errorf("installing %s into slot %s: %w", c.Facts.Version, to, err)
 		}
 	}
-	if err := a.Device.InstallBoot(ctx, img, n, c.Facts, part.PARTUUID); err != nil {
+	if c.Facts.UKI != nil {
+		if err := a.installUKI(ctx, c.Facts, to, part.PARTUUID); err != nil {
+			return err
+		}
+	} else if err := a.Device.InstallBoot(ctx, img, n, c.Facts, part.PARTUUID); err != nil {
 		return err
 	}
 	a.state.Phase = PhaseEntry

@@ -144,6 +144,9 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		RootDevice:   root.Device,
 	}
 	log.Info("root found", "device", root.Device, "partition", root.Name, "slot", bi.Slot)
+	if data != nil {
+		failureTarget.bi, failureTarget.dataDev = &bi, data.Device
+	}
 	if bi.CmdlineSlot != "" && bi.CmdlineSlot != bi.Slot {
 		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
 	}
@@ -207,6 +210,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 			log.Error("mounting data failed: booting without /data", "device", data.Device, "err", err)
 		} else {
 			bi.DataMounted = true
+			failureTarget.mounted = NewRoot + "/data"
 			log.Info("mounted data", "device", data.Device, "dir", "/data")
 		}
 	}
@@ -392,6 +396,9 @@ func switchRoot(initPath string, con *console, log *slog.Logger) error {
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("switching root: chroot: %w", err)
 	}
+	if failureTarget.mounted != "" {
+		failureTarget.mounted = "/data"
+	}
 	if err := os.Chdir("/"); err != nil {
 		return fmt.Errorf("switching root: %w", err)
 	}
@@ -473,6 +480,13 @@ func uptimeMillis() int64 {
 // command line waits forever. It never returns.
 func fail(log *slog.Logger, err error) {
 	log.Error("FATAL: boot failed", "err", err)
+	if os.Getpid() == 1 {
+		if rerr := recordFailure(err); rerr != nil {
+			log.Warn("boot failure not recorded on the data partition", "err", rerr)
+		} else {
+			log.Info("boot failure recorded", "file", "/data/"+BootFailureFile)
+		}
+	}
 	if raw, rerr := os.ReadFile("/proc/cmdline"); rerr == nil && ParseCmdline(string(raw)).Has("plumb.debug") {
 		log.Error("plumb.debug is set: not rebooting; waiting forever")
 		for {

@@ -17,6 +17,7 @@ const (
 	KindFull      = "full"      // <hardware>/<version>/rootfs.sqfs
 	KindDelta     = "delta"     // <hardware>/<version>/from-<old>.delta
 	KindInstaller = "installer" // <hardware>/<version>/installer/{vmlinuz,initrd}
+	KindUKI       = "uki"       // <hardware>/<version>/uki-<slot>.efi (Secure Boot releases)
 )
 
 // Digest is a sha256 (lower-case hex) and a size in bytes.
@@ -52,6 +53,10 @@ type Facts struct {
 	// (format/verity/FORMAT.md). Absent for releases built without
 	// boot.verity.
 	Verity *verity.Facts `json:"verity,omitempty"`
+	// UKI lists, per slot, the signed Unified Kernel Image of releases
+	// built with boot.secure_boot (target UKIPath): a device installs the
+	// one of the slot it writes and boots it instead of kernel and initrd.
+	UKI map[string]Digest `json:"uki,omitempty"`
 
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
@@ -79,9 +84,9 @@ func Parse(custom []byte) (*Facts, error) {
 // Validate checks the facts.
 func (f *Facts) Validate() error {
 	switch f.Kind {
-	case KindFull, KindDelta, KindInstaller:
+	case KindFull, KindDelta, KindInstaller, KindUKI:
 	default:
-		return fmt.Errorf("release facts: kind: expected full, delta or installer, got %q", f.Kind)
+		return fmt.Errorf("release facts: kind: expected full, delta, installer or uki, got %q", f.Kind)
 	}
 	if !nameRE.MatchString(f.Hardware) {
 		return fmt.Errorf("release facts: hardware: expected a name like \"qemu-x86_64\", got %q", f.Hardware)
@@ -107,6 +112,17 @@ func (f *Facts) Validate() error {
 		if _, err := f.VerityParams(); err != nil {
 			return err
 		}
+	}
+	for slot, d := range f.UKI {
+		if slot != "a" && slot != "b" {
+			return fmt.Errorf("release facts: uki: expected slots a and b, got %q", slot)
+		}
+		if err := d.validate("uki." + slot); err != nil {
+			return err
+		}
+	}
+	if f.UKI != nil && f.Verity == nil {
+		return fmt.Errorf("release facts: uki: expected verity facts with it (a signed kernel mounts only a verified root)")
 	}
 	if f.Kind == KindDelta {
 		if !versionRE.MatchString(f.From) {
@@ -203,6 +219,11 @@ func TargetPath(hardware, version string) string {
 // DeltaPath is where a delta from old to version lives.
 func DeltaPath(hardware, version, old string) string {
 	return hardware + "/" + version + "/from-" + old + ".delta"
+}
+
+// UKIPath is where a Secure Boot release's signed UKI for slot lives.
+func UKIPath(hardware, version, slot string) string {
+	return hardware + "/" + version + "/uki-" + slot + ".efi"
 }
 
 // InstallerPath is where a release's installer file ("vmlinuz" or

@@ -101,6 +101,7 @@ func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content stri
 	if p, err := facts.VerityParams(); err == nil && p != nil {
 		e.Verity = p.Cmdline()
 	}
+	e.UKI = facts.UKI != nil
 	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
 }
 

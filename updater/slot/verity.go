@@ -2,11 +2,19 @@ package slot
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"path"
+	"strings"
 	"time"
 
+	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/format/verity"
+	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/updater/release"
 )
 
@@ -50,5 +58,47 @@ func FormatVerity(slot verity.ReadWriterAt, capacity, size int64, want *verity.P
 		logf("verity tree written and checked", "root_hash", fmt.Sprintf("%x", got.RootHash), "data_blocks", got.DataBlocks,
 			"hash_bytes", verity.HashAreaSize(got.DataBlocks), "seconds", time.Since(start).Seconds())
 	}
+	return nil
+}
+
+// InstallUKI makes the inactive slot bootable on trial for a Secure Boot
+// release: it copies the slot's signed UKI (read from uki, checked against
+// the facts' digest for the slot) to the ESP as /plumb/<slot>/uki.efi and
+// writes the trial entry that starts it last. The firmware checks the
+// UKI's signature when systemd-boot starts it; the UKI's own command line
+// holds the slot's root and verity root hash.
+func (d *Device) InstallUKI(ctx context.Context, uki io.Reader, facts *release.Facts, partUUID string) error {
+	s, p, err := d.inactive()
+	if err != nil {
+		return fmt.Errorf("installing the UKI: %w", err)
+	}
+	want, ok := facts.UKI[s]
+	if !ok {
+		return fmt.Errorf("installing slot %s: release facts: uki: expected a UKI for slot %s, got none", s, s)
+	}
+	partUUID = strings.ToLower(partUUID)
+	if partUUID == "" || (p.PARTUUID != "" && partUUID != p.PARTUUID) {
+		return fmt.Errorf("installing slot %s: PARTUUID: expected the slot's %q, got %q", s, p.PARTUUID, partUUID)
+	}
+	if err := d.Discard(s); err != nil {
+		return fmt.Errorf("installing slot %s: %w", s, err)
+	}
+	h := sha256.New()
+	cr := &countReader{r: io.TeeReader(io.LimitReader(ctxio.Reader(ctx, uki), want.Size+1), h)}
+	dst := builder.SlotUKI(s)
+	err = d.writeFile(dst, cr, func() error {
+		if sum := hex.EncodeToString(h.Sum(nil)); cr.n != want.Size || sum != strings.ToLower(want.SHA256) {
+			return fmt.Errorf("%s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s: %w", dst, want.Size, want.SHA256, cr.n, sum, ErrDigest)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("installing slot %s: %w", s, err)
+	}
+	name, content := TrialEntry(facts, s, partUUID)
+	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(content), nil); err != nil {
+		return fmt.Errorf("installing slot %s: boot entry: %w", s, err)
+	}
+	d.log().Info("slot installed on trial", "slot", s, "version", facts.Version, "entry", name, "uki", dst)
 	return nil
 }
