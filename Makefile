@@ -16,7 +16,7 @@ export PLUMB_CACHE := $(CACHE)
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils nginx-light curl tpm2-tools gcc libssl-dev \
-	containerd runc cryptsetup-bin sbsigntool binutils
+	containerd runc cryptsetup-bin sbsigntool binutils openssl
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
@@ -28,7 +28,7 @@ BENCH_PKGS := bsdiff xdelta3 casync ostree time
 TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi \
 	containerd runc libc6 libgcc-s1 libseccomp2
 
-.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo clean
+.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo demo-secure clean
 
 all: build
 
@@ -88,6 +88,11 @@ bench: deps deps-bench debs build
 # watch it update itself to v2 (scripts/demo.sh).
 demo: deps debs build
 	RECIPE=$(RECIPE) OUT=$(OUT) bash scripts/demo.sh
+
+# demo-secure: the same with dm-verity root slots and a signed boot chain
+# under OVMF's Secure Boot build (snakeoil keys; docs/verified-boot.md).
+demo-secure: deps debs build
+	SECURE_BOOT=1 OUT=$(OUT) bash scripts/demo.sh
 
 clean:
 	rm -rf bin out

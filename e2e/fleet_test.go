@@ -153,6 +153,8 @@ type device struct {
 	disk string
 	man  *builder.Manifest
 	vm   *testvm.VM
+	// secureBoot boots OVMF's Secure Boot build with the snakeoil keys.
+	secureBoot bool
 }
 
 // flash makes a device named name from a build's disk image; t is the
@@ -175,7 +177,11 @@ func (f *fleet) flash(t *testing.T, build, name string) *device {
 // powerOn starts the VM (again); the previous run must have ended.
 func (d *device) powerOn() *testvm.VM {
 	d.t.Helper()
-	vm, err := testvm.Start(d.f.ctx, d.dir, testvm.WithDisk(d.disk), testvm.WithTPM(), testvm.WithGuestForward(443, d.f.port))
+	opts := []testvm.Option{testvm.WithDisk(d.disk), testvm.WithTPM(), testvm.WithGuestForward(443, d.f.port)}
+	if d.secureBoot {
+		opts = append(opts, testvm.WithSecureBoot())
+	}
+	vm, err := testvm.Start(d.f.ctx, d.dir, opts...)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func newAgent(ctx context.Context, e *env, facts device.Facts, cfg *config.Confi
 			}
 			last = key
 			s := *st
-			rep.Send(agentStatus{AgentVersion: agentVersion(), Facts: facts, Device: id, Update: &s}, nil)
+			rep.Send(agentStatus{AgentVersion: agentVersion(), Facts: facts, Device: id, Update: &s, Rollback: agent.LoadRollback(dir)}, nil)
 		}
 	}
 	if facts.TPM.Present {

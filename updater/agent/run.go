@@ -144,6 +144,8 @@ func (a *Agent) Settle(ctx context.Context) error {
 			why = prev // the trial boot said why (a failed health check)
 		}
 		failed, failedSlot := a.state.Version, a.state.Slot
+		rb := a.rollbackDetail(failed, failedSlot, why)
+		a.saveRollback(rb) // a report: before the state, so that its save reports it
 		a.state.MarkBad(failed, why)
 		a.state.Event = fmt.Sprintf("rolled back from %s: %s", failed, why)
 		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
@@ -155,8 +157,6 @@ func (a *Agent) Settle(ctx context.Context) error {
 		if err := a.Device.Discard(failedSlot); err != nil {
 			a.log().Error("removing the failed entry", "err", err)
 		}
-		rb := a.rollbackDetail(failed, failedSlot, why)
-		a.saveRollback(rb)
 		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why, "detail", rb.Detail)
 		return nil
 	case (a.state.Phase == PhaseDownloading || a.state.Phase == PhaseApplying) && a.state.Version != running:

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/builder/sbkeys"
+	"github.com/plumb-os/plumb/testvm"
+)
+
+// signedWith makes a fleet build verified: dm-verity root slots and a boot
+// chain signed with key and cert.
+func signedWith(key, cert string) func(string) string {
+	return func(text string) string {
+		return text + fmt.Sprintf("\nboot:\n  verity: true\n  secure_boot: {key: %s, cert: %s}\n", key, cert)
+	}
+}
+
+// TestSecureBootVM runs a device under OVMF's Secure Boot build (snakeoil
+// PK/KEK/db enrolled) with swtpm through three updates, with as few boots
+// as it can:
+//   - v1 (signed with the snakeoil db key) boots from the flashed disk
+//     through signed systemd-boot and its UKI, root mapped through
+//     dm-verity; v2 installs into slot b, trial-boots its own UKI and commits;
+//   - v3, whose UKIs are signed by another owner's key, installs, and on
+//     the next power-on the firmware refuses it: boot counting falls back to
+//     v2, which reports the rollback and why (no record from plumb-init);
+//   - v4 (signed) installs into slot a, a byte of slot a is flipped while
+//     the device is off: dm-verity fails the boot, boot counting falls
+//     back, and the device reports plumb-init's verity error, in its log and
+//     in the status report the server keeps.
+func TestSecureBootVM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 25*time.Minute)
+	defer cancel()
+	f := newFleet(t, ctx, "qemu-secure")
+	other, err := sbkeys.Generate(filepath.Join(f.work, "other-owner"), "Another Owner", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := testvm.SnakeoilKeyFile(f.work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snakeoil := signedWith(key, testvm.SnakeoilCert)
+	manual := "  reboot: manual\n"
+	v1 := f.build("1.0.0", "", "", snakeoil)
+	v2 := f.build("2.0.0", "", manual, snakeoil)
+	v3 := f.build("3.0.0", "", manual, signedWith(filepath.Join(other.Dir, "db.key"), filepath.Join(other.Dir, "db.crt")))
+	v4 := f.build("4.0.0", "", manual, snakeoil)
+	f.publish(v1)
+	d := f.flash(t, v1, "device")
+	d.secureBoot = true
+
+	// 1. The signed v1 boots, verified; v2 installs, trial-boots, commits.
+	vm := d.powerOn()
+	d.waitFor(0, `root mapped through dm-verity" device=/dev/mapper/plumb-root root_hash=`+d.man.Verity.RootHash)
+	d.waitFor(0, `plumbd \S+ started: .*version=1\.0\.0 slot=a`)
+	t.Logf("v1 up %.1fs after power-on", time.Since(vm.Started()).Seconds())
+	mark := vm.Mark()
+	f.publish(v2)
+	d.waitFor(mark, `slot installed on trial" slot=b version=2\.0\.0 entry=plumb-2\.0\.0\+3\.conf uki=/plumb/b/uki\.efi`)
+	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
+	d.waitFor(mark, `release committed" version=2\.0\.0`)
+
+	// 2. A UKI signed by another key: installed, then refused by the firmware.
+	mark = vm.Mark()
+	f.publish(v3)
+	d.waitFor(mark, `slot installed on trial" slot=a version=3\.0\.0`)
+	d.waitFor(mark, `installed release waits for a manual reboot" version=3\.0\.0`)
+	vm.Close()
+	vm = d.powerOn()
+	d.waitFor(0, `rolled back" from=3\.0\.0 to=2\.0\.0 reason="boot failed" detail="no record from plumb-init for slot a`)
+	if strings.Contains(vm.Console(), "plumb-init: level=INFO msg=starting") && strings.Count(vm.Console(), "plumb-init: level=INFO msg=starting") > 1 {
+		t.Errorf("plumb-init ran more than once: the refused UKI started?")
+	}
+	t.Logf("v3 refused by the firmware; console lines naming the refusal:\n%s", grepLines(vm.Console(), `(?i)security|violation|denied|error`))
+
+	// 3. A verity error in the trial slot.
+	mark = vm.Mark()
+	f.publish(v4)
+	d.waitFor(mark, `slot installed on trial" slot=a version=4\.0\.0`)
+	d.waitFor(mark, `installed release waits for a manual reboot" version=4\.0\.0`)
+	vm.Close()
+	flipByte(t, d.disk, partition(t, d.man, diskimg.NameRootA).Start+3<<20)
+	vm = d.powerOn()
+	d.waitFor(0, `FATAL: boot failed" err=".*dm-verity: slot a does not match root hash`)
+	d.waitFor(0, `rolled back" from=4\.0\.0 to=2\.0\.0 reason="boot failed" detail="plumb-init: .*dm-verity: slot a does not match root hash`)
+	t.Logf("verity failures before the rollback: %d", strings.Count(vm.Console(), "FATAL: boot failed"))
+	vm.Close()
+
+	// The status report the server keeps shows the rollback with its reason.
+	reps, _ := filepath.Glob(filepath.Join(f.reports, "*.json"))
+	if len(reps) != 1 {
+		t.Fatalf("device reports: %v", reps)
+	}
+	rep, _ := os.ReadFile(reps[0])
+	if !regexp.MustCompile(`"rollback": \{\s*"version": "4\.0\.0",\s*"slot": "a",\s*"reason": "boot failed",\s*"detail": "plumb-init: [^"]*dm-verity: slot a does not match root hash`).Match(rep) {
+		t.Errorf("the device's status report lacks the verity rollback:\n%s", rep)
+	}
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{b[0] ^ 0x01}, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func grepLines(s, pattern string) string {
+	re := regexp.MustCompile(pattern)
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
