@@ -96,12 +96,18 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 // TrialEntry returns the file name (plumb-<version>+3.conf) and content of
 // the boot-counting trial entry for a release installed in slot, whose root
 // partition is partUUID.
+// The entry boots the slot's kernel and initrd (the installer's and
+// non-Secure-Boot releases' way); InstallUKI writes one that starts the UKI.
 func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content string) {
+	return trialEntry(facts, slot, partUUID, false)
+}
+
+func trialEntry(facts *release.Facts, slot, partUUID string, uki bool) (name, content string) {
 	e := builder.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
 	if p, err := facts.VerityParams(); err == nil && p != nil {
 		e.Verity = p.Cmdline()
 	}
-	e.UKI = facts.UKI != nil
+	e.UKI = uki
 	return strings.TrimSuffix(e.FileName(), ".conf") + "+" + strconv.Itoa(TrialTries) + ".conf", e.Content()
 }
 

@@ -95,7 +95,7 @@ func (d *Device) InstallUKI(ctx context.Context, uki io.Reader, facts *release.F
 	if err != nil {
 		return fmt.Errorf("installing slot %s: %w", s, err)
 	}
-	name, content := TrialEntry(facts, s, partUUID)
+	name, content := trialEntry(facts, s, partUUID, true)
 	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(content), nil); err != nil {
 		return fmt.Errorf("installing slot %s: boot entry: %w", s, err)
 	}

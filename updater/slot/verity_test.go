@@ -1,6 +1,7 @@
 package slot
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -73,5 +74,44 @@ func TestFormatVerity(t *testing.T) {
 	plain.Verity = nil
 	if err := d.FormatVerity(newSlot("plain"), capacity, int64(len(img)), &plain); err != nil {
 		t.Errorf("FormatVerity without verity facts = %v, want nil", err)
+	}
+}
+
+// TestInstallUKI installs a Secure Boot release's UKI for the inactive
+// slot: the file on the ESP, a trial entry that starts it (and that
+// Entries attributes to the slot); a UKI whose bytes are not the facts'
+// leaves neither.
+func TestInstallUKI(t *testing.T) {
+	f := newFixture(t, "a")
+	f.stage(t)
+	uki := randomBytes(t, 200<<10+3)
+	facts := *f.facts
+	facts.UKI = map[string]release.Digest{"a": digest([]byte("other")), "b": digest(uki)}
+
+	bad := append([]byte{}, uki...)
+	bad[100] ^= 1
+	if err := f.dev.InstallUKI(t.Context(), bytes.NewReader(bad), &facts, uuidB); !errors.Is(err, ErrDigest) {
+		t.Fatalf("InstallUKI of a changed UKI = %v, want ErrDigest", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.esp, "plumb/b/uki.efi")); !os.IsNotExist(err) {
+		t.Errorf("a changed UKI reached the ESP (stat: %v)", err)
+	}
+	if got := f.entryNames(t); len(got) != 1 {
+		t.Errorf("entries after a refused UKI = %q, want only the running slot's", got)
+	}
+
+	if err := f.dev.InstallUKI(t.Context(), bytes.NewReader(uki), &facts, uuidB); err != nil {
+		t.Fatalf("InstallUKI: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(f.esp, "plumb/b/uki.efi")); err != nil || !bytes.Equal(got, uki) {
+		t.Errorf("ESP plumb/b/uki.efi: %d bytes, %v", len(got), err)
+	}
+	content, _ := os.ReadFile(filepath.Join(f.esp, "loader/entries/plumb-2.0.0+3.conf"))
+	if want := "title Plumb 2.0.0 (slot b)\nsort-key plumb\nversion 2.0.0\nefi /plumb/b/uki.efi\n"; string(content) != want {
+		t.Errorf("trial entry = %q, want %q", content, want)
+	}
+	entries, err := f.dev.Entries()
+	if err != nil || len(entries) != 2 || entries[1].Slot != "b" || entries[1].TriesLeft != 3 {
+		t.Errorf("Entries() = %+v, %v; want the trial of slot b", entries, err)
 	}
 }
