@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -30,8 +31,10 @@ func signedWith(key, cert string) func(string) string {
 //     through signed systemd-boot and its UKI, root mapped through
 //     dm-verity; v2 installs into slot b, trial-boots its own UKI and commits;
 //   - v3, whose UKIs are signed by another owner's key, installs, and on
-//     the next power-on the firmware refuses it: boot counting falls back to
-//     v2, which reports the rollback and why (no record from plumb-init);
+//     the next power-on the firmware refuses it (systemd-boot: "Access
+//     Denied"); once its tries are out, v2 boots again and reports the
+//     rollback and why (no record from plumb-init). OVMF does not retry
+//     the disk by itself: the test marks the entry out of tries (below);
 //   - v4 (signed) installs into slot a, a byte of slot a is flipped while
 //     the device is off: dm-verity fails the boot, boot counting falls
 //     back, and the device reports plumb-init's verity error, in its log and
@@ -76,11 +79,22 @@ func TestSecureBootVM(t *testing.T) {
 	d.waitFor(mark, `installed release waits for a manual reboot" version=3\.0\.0`)
 	vm.Close()
 	vm = d.powerOn()
-	d.waitFor(0, `rolled back" from=3\.0\.0 to=2\.0\.0 reason="boot failed" detail="no record from plumb-init for slot a`)
-	if strings.Contains(vm.Console(), "plumb-init: level=INFO msg=starting") && strings.Count(vm.Console(), "plumb-init: level=INFO msg=starting") > 1 {
-		t.Errorf("plumb-init ran more than once: the refused UKI started?")
+	d.waitFor(0, `Error loading \\plumb\\a\\uki\.efi: (Access Denied|Security Violation)`)
+	d.waitFor(0, `Press any key to enter the Boot Manager Menu`)
+	if strings.Contains(vm.Console(), "plumb-init: level=INFO msg=starting") {
+		t.Errorf("plumb-init started: the firmware ran the UKI signed by another key")
 	}
-	t.Logf("v3 refused by the firmware; console lines naming the refusal:\n%s", grepLines(vm.Console(), `(?i)security|violation|denied|error`))
+	vm.Close()
+	// systemd-boot counted the try and exited; OVMF then waits in its boot
+	// menu for a key instead of trying the disk again, so the other tries
+	// never happen by themselves (firmware that retries or resets does
+	// that; docs/verified-boot.md). The test stands in for the two
+	// remaining refused tries: it marks the entry out of tries, as
+	// systemd-boot's boot counting would have after three.
+	exhaustEntry(t, d, "plumb-3.0.0+")
+	vm = d.powerOn()
+	d.waitFor(0, `rolled back" from=3\.0\.0 to=2\.0\.0 reason="boot failed" detail="no record from plumb-init for slot a`)
+	d.waitFor(0, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
 
 	// 3. A verity error in the trial slot.
 	mark = vm.Mark()
@@ -103,6 +117,26 @@ func TestSecureBootVM(t *testing.T) {
 	rep, _ := os.ReadFile(reps[0])
 	if !regexp.MustCompile(`"rollback": \{\s*"version": "4\.0\.0",\s*"slot": "a",\s*"reason": "boot failed",\s*"detail": "plumb-init: [^"]*dm-verity: slot a does not match root hash`).Match(rep) {
 		t.Errorf("the device's status report lacks the verity rollback:\n%s", rep)
+	}
+}
+
+// exhaustEntry renames the ESP's entry whose name starts with prefix to
+// <prefix>0-3.conf (out of tries); the VM must be off.
+func exhaustEntry(t *testing.T, d *device, prefix string) {
+	t.Helper()
+	var name string
+	for _, n := range strings.Fields(d.entries()) {
+		if n = filepath.Base(n); strings.HasPrefix(n, prefix) {
+			name = n
+		}
+	}
+	if name == "" {
+		t.Fatalf("no ESP entry %s*: %q", prefix, d.entries())
+	}
+	esp := partition(t, d.man, diskimg.NameESP)
+	img := fmt.Sprintf("%s@@%d", d.disk, esp.Start)
+	if out, err := exec.Command("mren", "-i", img, "::/loader/entries/"+name, "::/loader/entries/"+prefix+"0-3.conf").CombinedOutput(); err != nil {
+		t.Fatalf("mren %s: %v: %s", name, err, out)
 	}
 }
 
