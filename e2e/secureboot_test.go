@@ -155,14 +155,3 @@ func flipByte(t *testing.T, path string, off int64) {
 		t.Fatal(err)
 	}
 }
-
-func grepLines(s, pattern string) string {
-	re := regexp.MustCompile(pattern)
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if re.MatchString(l) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
