@@ -21,6 +21,7 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -126,9 +127,9 @@ func nonce(t *testing.T) []byte {
 	return b
 }
 
-func (r *rig) evidence(n []byte) *attest.Evidence {
+func (r *rig) evidence(n []byte) *attestapi.Evidence {
 	r.t.Helper()
-	ev, err := r.dev.Evidence(r.t.Context(), n, attest.Release{Version: testVersion, Hardware: "qemu-x86_64", RootfsSHA256: hex.EncodeToString(rootfsDigest)})
+	ev, err := r.dev.Evidence(r.t.Context(), n, attestapi.Release{Version: testVersion, Hardware: "qemu-x86_64", RootfsSHA256: hex.EncodeToString(rootfsDigest)})
 	if err != nil {
 		r.t.Fatalf("Evidence: %v", err)
 	}
@@ -137,7 +138,7 @@ func (r *rig) evidence(n []byte) *attest.Evidence {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	got, err := attest.ParseEvidence(bytes.NewReader(b))
+	got, err := attestapi.ParseEvidence(bytes.NewReader(b))
 	if err != nil {
 		r.t.Fatalf("ParseEvidence(own output): %v", err)
 	}

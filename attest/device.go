@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
 
+	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -26,7 +28,7 @@ const (
 	// (securityfs mounted on /sys/kernel/security).
 	EventLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
 	// PlumbLogPath is plumb-init's log of its PCR 15 extends.
-	PlumbLogPath = "/run/plumb/measurements.json"
+	PlumbLogPath = bootrecord.MeasurementsPath
 	// enrolledFile in the device's state dir records the verifier's
 	// confirmation of the AK binding.
 	enrolledFile = "attest-enrolled.json"
@@ -123,8 +125,8 @@ type Option func(*options) error
 // WithDeviceID sets the device id written into evidence (replaces).
 func WithDeviceID(id string) Option {
 	return func(o *options) error {
-		if len(id) > maxDeviceIDLen || !deviceIDRE.MatchString(id) {
-			return fmt.Errorf("device id: expected letters, digits, '.', '_', ':', '-', got %q", id)
+		if err := attestapi.CheckDeviceID(id); err != nil {
+			return fmt.Errorf("device id: %w", err)
 		}
 		o.deviceID = id
 		return nil
@@ -246,18 +248,9 @@ func (d *Device) Close() error {
 	return errors.Join(errs...)
 }
 
-// EnrollRequest is what a device sends to be enrolled: its EK (public key
-// and certificate) and the AK to bind to it.
-type EnrollRequest struct {
-	DeviceID      string `json:"device_id"`
-	EKPublic      []byte `json:"ek_public"`                // PKIX DER
-	EKCertificate []byte `json:"ek_certificate,omitempty"` // DER
-	AKPublic      []byte `json:"ak_public"`                // TPMT_PUBLIC
-}
-
 // EnrollmentRequest returns the device's enrollment request.
-func (d *Device) EnrollmentRequest() *EnrollRequest {
-	return &EnrollRequest{DeviceID: d.o.deviceID, EKPublic: d.ekPub, EKCertificate: d.ekCert, AKPublic: d.akPub}
+func (d *Device) EnrollmentRequest() *attestapi.EnrollRequest {
+	return &attestapi.EnrollRequest{DeviceID: d.o.deviceID, EKPublic: d.ekPub, EKCertificate: d.ekCert, AKPublic: d.akPub}
 }
 
 // AKPublic returns the AK's TPMT_PUBLIC.
@@ -329,12 +322,12 @@ func (d *Device) Enrolled() bool {
 // Evidence quotes PCRs 0-15 over nonce with the AK and gathers the logs.
 // The PCR values are read before and after the quote and the quote is
 // retried if something extended a PCR in between.
-func (d *Device) Evidence(ctx context.Context, nonce []byte, rel Release) (*Evidence, error) {
-	if len(nonce) < MinNonceSize || len(nonce) > MaxNonceSize {
-		return nil, fmt.Errorf("nonce: expected %d..%d bytes, got %d", MinNonceSize, MaxNonceSize, len(nonce))
+func (d *Device) Evidence(ctx context.Context, nonce []byte, rel attestapi.Release) (*attestapi.Evidence, error) {
+	if len(nonce) < attestapi.MinNonceSize || len(nonce) > attestapi.MaxNonceSize {
+		return nil, fmt.Errorf("nonce: expected %d..%d bytes, got %d", attestapi.MinNonceSize, attestapi.MaxNonceSize, len(nonce))
 	}
-	ev := &Evidence{
-		Version:       EvidenceVersion,
+	ev := &attestapi.Evidence{
+		Version:       attestapi.EvidenceVersion,
 		DeviceID:      d.o.deviceID,
 		Nonce:         bytes.Clone(nonce),
 		AKPublic:      d.akPub,
@@ -365,12 +358,12 @@ func (d *Device) Evidence(ctx context.Context, nonce []byte, rel Release) (*Evid
 			return nil, errors.New("quoting PCRs: the PCRs kept changing during the quote")
 		}
 	}
-	ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+	ev.EventLog, err = readBounded(d.o.eventLogPath, attestapi.MaxEventLogSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		if merr := mountSecurityfs(d.o.eventLogPath); merr != nil {
 			d.o.log.Warn("securityfs not mounted", "err", merr)
 		}
-		ev.EventLog, err = readBounded(d.o.eventLogPath, MaxEventLogSize)
+		ev.EventLog, err = readBounded(d.o.eventLogPath, attestapi.MaxEventLogSize)
 	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -399,10 +392,10 @@ func samePCRs(a, b map[int][]byte) bool {
 
 // ReadPCRs reads the sha256 values of PCRs 0-15.
 func ReadPCRs(rw io.ReadWriter) (map[int][]byte, error) {
-	out := make(map[int][]byte, quotedPCRCount)
+	out := make(map[int][]byte, attestapi.QuotedPCRCount)
 	// A TPM returns at most 8 digests per TPM2_PCR_Read: read in groups and
 	// ask again for what was left out.
-	for len(out) < quotedPCRCount {
+	for len(out) < attestapi.QuotedPCRCount {
 		var want []int
 		for _, i := range QuotedPCRs.PCRs {
 			if _, ok := out[i]; !ok && len(want) < 8 {
@@ -443,15 +436,15 @@ func readBounded(path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-func readPlumbLog(path string) ([]Measurement, error) {
-	b, err := readBounded(path, MaxPlumbLogLen*(MaxMeasureData+256))
+func readPlumbLog(path string) ([]bootrecord.Measurement, error) {
+	b, err := readBounded(path, attestapi.MaxPlumbLogLen*(attestapi.MaxMeasureData+256))
 	if errors.Is(err, fs.ErrNotExist) {
-		return []Measurement{}, nil
+		return []bootrecord.Measurement{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading plumb-init's measurements: %w", err)
 	}
-	var ms []Measurement
+	var ms []bootrecord.Measurement
 	if err := json.Unmarshal(b, &ms); err != nil {
 		return nil, fmt.Errorf("reading plumb-init's measurements %s: %w", path, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -40,8 +41,8 @@ type DirStore struct {
 }
 
 func (s *DirStore) path(id string) (string, error) {
-	if len(id) > maxDeviceIDLen || !deviceIDRE.MatchString(id) {
-		return "", fmt.Errorf("device id: expected letters, digits, '.', '_', ':', '-', got %s", short(id))
+	if err := attestapi.CheckDeviceID(id); err != nil {
+		return "", fmt.Errorf("device id: %w", err)
 	}
 	return filepath.Join(s.Dir, id+".json"), nil
 }

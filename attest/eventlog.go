@@ -12,6 +12,8 @@ import (
 	"unicode/utf16"
 
 	gattest "github.com/google/go-attestation/attest"
+
+	"github.com/plumb-os/plumb/format/attestapi"
 )
 
 // TCG PC Client event types used here.
@@ -35,8 +37,8 @@ const (
 // exposes it in binary_bios_measurements) and returns its sha256 events,
 // unverified. Bad input gives an error, never a panic (FuzzEventLog).
 func ParseEventLog(raw []byte) ([]gattest.Event, error) {
-	if len(raw) > MaxEventLogSize {
-		return nil, fmt.Errorf("event log: expected at most %d bytes, got %d", MaxEventLogSize, len(raw))
+	if len(raw) > attestapi.MaxEventLogSize {
+		return nil, fmt.Errorf("event log: expected at most %d bytes, got %d", attestapi.MaxEventLogSize, len(raw))
 	}
 	el, err := parseEventLog(raw)
 	if err != nil {
@@ -69,7 +71,7 @@ func replayLog(raw []byte, pcrs map[int][]byte) ([]gattest.Event, error) {
 		return nil, err
 	}
 	list := make([]gattest.PCR, 0, len(pcrs))
-	for i := range quotedPCRCount {
+	for i := range attestapi.QuotedPCRCount {
 		list = append(list, gattest.PCR{Index: i, Digest: pcrs[i], DigestAlg: crypto.SHA256})
 	}
 	events, err := el.Verify(list)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
+	"github.com/plumb-os/plumb/format/attestapi"
 )
 
 // A real firmware log (GCE shielded VM: shim, GRUB, kernel) replayed into
@@ -51,7 +52,7 @@ func TestRealEventLogReplays(t *testing.T) {
 	}
 	defer dev.Close()
 	n := []byte("a fresh nonce 01")
-	ev, err := dev.Evidence(t.Context(), n, attest.Release{Version: "21.04", Hardware: "gce"})
+	ev, err := dev.Evidence(t.Context(), n, attestapi.Release{Version: "21.04", Hardware: "gce"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/attest/attesttest"
+	"github.com/plumb-os/plumb/format/attestapi"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/evidence.json from the TPM simulator")
@@ -36,7 +37,7 @@ func TestSampleEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := attest.ParseEvidence(bytes.NewReader(b))
+	ev, err := attestapi.ParseEvidence(bytes.NewReader(b))
 	if err != nil {
 		t.Fatalf("ParseEvidence(%s): %v", sampleEvidence, err)
 	}
@@ -69,7 +70,7 @@ func TestMalformedEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := base64.StdEncoding.EncodeToString(make([]byte, attest.MaxEventLogSize+1))
+	big := base64.StdEncoding.EncodeToString(make([]byte, attestapi.MaxEventLogSize+1))
 	for _, tc := range []struct {
 		name  string
 		input []byte
@@ -89,7 +90,7 @@ func TestMalformedEvidence(t *testing.T) {
 		{"nonce too short", edit(t, func(m map[string]any) { m["nonce"] = "AAAA" }), "evidence: nonce: expected 8..64 bytes, got 3"},
 		{"quote missing", edit(t, func(m map[string]any) { delete(m, "quote") }), "evidence: quote.attest: expected base64 of 1..2048 bytes, got nothing"},
 		{"event log oversized", edit(t, func(m map[string]any) { m["event_log"] = big }), "evidence: event_log: expected 0..1048576 bytes, got 1048577"},
-		{"document oversized", append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), attest.MaxEvidenceSize)...), `"}`...), "evidence: expected at most 2097152 bytes of JSON, got more"},
+		{"document oversized", append(append([]byte(`{"x":"`), bytes.Repeat([]byte("a"), attestapi.MaxEvidenceSize)...), `"}`...), "evidence: expected at most 2097152 bytes of JSON, got more"},
 		{"device id", edit(t, func(m map[string]any) { m["device_id"] = "../../etc" }), `evidence: device_id: expected a device id`},
 		{"plumb log type", edit(t, func(m map[string]any) { m["plumb_log"] = map[string]any{} }), "evidence: plumb_log: expected a list, got JSON object"},
 		{"plumb log digest", edit(t, func(m map[string]any) { m["plumb_log"].([]any)[0].(map[string]any)["sha256"] = "x" }), `evidence: plumb_log[0].sha256: expected 64 lower-case hex digits, got "x"`},
@@ -97,12 +98,12 @@ func TestMalformedEvidence(t *testing.T) {
 		{"trailing data", append(append([]byte{}, good...), []byte(`{"more":1}`)...), "evidence: expected one JSON object, got more after it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := attest.ParseEvidence(bytes.NewReader(tc.input))
+			_, err := attestapi.ParseEvidence(bytes.NewReader(tc.input))
 			if err == nil {
 				t.Fatalf("ParseEvidence succeeded, want %q", tc.want)
 			}
-			if !errors.Is(err, attest.ErrMalformed) {
-				t.Errorf("error %q does not wrap ErrMalformed", err)
+			if !errors.Is(err, attestapi.ErrMalformed) {
+				t.Errorf("error %q does not wrap attestapi.ErrMalformed", err)
 			}
 			if !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("error = %q, want prefix %q", err, tc.want)
@@ -122,7 +123,7 @@ func TestGarbageEventLog(t *testing.T) {
 	ev := r.evidence(n)
 	ev.EventLog = []byte("\x00\x01 not a TCG log \xff\xfe")
 	b, _ := json.Marshal(ev)
-	ev, err := attest.ParseEvidence(bytes.NewReader(b))
+	ev, err := attestapi.ParseEvidence(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,18 +144,18 @@ func TestEvidenceMarshalValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, err := attest.ParseEvidence(bytes.NewReader(b))
+	ev, err := attestapi.ParseEvidence(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wrapped, err := json.Marshal(struct {
-		Evidence attest.Evidence `json:"evidence"`
+		Evidence attestapi.Evidence `json:"evidence"`
 	}{*ev})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var back struct {
-		Evidence attest.Evidence `json:"evidence"`
+		Evidence attestapi.Evidence `json:"evidence"`
 	}
 	if err := json.Unmarshal(wrapped, &back); err != nil {
 		t.Fatalf("round trip through a wrapper: %v", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-tpm/legacy/tpm2"
 
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
@@ -43,7 +44,7 @@ func CheckquoteArgs(dir string, nonce []byte) []string {
 //
 //	tpm2_checkquote -u ak.pem -m quote.msg -s quote.sig -f pcrs.bin \
 //	    -g sha256 -q NONCE_HEX
-func Export(ev *Evidence, dir string) error {
+func Export(ev *attestapi.Evidence, dir string) error {
 	pub, err := tpm2.DecodePublic(ev.AKPublic)
 	if err != nil {
 		return fmt.Errorf("ak_public: %w", err)
@@ -97,8 +98,8 @@ func serializedPCRs(pcrs map[int][]byte) []byte {
 	b = append(b, 3, 0xff, 0xff, 0x00, 0x00, 0) // sizeofSelect, PCRs 0-15, padding
 	b = append(b, make([]byte, 15*8)...)
 	const perList = 8
-	b = le.AppendUint32(b, quotedPCRCount/perList)
-	for l := range quotedPCRCount / perList {
+	b = le.AppendUint32(b, attestapi.QuotedPCRCount/perList)
+	for l := range attestapi.QuotedPCRCount / perList {
 		b = le.AppendUint32(b, perList)
 		for i := range perList {
 			b = le.AppendUint16(b, 32)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/plumb-os/plumb/format/attestapi"
 )
 
 // FuzzParseEvidence feeds arbitrary bytes to the evidence parser and, when
@@ -23,7 +25,7 @@ func FuzzParseEvidence(f *testing.F) {
 	v := NewVerifier(VerifierOptions{Enrolled: MemStore{}})
 	refs := References{Version: "2.0.0", Kernel: strings.Repeat("0", 64), Cmdline: map[string]string{"a": "x"}}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ev, err := ParseEvidence(bytes.NewReader(b))
+		ev, err := attestapi.ParseEvidence(bytes.NewReader(b))
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error: %q", err)
@@ -54,7 +56,7 @@ func FuzzEventLog(f *testing.F) {
 	f.Add(real[:1024])
 	f.Add([]byte{})
 	pcrs := map[int][]byte{}
-	for i := range quotedPCRCount {
+	for i := range attestapi.QuotedPCRCount {
 		pcrs[i] = make([]byte, 32)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

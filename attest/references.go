@@ -3,6 +3,7 @@ package attest
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"sort"
 )
 
@@ -75,7 +76,7 @@ func (r References) Validate() error {
 		{"rootfs_sha256", r.Rootfs}, {"bootloader_authenticode", r.Bootloader},
 		{"kernel_authenticode", r.Kernel}, {"initrd_sha256", r.Initrd}, {"pcr15", r.PCR15},
 	} {
-		if c.v != "" && !hexRE.MatchString(c.v) {
+		if c.v != "" && !sha256HexRE.MatchString(c.v) {
 			return fmt.Errorf("references: %s: expected 64 lower-case hex digits, got %q", c.field, c.v)
 		}
 	}
@@ -91,3 +92,5 @@ func (r References) slots() []string {
 	sort.Strings(s)
 	return s
 }
+
+var sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/attestapi"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -58,7 +59,7 @@ func TestSwtpmEKCertificate(t *testing.T) {
 	}
 	store[en.DeviceID] = en
 	n := []byte("swtpm nonce 0123")
-	ev, err := dev.Evidence(t.Context(), n, attest.Release{Version: "1.0.0", Hardware: "qemu-x86_64"})
+	ev, err := dev.Evidence(t.Context(), n, attestapi.Release{Version: "1.0.0", Hardware: "qemu-x86_64"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,14 +79,14 @@ func TestSwtpmQuoteCheckquoteAndStableAK(t *testing.T) {
 	checkquote := testutil.RequireTool(t, "tpm2_checkquote", "tpm2-tools")
 	conn := startSwtpm(t)
 	var aks [][]byte
-	var ev *attest.Evidence
+	var ev *attestapi.Evidence
 	for range 2 {
 		dev, err := attest.NewDevice(conn, "", attest.WithDeviceID("swtpm-1"), attest.WithEventLog("/nonexistent"), attest.WithPlumbLog("/nonexistent"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		aks = append(aks, dev.AKPublic())
-		if ev, err = dev.Evidence(t.Context(), []byte("checkquote nonce"), attest.Release{Version: "1.0.0", Hardware: "qemu-x86_64"}); err != nil {
+		if ev, err = dev.Evidence(t.Context(), []byte("checkquote nonce"), attestapi.Release{Version: "1.0.0", Hardware: "qemu-x86_64"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := dev.Close(); err != nil {

@@ -20,6 +20,9 @@ import (
 
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
+
+	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/format/bootrecord"
 )
 
 // VerifierOptions configure a Verifier.
@@ -77,8 +80,8 @@ type Challenge struct {
 // the TPM holding ekPub's private key can open, and only for the AK named by
 // akPub. akPub must be a restricted signing key that cannot leave its TPM.
 func (v *Verifier) Challenge(deviceID string, ekPub, akPub []byte) (*Challenge, error) {
-	if len(deviceID) > maxDeviceIDLen || !deviceIDRE.MatchString(deviceID) {
-		return nil, fmt.Errorf("device_id: expected letters, digits, '.', '_', ':', '-', got %s", short(deviceID))
+	if err := attestapi.CheckDeviceID(deviceID); err != nil {
+		return nil, fmt.Errorf("device_id: %w", err)
 	}
 	ek, err := x509.ParsePKIXPublicKey(ekPub)
 	if err != nil {
@@ -142,7 +145,7 @@ func checkAK(akPub []byte) (tpm2.Public, error) {
 // (nil: freshness is not checkable) and the reference values of the
 // release the device claims. It never fails: everything it finds is a
 // Check in the report.
-func (v *Verifier) Verify(ev *Evidence, nonce []byte, refs References) *Report {
+func (v *Verifier) Verify(ev *attestapi.Evidence, nonce []byte, refs References) *Report {
 	r := &Report{DeviceID: ev.DeviceID, Release: ev.Release.Version, Hardware: ev.Release.Hardware, Time: v.o.Now().UTC()}
 	r.add(v.checkEKCert(ev))
 	r.add(v.checkBinding(ev))
@@ -201,7 +204,7 @@ func firstFailed(cs ...Check) string {
 	return ""
 }
 
-func (v *Verifier) checkEKCert(ev *Evidence) Check {
+func (v *Verifier) checkEKCert(ev *attestapi.Evidence) Check {
 	c := Check{Name: CheckEKCertificate, Expected: "an EK certificate chaining to a manufacturer CA, for the EK in the evidence"}
 	if v.o.ManufacturerCAs == nil {
 		return c.notCheckable("no manufacturer CA configured (--ek-ca)")
@@ -244,7 +247,7 @@ func certName(c *x509.Certificate) string {
 	return "serial " + c.SerialNumber.String()
 }
 
-func (v *Verifier) checkBinding(ev *Evidence) Check {
+func (v *Verifier) checkBinding(ev *attestapi.Evidence) Check {
 	c := Check{Name: CheckAKBinding, Expected: "the AK enrolled for this device and EK by credential activation"}
 	if _, err := checkAK(ev.AKPublic); err != nil {
 		return c.fail("an unusable AK", err.Error())
@@ -281,7 +284,7 @@ type sigResult struct {
 	info *tpm2.AttestationData
 }
 
-func checkSignature(ev *Evidence) sigResult {
+func checkSignature(ev *attestapi.Evidence) sigResult {
 	c := Check{Name: CheckQuoteSignature, Expected: "a TPM-generated quote signed by the AK"}
 	r := sigResult{}
 	pub, err := tpm2.DecodePublic(ev.AKPublic)
@@ -365,7 +368,7 @@ func verifySig(key crypto.PublicKey, msg, sigBytes []byte) (err error) {
 	return nil
 }
 
-func checkNonce(info *tpm2.AttestationData, ev *Evidence, nonce []byte) Check {
+func checkNonce(info *tpm2.AttestationData, ev *attestapi.Evidence, nonce []byte) Check {
 	c := Check{Name: CheckNonce}
 	if nonce == nil {
 		return c.notCheckable("no expected nonce given: freshness unknown (--nonce)")
@@ -388,7 +391,7 @@ func checkNonce(info *tpm2.AttestationData, ev *Evidence, nonce []byte) Check {
 	return c.pass()
 }
 
-func checkPCRDigest(info *tpm2.AttestationData, ev *Evidence) Check {
+func checkPCRDigest(info *tpm2.AttestationData, ev *attestapi.Evidence) Check {
 	c := Check{Name: CheckPCRDigest, Expected: "sha256 PCRs 0-15 whose digest is the quoted one"}
 	if info == nil {
 		return c.notCheckableWhy("the quote is not authenticated (quote_signature)")
@@ -399,7 +402,7 @@ func checkPCRDigest(info *tpm2.AttestationData, ev *Evidence) Check {
 		return c.fail(fmt.Sprintf("a quote over %v PCRs %v", sel.Hash, sel.PCRs), "the quote does not cover sha256 PCRs 0-15")
 	}
 	h := sha256.New()
-	for i := range quotedPCRCount {
+	for i := range attestapi.QuotedPCRCount {
 		h.Write(ev.PCRs[i])
 	}
 	got := h.Sum(nil)
@@ -429,7 +432,7 @@ func samePCRList(a, b []int) bool {
 	return len(seen) == len(b)
 }
 
-func checkEventLog(ev *Evidence) (Check, *bootChain) {
+func checkEventLog(ev *attestapi.Evidence) (Check, *bootChain) {
 	c := Check{Name: CheckEventLog, Expected: "the UEFI event log replays to the quoted PCRs"}
 	if len(ev.EventLog) == 0 {
 		return c.notCheckable("the device sent no UEFI event log"), nil
@@ -450,15 +453,15 @@ func checkEventLog(ev *Evidence) (Check, *bootChain) {
 	return c.pass(), &ch
 }
 
-func checkPlumbLog(ev *Evidence) Check {
+func checkPlumbLog(ev *attestapi.Evidence) Check {
 	c := Check{Name: CheckPlumbLog, Expected: "plumb-init's measurements replay to the quoted PCR 15"}
 	v := make([]byte, sha256.Size)
 	for i, m := range ev.PlumbLog {
-		if m.PCR != PlumbPCR {
+		if m.PCR != bootrecord.MeasurePCR {
 			continue
 		}
 		d, _ := hex.DecodeString(m.SHA256)
-		if m.Type == EventRelease {
+		if m.Type == bootrecord.EventRelease {
 			s := sha256.Sum256([]byte(m.Data))
 			if !bytes.Equal(s[:], d) {
 				return c.fail(fmt.Sprintf("plumb_log[%d] digest %s", i, m.SHA256), "a plumb.release digest is not the sha256 of its data")
@@ -469,9 +472,9 @@ func checkPlumbLog(ev *Evidence) Check {
 		h.Write(d)
 		v = h.Sum(nil)
 	}
-	c.Expected = hex.EncodeToString(ev.PCRs[PlumbPCR])
+	c.Expected = hex.EncodeToString(ev.PCRs[bootrecord.MeasurePCR])
 	c.Actual = hex.EncodeToString(v)
-	if !bytes.Equal(v, ev.PCRs[PlumbPCR]) {
+	if !bytes.Equal(v, ev.PCRs[bootrecord.MeasurePCR]) {
 		c.Status = StatusFailed
 		c.Detail = "the measurement log does not explain PCR 15 (expected = quoted PCR 15, actual = log replay)"
 		return c
@@ -583,17 +586,17 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 	return c
 }
 
-func measurementsOf(ev *Evidence, typ string) []Measurement {
-	var out []Measurement
+func measurementsOf(ev *attestapi.Evidence, typ string) []bootrecord.Measurement {
+	var out []bootrecord.Measurement
 	for _, m := range ev.PlumbLog {
-		if m.PCR == PlumbPCR && m.Type == typ {
+		if m.PCR == bootrecord.MeasurePCR && m.Type == typ {
 			out = append(out, m)
 		}
 	}
 	return out
 }
 
-func checkRootfs(ev *Evidence, logOK bool, refs References, why string) Check {
+func checkRootfs(ev *attestapi.Evidence, logOK bool, refs References, why string) Check {
 	c := Check{Name: CheckRootfs, Expected: refs.Rootfs}
 	switch {
 	case !logOK:
@@ -601,7 +604,7 @@ func checkRootfs(ev *Evidence, logOK bool, refs References, why string) Check {
 	case refs.Rootfs == "":
 		return c.notCheckableWhy("the release publishes no rootfs digest")
 	}
-	ms := measurementsOf(ev, EventRootfs)
+	ms := measurementsOf(ev, bootrecord.EventRootfs)
 	if len(ms) != 1 {
 		return c.fail(fmt.Sprintf("%d plumb.rootfs measurements", len(ms)), "expected exactly one measurement of the root image in PCR 15")
 	}
@@ -614,7 +617,7 @@ func checkRootfs(ev *Evidence, logOK bool, refs References, why string) Check {
 	return c.pass()
 }
 
-func checkRelease(ev *Evidence, logOK bool, refs References, why string) Check {
+func checkRelease(ev *attestapi.Evidence, logOK bool, refs References, why string) Check {
 	c := Check{Name: CheckRelease, Expected: refs.Version}
 	switch {
 	case !logOK:
@@ -622,7 +625,7 @@ func checkRelease(ev *Evidence, logOK bool, refs References, why string) Check {
 	case refs.Version == "":
 		return c.notCheckableWhy("no reference version")
 	}
-	ms := measurementsOf(ev, EventRelease)
+	ms := measurementsOf(ev, bootrecord.EventRelease)
 	if len(ms) != 1 {
 		return c.fail(fmt.Sprintf("%d plumb.release measurements", len(ms)), "expected exactly one measurement of the release version in PCR 15")
 	}

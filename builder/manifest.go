@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 
 	"github.com/plumb-os/plumb/builder/authenticode"
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/updater/earlyinit"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // Manifest describes one build's outputs. It is written as manifest.json
@@ -134,15 +135,15 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 			rootfs = a.SHA256
 		}
 	}
-	pcr15, err := earlyinit.ExpectedPCR15(rootfs, m.Version)
+	pcr15, err := bootrecord.ExpectedPCR15(rootfs, m.Version)
 	if err != nil {
 		return nil, err
 	}
 	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
 	for _, p := range b.disk.layout.Partitions() {
-		slot := map[string]string{diskimg.NameRootA: "a", diskimg.NameRootB: "b"}[p.Name]
+		slot := map[string]string{disklayout.NameRootA: "a", disklayout.NameRootB: "b"}[p.Name]
 		if slot != "" {
-			me.Cmdline[slot] = Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+			me.Cmdline[slot] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
 		}
 	}
 	return me, nil

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/plumb-os/plumb/format/bootentry"
 )
 
 // TestLoadOptionsMeasured: the command line the builder publishes for slot
@@ -13,7 +15,7 @@ import (
 // VM boot (authenticode/testdata/ovmf-eventlog.bin, the UEFI event log of
 // the demo image): sha256 of its UTF-16LE bytes with the terminating NUL.
 func TestLoadOptionsMeasured(t *testing.T) {
-	e := Entry{Version: "1.0.0", Slot: "a", PartUUID: "7c7f0a17-b18f-84ab-88c1-2c29a0c5c924", Cmdline: "console=ttyS0 panic=5 loglevel=4"}
+	e := bootentry.Entry{Version: "1.0.0", Slot: "a", PartUUID: "7c7f0a17-b18f-84ab-88c1-2c29a0c5c924", Cmdline: "console=ttyS0 panic=5 loglevel=4"}
 	want := `initrd=\plumb\a\initrd.img root=PARTUUID=7c7f0a17-b18f-84ab-88c1-2c29a0c5c924 ro plumb.slot=a console=ttyS0 panic=5 loglevel=4`
 	if got := e.LoadOptions(); got != want {
 		t.Fatalf("LoadOptions() = %q, want %q", got, want)

@@ -7,85 +7,27 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/verity"
+	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
-// ESP paths. Each slot's kernel and initrd live in a directory named after
-// the slot, so installing a slot replaces exactly its own files.
-const (
-	espBootloader = "/EFI/BOOT/BOOTX64.EFI"
-	espLoaderConf = "/loader/loader.conf"
-	espEntries    = "/loader/entries"
-)
-
-// SlotKernel and SlotInitrd are the ESP paths of a slot's boot files.
-func SlotKernel(slot string) string { return "/plumb/" + slot + "/vmlinuz" }
-func SlotInitrd(slot string) string { return "/plumb/" + slot + "/initrd.img" }
-
-// LoaderConf (loader/loader.conf) boots the first entry at once. Entries carry sort-key and
-// version, so systemd-boot puts the newest release first and, with boot
-// counting, an entry out of tries last.
-const LoaderConf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\n"
-
-// Entry is a Boot Loader Specification entry for a slot.
-type Entry struct {
-	Version  string
-	Slot     string
-	PartUUID string // of the slot's root partition
-	Verity   string // the dm-verity words (format/verity Params.Cmdline), or ""
-	Cmdline  string // the recipe's extra command line
-	// UKI: the entry starts the slot's signed Unified Kernel Image
-	// (SlotUKI), whose own .cmdline holds Options, instead of the kernel
-	// and initrd.
-	UKI bool
-}
-
-// FileName is the entry's name without boot counter ("plumb-1.0.0.conf").
-// A trial entry adds "+3" before ".conf".
-func (e Entry) FileName() string { return "plumb-" + e.Version + ".conf" }
-
-// Options is the kernel command line the entry boots with.
-func (e Entry) Options() string {
-	opts := "root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + e.Slot
-	if e.Verity != "" {
-		opts += " " + e.Verity
-	}
-	return strings.TrimSpace(opts + " " + e.Cmdline)
-}
-
-// LoadOptions is the command line systemd-boot hands to the kernel for this
-// entry, and measures into PCR 12: the entry's initrd as an initrd=
-// option (a path on the ESP with backslashes), then its options.
-func (e Entry) LoadOptions() string {
-	return "initrd=" + strings.ReplaceAll(SlotInitrd(e.Slot), "/", `\`) + " " + e.Options()
-}
-
-// Content is the entry file.
-func (e Entry) Content() string {
-	if e.UKI {
-		return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nefi %s\n",
-			e.Version, e.Slot, e.Version, SlotUKI(e.Slot))
-	}
-	return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nlinux %s\ninitrd %s\noptions %s\n",
-		e.Version, e.Slot, e.Version, SlotKernel(e.Slot), SlotInitrd(e.Slot), e.Options())
-}
-
 // diskResult is what the disk step produced.
 type diskResult struct {
-	partitions []diskimg.Partition
-	entry      Entry
-	layout     diskimg.Layout
+	partitions []disklayout.Partition
+	entry      bootentry.Entry
+	layout     disklayout.Layout
 }
 
 // writeDisk writes the flashable image: the ESP with systemd-boot and a
 // committed entry for slot A, slot A holding the root filesystem, slot B
 // empty, and an empty data filesystem.
 func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
-	layout := diskimg.Layout{
+	layout := disklayout.Layout{
 		ESPSize:  int64(b.r.Partitions.ESP),
 		RootSize: int64(b.r.Partitions.Root),
 		DataSize: int64(b.r.Partitions.Data),
@@ -93,30 +35,30 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	}
 	var rootA string
 	for _, p := range layout.Partitions() {
-		if p.Name == diskimg.NameRootA {
+		if p.Name == disklayout.NameRootA {
 			rootA = p.PartUUID
 		}
 	}
-	entry := Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline, UKI: b.sb != nil}
+	entry := bootentry.Entry{Version: b.r.Version, Slot: "a", PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline, UKI: b.sb != nil}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
 	}
 	esp := []diskimg.ESPFile{
-		{Path: espBootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
-		{Path: espLoaderConf, Source: fstree.Bytes(LoaderConf), Size: int64(len(LoaderConf))},
-		{Path: espEntries + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
+		{Path: bootentry.Bootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
+		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
+		{Path: bootentry.EntriesDir + "/" + entry.FileName(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
 	}
 	if b.sb != nil {
 		fi, err := os.Stat(b.sb.ukis["a"])
 		if err != nil {
 			return err
 		}
-		esp = append(esp, diskimg.ESPFile{Path: SlotUKI("a"), Source: fstree.HostFile(b.sb.ukis["a"]), Size: fi.Size()})
+		esp = append(esp, diskimg.ESPFile{Path: bootentry.SlotUKI("a"), Source: fstree.HostFile(b.sb.ukis["a"]), Size: fi.Size()})
 	} else {
 		esp = append(esp,
-			diskimg.ESPFile{Path: SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
-			diskimg.ESPFile{Path: SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()})
+			diskimg.ESPFile{Path: bootentry.SlotKernel("a"), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+			diskimg.ESPFile{Path: bootentry.SlotInitrd("a"), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()})
 	}
 	if err := b.checkSizes(esp); err != nil {
 		return err

@@ -7,8 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/initramfs"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
@@ -55,5 +56,5 @@ func (b *build) buildInitramfs(ctx context.Context, _ *progress.Step) error {
 	if err != nil {
 		return err
 	}
-	return b.tree.Put(initrdPath, &fstree.Node{Mode: 0o644, ModTime: b.epoch, Size: fi.Size(), Source: fstree.HostFile(b.initrdPath)})
+	return b.tree.Put(bootentry.ImageInitrd, &fstree.Node{Mode: 0o644, ModTime: b.epoch, Size: fi.Size(), Source: fstree.HostFile(b.initrdPath)})
 }

@@ -14,12 +14,14 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/initramfs"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
-	"github.com/plumb-os/plumb/updater/config"
 )
 
 // The installer's init script and udhcpc's event script.
@@ -180,9 +182,9 @@ const installerBusyboxPackage = "busybox-static"
 // installerDisk describes the disk the installer writes (the build's own
 // layout) and compresses the build disk's empty data filesystem for it.
 func (b *build) installerDisk() (*config.Installer, string, error) {
-	var data diskimg.Partition
+	var data disklayout.Partition
 	for _, p := range b.disk.partitions {
-		if p.Name == diskimg.NameData {
+		if p.Name == disklayout.NameData {
 			data = p
 		}
 	}
@@ -235,9 +237,9 @@ func (b *build) writeInstallerDisk(ctx context.Context, initrd string) error {
 	entry := fmt.Sprintf("title Plumb installer %s\nsort-key plumb-installer\nversion %s\nlinux /installer/vmlinuz\ninitrd /installer/initrd\noptions %s %s\n",
 		b.r.Version, b.r.Version, installerCmdline, b.r.Kernel.Cmdline)
 	files := []diskimg.ESPFile{
-		{Path: espBootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
-		{Path: espLoaderConf, Source: fstree.Bytes(LoaderConf), Size: int64(len(LoaderConf))},
-		{Path: espEntries + "/plumb-installer.conf", Source: fstree.Bytes(entry), Size: int64(len(entry))},
+		{Path: bootentry.Bootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
+		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
+		{Path: bootentry.EntriesDir + "/plumb-installer.conf", Source: fstree.Bytes(entry), Size: int64(len(entry))},
 		{Path: "/installer/vmlinuz", Source: b.kernel.image.Source, Size: b.kernel.image.Size},
 		{Path: "/installer/initrd", Source: fstree.HostFile(initrd), Size: fi.Size()},
 	}

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 

@@ -10,19 +10,18 @@ import (
 	"path"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
-	"github.com/plumb-os/plumb/updater/config"
-	"github.com/plumb-os/plumb/updater/device"
 )
 
 // Paths the builder adds to every root filesystem.
 const (
-	agentPath  = "usr/bin/plumbd"
-	kernelPath = "boot/vmlinuz"
-	initrdPath = "boot/initrd.img"
+	agentPath = "usr/bin/plumbd"
 )
 
 // mountPoints are the directories plumb-init and init mount over (/etc and
@@ -157,14 +156,14 @@ func (b *build) addPlumb(t *fstree.Tree) error {
 	if err := t.Put(agentPath, &fstree.Node{Mode: 0o755, Size: fi.Size(), Source: fstree.HostFile(b.opts.Agent)}); err != nil {
 		return err
 	}
-	rel := device.Release{Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel, KernelRelease: b.kernel.release}
-	if err := putJSON(t, device.ReleaseFile, rel); err != nil {
+	rel := release.ImageInfo{Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel, KernelRelease: b.kernel.release}
+	if err := putJSON(t, release.ImageInfoPath, rel); err != nil {
 		return err
 	}
 	if err := b.addAgentConfig(t); err != nil {
 		return err
 	}
-	if err := t.Put(kernelPath, b.kernel.image); err != nil {
+	if err := t.Put(bootentry.ImageKernel, b.kernel.image); err != nil {
 		return err
 	}
 	// The whole module tree, so that the running system can load any module.

@@ -6,9 +6,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/uki"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
 
@@ -19,9 +20,6 @@ const stubEFI = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 // output of builds with boot.secure_boot: its command line boots that
 // slot's root partition through dm-verity with this release's root hash.
 func UKIFile(slot string) string { return "uki-" + slot + ".efi" }
-
-// SlotUKI is the ESP path of a slot's UKI.
-func SlotUKI(slot string) string { return "/plumb/" + slot + "/uki.efi" }
 
 // secureBoot is what the secure boot step produced.
 type secureBoot struct {
@@ -68,13 +66,13 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 		return err
 	}
 	sb := &secureBoot{key: key, cert: cert, ukis: map[string]string{}}
-	layout := diskimg.Layout{Seed: b.r.Name + "/" + b.r.Hardware, ESPSize: int64(b.r.Partitions.ESP), RootSize: int64(b.r.Partitions.Root), DataSize: int64(b.r.Partitions.Data)}
+	layout := disklayout.Layout{Seed: b.r.Name + "/" + b.r.Hardware, ESPSize: int64(b.r.Partitions.ESP), RootSize: int64(b.r.Partitions.Root), DataSize: int64(b.r.Partitions.Data)}
 	for _, p := range layout.Partitions() {
-		slot := map[string]string{diskimg.NameRootA: "a", diskimg.NameRootB: "b"}[p.Name]
+		slot := map[string]string{disklayout.NameRootA: "a", disklayout.NameRootB: "b"}[p.Name]
 		if slot == "" {
 			continue
 		}
-		e := Entry{Version: b.r.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
+		e := bootentry.Entry{Version: b.r.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
 		cmdline := filepath.Join(dir, "cmdline-"+slot)
 		if err := os.WriteFile(cmdline, []byte(e.Options()), 0o644); err != nil {
 			return err

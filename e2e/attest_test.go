@@ -15,7 +15,8 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -170,10 +171,10 @@ func alterReference(t *testing.T, build string) string {
 // its Authenticode digest differs from the published one.
 func (d *device) tamperKernel(slot string) {
 	d.t.Helper()
-	p := partition(d.t, d.man, diskimg.NameESP)
+	p := partition(d.t, d.man, disklayout.NameESP)
 	esp := extractPartition(d.t, d.disk, p)
 	k := filepath.Join(d.dir, "vmlinuz")
-	src := "::" + builder.SlotKernel(slot)
+	src := "::" + bootentry.SlotKernel(slot)
 	run(d.t, "mcopy", "-n", "-i", esp, src, k)
 	data, err := os.ReadFile(k)
 	if err != nil {

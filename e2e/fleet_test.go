@@ -14,8 +14,8 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/testvm"
 )
@@ -202,7 +202,7 @@ func (d *device) waitFor(m testvm.Mark, pattern string) []string {
 // entries lists the ESP's boot entries (the VM must be off).
 func (d *device) entries() string {
 	d.t.Helper()
-	esp := extractPartition(d.t, d.disk, partition(d.t, d.man, diskimg.NameESP))
+	esp := extractPartition(d.t, d.disk, partition(d.t, d.man, disklayout.NameESP))
 	out, err := exec.Command("mdir", "-b", "-i", esp, "::/loader/entries").CombinedOutput()
 	if err != nil {
 		d.t.Fatalf("mdir: %v\n%s", err, out)
@@ -228,7 +228,7 @@ func (d *device) readData(name string) string {
 // of the disk and, when writing, back in.
 func (d *device) debugfs(write bool, request string) string {
 	d.t.Helper()
-	p := partition(d.t, d.man, diskimg.NameData)
+	p := partition(d.t, d.man, disklayout.NameData)
 	img := extractPartition(d.t, d.disk, p)
 	args := []string{"-R", request, img}
 	if write {

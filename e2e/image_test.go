@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
@@ -72,7 +72,7 @@ func TestDemoImage(t *testing.T) {
 		t.Fatalf("manifest lists %d partitions, want 4", len(m.Partitions))
 	}
 
-	esp := extractPartition(t, disk, partition(t, m, diskimg.NameESP))
+	esp := extractPartition(t, disk, partition(t, m, disklayout.NameESP))
 	run(t, "fsck.vfat", "-n", esp)
 	entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries")
 	if !strings.Contains(entries, "plumb-"+m.Version+".conf") {
@@ -82,7 +82,7 @@ func TestDemoImage(t *testing.T) {
 		run(t, "mdir", "-i", esp, f)
 	}
 
-	root := extractPartition(t, disk, partition(t, m, diskimg.NameRootA))
+	root := extractPartition(t, disk, partition(t, m, disklayout.NameRootA))
 	list := run(t, "unsquashfs", "-l", root)
 	for _, want := range []string{"squashfs-root/boot/vmlinuz", "squashfs-root/boot/initrd.img", "squashfs-root/usr/bin/plumbd", "squashfs-root/sbin/init", "squashfs-root/etc/plumb/release.json"} {
 		if !strings.Contains(list, want+"\n") {
@@ -96,7 +96,7 @@ func TestDemoImage(t *testing.T) {
 		t.Errorf("slot A's first %d bytes hash to %s, want the release image's %s", fi.Size(), got, want)
 	}
 
-	data := extractPartition(t, disk, partition(t, m, diskimg.NameData))
+	data := extractPartition(t, disk, partition(t, m, disklayout.NameData))
 	run(t, "fsck.ext4", "-fn", data)
 }
 

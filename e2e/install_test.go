@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/testvm"
-	"github.com/plumb-os/plumb/updater/config"
 )
 
 // installerRoot unpacks a build's installer initramfs into a directory
@@ -161,7 +161,7 @@ func TestInstallHost(t *testing.T) {
 			}
 		}
 		t.Logf("partition table:\n%s", gpt)
-		esp := extractPartition(t, disk, partition(t, man, diskimg.NameESP))
+		esp := extractPartition(t, disk, partition(t, man, disklayout.NameESP))
 		run(t, "fsck.vfat", "-n", esp)
 		entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries")
 		if !strings.Contains(entries, "plumb-1.0.0+3.conf") {
@@ -170,14 +170,14 @@ func TestInstallHost(t *testing.T) {
 		for _, p := range []string{"::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/plumb/a/vmlinuz", "::/plumb/a/initrd.img"} {
 			run(t, "mdir", "-i", esp, p)
 		}
-		data := extractPartition(t, disk, partition(t, man, diskimg.NameData))
+		data := extractPartition(t, disk, partition(t, man, disklayout.NameData))
 		run(t, "fsck.ext4", "-fn", data)
-		rootA := partition(t, man, diskimg.NameRootA)
+		rootA := partition(t, man, disklayout.NameRootA)
 		if got, want := sha256Prefix(t, extractPartition(t, disk, rootA), fileSize(t, filepath.Join(v1, builder.RootfsFile))), sha256File(t, filepath.Join(v1, builder.RootfsFile)); got != want {
 			t.Errorf("slot A holds sha256 %s, want the release's %s", got, want)
 		}
 		// The data partition is the build's, byte for byte.
-		if got, want := sha256File(t, data), sha256File(t, extractPartition(t, filepath.Join(v1, builder.DiskFile), partition(t, man, diskimg.NameData))); got != want {
+		if got, want := sha256File(t, data), sha256File(t, extractPartition(t, filepath.Join(v1, builder.DiskFile), partition(t, man, disklayout.NameData))); got != want {
 			t.Errorf("data partition sha256 %s, disk.img's %s", got, want)
 		}
 
@@ -325,7 +325,7 @@ func TestInstallVM(t *testing.T) {
 	}
 	vm2.Close()
 
-	esp := extractPartition(t, disk, partition(t, man, diskimg.NameESP))
+	esp := extractPartition(t, disk, partition(t, man, disklayout.NameESP))
 	if entries := run(t, "mdir", "-b", "-i", esp, "::/loader/entries"); !strings.Contains(entries, "plumb-1.0.0.conf\n") {
 		t.Errorf("ESP entries after the first boot = %q, want plumb-1.0.0.conf (committed)", entries)
 	}

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/sbkeys"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/testvm"
 )
 
@@ -102,7 +102,7 @@ func TestSecureBootVM(t *testing.T) {
 	d.waitFor(mark, `slot installed on trial" slot=a version=4\.0\.0`)
 	d.waitFor(mark, `installed release waits for a manual reboot" version=4\.0\.0`)
 	vm.Close()
-	flipByte(t, d.disk, partition(t, d.man, diskimg.NameRootA).Start+3<<20)
+	flipByte(t, d.disk, partition(t, d.man, disklayout.NameRootA).Start+3<<20)
 	vm = d.powerOn()
 	d.waitFor(0, `FATAL: boot failed" err=".*dm-verity: slot a does not match root hash`)
 	d.waitFor(0, `rolled back" from=4\.0\.0 to=2\.0\.0 reason="boot failed" detail="plumb-init: .*dm-verity: slot a does not match root hash`)
@@ -133,7 +133,7 @@ func exhaustEntry(t *testing.T, d *device, prefix string) {
 	if name == "" {
 		t.Fatalf("no ESP entry %s*: %q", prefix, d.entries())
 	}
-	esp := partition(t, d.man, diskimg.NameESP)
+	esp := partition(t, d.man, disklayout.NameESP)
 	img := fmt.Sprintf("%s@@%d", d.disk, esp.Start)
 	if out, err := exec.Command("mren", "-i", img, "::/loader/entries/"+name, "::/loader/entries/"+prefix+"0-3.conf").CombinedOutput(); err != nil {
 		t.Fatalf("mren %s: %v: %s", name, err, out)

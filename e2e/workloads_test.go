@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // statusInittab is the demo's inittab plus watchScript, which prints

@@ -17,9 +17,9 @@ import (
 
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/server/attestapi"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // AttestOptions turn on the verifier endpoints (/v1/attest/..., see
@@ -187,7 +187,7 @@ func (v *verifier) nonce(w http.ResponseWriter, r *http.Request) {
 }
 
 func (v *verifier) enroll(w http.ResponseWriter, r *http.Request) {
-	var req attest.EnrollRequest
+	var req attestapi.EnrollRequest
 	if err := readJSON(r, attestapi.MaxBody, &req); err != nil {
 		problem(w, http.StatusBadRequest, "enroll: %v", err)
 		return
@@ -246,7 +246,7 @@ func (v *verifier) activate(w http.ResponseWriter, r *http.Request) {
 
 // references returns the reference values of the release the evidence
 // claims, from the repository's current signed targets; zero if none.
-func (v *verifier) references(rel attest.Release) (attest.References, error) {
+func (v *verifier) references(rel attestapi.Release) (attest.References, error) {
 	repo, err := tufrepo.Open(v.repoDir, tufrepo.Options{})
 	if err != nil {
 		return attest.References{}, err
@@ -269,7 +269,7 @@ func (v *verifier) references(rel attest.Release) (attest.References, error) {
 }
 
 func (v *verifier) evidence(w http.ResponseWriter, r *http.Request) {
-	ev, err := attest.ParseEvidence(http.MaxBytesReader(w, r.Body, attest.MaxEvidenceSize))
+	ev, err := attestapi.ParseEvidence(http.MaxBytesReader(w, r.Body, attestapi.MaxEvidenceSize))
 	if err != nil {
 		problem(w, http.StatusBadRequest, "%v", err)
 		return

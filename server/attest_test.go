@@ -21,10 +21,10 @@ import (
 	"github.com/plumb-os/plumb/attest"
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/attestapi"
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/testutil"
-	"github.com/plumb-os/plumb/server/attestapi"
-	"github.com/plumb-os/plumb/updater/earlyinit"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // startTPM manufactures a TPM with an EK certificate and serves it on a raw
@@ -44,7 +44,7 @@ func publishRelease(t *testing.T, repoDir, version string) *release.Facts {
 	os.WriteFile(filepath.Join(build, builder.RootfsFile), image, 0o644)
 	sum := sha256.Sum256(image)
 	rootfs := hex.EncodeToString(sum[:])
-	pcr15, err := earlyinit.ExpectedPCR15(rootfs, version)
+	pcr15, err := bootrecord.ExpectedPCR15(rootfs, version)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestAttestEndpoints(t *testing.T) {
 
 	// The device: plumb-init's two extends, then the agent's keys.
 	tpm := startTPM(t)
-	plumbLog := []earlyinit.Measurement{earlyinit.RootfsMeasurement(facts.Rootfs.SHA256), earlyinit.ReleaseMeasurement("1.0.0")}
+	plumbLog := []bootrecord.Measurement{bootrecord.RootfsMeasurement(facts.Rootfs.SHA256), bootrecord.ReleaseMeasurement("1.0.0")}
 	for _, m := range plumbLog {
 		d, _ := hex.DecodeString(m.SHA256)
 		if err := tpm2.PCRExtend(tpm, 15, tpm2.AlgSHA256, d, ""); err != nil {
@@ -120,10 +120,10 @@ func TestAttestEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	rel := attest.Release{Version: "1.0.0", Hardware: "qemu-x86_64", RootfsSHA256: facts.Rootfs.SHA256}
+	rel := attestapi.Release{Version: "1.0.0", Hardware: "qemu-x86_64", RootfsSHA256: facts.Rootfs.SHA256}
 	ctx := t.Context()
 
-	evidence := func() *attest.Evidence {
+	evidence := func() *attestapi.Evidence {
 		t.Helper()
 		n, err := c.Nonce(ctx, "dev-1")
 		if err != nil {

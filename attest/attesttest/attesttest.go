@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-tpm/tpmutil"
 
 	"github.com/plumb-os/plumb/attest"
+	"github.com/plumb-os/plumb/format/bootrecord"
 )
 
 // Simulator starts a TPM simulator whose seeds derive from seed (so two
@@ -287,15 +288,15 @@ func Extend(t testing.TB, rw io.ReadWriter, events []Event) {
 
 // Measure extends PCR 15 like plumb-init and returns the log entries:
 // plumb.rootfs (the image's sha256), then plumb.release (sha256 of version).
-func Measure(t testing.TB, rw io.ReadWriter, rootfs []byte, version string) []attest.Measurement {
+func Measure(t testing.TB, rw io.ReadWriter, rootfs []byte, version string) []bootrecord.Measurement {
 	t.Helper()
 	rel := sha256.Sum256([]byte(version))
-	ms := []attest.Measurement{
-		{PCR: attest.PlumbPCR, SHA256: hexs(rootfs), Type: attest.EventRootfs, Data: hexs(rootfs)},
-		{PCR: attest.PlumbPCR, SHA256: hexs(rel[:]), Type: attest.EventRelease, Data: version},
+	ms := []bootrecord.Measurement{
+		{PCR: bootrecord.MeasurePCR, SHA256: hexs(rootfs), Type: bootrecord.EventRootfs, Data: hexs(rootfs)},
+		{PCR: bootrecord.MeasurePCR, SHA256: hexs(rel[:]), Type: bootrecord.EventRelease, Data: version},
 	}
 	for _, d := range [][]byte{rootfs, rel[:]} {
-		if err := tpm2.PCRExtend(rw, tpmutil.Handle(attest.PlumbPCR), tpm2.AlgSHA256, d, ""); err != nil {
+		if err := tpm2.PCRExtend(rw, tpmutil.Handle(bootrecord.MeasurePCR), tpm2.AlgSHA256, d, ""); err != nil {
 			t.Fatalf("extending PCR 15: %v", err)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/plumb-os/plumb/builder/delta"
 )
 
@@ -18,6 +20,6 @@ func (plumbDelta) encode(ctx context.Context, w io.Writer, old, new io.ReaderAt,
 }
 
 func (plumbDelta) apply(ctx context.Context, w io.Writer, old io.ReaderAt, oldSize int64, bundle io.Reader) error {
-	_, err := delta.Apply(ctx, w, old, oldSize, bundle)
+	_, err := wire.Apply(ctx, w, old, oldSize, bundle)
 	return err
 }

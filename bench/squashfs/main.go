@@ -17,9 +17,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/rootfs"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/format/blockcodec"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 type options struct {
@@ -115,7 +116,7 @@ func run(ctx context.Context, o options) error {
 
 	fmt.Printf("tree      %s: %d paths, %d inodes, %d files, %.1f MB of file data (scan %v)\n",
 		o.tree, t.Len(), st.Inodes, st.Files, float64(st.DataBytes)/1e6, scan.Round(time.Millisecond))
-	fmt.Printf("settings  zstd level %d, block %d, %d workers, %s\n", o.level, o.block, o.workers, squashfs.Compressor)
+	fmt.Printf("settings  zstd level %d, block %d, %d workers, %s\n", o.level, o.block, o.workers, blockcodec.Compressor)
 	fmt.Printf("ours      %8.2f s  %12d bytes\n", oursTime.Seconds(), st.Bytes)
 	if o.onlyOurs {
 		return nil

@@ -5,6 +5,8 @@ package delta
 import (
 	"io"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/DataDog/zstd"
 	kzstd "github.com/klauspost/compress/zstd"
 )
@@ -18,7 +20,7 @@ const bodyLevel = 19
 // klauspost at level (1..4) when the caller asked for one.
 func newBodyWriter(w io.Writer, optLevel int, level kzstd.EncoderLevel) (io.WriteCloser, error) {
 	if optLevel != 0 {
-		return kzstd.NewWriter(w, kzstd.WithEncoderLevel(level), kzstd.WithWindowSize(bodyWindow))
+		return kzstd.NewWriter(w, kzstd.WithEncoderLevel(level), kzstd.WithWindowSize(wire.BodyWindow))
 	}
 	return zstd.NewWriterLevel(w, bodyLevel), nil
 }

@@ -13,8 +13,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/format/blockcodec"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // pseudoText makes compressible, seed-dependent content (like binaries and
@@ -102,7 +105,7 @@ func buildF(f *testing.F, tr tree) []byte {
 	return b
 }
 
-func roundTrip(t *testing.T, oldImg, newImg []byte, opts Options) (Stats, []byte) {
+func roundTrip(t *testing.T, oldImg, newImg []byte, opts Options) (wire.Stats, []byte) {
 	t.Helper()
 	var bundle bytes.Buffer
 	st, err := Encode(t.Context(), &bundle, bytes.NewReader(oldImg), bytes.NewReader(newImg), int64(len(oldImg)), int64(len(newImg)), opts)
@@ -110,7 +113,7 @@ func roundTrip(t *testing.T, oldImg, newImg []byte, opts Options) (Stats, []byte
 		t.Fatalf("Encode: %v", err)
 	}
 	var out bytes.Buffer
-	ast, err := Apply(t.Context(), &out, bytes.NewReader(oldImg), int64(len(oldImg)), bytes.NewReader(bundle.Bytes()))
+	ast, err := wire.Apply(t.Context(), &out, bytes.NewReader(oldImg), int64(len(oldImg)), bytes.NewReader(bundle.Bytes()))
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -247,7 +250,7 @@ func TestApplyRefuses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			_, err := Apply(t.Context(), &out, bytes.NewReader(tc.old), int64(len(tc.old)), bytes.NewReader(tc.bundle))
+			_, err := wire.Apply(t.Context(), &out, bytes.NewReader(tc.old), int64(len(tc.old)), bytes.NewReader(tc.bundle))
 			if err == nil {
 				t.Fatal("Apply succeeded, want an error")
 			}
@@ -257,8 +260,8 @@ func TestApplyRefuses(t *testing.T) {
 			if !tc.wrote && out.Len() > 0 {
 				t.Errorf("Apply wrote %d bytes before refusing", out.Len())
 			}
-			if tc.name == "wrong base" && !errors.Is(err, ErrWrongBase) {
-				t.Errorf("error %v is not ErrWrongBase", err)
+			if tc.name == "wrong base" && !errors.Is(err, wire.ErrWrongBase) {
+				t.Errorf("error %v is not wire.ErrWrongBase", err)
 			}
 		})
 	}
@@ -267,20 +270,20 @@ func TestApplyRefuses(t *testing.T) {
 func TestReadHeader(t *testing.T) {
 	_, oldImg := build(t, baseTree(), nil)
 	_, bundle := roundTrip(t, oldImg, oldImg, Options{})
-	h, err := ReadHeader(bytes.NewReader(bundle))
+	h, err := wire.ReadHeader(bytes.NewReader(bundle))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(oldImg)
-	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != Version || h.Compressor != squashfs.CompressorID || h.Level != 15 || h.BlockSize != 128<<10 {
-		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), squashfs.CompressorID)
+	if h.BaseSHA256 != sum || h.TargetSHA256 != sum || h.TargetSize != int64(len(oldImg)) || h.Version != wire.Version || h.Compressor != blockcodec.CompressorID || h.Level != 15 || h.BlockSize != 128<<10 {
+		t.Errorf("ReadHeader = %+v, want base = target = %x, size %d, compressor %q level 15 block 131072", h, sum, len(oldImg), blockcodec.CompressorID)
 	}
 }
 
 // zstdStream compresses b as builder/initramfs does.
 func zstdStream(t testing.TB, b []byte) []byte {
 	var out bytes.Buffer
-	enc, err := newInnerEncoder(&out)
+	enc, err := wire.NewInnerEncoder(&out)
 	if err != nil {
 		t.Fatal(err)
 	}

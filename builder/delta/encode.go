@@ -14,16 +14,19 @@ import (
 	"regexp"
 	"sort"
 
-	"github.com/plumb-os/plumb/builder/squashfs"
+	wire "github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/internal/ctxio"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // Encode writes a bundle that turns the image old into the image new (both
 // squashfs images written by builder/squashfs). The encoder keeps the
 // metadata of both images and one file's content at a time in memory.
-func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, newSize int64, opts Options) (Stats, error) {
-	var st Stats
+func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, newSize int64, opts Options) (wire.Stats, error) {
+	var st wire.Stats
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -35,7 +38,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 		}
 		level = zstd.EncoderLevel(opts.Level)
 	}
-	h := Header{Version: Version, BaseSize: oldSize, TargetSize: newSize}
+	h := wire.Header{Version: wire.Version, BaseSize: oldSize, TargetSize: newSize}
 	var err error
 	if h.BaseSHA256, err = sumOf(ctx, old, oldSize); err != nil {
 		return st, fmt.Errorf("delta: reading the old image: %w", err)
@@ -61,8 +64,8 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 			}
 			h.Level = int(binary.LittleEndian.Uint32(b[:]))
 		}
-		h.Compressor, h.BlockSize = squashfs.CompressorID, int(ni.sb.blockSize)
-		if e.c, err = squashfs.NewBlockCompressor(h.Level); err != nil {
+		h.Compressor, h.BlockSize = blockcodec.CompressorID, int(ni.sb.blockSize)
+		if e.c, err = blockcodec.NewBlockCompressor(h.Level); err != nil {
 			return st, fmt.Errorf("delta: creating compressor: %w", err)
 		}
 		defer e.c.Close()
@@ -72,7 +75,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 	}
 
 	cw := &countWriter{w: w}
-	if _, err := cw.Write(h.marshal()); err != nil {
+	if _, err := cw.Write(h.Marshal()); err != nil {
 		return st, fmt.Errorf("delta: writing header: %w", err)
 	}
 	zw, err := newBodyWriter(cw, opts.Level, level)
@@ -96,7 +99,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 	if err := e.ops.flushCopy(); err != nil {
 		return st, fmt.Errorf("delta: writing body: %w", err)
 	}
-	bw.WriteByte(opEnd)
+	bw.WriteByte(wire.OpEnd)
 	if err := bw.Flush(); err != nil {
 		return st, fmt.Errorf("delta: writing body: %w", err)
 	}
@@ -111,7 +114,7 @@ func Encode(ctx context.Context, w io.Writer, old, new io.ReaderAt, oldSize, new
 
 func sumOf(ctx context.Context, r io.ReaderAt, n int64) ([32]byte, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, &ctxReader{ctx: ctx, r: io.NewSectionReader(r, 0, n)}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader(ctx, io.NewSectionReader(r, 0, n))); err != nil {
 		return [32]byte{}, err
 	}
 	return [32]byte(h.Sum(nil)), nil
@@ -131,8 +134,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 type encoder struct {
 	ctx      context.Context
 	old, new *sqImage
-	st       *Stats
-	c        *squashfs.BlockCompressor
+	st       *wire.Stats
+	c        *blockcodec.BlockCompressor
 	ops      *opWriter
 	blocks   map[[32]byte]uint64 // sha256 of a stored old block -> its offset
 	byPath   map[string]*sqFile
@@ -214,7 +217,7 @@ func (e *encoder) indexOld() error {
 }
 
 func (e *encoder) indexBlock(off, n uint64) error {
-	if n > maxBlock || off+n > uint64(e.old.size) {
+	if n > wire.MaxBlock || off+n > uint64(e.old.size) {
 		return fmt.Errorf("delta: old image: block at %d of %d bytes is past the image", off, n)
 	}
 	b := make([]byte, n)
@@ -341,7 +344,7 @@ type stored struct {
 func (e *encoder) readStored(off uint64, size uint32, rawLen uint64) (stored, error) {
 	n := uint64(size &^ sqUncompressed)
 	s := stored{raw: size&sqUncompressed != 0, rawLen: rawLen, b: make([]byte, n)}
-	if n > maxBlock || off+n > uint64(e.new.size) {
+	if n > wire.MaxBlock || off+n > uint64(e.new.size) {
 		return s, fmt.Errorf("delta: new image: block at %d of %d bytes is past the image", off, n)
 	}
 	if _, err := e.new.r.ReadAt(s.b, int64(off)); err != nil {
@@ -378,7 +381,7 @@ func (e *encoder) fileItem(f *sqFile) error {
 		blocks[i] = s
 		off += uint64(len(s.b))
 	}
-	if changed && e.c != nil && len(blocks) <= maxBlocks {
+	if changed && e.c != nil && len(blocks) <= wire.MaxBlocks {
 		var content []byte
 		for _, s := range blocks {
 			raw, err := e.unpack(e.new, s.b, s.raw, s.rawLen)
@@ -431,17 +434,17 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 	for _, s := range blocks {
 		raw := content[pos : pos+s.rawLen]
 		pos += s.rawLen
-		b := ublock{rawLen: s.rawLen, mode: blkFile}
+		b := ublock{rawLen: s.rawLen, mode: wire.BlkFile}
 		if fragment {
-			b.mode = blkFragment
+			b.mode = wire.BlkFragment
 		}
 		if s.inOld {
-			b.mode, b.copyOff, b.copyLen = blkCopy, s.oldOff, uint64(len(s.b))
+			b.mode, b.copyOff, b.copyLen = wire.BlkCopy, s.oldOff, uint64(len(s.b))
 		} else {
 			if e.comp == nil {
-				e.comp = make([]byte, 0, maxBlock+maxBlock/128+64)
+				e.comp = make([]byte, 0, wire.MaxBlock+wire.MaxBlock/128+64)
 			}
-			out, err := recompress(e.c, e.comp, raw, fragment)
+			out, err := wire.Recompress(e.c, e.comp, raw, fragment)
 			if err != nil {
 				return false, err
 			}
@@ -459,7 +462,7 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 	}
 	u.old = old
 	if oi, ni, ok := e.innerStreams(old, content); ok {
-		u.inner, u.old, u.content, u.oldInner, u.newInner = innerZstd, oi, ni, len(oi), len(ni)
+		u.inner, u.old, u.content, u.oldInner, u.newInner = wire.InnerZstd, oi, ni, len(oi), len(ni)
 	}
 	cs, err := bsdiff(u.old, u.content)
 	if err != nil {
@@ -504,13 +507,13 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 // back byte for byte (builder/initramfs's archives).
 func (e *encoder) innerStreams(old, content []byte) ([]byte, []byte, bool) {
 	magic := []byte{0x28, 0xb5, 0x2f, 0xfd}
-	if !bytes.HasPrefix(old, magic) || !bytes.HasPrefix(content, magic) || len(old) > maxInner || len(content) > maxInner {
+	if !bytes.HasPrefix(old, magic) || !bytes.HasPrefix(content, magic) || len(old) > wire.MaxInner || len(content) > wire.MaxInner {
 		return nil, nil, false
 	}
 	if e.innerDec == nil {
 		var err error
 		if e.innerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(maxInner), zstd.WithDecoderMaxWindow(maxInner)); err != nil {
+			zstd.WithDecoderMaxMemory(wire.MaxInner), zstd.WithDecoderMaxWindow(wire.MaxInner)); err != nil {
 			return nil, nil, false
 		}
 	}
@@ -524,7 +527,7 @@ func (e *encoder) innerStreams(old, content []byte) ([]byte, []byte, bool) {
 	}
 	// Re-compress in uneven writes, as the decoder's patch will.
 	var b bytes.Buffer
-	enc, err := newInnerEncoder(&b)
+	enc, err := wire.NewInnerEncoder(&b)
 	if err != nil {
 		return nil, nil, false
 	}
@@ -546,7 +549,7 @@ func (e *encoder) sources(f *sqFile, srcs []source) ([]source, error) {
 	for _, s := range srcs {
 		total += s.len
 	}
-	if total+f.size > maxOld || len(srcs)+len(f.blocks)+1 > maxSources {
+	if total+f.size > maxOld || len(srcs)+len(f.blocks)+1 > wire.MaxSources {
 		return srcs, nil
 	}
 	bs := uint64(e.old.sb.blockSize)
@@ -554,12 +557,12 @@ func (e *encoder) sources(f *sqFile, srcs []source) ([]source, error) {
 	for i, sz := range f.blocks {
 		n := uint64(sz &^ sqUncompressed)
 		rawLen := min(bs, f.size-uint64(i)*bs)
-		kind := byte(srcZstd)
+		kind := byte(wire.SrcZstd)
 		switch {
 		case n == 0:
-			kind = srcSparse
+			kind = wire.SrcSparse
 		case sz&sqUncompressed != 0:
-			kind = srcRaw
+			kind = wire.SrcRaw
 		}
 		srcs = append(srcs, source{off: off, stored: n, kind: kind, rawLen: rawLen, len: rawLen})
 		off += n
@@ -584,9 +587,9 @@ func (e *encoder) sources(f *sqFile, srcs []source) ([]source, error) {
 		if uint64(f.fragOff)+tail > uint64(rawLen) {
 			return nil, fmt.Errorf("delta: old image: %s: fragment slice past the block", f.path)
 		}
-		kind := byte(srcZstd)
+		kind := byte(wire.SrcZstd)
 		if fr.size&sqUncompressed != 0 {
-			kind = srcRaw
+			kind = wire.SrcRaw
 		}
 		srcs = append(srcs, source{off: fr.start, stored: n, kind: kind, rawLen: uint64(rawLen), sliceOff: uint64(f.fragOff), len: tail})
 	}
@@ -601,7 +604,7 @@ func (e *encoder) dict(srcs []source) ([]byte, error) {
 		if _, err := e.old.r.ReadAt(b, int64(s.off)); err != nil {
 			return nil, fmt.Errorf("delta: old image: reading at %d: %w", s.off, err)
 		}
-		raw, err := e.unpack(e.old, b, s.kind == srcRaw, s.rawLen)
+		raw, err := e.unpack(e.old, b, s.kind == wire.SrcRaw, s.rawLen)
 		if err != nil {
 			return nil, fmt.Errorf("delta: old image: block at %d: %w", s.off, err)
 		}

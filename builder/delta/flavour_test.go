@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/builder/squashfs"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // TestFlavoursDiffer records why the decoder's zstd must be the builder's:
@@ -16,7 +17,7 @@ import (
 // decoder would have to ship every changed block as literal bytes.
 func TestFlavoursDiffer(t *testing.T) {
 	raw := pseudoText(11, 128<<10)
-	c, err := squashfs.NewBlockCompressor(15)
+	c, err := blockcodec.NewBlockCompressor(15)
 	if err != nil {
 		t.Fatal(err)
 	}

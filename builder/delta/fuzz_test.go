@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"testing"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // FuzzApply feeds arbitrary bundles to Apply against a fixed old image:
@@ -30,7 +32,7 @@ func FuzzApply(f *testing.F) {
 	}
 	old := imgOld
 	f.Fuzz(func(t *testing.T, bundle []byte) {
-		_, _ = Apply(t.Context(), io.Discard, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
-		_, _ = ReadHeader(bytes.NewReader(bundle))
+		_, _ = wire.Apply(t.Context(), io.Discard, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle))
+		_, _ = wire.ReadHeader(bytes.NewReader(bundle))
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // TestBenchPair round-trips the real benchmark pair (two releases of the
@@ -45,7 +47,7 @@ func TestBenchPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := sha256.New()
-	ast, err := Apply(t.Context(), h, oldF, oldSt.Size(), bundle)
+	ast, err := wire.Apply(t.Context(), h, oldF, oldSt.Size(), bundle)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}

@@ -1,14 +1,9 @@
 package delta
 
 import (
-	"bytes"
 	"encoding/binary"
-	"fmt"
-	"io"
 
-	"github.com/klauspost/compress/zstd"
-
-	"github.com/plumb-os/plumb/builder/squashfs"
+	wire "github.com/plumb-os/plumb/format/delta"
 )
 
 // source is a piece of old content: a stored block of the old image,
@@ -47,7 +42,7 @@ func (o *opWriter) unitOp(u *unit) error {
 	if err := o.flushCopy(); err != nil {
 		return err
 	}
-	if err := o.w.WriteByte(opUnit); err != nil {
+	if err := o.w.WriteByte(wire.OpUnit); err != nil {
 		return err
 	}
 	o.w.WriteByte(u.inner)
@@ -64,12 +59,12 @@ func (o *opWriter) unitOp(u *unit) error {
 	for _, b := range u.blocks {
 		o.w.WriteByte(b.mode)
 		o.uvarint(b.rawLen)
-		if b.mode == blkCopy {
+		if b.mode == wire.BlkCopy {
 			o.uvarint(b.copyOff)
 			o.uvarint(b.copyLen)
 		}
 	}
-	if u.inner == innerZstd {
+	if u.inner == wire.InnerZstd {
 		o.uvarint(uint64(u.oldInner))
 		o.uvarint(uint64(u.newInner))
 	}
@@ -77,9 +72,9 @@ func (o *opWriter) unitOp(u *unit) error {
 	// then their extra bytes (three kinds of data that compress better apart).
 	var cs []ctrl
 	for _, c := range u.ctrls {
-		for c.add > maxSegDiff {
-			cs = append(cs, ctrl{add: maxSegDiff})
-			c.add -= maxSegDiff
+		for c.add > wire.MaxSegDiff {
+			cs = append(cs, ctrl{add: wire.MaxSegDiff})
+			c.add -= wire.MaxSegDiff
 		}
 		cs = append(cs, c)
 	}
@@ -88,7 +83,7 @@ func (o *opWriter) unitOp(u *unit) error {
 	var diff []byte
 	for len(cs) > 0 {
 		n, sum := 0, 0
-		for n < len(cs) && n < maxSegCtrls && sum+cs[n].add <= maxSegDiff {
+		for n < len(cs) && n < wire.MaxSegCtrls && sum+cs[n].add <= wire.MaxSegDiff {
 			sum += cs[n].add
 			n++
 		}
@@ -119,41 +114,4 @@ func (o *opWriter) unitOp(u *unit) error {
 	}
 	// bufio.Writer keeps the first error; the caller's Flush reports it.
 	return nil
-}
-
-// recompress is builder/squashfs's rule for one block: a file block of
-// zeros is sparse (no bytes), a block zstd does not shrink is stored raw,
-// otherwise the zstd frame. It returns the stored bytes (which may alias
-// raw or dst).
-func recompress(c *squashfs.BlockCompressor, dst, raw []byte, fragment bool) ([]byte, error) {
-	if !fragment && allZero(raw) {
-		return nil, nil
-	}
-	out, err := c.Compress(dst[:0], raw)
-	if err != nil {
-		return nil, fmt.Errorf("re-compressing a block: %w", err)
-	}
-	if len(out) >= len(raw) {
-		return raw, nil
-	}
-	return out, nil
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	return len(b) == 0 || bytes.Count(b, []byte{0}) == len(b)
-}
-
-// newInnerEncoder is the zstd encoder builder/initramfs compresses
-// initramfs archives with (klauspost/compress, SpeedBetterCompression, one
-// goroutine, default window and checksum): its output does not depend on
-// how writes are cut, so a decoder that feeds it the patched stream gets
-// the archive's bytes back.
-func newInnerEncoder(w io.Writer) (*zstd.Encoder, error) {
-	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
 }

@@ -28,14 +28,15 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/builder/fstree"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // loadOrderPath is where the archive lists the modules to load, in the
 // format updater/earlyinit reads.
-var loadOrderPath = strings.TrimPrefix(earlyinit.LoadOrderPath, "/")
+var loadOrderPath = strings.TrimPrefix(bootrecord.LoadOrderPath, "/")
 
 // Compression selects how Build compresses the cpio archive.
 type Compression int
@@ -102,7 +103,7 @@ func Build(ctx context.Context, w io.Writer, opts Options) error {
 
 	t := fstree.New()
 	mt := opts.ModTime
-	for _, d := range []string{"dev", "proc", "sys", "run", strings.TrimPrefix(earlyinit.NewRoot, "/"), "lib/modules"} {
+	for _, d := range []string{"dev", "proc", "sys", "run", strings.TrimPrefix(bootrecord.NewRoot, "/"), "lib/modules"} {
 		if err := t.MkdirAll(d, mt); err != nil {
 			return fmt.Errorf("initramfs: %w", err)
 		}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 const testRelease = "6.1.0-56-cloud-amd64"

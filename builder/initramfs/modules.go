@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/ulikunitz/xz"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/ulikunitz/xz"
 )
 

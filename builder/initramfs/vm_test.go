@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/verity"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
 const (
@@ -273,11 +273,11 @@ func TestBootVM(t *testing.T) {
 		}
 	}
 	_, js, _ := strings.Cut(res.line, "slot=")
-	var bi earlyinit.BootInfo
+	var bi bootrecord.BootInfo
 	if err := json.Unmarshal([]byte(js), &bi); err != nil {
 		t.Fatalf("boot.json %q: %v", js, err)
 	}
-	want := earlyinit.BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: vmUUIDB,
+	want := bootrecord.BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: vmUUIDB,
 		RootDevice: "/dev/vda3", DataDevice: "/dev/vda4", DataMounted: true,
 		// This VM has no TPM: plumb-init boots on and says why it measured nothing.
 		MeasureError: "no TPM (/dev/tpmrm0, /dev/tpm0)",

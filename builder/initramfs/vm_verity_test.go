@@ -10,8 +10,8 @@ import (
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/verity"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
 // verityFixture is a VM fixture whose slot b holds the test root with its
@@ -86,11 +86,11 @@ func TestBootVMVerity(t *testing.T) {
 	}
 	t.Logf("root init ran %.1f s after QEMU started", res.elapsed.Seconds())
 	_, js, _ := strings.Cut(res.line, "slot=")
-	var bi earlyinit.BootInfo
+	var bi bootrecord.BootInfo
 	if err := json.Unmarshal([]byte(js), &bi); err != nil {
 		t.Fatalf("boot.json %q: %v", js, err)
 	}
-	if want := "/dev/mapper/" + earlyinit.VerityName; bi.VerityDevice != want || bi.VerityRootHash != verity.HexRoot(p) || bi.RootDevice != "/dev/vda3" {
+	if want := "/dev/mapper/plumb-root"; bi.VerityDevice != want || bi.VerityRootHash != verity.HexRoot(p) || bi.RootDevice != "/dev/vda3" {
 		t.Errorf("boot.json verity device %q root hash %q root %q, want %q, %q, /dev/vda3", bi.VerityDevice, bi.VerityRootHash, bi.RootDevice, want, verity.HexRoot(p))
 	}
 	for _, want := range []string{`msg="root mapped through dm-verity"`, `msg="mounted root" device=/dev/mapper/plumb-root`} {

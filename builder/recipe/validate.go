@@ -9,7 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 var (
@@ -52,7 +53,7 @@ func (r *Recipe) validate() error {
 	switch {
 	case r.Version == "":
 		return fieldErr("version", `required: the release version, like "1.0.0"`)
-	case !ValidVersion(r.Version):
+	case !release.ValidVersion(r.Version):
 		return fieldErr("version", fmt.Sprintf(`expected digits and dots like "1.2.3", optionally followed by -suffix and/or +suffix of letters, digits, dots and hyphens, got %q`, r.Version))
 	}
 	if err := checkName("hardware", r.Hardware); err != nil {

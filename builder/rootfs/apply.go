@@ -28,8 +28,8 @@ import (
 	"path"
 	"strings"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/internal/ctxio"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // maxSymlinks bounds the symlinks followed while resolving one path, like

@@ -9,7 +9,7 @@ import (
 
 	"pault.ag/go/debian/deb"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // AddDeb unpacks the data.tar member of the Debian package at debPath into

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // cachedTestDeb returns the .deb the lead downloaded into .cache/debs.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // requireTool fails (or, under -short, skips) when a host tool is missing.

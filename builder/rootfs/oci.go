@@ -20,7 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // maxMetadata bounds the JSON documents of an image (index, manifests).

@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/xi2/xz"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // AddTar applies the tar archive r to t under dest ("/" for the root), with

@@ -9,6 +9,8 @@ import (
 	"io"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // job is one data block or fragment block on its way through the pipeline.
@@ -137,12 +139,12 @@ func (b *builder) pipeline(ctx context.Context, out *posWriter) error {
 		return b.readFiles(ctx, pool, order, work)
 	})
 	for range b.opts.Workers {
-		c, err := newCompressor(b.opts.Level)
+		c, err := blockcodec.NewBlockCompressor(b.opts.Level)
 		if err != nil {
 			return fmt.Errorf("squashfs: creating zstd compressor: %w", err)
 		}
 		g.Go(func() error {
-			defer c.close()
+			defer c.Close()
 			zero := make([]byte, bs)
 			for j := range work {
 				if err := compressBlock(c, j, zero, outPool); err != nil {
@@ -187,12 +189,12 @@ func (b *builder) pipeline(ctx context.Context, out *posWriter) error {
 // compressBlock fills j.out and j.size. A file block of zeros becomes a
 // sparse block (size 0, no bytes); a block that zstd cannot shrink is
 // stored as is.
-func compressBlock(c compressor, j *job, zero []byte, outPool *bufPool) error {
+func compressBlock(c *blockcodec.BlockCompressor, j *job, zero []byte, outPool *bufPool) error {
 	if j.ino != nil && bytes.Equal(j.raw, zero[:len(j.raw)]) {
 		j.out, j.size = nil, 0
 		return nil
 	}
-	out, err := c.compress(outPool.get()[:0], j.raw)
+	out, err := c.Compress(outPool.get()[:0], j.raw)
 	if err != nil {
 		return fmt.Errorf("squashfs: compressing: %w", err)
 	}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+
+	"github.com/plumb-os/plumb/format/blockcodec"
 )
 
 // metaWriter packs a table into compressed metadata blocks of 8 KiB
 // (each with a 2-byte header) held in memory.
 type metaWriter struct {
-	c      compressor
+	c      *blockcodec.BlockCompressor
 	err    error    // first compression error
 	cur    []byte   // pending uncompressed bytes
 	out    []byte   // finished blocks
@@ -38,7 +40,7 @@ func (m *metaWriter) write(p []byte) {
 
 func (m *metaWriter) block(raw []byte) {
 	m.starts = append(m.starts, uint64(len(m.out)))
-	c, err := m.c.compress(nil, raw)
+	c, err := m.c.Compress(nil, raw)
 	if err != nil && m.err == nil {
 		m.err = fmt.Errorf("squashfs: compressing metadata: %w", err)
 	}
@@ -249,11 +251,11 @@ func (b *builder) writeInode(in *inode, it *metaWriter, iw *inodeWriter) {
 // writeTables writes the metadata after the data, in the order the kernel
 // checks it: inodes, directories, fragment, export, id and xattr tables.
 func (b *builder) writeTables(out *posWriter) (*superblock, error) {
-	enc, err := newCompressor(b.opts.Level)
+	enc, err := blockcodec.NewBlockCompressor(b.opts.Level)
 	if err != nil {
 		return nil, fmt.Errorf("squashfs: creating zstd compressor: %w", err)
 	}
-	defer enc.close()
+	defer enc.Close()
 	it := &metaWriter{c: enc}
 	dt := &metaWriter{c: enc}
 	if err := b.writeTree(b.root, uint32(len(b.inodes)+1), it, dt, &inodeWriter{}); err != nil {
@@ -353,7 +355,7 @@ func (b *builder) writeTables(out *posWriter) (*superblock, error) {
 // writeIndexed writes data as metadata blocks, then header (if any), then
 // the array of the blocks' absolute positions. It returns the position of
 // the header, or of the array when there is no header.
-func writeIndexed(out *posWriter, c compressor, data, header []byte) (uint64, error) {
+func writeIndexed(out *posWriter, c *blockcodec.BlockCompressor, data, header []byte) (uint64, error) {
 	m := &metaWriter{c: c}
 	m.write(data)
 	base := uint64(out.pos)

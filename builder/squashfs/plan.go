@@ -6,7 +6,7 @@ import (
 	"math"
 	"path"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // entry is one path of the tree: a name in its parent directory.

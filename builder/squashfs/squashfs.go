@@ -21,7 +21,7 @@ import (
 	"math/bits"
 	"runtime"
 
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // Options tune the image. The zero value is valid.

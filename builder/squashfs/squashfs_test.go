@@ -24,8 +24,8 @@ import (
 	dsquashfs "github.com/diskfs/go-diskfs/filesystem/squashfs"
 	"golang.org/x/sys/unix"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 const testTime = 1700000000

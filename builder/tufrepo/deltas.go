@@ -14,11 +14,12 @@ import (
 	"slices"
 	"time"
 
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder/delta"
-	"github.com/plumb-os/plumb/builder/recipe"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // DefaultDeltas is how many older releases plumb publish makes deltas from
@@ -50,12 +51,12 @@ func (r *Repo) addDeltas(ctx context.Context, t *txn, st *state, f *release.Fact
 		}
 		of, err := release.Parse(*tf.Custom)
 		if err != nil || of.Kind != release.KindFull || of.Hardware != f.Hardware ||
-			path != release.TargetPath(of.Hardware, of.Version) || recipe.CompareVersions(of.Version, f.Version) >= 0 {
+			path != release.TargetPath(of.Hardware, of.Version) || release.CompareVersions(of.Version, f.Version) >= 0 {
 			continue
 		}
 		bases = append(bases, base{path, of, tf})
 	}
-	slices.SortFunc(bases, func(a, b base) int { return recipe.CompareVersions(b.facts.Version, a.facts.Version) })
+	slices.SortFunc(bases, func(a, b base) int { return release.CompareVersions(b.facts.Version, a.facts.Version) })
 	if len(bases) > k {
 		bases = bases[:k]
 	}
@@ -144,7 +145,7 @@ func (r *Repo) encodeDelta(ctx context.Context, t *txn, oldPath, oldFile string,
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("writing target %s: %w", dpath, err)
 	}
-	hd, err := delta.ReadHeader(tmp)
+	hd, err := wire.ReadHeader(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("writing target %s: reading back its header: %w", dpath, err)
 	}

@@ -12,10 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/delta"
-	"github.com/plumb-os/plumb/builder/fstree"
+	wire "github.com/plumb-os/plumb/format/delta"
+
 	"github.com/plumb-os/plumb/builder/squashfs"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/fstree"
 )
 
 // sqfsImage is a real root image (builder/squashfs) of a small tree whose
@@ -105,7 +106,7 @@ func TestPublishDeltas(t *testing.T) {
 			t.Errorf("%s: file %s of %d bytes, want named by its sha256 %s, %d bytes", rel.Path, files[0], len(bundle), sha(bundle), rel.Length)
 		}
 		var out bytes.Buffer
-		if _, err := delta.Apply(t.Context(), &out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle)); err != nil {
+		if _, err := wire.Apply(t.Context(), &out, bytes.NewReader(old), int64(len(old)), bytes.NewReader(bundle)); err != nil {
 			t.Errorf("%s: Apply: %v", rel.Path, err)
 		} else if !bytes.Equal(out.Bytes(), want) {
 			t.Errorf("%s: Apply gives other bytes than %s's image", rel.Path, df.Version)

@@ -16,8 +16,9 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // PublishOptions choose how a release is offered.
@@ -269,15 +270,15 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 }
 
 // extraCmdline recovers the recipe's extra command line from the manifest's
-// slot A options (builder.Entry.Options with the recipe's part appended).
+// slot A options (bootentry.Entry.Options with the recipe's part appended).
 func extraCmdline(m *builder.Manifest) string {
 	var rootA string
 	for _, p := range m.Partitions {
-		if p.Name == diskimg.NameRootA {
+		if p.Name == disklayout.NameRootA {
 			rootA = p.PartUUID
 		}
 	}
-	e := builder.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}
+	e := bootentry.Entry{Version: m.Version, Slot: "a", PartUUID: rootA}
 	if m.Verity != nil {
 		if p, err := m.Verity.Params("verity"); err == nil {
 			e.Verity = p.Cmdline()

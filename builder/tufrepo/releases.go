@@ -7,8 +7,7 @@ import (
 	pathpkg "path"
 	"slices"
 
-	"github.com/plumb-os/plumb/builder/recipe"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // Release is one published target with its facts.
@@ -48,7 +47,7 @@ func (r *Repo) Releases() ([]Release, error) {
 	slices.SortFunc(out, func(a, b Release) int {
 		return cmp.Or(
 			cmp.Compare(a.Facts.Hardware, b.Facts.Hardware),
-			recipe.CompareVersions(a.Facts.Version, b.Facts.Version),
+			release.CompareVersions(a.Facts.Version, b.Facts.Version),
 			cmp.Compare(a.Path, b.Path))
 	})
 	return out, nil

@@ -11,7 +11,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 func TestKeyFileIndex(t *testing.T) {

@@ -50,7 +50,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // ErrInvalid marks errors caused by the caller's input (a non-empty

@@ -25,7 +25,8 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 const hw = "qemu-x86_64"
@@ -48,7 +49,7 @@ func fakeBuild(t *testing.T, version string, image []byte) string {
 	uuid := "0b7e4c1a-0000-4000-8000-000000000002"
 	m := builder.Manifest{
 		Name: "demo", Version: version, Hardware: hw, Channel: "stable", KernelRelease: "6.1.0-56-cloud-amd64",
-		Cmdline:   builder.Entry{Version: version, Slot: "a", PartUUID: uuid, Cmdline: "console=ttyS0 quiet"}.Options(),
+		Cmdline:   bootentry.Entry{Version: version, Slot: "a", PartUUID: uuid, Cmdline: "console=ttyS0 quiet"}.Options(),
 		Artifacts: []builder.Artifact{{Name: builder.RootfsFile, Size: rootfs.Size, SHA256: rootfs.SHA256}},
 		Kernel:    kernel, Initrd: initrd,
 		Partitions: []builder.Partition{{Index: 2, Name: "plumb-root-a", PartUUID: uuid}},

@@ -14,7 +14,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // WorkloadOptions choose how a workload manifest is published.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 var testManifest = &workload.Manifest{Containers: []workload.Container{{

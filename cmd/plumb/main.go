@@ -7,12 +7,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/internal/cli/plumb"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.RunPlumb(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := plumb.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

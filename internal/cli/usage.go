@@ -2,9 +2,9 @@ package cli
 
 import "strings"
 
-// isCobraUsageError reports whether err is one of cobra's own argument or
+// IsCobraUsageError reports whether err is one of cobra's own argument or
 // command errors, which it returns as plain errors.
-func isCobraUsageError(err error) bool {
+func IsCobraUsageError(err error) bool {
 	msg := err.Error()
 	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "unknown shorthand", "required flag"} {
 		if strings.Contains(msg, p) {

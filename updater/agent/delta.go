@@ -13,7 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/plumb-os/plumb/builder/delta"
+	"github.com/plumb-os/plumb/format/delta"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // bundleFile is where a delta bundle is downloaded, on the data partition
@@ -31,7 +32,7 @@ func (a *Agent) bundleFile() string { return filepath.Join(filepath.Dir(a.StateP
 // The state is saved before each step (downloading the bundle, applying
 // it), so a restart resumes: a downloaded bundle is re-hashed, not fetched
 // again; an interrupted apply starts again from the bundle.
-func (a *Agent) installDelta(ctx context.Context, c, dc *Candidate, to string, done int64) (_ *os.File, _ int64, err error) {
+func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to string, done int64) (_ *os.File, _ int64, err error) {
 	st := a.state
 	log := a.log().With("version", c.Facts.Version, "slot", to)
 	st.Phase, st.Version, st.Target, st.Slot, st.Method = PhaseDownloading, c.Facts.Version, dc.Path, to, MethodDelta

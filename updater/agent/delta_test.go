@@ -17,8 +17,8 @@ import (
 
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/updater/fetch"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 var v2Delta = release.DeltaPath(hardware, v2, v1)

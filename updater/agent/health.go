@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 // defaultCheckTimeout bounds a check whose config gives none.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
 )
 
 func TestCheck(t *testing.T) {

@@ -8,7 +8,10 @@ package agent
 // Agent.Reboot records the call instead of rebooting.
 
 import (
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 
 	"bytes"
 	"context"
@@ -34,15 +37,13 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/device"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
 )
@@ -234,8 +235,8 @@ func newRig(t *testing.T, opts tufrepo.Options) *rig {
 	r.espDir = filepath.Join(work, "esp")
 	b1 := r.rel[v1]
 	r.slots = map[string]slot.Partition{
-		"a": {Device: filepath.Join(work, "slot-a"), PARTUUID: b1.partUUID(t, diskimg.NameRootA)},
-		"b": {Device: filepath.Join(work, "slot-b"), PARTUUID: b1.partUUID(t, diskimg.NameRootB)},
+		"a": {Device: filepath.Join(work, "slot-a"), PARTUUID: b1.partUUID(t, disklayout.NameRootA)},
+		"b": {Device: filepath.Join(work, "slot-b"), PARTUUID: b1.partUUID(t, disklayout.NameRootB)},
 	}
 	copyFile(t, b1.file(builder.RootfsFile), r.slots["a"].Device)
 	writeFile(t, r.slots["b"].Device, nil)
@@ -247,10 +248,10 @@ func newRig(t *testing.T, opts tufrepo.Options) *rig {
 	r.sumA = sumFile(t, r.slots["a"].Device, -1)
 
 	// The ESP as the build left it for slot a.
-	e := builder.Entry{Version: v1, Slot: "a", PartUUID: r.slots["a"].PARTUUID}
+	e := bootentry.Entry{Version: v1, Slot: "a", PartUUID: r.slots["a"].PARTUUID}
 	writeFile(t, filepath.Join(r.espDir, "loader", "entries", e.FileName()), []byte(e.Content()))
-	copyFile(t, b1.file(builder.KernelFile), filepath.Join(r.espDir, builder.SlotKernel("a")))
-	copyFile(t, b1.file(builder.InitrdFile), filepath.Join(r.espDir, builder.SlotInitrd("a")))
+	copyFile(t, b1.file(builder.KernelFile), filepath.Join(r.espDir, bootentry.SlotKernel("a")))
+	copyFile(t, b1.file(builder.InitrdFile), filepath.Join(r.espDir, bootentry.SlotInitrd("a")))
 	return r
 }
 
@@ -303,9 +304,9 @@ func (r *rig) agent(t *testing.T, running, version string, health []config.Healt
 	return &Agent{
 		Config: cfg,
 		Facts: device.Facts{
-			Release: device.Release{Name: "small", Version: version, Hardware: hardware, Channel: channel},
+			Release: release.ImageInfo{Name: "small", Version: version, Hardware: hardware, Channel: channel},
 			Slot:    running,
-			Boot:    &earlyinit.BootInfo{Slot: running, RootPARTUUID: r.slots[running].PARTUUID, DataMounted: true},
+			Boot:    &bootrecord.BootInfo{Slot: running, RootPARTUUID: r.slots[running].PARTUUID, DataMounted: true},
 		},
 		Repo:      c,
 		Device:    &slot.Device{ESP: slot.DirESP(r.espDir), Slots: r.slots, Running: running},
@@ -318,7 +319,7 @@ func (r *rig) agent(t *testing.T, running, version string, health []config.Healt
 // entries lists the ESP's boot entry files.
 func (r *rig) entries(t *testing.T) []string {
 	t.Helper()
-	names, err := slot.DirESP(r.espDir).ReadDir(slot.EntriesDir)
+	names, err := slot.DirESP(r.espDir).ReadDir(bootentry.EntriesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +354,7 @@ func (r *rig) untouched(t *testing.T, err error, want *regexp.Regexp) {
 	if got, want := r.entries(t), []string{"plumb-1.0.0.conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
-	for _, f := range []string{builder.SlotKernel("b"), builder.SlotInitrd("b")} {
+	for _, f := range []string{bootentry.SlotKernel("b"), bootentry.SlotInitrd("b")} {
 		if _, err := os.Stat(filepath.Join(r.espDir, f)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("ESP %s exists (stat err %v), want none", f, err)
 		}
@@ -514,8 +515,8 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 		t.Errorf("slot a's file changed")
 	}
 	for f, src := range map[string]string{
-		builder.SlotKernel("b"): r.rel[v2].file(builder.KernelFile),
-		builder.SlotInitrd("b"): r.rel[v2].file(builder.InitrdFile),
+		bootentry.SlotKernel("b"): r.rel[v2].file(builder.KernelFile),
+		bootentry.SlotInitrd("b"): r.rel[v2].file(builder.InitrdFile),
 	} {
 		if !bytes.Equal(readFile(t, filepath.Join(r.espDir, f)), readFile(t, src)) {
 			t.Errorf("ESP %s differs from v2's %s", f, filepath.Base(src))
@@ -947,7 +948,7 @@ func TestRollbackDetail(t *testing.T) {
 			// plumb-init's record lives on the data partition: the parent of
 			// the state directory.
 			dataRoot := filepath.Dir(r.dataDir)
-			rec := filepath.Join(dataRoot, earlyinit.BootFailureFile)
+			rec := filepath.Join(dataRoot, bootrecord.BootFailureFile)
 			if withRecord {
 				writeFile(t, rec, []byte(`{"slot":"b","root_partuuid":"x","reason":"mounting root /dev/mapper/plumb-root (squashfs) on /newroot: input/output error","time":"2026-01-01T00:00:00Z"}`))
 			}

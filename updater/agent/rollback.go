@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
 // RollbackFile (beside the state file) explains the last rollback after a
@@ -19,12 +19,12 @@ const RollbackFile = "rollback.json"
 
 // Rollback is why the last trial boot did not come up.
 type Rollback struct {
-	Version string                 `json:"version"`
-	Slot    string                 `json:"slot"`
-	Reason  string                 `json:"reason"` // "boot failed"
-	Detail  string                 `json:"detail"` // what plumb-init recorded, or why nothing was
-	Time    time.Time              `json:"time"`   // when the agent noticed
-	Init    *earlyinit.BootFailure `json:"plumb_init,omitempty"`
+	Version string                  `json:"version"`
+	Slot    string                  `json:"slot"`
+	Reason  string                  `json:"reason"` // "boot failed"
+	Detail  string                  `json:"detail"` // what plumb-init recorded, or why nothing was
+	Time    time.Time               `json:"time"`   // when the agent noticed
+	Init    *bootrecord.BootFailure `json:"plumb_init,omitempty"`
 }
 
 // rollbackDetail explains a failed trial of slot: plumb-init's record of
@@ -37,14 +37,14 @@ func (a *Agent) rollbackDetail(version, slot, reason string) *Rollback {
 		r.Detail = reason // the trial boot said why (a failed health check)
 		return r
 	}
-	rec, err := earlyinit.ReadBootFailure(dataDir)
+	rec, err := bootrecord.ReadBootFailure(dataDir)
 	switch {
 	case err != nil:
 		r.Detail = "plumb-init's record is unreadable: " + err.Error()
 	case rec != nil && rec.Slot == slot:
 		r.Init = rec
 		r.Detail = "plumb-init: " + rec.Reason
-		os.Remove(filepath.Join(dataDir, earlyinit.BootFailureFile))
+		os.Remove(filepath.Join(dataDir, bootrecord.BootFailureFile))
 	default:
 		r.Detail = fmt.Sprintf("no record from plumb-init for slot %s: the boot failed before it ran (the firmware refused the signed boot chain, or the boot loader or kernel failed)", slot)
 	}

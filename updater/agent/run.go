@@ -10,10 +10,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
-	"github.com/plumb-os/plumb/updater/release"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -241,15 +241,15 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	ts := make([]Target, len(targets))
+	ts := make([]release.Target, len(targets))
 	for i, t := range targets {
-		ts[i] = Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256}
+		ts[i] = release.Target{Path: t.Path, Custom: t.Custom, Length: t.Length, SHA256: t.SHA256}
 	}
-	want := Want{
+	want := release.Want{
 		Hardware: a.Config.Hardware, Channel: a.Config.Channel,
 		Running: a.Facts.Release.Version, Bad: a.state.BadSet(), DeviceID: a.DeviceID,
 	}
-	cand, skipped := Choose(ts, want)
+	cand, skipped := release.Choose(ts, want)
 	for p, why := range skipped {
 		a.log().Warn("target skipped", "target", p, "err", why)
 	}
@@ -266,7 +266,7 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 		a.state.LastResult = "installed " + cand.Facts.Version + ", waiting for a reboot"
 		return false, a.save()
 	}
-	dc, why := ChooseDelta(ts, cand, want)
+	dc, why := release.ChooseDelta(ts, cand, want)
 	if dc == nil {
 		a.log().Debug("no delta", "version", cand.Facts.Version, "reason", why)
 	}
@@ -286,7 +286,7 @@ func (a *Agent) Poll(ctx context.Context) (bool, error) {
 // the delta bundle dc when there is one, else or on its failure the full
 // image c), verify, copy the boot files, write the trial entry last,
 // reboot.
-func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
+func (a *Agent) install(ctx context.Context, c, dc *release.Candidate) error {
 	to := a.Device.Inactive()
 	log := a.log().With("version", c.Facts.Version, "slot", to)
 	st := a.state
@@ -361,7 +361,7 @@ func (a *Agent) install(ctx context.Context, c, dc *Candidate) error {
 
 // installed finishes an install once the inactive slot f holds the
 // verified image of n bytes: boot files, trial entry, reboot.
-func (a *Agent) installed(ctx context.Context, c *Candidate, f *os.File, n int64) error {
+func (a *Agent) installed(ctx context.Context, c *release.Candidate, f *os.File, n int64) error {
 	to := a.Device.Inactive()
 	a.state.Phase, a.state.Bytes, a.state.Total = PhaseVerified, n, n
 	if err := a.save(); err != nil {

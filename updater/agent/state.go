@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/atomicfile"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // Phases of an update, in order. Each is persisted before the work of the

@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/plumb-os/plumb/updater/release"
+	"github.com/plumb-os/plumb/format/release"
 )
 
 // ukiFile is where a Secure Boot release's UKI is downloaded before it is

@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/reconcile"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // Workloads is what the agent needs of the reconciler;

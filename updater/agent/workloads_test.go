@@ -31,13 +31,13 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/plumb-os/plumb/builder/tufrepo"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
-	"github.com/plumb-os/plumb/updater/config"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/reconcile"
 	"github.com/plumb-os/plumb/updater/reconcile/containerdtest"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 const group = "demo"

@@ -12,18 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/plumb-os/plumb/updater/earlyinit"
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/release"
 )
-
-// Release is /etc/plumb/release.json, written by the builder into every
-// root filesystem.
-type Release struct {
-	Name          string `json:"name"`
-	Version       string `json:"version"`
-	Hardware      string `json:"hardware"`
-	Channel       string `json:"channel"`
-	KernelRelease string `json:"kernel_release,omitempty"`
-}
 
 // TPM tells whether the kernel exposes a TPM.
 type TPM struct {
@@ -34,23 +25,23 @@ type TPM struct {
 
 // Facts is what Probe found.
 type Facts struct {
-	Release Release             `json:"release"`
-	Slot    string              `json:"slot"`
-	Boot    *earlyinit.BootInfo `json:"boot,omitempty"`
-	TPM     TPM                 `json:"tpm"`
+	Release release.ImageInfo    `json:"release"`
+	Slot    string               `json:"slot"`
+	Boot    *bootrecord.BootInfo `json:"boot,omitempty"`
+	TPM     TPM                  `json:"tpm"`
 }
 
 // Paths of the facts, relative to the root Probe is given.
 const (
-	ReleaseFile = "etc/plumb/release.json"
-	BootFile    = "run/plumb/boot.json" // earlyinit.BootInfoPath, relative
+	ReleaseFile = release.ImageInfoPath
+	BootFile    = "run/plumb/boot.json" // bootrecord.BootInfoPath, relative
 )
 
 // Probe reads the facts below root ("/" on a device; a temp dir in tests).
 func Probe(root string) Facts {
 	var f Facts
 	readJSON(filepath.Join(root, ReleaseFile), &f.Release)
-	if b, err := earlyinit.ReadBootInfo(filepath.Join(root, BootFile)); err == nil {
+	if b, err := bootrecord.ReadBootInfo(filepath.Join(root, BootFile)); err == nil {
 		f.Boot = &b
 		f.Slot = b.Slot
 	}

@@ -145,13 +145,3 @@ func findRoot(bp blockPaths, partuuid, dataName string, log *slog.Logger) (root 
 	}
 	return root, data, nil
 }
-
-// slotOf returns the slot letter of a root partition name ("plumb-root-a"
-// -> "a"), or "" if the name does not follow the scheme.
-func slotOf(partName string) string {
-	s, ok := strings.CutPrefix(partName, "plumb-root-")
-	if !ok || s == "" {
-		return ""
-	}
-	return s
-}

@@ -49,20 +49,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/verity"
 )
 
 // Names the early init relies on.
 const (
-	// NewRoot is where the slot's root is mounted before the switch; the
-	// initramfs must have this directory.
-	NewRoot = "/newroot"
-	// LoadOrderPath lists the modules to load: one absolute path of an
-	// uncompressed .ko a line, dependencies first; blank lines and lines
-	// starting with # are skipped. builder/initramfs writes it.
-	LoadOrderPath = "/lib/modules/load-order"
-	// DataPartName is the GPT name of the data partition.
-	DataPartName = "plumb-data"
 	// DefaultInit is run in the new root unless init= says otherwise.
 	DefaultInit = "/sbin/init"
 	// overlayDir holds the upper and work directories of the /etc and /var
@@ -118,7 +111,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	con.open("/dev/console")
 
 	// 2. Modules.
-	if err := loadModules(LoadOrderPath, log); err != nil {
+	if err := loadModules(bootrecord.LoadOrderPath, log); err != nil {
 		return err
 	}
 
@@ -137,8 +130,8 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	bi := BootInfo{
-		Slot:         slotOf(root.Name),
+	bi := bootrecord.BootInfo{
+		Slot:         disklayout.SlotOf(root.Name),
 		CmdlineSlot:  cmdline["plumb.slot"],
 		RootPARTUUID: root.PARTUUID,
 		RootDevice:   root.Device,
@@ -178,18 +171,18 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(NewRoot, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", NewRoot, err)
+	if err := os.MkdirAll(bootrecord.NewRoot, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", bootrecord.NewRoot, err)
 	}
-	if err := unix.Mount(rootDev, NewRoot, fstype, unix.MS_RDONLY, ""); err != nil {
+	if err := unix.Mount(rootDev, bootrecord.NewRoot, fstype, unix.MS_RDONLY, ""); err != nil {
 		if bi.VerityDevice != "" && errors.Is(err, unix.EIO) {
-			return fmt.Errorf("mounting root %s (%s) on %s: %w (dm-verity: a block of slot %s does not match root hash %s)", rootDev, fstype, NewRoot, err, bi.Slot, bi.VerityRootHash)
+			return fmt.Errorf("mounting root %s (%s) on %s: %w (dm-verity: a block of slot %s does not match root hash %s)", rootDev, fstype, bootrecord.NewRoot, err, bi.Slot, bi.VerityRootHash)
 		}
-		return fmt.Errorf("mounting root %s (%s) on %s: %w", rootDev, fstype, NewRoot, err)
+		return fmt.Errorf("mounting root %s (%s) on %s: %w", rootDev, fstype, bootrecord.NewRoot, err)
 	}
-	log.Info("mounted root", "device", rootDev, "fstype", fstype, "dir", NewRoot)
-	if err := unix.Mount("tmpfs", NewRoot+"/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mounting tmpfs on %s/run (the root must have a /run directory): %w", NewRoot, err)
+	log.Info("mounted root", "device", rootDev, "fstype", fstype, "dir", bootrecord.NewRoot)
+	if err := unix.Mount("tmpfs", bootrecord.NewRoot+"/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("mounting tmpfs on %s/run (the root must have a /run directory): %w", bootrecord.NewRoot, err)
 	}
 	for _, dir := range []string{"/etc", "/var"} {
 		if err := mountOverlay(dir); err != nil {
@@ -201,16 +194,16 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 
 	// 6. Data.
 	if data == nil {
-		bi.DataError = "no " + DataPartName + " partition on " + root.Disk
+		bi.DataError = "no " + disklayout.NameData + " partition on " + root.Disk
 		log.Warn("no data partition: booting without /data", "disk", root.Disk)
 	} else {
 		bi.DataDevice = data.Device
-		if err := unix.Mount(data.Device, NewRoot+"/data", "ext4", 0, ""); err != nil {
+		if err := unix.Mount(data.Device, bootrecord.NewRoot+"/data", "ext4", 0, ""); err != nil {
 			bi.DataError = err.Error()
 			log.Error("mounting data failed: booting without /data", "device", data.Device, "err", err)
 		} else {
 			bi.DataMounted = true
-			failureTarget.mounted = NewRoot + "/data"
+			failureTarget.mounted = bootrecord.NewRoot + "/data"
 			log.Info("mounted data", "device", data.Device, "dir", "/data")
 		}
 	}
@@ -218,10 +211,10 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	// 7. Boot facts for the agent.
 	bi.InitMillis = time.Since(start).Milliseconds()
 	bi.UptimeMillis = uptimeMillis()
-	if err := writeBootInfo(NewRoot+BootInfoPath, bi); err != nil {
+	if err := bootrecord.WriteBootInfo(bootrecord.NewRoot+bootrecord.BootInfoPath, bi); err != nil {
 		return err
 	}
-	log.Info("wrote boot info", "path", BootInfoPath, "init_ms", bi.InitMillis, "uptime_ms", bi.UptimeMillis)
+	log.Info("wrote boot info", "path", bootrecord.BootInfoPath, "init_ms", bi.InitMillis, "uptime_ms", bi.UptimeMillis)
 
 	// 8. Hand over.
 	initPath := DefaultInit
@@ -235,7 +228,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 // nil when there is no TPM or the measurement failed (bi says which). On a
 // dm-verity root, reading the image checks every block: an I/O error there
 // is corruption, and fatal.
-func measureRootfs(ctx context.Context, dev, fstype string, bi *BootInfo, log *slog.Logger) (*measurer, error) {
+func measureRootfs(ctx context.Context, dev, fstype string, bi *bootrecord.BootInfo, log *slog.Logger) (*measurer, error) {
 	tpm, err := openTPM(tpmDevices)
 	if err != nil {
 		bi.MeasureError = err.Error()
@@ -263,32 +256,32 @@ func measureRootfs(ctx context.Context, dev, fstype string, bi *BootInfo, log *s
 		return m, fatal
 	}
 	m := &measurer{tpm: tpm}
-	if err := m.extend(RootfsMeasurement(sum)); err != nil {
+	if err := m.extend(bootrecord.RootfsMeasurement(sum)); err != nil {
 		return fail(err), nil
 	}
 	bi.RootfsSHA256, bi.RootfsSize = sum, size
-	log.Info("measured root", "pcr", MeasurePCR, "sha256", sum, "bytes", size, "ms", time.Since(start).Milliseconds())
+	log.Info("measured root", "pcr", bootrecord.MeasurePCR, "sha256", sum, "bytes", size, "ms", time.Since(start).Milliseconds())
 	return m, nil
 }
 
 // measureRelease extends PCR 15 with the mounted image's release version
 // and writes the measurement log into the new root's /run.
-func measureRelease(m *measurer, bi *BootInfo, log *slog.Logger) {
+func measureRelease(m *measurer, bi *bootrecord.BootInfo, log *slog.Logger) {
 	if m == nil {
 		return
 	}
 	defer m.tpm.Close()
-	version, err := releaseVersion(NewRoot)
+	version, err := releaseVersion(bootrecord.NewRoot)
 	if err == nil {
-		err = m.extend(ReleaseMeasurement(version))
+		err = m.extend(bootrecord.ReleaseMeasurement(version))
 	}
 	if err != nil {
 		bi.MeasureError = err.Error()
 		log.Error("measuring the release failed", "err", err)
 	} else {
-		log.Info("measured release", "pcr", MeasurePCR, "version", version)
+		log.Info("measured release", "pcr", bootrecord.MeasurePCR, "version", version)
 	}
-	if err := writeMeasurements(NewRoot+MeasurementsPath, m.log); err != nil {
+	if err := bootrecord.WriteMeasurements(bootrecord.NewRoot+bootrecord.MeasurementsPath, m.log); err != nil {
 		bi.MeasureError = err.Error()
 		log.Error("writing the measurement log failed", "err", err)
 		return
@@ -301,7 +294,7 @@ func measureRelease(m *measurer, bi *BootInfo, log *slog.Logger) {
 func waitForRoot(ctx context.Context, bp blockPaths, partuuid string, log *slog.Logger) (partition, *partition, error) {
 	deadline := time.Now().Add(rootWait)
 	for {
-		root, data, err := findRoot(bp, partuuid, DataPartName, log)
+		root, data, err := findRoot(bp, partuuid, disklayout.NameData, log)
 		if err == nil {
 			return root, data, nil
 		}
@@ -319,14 +312,14 @@ func waitForRoot(ctx context.Context, bp blockPaths, partuuid string, log *slog.
 // mountOverlay covers dir of the new root with an overlay whose upper layer
 // lives in the new root's /run tmpfs.
 func mountOverlay(dir string) error {
-	upper := NewRoot + overlayDir + dir + "/upper"
-	work := NewRoot + overlayDir + dir + "/work"
+	upper := bootrecord.NewRoot + overlayDir + dir + "/upper"
+	work := bootrecord.NewRoot + overlayDir + dir + "/work"
 	for _, d := range []string{upper, work} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("overlay for %s: %w", dir, err)
 		}
 	}
-	lower := NewRoot + dir
+	lower := bootrecord.NewRoot + dir
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 	if err := unix.Mount("overlay", lower, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("mounting overlay on %s (%s): %w", dir, opts, err)
@@ -378,11 +371,11 @@ func loadModule(p string) error {
 // initramfs, makes the new root "/" and execs init there.
 func switchRoot(initPath string, con *console, log *slog.Logger) error {
 	for _, d := range []string{"/dev", "/proc", "/sys"} {
-		if err := unix.Mount(d, NewRoot+d, "", unix.MS_MOVE, ""); err != nil {
+		if err := unix.Mount(d, bootrecord.NewRoot+d, "", unix.MS_MOVE, ""); err != nil {
 			return fmt.Errorf("moving %s into the new root (the root must have a %s directory): %w", d, d, err)
 		}
 	}
-	if err := os.Chdir(NewRoot); err != nil {
+	if err := os.Chdir(bootrecord.NewRoot); err != nil {
 		return fmt.Errorf("switching root: %w", err)
 	}
 	if n, err := freeInitramfs(); err != nil {
@@ -391,7 +384,7 @@ func switchRoot(initPath string, con *console, log *slog.Logger) error {
 		log.Info("freed initramfs", "files", n)
 	}
 	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("switching root: moving %s to /: %w", NewRoot, err)
+		return fmt.Errorf("switching root: moving %s to /: %w", bootrecord.NewRoot, err)
 	}
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("switching root: chroot: %w", err)
@@ -484,7 +477,7 @@ func fail(log *slog.Logger, err error) {
 		if rerr := recordFailure(err); rerr != nil {
 			log.Warn("boot failure not recorded on the data partition", "err", rerr)
 		} else {
-			log.Info("boot failure recorded", "file", "/data/"+BootFailureFile)
+			log.Info("boot failure recorded", "file", "/data/"+bootrecord.BootFailureFile)
 		}
 	}
 	if raw, rerr := os.ReadFile("/proc/cmdline"); rerr == nil && ParseCmdline(string(raw)).Has("plumb.debug") {

@@ -11,6 +11,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -66,27 +69,27 @@ func TestSlotOf(t *testing.T) {
 		{"root-a", ""},
 	}
 	for _, tt := range tests {
-		if got := slotOf(tt.in); got != tt.want {
-			t.Errorf("slotOf(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := disklayout.SlotOf(tt.in); got != tt.want {
+			t.Errorf("disklayout.SlotOf(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
 
 func TestBootInfoRoundTrip(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "run/plumb/boot.json")
-	want := BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
+	want := bootrecord.BootInfo{Slot: "b", CmdlineSlot: "b", RootPARTUUID: "6f1c2a58-0b1d-4e8a-9c1e-2d3f4a5b6c7d",
 		RootDevice: "/dev/vda3", DataDevice: "/dev/vda4", DataMounted: true, InitMillis: 120, UptimeMillis: 2900}
-	if err := writeBootInfo(p, want); err != nil {
+	if err := bootrecord.WriteBootInfo(p, want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadBootInfo(p)
+	got, err := bootrecord.ReadBootInfo(p)
 	if err != nil || got != want {
 		t.Errorf("ReadBootInfo = %+v, %v, want %+v", got, err, want)
 	}
 	if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadBootInfo(p); err == nil || !strings.Contains(err.Error(), p) {
+	if _, err := bootrecord.ReadBootInfo(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("ReadBootInfo of bad JSON: error %v, want one naming %s", err, p)
 	}
 }
@@ -166,7 +169,7 @@ func TestFindRoot(t *testing.T) {
 		{"00000000-0000-4000-8000-000000000000", "", "", "", true},
 	}
 	for _, tt := range tests {
-		root, data, err := findRoot(bp, tt.partuuid, DataPartName, log)
+		root, data, err := findRoot(bp, tt.partuuid, disklayout.NameData, log)
 		if tt.wantNotFound {
 			if !errors.Is(err, errNotFound) {
 				t.Errorf("findRoot(%s) error = %v, want errNotFound", tt.partuuid, err)
@@ -192,10 +195,10 @@ func TestFindRoot(t *testing.T) {
 func TestFindRootNotYetAnnounced(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	bp := fakeBlock(t, []int{1, 2})
-	if _, _, err := findRoot(bp, uuidB, DataPartName, log); !errors.Is(err, errNotFound) {
+	if _, _, err := findRoot(bp, uuidB, disklayout.NameData, log); !errors.Is(err, errNotFound) {
 		t.Errorf("findRoot(root-b, not announced) error = %v, want errNotFound", err)
 	}
-	root, data, err := findRoot(bp, uuidA, DataPartName, log)
+	root, data, err := findRoot(bp, uuidA, disklayout.NameData, log)
 	if err != nil || root.Name != "plumb-root-a" || data != nil {
 		t.Errorf("findRoot(root-a) = %+v, %+v, %v; want plumb-root-a and no data partition", root, data, err)
 	}

@@ -8,43 +8,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/format/bootrecord"
 )
-
-// BootFailureFile is where plumb-init records why a boot failed, relative
-// to the data partition's root (/data on a running system). The agent
-// reads it after a rollback to say why the trial did not boot.
-const BootFailureFile = "plumb/boot-failure.json"
-
-// BootFailure is the last fatal boot failure plumb-init saw.
-type BootFailure struct {
-	Slot           string    `json:"slot"`
-	RootPARTUUID   string    `json:"root_partuuid"`
-	VerityRootHash string    `json:"verity_root_hash,omitempty"`
-	Reason         string    `json:"reason"`
-	Time           time.Time `json:"time"`
-}
-
-// ReadBootFailure reads the record under dataDir (the data partition's
-// mount point); a missing file is (nil, nil).
-func ReadBootFailure(dataDir string) (*BootFailure, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, BootFailureFile))
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var f BootFailure
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%s: %w", BootFailureFile, err)
-	}
-	return &f, nil
-}
 
 // failureTarget is what fail needs to record a failure: set once the root
 // and the data partition are known.
 var failureTarget struct {
-	bi      *BootInfo
+	bi      *bootrecord.BootInfo
 	dataDev string
 	mounted string // where the data partition is mounted, "" while it is not
 }
@@ -68,12 +39,12 @@ func recordFailure(reason error) error {
 		}
 		defer unix.Unmount(dir, 0)
 	}
-	rec := BootFailure{Slot: t.bi.Slot, RootPARTUUID: t.bi.RootPARTUUID, VerityRootHash: t.bi.VerityRootHash, Reason: reason.Error(), Time: time.Now().UTC()}
+	rec := bootrecord.BootFailure{Slot: t.bi.Slot, RootPARTUUID: t.bi.RootPARTUUID, VerityRootHash: t.bi.VerityRootHash, Reason: reason.Error(), Time: time.Now().UTC()}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, BootFailureFile)
+	p := filepath.Join(dir, bootrecord.BootFailureFile)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}

@@ -11,114 +11,20 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
-// Plumb's own measurement of the booted release (docs/attestation.md).
-//
-// Before it mounts the root, plumb-init extends PCR 15 with the sha256 of
-// the slot's root filesystem image ("plumb.rootfs"), and before it hands
-// over to the root's init, with the sha256 of the release version read
-// from the image's /etc/plumb/release.json ("plumb.release"). PCR 15 is
-// free for the OS: neither the firmware, systemd-boot nor the kernel's EFI
-// stub extend it, it is reset at boot, and a quote over PCRs 0-15 covers
-// it. The UEFI event log ends when the firmware exits, so plumb-init keeps
-// its own log at MeasurementsPath for the verifier to replay PCR 15.
 const (
-	// MeasurePCR is the PCR plumb-init extends.
-	MeasurePCR = 15
-	// MeasurementsPath lists plumb-init's extends, in order, as JSON.
-	MeasurementsPath = "/run/plumb/measurements.json"
-	// Event types of the two extends.
-	EventRootfs  = "plumb.rootfs"
-	EventRelease = "plumb.release"
-	// releaseFile is where the image keeps its release facts (see
-	// updater/device.ReleaseFile).
-	releaseFile = "/etc/plumb/release.json"
+	// releaseFile is where the image keeps its release facts
+	// (release.ImageInfoPath).
+	releaseFile = "/" + release.ImageInfoPath
 	// squashfsAlign is what the builder pads its images to (and so the
 	// size of the published image): builder/squashfs.
 	squashfsAlign = 4096
 )
-
-// Measurement is one extend of a sha256 PCR.
-type Measurement struct {
-	PCR    int    `json:"pcr"`
-	SHA256 string `json:"sha256"` // the digest extended, hex
-	Type   string `json:"type"`   // EventRootfs, EventRelease
-	Data   string `json:"data"`   // what was measured: the image's sha256 hex, the version
-}
-
-// RootfsMeasurement is the extend for a root filesystem image whose sha256
-// is sum (hex).
-func RootfsMeasurement(sum string) Measurement {
-	return Measurement{PCR: MeasurePCR, SHA256: sum, Type: EventRootfs, Data: sum}
-}
-
-// ReleaseMeasurement is the extend for a release version.
-func ReleaseMeasurement(version string) Measurement {
-	d := sha256.Sum256([]byte(version))
-	return Measurement{PCR: MeasurePCR, SHA256: hex.EncodeToString(d[:]), Type: EventRelease, Data: version}
-}
-
-// ReplayPCR returns the value a sha256 PCR holds after the extends in ms
-// that name it, starting from zeros.
-func ReplayPCR(ms []Measurement, pcr int) ([]byte, error) {
-	v := make([]byte, sha256.Size)
-	for i, m := range ms {
-		if m.PCR != pcr {
-			continue
-		}
-		d, err := hex.DecodeString(m.SHA256)
-		if err != nil || len(d) != sha256.Size {
-			return nil, fmt.Errorf("measurement %d: sha256: expected 64 hex digits, got %q", i, m.SHA256)
-		}
-		h := sha256.New()
-		h.Write(v)
-		h.Write(d)
-		v = h.Sum(nil)
-	}
-	return v, nil
-}
-
-// ExpectedPCR15 is the value plumb-init leaves in PCR 15 when it boots the
-// image with sha256 rootfsSHA256 (hex) and the given release version.
-func ExpectedPCR15(rootfsSHA256, version string) (string, error) {
-	v, err := ReplayPCR([]Measurement{RootfsMeasurement(rootfsSHA256), ReleaseMeasurement(version)}, MeasurePCR)
-	if err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(v), nil
-}
-
-// ReadMeasurements reads the list plumb-init wrote (at MeasurementsPath on
-// a device).
-func ReadMeasurements(path string) ([]Measurement, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading measurements: %w", err)
-	}
-	var ms []Measurement
-	if err := json.Unmarshal(b, &ms); err != nil {
-		return nil, fmt.Errorf("reading measurements %s: %w", path, err)
-	}
-	return ms, nil
-}
-
-func writeMeasurements(path string, ms []Measurement) error {
-	b, err := json.MarshalIndent(ms, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("writing measurements: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing measurements: %w", err)
-	}
-	return nil
-}
 
 // SquashfsImageSize returns the size of the squashfs image at the start of
 // r: the superblock's bytes_used rounded up to 4 KiB, which is the size of
@@ -242,10 +148,10 @@ func extendPCR(rw io.ReadWriter, pcr int, digest []byte) error {
 // measurer extends PCR 15 and remembers what it extended.
 type measurer struct {
 	tpm io.ReadWriteCloser // nil: no TPM, nothing is measured
-	log []Measurement
+	log []bootrecord.Measurement
 }
 
-func (m *measurer) extend(ms Measurement) error {
+func (m *measurer) extend(ms bootrecord.Measurement) error {
 	d, err := hex.DecodeString(ms.SHA256)
 	if err != nil {
 		return fmt.Errorf("measurement %s: %w", ms.Type, err)

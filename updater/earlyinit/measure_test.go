@@ -11,14 +11,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder/fstree"
 	"github.com/plumb-os/plumb/builder/squashfs"
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 func TestExpectedPCR15(t *testing.T) {
 	rootfs := strings.Repeat("ab", 32)
-	got, err := ExpectedPCR15(rootfs, "1.2.3")
+	got, err := bootrecord.ExpectedPCR15(rootfs, "1.2.3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestExpectedPCR15(t *testing.T) {
 	if want := hex.EncodeToString(v); got != want {
 		t.Errorf("ExpectedPCR15 = %s, want %s", got, want)
 	}
-	if _, err := ExpectedPCR15("zz", "1.2.3"); err == nil {
+	if _, err := bootrecord.ExpectedPCR15("zz", "1.2.3"); err == nil {
 		t.Error("ExpectedPCR15 with a bad digest: no error")
 	}
 }
@@ -94,23 +95,23 @@ func TestHashImage(t *testing.T) {
 func TestExtendPCR(t *testing.T) {
 	tpm := startSwtpm(t)
 	m := &measurer{tpm: tpm}
-	ms := []Measurement{RootfsMeasurement(strings.Repeat("0123456789abcdef", 4)), ReleaseMeasurement("2.0.0")}
+	ms := []bootrecord.Measurement{bootrecord.RootfsMeasurement(strings.Repeat("0123456789abcdef", 4)), bootrecord.ReleaseMeasurement("2.0.0")}
 	for _, x := range ms {
 		if err := m.extend(x); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := readPCR(t, tpm, MeasurePCR)
-	want, err := ReplayPCR(m.log, MeasurePCR)
+	got := readPCR(t, tpm, bootrecord.MeasurePCR)
+	want, err := bootrecord.ReplayPCR(m.log, bootrecord.MeasurePCR)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("PCR 15 = %x, replayed log = %x", got, want)
 	}
-	exp, _ := ExpectedPCR15(ms[0].Data, "2.0.0")
+	exp, _ := bootrecord.ExpectedPCR15(ms[0].Data, "2.0.0")
 	if hex.EncodeToString(got) != exp {
-		t.Errorf("PCR 15 = %x, ExpectedPCR15 = %s", got, exp)
+		t.Errorf("PCR 15 = %x, bootrecord.ExpectedPCR15 = %s", got, exp)
 	}
 	// PCR 24 does not exist: the TPM's error comes back as one.
 	if err := extendPCR(tpm, 24, make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "response code") {

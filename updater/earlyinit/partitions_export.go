@@ -20,7 +20,3 @@ func ScanPartitions(sysBlock, dev string, log *slog.Logger) ([]Partition, error)
 	}
 	return scanPartitions(blockPaths{sysBlock: sysBlock, dev: dev}, log)
 }
-
-// SlotOf returns the slot letter of a root partition name ("plumb-root-a"
-// -> "a"), or "" if the name does not follow the scheme.
-func SlotOf(partName string) string { return slotOf(partName) }

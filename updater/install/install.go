@@ -34,15 +34,15 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
-	"github.com/plumb-os/plumb/builder"
-	"github.com/plumb-os/plumb/builder/diskimg"
-	"github.com/plumb-os/plumb/builder/fstree"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/ctxio"
-	"github.com/plumb-os/plumb/updater/agent"
-	"github.com/plumb-os/plumb/updater/config"
+	"github.com/plumb-os/plumb/internal/diskimg"
+	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/updater/fetch"
-	"github.com/plumb-os/plumb/updater/release"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -67,7 +67,7 @@ type Options struct {
 	// checks, download and verification of the release into nothing) and
 	// writes nothing.
 	DryRun bool
-	// Hardware, Channel and DeviceID choose the release (agent.Choose).
+	// Hardware, Channel and DeviceID choose the release (release.Choose).
 	Hardware, Channel, DeviceID string
 	// Layout is the disk to write (from the installer initramfs).
 	Layout *config.Installer
@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			r.step("failed")
 		}
 	}()
-	layout := diskimg.Layout{ESPSize: o.Layout.ESPSize, RootSize: o.Layout.RootSize, DataSize: o.Layout.DataSize, Seed: o.Layout.Seed}
+	layout := disklayout.Layout{ESPSize: o.Layout.ESPSize, RootSize: o.Layout.RootSize, DataSize: o.Layout.DataSize, Seed: o.Layout.Seed}
 	if err := layout.Validate(); err != nil {
 		return nil, fmt.Errorf("installer config: %w", err)
 	}
@@ -156,11 +156,11 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := make([]agent.Target, len(targets))
+	ts := make([]release.Target, len(targets))
 	for i, t := range targets {
-		ts[i] = agent.Target{Path: t.Path, Custom: t.Custom}
+		ts[i] = release.Target{Path: t.Path, Custom: t.Custom}
 	}
-	cand, skipped := agent.Choose(ts, agent.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
+	cand, skipped := release.Choose(ts, release.Want{Hardware: o.Hardware, Channel: o.Channel, DeviceID: o.DeviceID})
 	for p, why := range skipped {
 		r.log.Warn("target skipped", "target", p, "err", why)
 	}
@@ -281,11 +281,11 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		return nil, fmt.Errorf("bootloader: %w", err)
 	}
 	files := []diskimg.ESPFile{
-		{Path: "/EFI/BOOT/BOOTX64.EFI", Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
-		{Path: "/loader/loader.conf", Source: fstree.Bytes(builder.LoaderConf), Size: int64(len(builder.LoaderConf))},
-		{Path: builder.SlotKernel("a"), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
-		{Path: builder.SlotInitrd("a"), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
-		{Path: path.Join(slot.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
+		{Path: bootentry.Bootloader, Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
+		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
+		{Path: bootentry.SlotKernel("a"), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
+		{Path: bootentry.SlotInitrd("a"), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
+		{Path: path.Join(bootentry.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
 	}
 	if err := diskimg.WriteESP(ctx, disk, esp, layout.Seed, files, o.Layout.ModTime); err != nil {
 		return nil, err
@@ -315,7 +315,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 func (r *run) file(p string) string { return filepath.Join(r.o.Root, filepath.FromSlash(p)) }
 
 // writeData decompresses the shipped data filesystem into part, hashing it.
-func (r *run) writeData(ctx context.Context, disk *os.File, part diskimg.Partition) error {
+func (r *run) writeData(ctx context.Context, disk *os.File, part disklayout.Partition) error {
 	src, err := os.Open(r.file(r.o.Layout.Data))
 	if err != nil {
 		return fmt.Errorf("data image: %w", err)
@@ -365,7 +365,7 @@ func verify(ctx context.Context, disk *os.File, off int64, want release.Digest) 
 }
 
 // verifyESP reads the FAT32 ESP back and checks the boot files and entry.
-func verifyESP(disk *os.File, part diskimg.Partition, f *release.Facts, entryName, entry string) error {
+func verifyESP(disk *os.File, part disklayout.Partition, f *release.Facts, entryName, entry string) error {
 	fs, err := fat32.Read(file.New(disk, true), part.Size, part.Start, 512)
 	if err != nil {
 		return err
@@ -374,9 +374,9 @@ func verifyESP(disk *os.File, part diskimg.Partition, f *release.Facts, entryNam
 		name string
 		want release.Digest
 	}{
-		{builder.SlotKernel("a"), f.Kernel},
-		{builder.SlotInitrd("a"), f.Initrd},
-		{path.Join(slot.EntriesDir, entryName), digestOf(entry)},
+		{bootentry.SlotKernel("a"), f.Kernel},
+		{bootentry.SlotInitrd("a"), f.Initrd},
+		{path.Join(bootentry.EntriesDir, entryName), digestOf(entry)},
 	} {
 		rd, err := fs.OpenFile(c.name, os.O_RDONLY)
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // create makes a new container (not started) from c.

@@ -13,7 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // importPrefix names the images an archive import creates before they are

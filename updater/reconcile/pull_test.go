@@ -13,10 +13,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/reconcile/containerdtest"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // TestPullPinned: an image given as a registry reference (no archive) is

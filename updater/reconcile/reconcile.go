@@ -35,7 +35,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 
-	"github.com/plumb-os/plumb/updater/workload"
+	"github.com/plumb-os/plumb/format/workload"
 )
 
 // Labels the reconciler puts on what it creates.

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plumb-os/plumb/format/workload"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/reconcile/containerdtest"
 	"github.com/plumb-os/plumb/updater/reconcile/ocitest"
-	"github.com/plumb-os/plumb/updater/workload"
 )
 
 // localTargets serves target paths from local files.

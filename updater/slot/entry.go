@@ -6,11 +6,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/format/bootentry"
 )
-
-// EntriesDir is the ESP directory of the boot entries.
-const EntriesDir = "/loader/entries"
 
 // TrialTries is how many boots a freshly installed slot gets.
 const TrialTries = 3
@@ -96,7 +93,7 @@ func slotOfEntry(content string) string {
 		}
 	}
 	for _, s := range []string{"a", "b"} {
-		if linux == builder.SlotKernel(s) || efi == builder.SlotUKI(s) {
+		if linux == bootentry.SlotKernel(s) || efi == bootentry.SlotUKI(s) {
 			return s
 		}
 	}
@@ -106,7 +103,7 @@ func slotOfEntry(content string) string {
 // Entries lists the Plumb boot entries on the ESP, in name order. Files
 // that are not Plumb entries ("plumb-<version>....conf") are skipped.
 func (d *Device) Entries() ([]Entry, error) {
-	names, err := d.ESP.ReadDir(EntriesDir)
+	names, err := d.ESP.ReadDir(bootentry.EntriesDir)
 	if err != nil {
 		return nil, fmt.Errorf("listing boot entries: %w", err)
 	}
@@ -116,7 +113,7 @@ func (d *Device) Entries() ([]Entry, error) {
 		if err != nil {
 			continue
 		}
-		b, err := d.ESP.ReadFile(path.Join(EntriesDir, n))
+		b, err := d.ESP.ReadFile(path.Join(bootentry.EntriesDir, n))
 		if err != nil {
 			return nil, fmt.Errorf("reading boot entry %s: %w", n, err)
 		}
@@ -151,13 +148,13 @@ func (d *Device) Commit(version string) error {
 			d.log().Info("dry run: not committing", "entry", e.File, "to", to)
 			continue
 		}
-		if err := d.ESP.Rename(path.Join(EntriesDir, e.File), path.Join(EntriesDir, to)); err != nil {
+		if err := d.ESP.Rename(path.Join(bootentry.EntriesDir, e.File), path.Join(bootentry.EntriesDir, to)); err != nil {
 			return fmt.Errorf("committing %s: %w", version, err)
 		}
 		d.log().Info("slot committed", "slot", e.Slot, "version", version, "entry", to, "tries_done", e.TriesDone)
 	}
 	if !found {
-		return fmt.Errorf("committing %s: no boot entry plumb-%s*.conf in %s", version, version, EntriesDir)
+		return fmt.Errorf("committing %s: no boot entry plumb-%s*.conf in %s", version, version, bootentry.EntriesDir)
 	}
 	return nil
 }
@@ -180,7 +177,7 @@ func (d *Device) Discard(slot string) error {
 			d.log().Info("dry run: not removing entry", "entry", e.File)
 			continue
 		}
-		if err := d.ESP.Remove(path.Join(EntriesDir, e.File)); err != nil {
+		if err := d.ESP.Remove(path.Join(bootentry.EntriesDir, e.File)); err != nil {
 			return fmt.Errorf("discarding slot %s: %w", slot, err)
 		}
 		d.log().Info("entry removed", "slot", slot, "entry", e.File)
@@ -206,7 +203,7 @@ func (d *Device) Exhaust(version string) error {
 			d.log().Info("dry run: not exhausting", "entry", e.File, "to", to)
 			continue
 		}
-		if err := d.ESP.Rename(path.Join(EntriesDir, e.File), path.Join(EntriesDir, to)); err != nil {
+		if err := d.ESP.Rename(path.Join(bootentry.EntriesDir, e.File), path.Join(bootentry.EntriesDir, to)); err != nil {
 			return fmt.Errorf("giving up on %s: %w", version, err)
 		}
 		d.log().Info("trial entry out of tries", "entry", to)

@@ -8,8 +8,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/internal/testutil"
-	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
 // TestFromBoot reads a real GPT made by sgdisk; only the sysfs tree that
@@ -38,7 +38,7 @@ func TestFromBoot(t *testing.T) {
 		writeFile(t, filepath.Join(sys, part, "partition"), []byte(fmt.Sprintln(i)))
 		writeFile(t, filepath.Join(dev, part), nil)
 	}
-	d, err := FromBoot(earlyinit.BootInfo{Slot: "b", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil)
+	d, err := FromBoot(bootrecord.BootInfo{Slot: "b", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil)
 	if err != nil {
 		t.Fatalf("FromBoot: %v", err)
 	}
@@ -46,7 +46,7 @@ func TestFromBoot(t *testing.T) {
 	if d.Running != "b" || d.Inactive() != "a" || !reflect.DeepEqual(d.Slots, want) {
 		t.Errorf("FromBoot = running %q inactive %q slots %v; want b, a, %v", d.Running, d.Inactive(), d.Slots, want)
 	}
-	if _, err := FromBoot(earlyinit.BootInfo{Slot: "a", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil); err == nil {
+	if _, err := FromBoot(bootrecord.BootInfo{Slot: "a", RootPARTUUID: uuidB}, DirESP(t.TempDir()), sys, dev, nil); err == nil {
 		t.Error("FromBoot with a boot record naming the wrong slot: want an error")
 	}
 }

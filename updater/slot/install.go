@@ -18,15 +18,9 @@ import (
 	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 
-	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/ctxio"
-	"github.com/plumb-os/plumb/updater/release"
-)
-
-// Paths of the boot files inside a release's root filesystem.
-const (
-	imageKernel = "boot/vmlinuz"
-	imageInitrd = "boot/initrd.img"
 )
 
 // squashfsCache bounds the squashfs reader's block cache: the boot files
@@ -78,15 +72,15 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 		src, dst string
 		want     release.Digest
 	}{
-		{imageKernel, builder.SlotKernel(s), facts.Kernel},
-		{imageInitrd, builder.SlotInitrd(s), facts.Initrd},
+		{bootentry.ImageKernel, bootentry.SlotKernel(s), facts.Kernel},
+		{bootentry.ImageInitrd, bootentry.SlotInitrd(s), facts.Initrd},
 	} {
 		if err := d.copyBootFile(ctx, sq, f.src, f.dst, f.want); err != nil {
 			return fmt.Errorf("installing slot %s: %w", s, err)
 		}
 	}
 	name, content := TrialEntry(facts, s, partUUID)
-	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(content), nil); err != nil {
+	if err := d.writeFile(path.Join(bootentry.EntriesDir, name), strings.NewReader(content), nil); err != nil {
 		return fmt.Errorf("installing slot %s: boot entry: %w", s, err)
 	}
 	d.log().Info("slot installed on trial", "slot", s, "version", facts.Version, "entry", name)
@@ -103,7 +97,7 @@ func TrialEntry(facts *release.Facts, slot, partUUID string) (name, content stri
 }
 
 func trialEntry(facts *release.Facts, slot, partUUID string, uki bool) (name, content string) {
-	e := builder.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
+	e := bootentry.Entry{Version: facts.Version, Slot: slot, PartUUID: strings.ToLower(partUUID), Cmdline: facts.Cmdline}
 	if p, err := facts.VerityParams(); err == nil && p != nil {
 		e.Verity = p.Cmdline()
 	}
@@ -129,9 +123,9 @@ func OpenBootFile(slotImage io.ReaderAt, size int64, which BootFile, want releas
 		return nil, fmt.Errorf("reading the release's squashfs: %w", err)
 	}
 	sq.SetCacheSize(squashfsCache)
-	name := imageKernel
+	name := bootentry.ImageKernel
 	if which == Initrd {
-		name = imageInitrd
+		name = bootentry.ImageInitrd
 	}
 	f, err := sq.Open(name)
 	if err != nil {

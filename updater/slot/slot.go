@@ -19,6 +19,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/updater/earlyinit"
 )
 
@@ -55,7 +57,7 @@ var (
 // boot record: the root partition's disk (read from its GPT, scanning the
 // disks under sysBlock and dev: "/sys/class/block" and "/dev") gives the
 // slots.
-func FromBoot(bi earlyinit.BootInfo, esp ESP, sysBlock, dev string, log *slog.Logger) (*Device, error) {
+func FromBoot(bi bootrecord.BootInfo, esp ESP, sysBlock, dev string, log *slog.Logger) (*Device, error) {
 	parts, err := earlyinit.ScanPartitions(sysBlock, dev, log)
 	if err != nil {
 		return nil, fmt.Errorf("finding slots: %w", err)
@@ -83,7 +85,7 @@ func FindSlots(parts []earlyinit.Partition, rootPARTUUID string) (map[string]Par
 	if root == nil {
 		return nil, "", fmt.Errorf("finding slots: root PARTUUID %q: expected one of the %d partitions found, got none", rootPARTUUID, len(parts))
 	}
-	running := earlyinit.SlotOf(root.Name)
+	running := disklayout.SlotOf(root.Name)
 	if running == "" {
 		return nil, "", fmt.Errorf("finding slots: root partition %s: expected a name like \"plumb-root-a\", got %q", root.Device, root.Name)
 	}
@@ -92,7 +94,7 @@ func FindSlots(parts []earlyinit.Partition, rootPARTUUID string) (map[string]Par
 		if p.Disk != root.Disk {
 			continue
 		}
-		if s := earlyinit.SlotOf(p.Name); s != "" {
+		if s := disklayout.SlotOf(p.Name); s != "" {
 			slots[s] = Partition{Device: p.Device, PARTUUID: strings.ToLower(p.PARTUUID)}
 		}
 	}

@@ -14,10 +14,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/earlyinit"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 const (
@@ -233,7 +233,7 @@ func newFixture(t *testing.T, running string) *fixture {
 	}
 	f.dev = &Device{ESP: DirESP(f.esp), Slots: slots, Running: running}
 	// The running slot's committed entry, as the builder writes it.
-	e := builder.Entry{Version: "1.0.0", Slot: running, PartUUID: slots[running].PARTUUID, Cmdline: "console=ttyS0"}
+	e := bootentry.Entry{Version: "1.0.0", Slot: running, PartUUID: slots[running].PARTUUID, Cmdline: "console=ttyS0"}
 	writeFile(t, filepath.Join(f.esp, "loader/entries", e.FileName()), []byte(e.Content()))
 	return f
 }
@@ -276,7 +276,7 @@ func (f *fixture) install(t *testing.T, facts *release.Facts) error {
 
 func (f *fixture) entryNames(t *testing.T) []string {
 	t.Helper()
-	names, err := f.dev.ESP.ReadDir(EntriesDir)
+	names, err := f.dev.ESP.ReadDir(bootentry.EntriesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func (f *fixture) entryNames(t *testing.T) []string {
 func TestInstallBoot(t *testing.T) {
 	f := newFixture(t, "a")
 	// A leftover entry of slot b from an earlier, failed trial.
-	old := builder.Entry{Version: "1.5.0", Slot: "b", PartUUID: uuidB}
+	old := bootentry.Entry{Version: "1.5.0", Slot: "b", PartUUID: uuidB}
 	writeFile(t, filepath.Join(f.esp, "loader/entries/plumb-1.5.0+0-3.conf"), []byte(old.Content()))
 	f.stage(t)
 	// The partition is written from its start and not truncated.
@@ -306,7 +306,7 @@ func TestInstallBoot(t *testing.T) {
 		t.Errorf("entries = %q, want %q", got, want)
 	}
 	content, err := os.ReadFile(filepath.Join(f.esp, "loader/entries/plumb-2.0.0+3.conf"))
-	want := builder.Entry{Version: "2.0.0", Slot: "b", PartUUID: uuidB, Cmdline: "console=ttyS0 panic=1"}.Content()
+	want := bootentry.Entry{Version: "2.0.0", Slot: "b", PartUUID: uuidB, Cmdline: "console=ttyS0 panic=1"}.Content()
 	if err != nil || string(content) != want {
 		t.Errorf("trial entry = %q, %v; want %q", content, err, want)
 	}

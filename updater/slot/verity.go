@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/plumb-os/plumb/builder"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/ctxio"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // ErrVerity: the hash tree computed from a written slot does not have the
@@ -85,7 +85,7 @@ func (d *Device) InstallUKI(ctx context.Context, uki io.Reader, facts *release.F
 	}
 	h := sha256.New()
 	cr := &countReader{r: io.TeeReader(io.LimitReader(ctxio.Reader(ctx, uki), want.Size+1), h)}
-	dst := builder.SlotUKI(s)
+	dst := bootentry.SlotUKI(s)
 	err = d.writeFile(dst, cr, func() error {
 		if sum := hex.EncodeToString(h.Sum(nil)); cr.n != want.Size || sum != strings.ToLower(want.SHA256) {
 			return fmt.Errorf("%s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s: %w", dst, want.Size, want.SHA256, cr.n, sum, ErrDigest)
@@ -96,7 +96,7 @@ func (d *Device) InstallUKI(ctx context.Context, uki io.Reader, facts *release.F
 		return fmt.Errorf("installing slot %s: %w", s, err)
 	}
 	name, content := trialEntry(facts, s, partUUID, true)
-	if err := d.writeFile(path.Join(EntriesDir, name), strings.NewReader(content), nil); err != nil {
+	if err := d.writeFile(path.Join(bootentry.EntriesDir, name), strings.NewReader(content), nil); err != nil {
 		return fmt.Errorf("installing slot %s: boot entry: %w", s, err)
 	}
 	d.log().Info("slot installed on trial", "slot", s, "version", facts.Version, "entry", name, "uki", dst)

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
-	"github.com/plumb-os/plumb/updater/release"
 )
 
 // TestFormatVerity writes a slot's tree from release facts: the right root

@@ -1,0 +1,233 @@
+// Package release owns the release facts that travel in each TUF target's
+// custom field: the publisher (plumb publish) writes them, the agent reads
+// them to choose what to install. The format is specified in release.md.
+package release
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+
+	"github.com/plumb-os/plumb/format/verity"
+)
+
+// Kinds of target.
+const (
+	KindFull      = "full"      // <hardware>/<version>/rootfs.sqfs
+	KindDelta     = "delta"     // <hardware>/<version>/from-<old>.delta
+	KindInstaller = "installer" // <hardware>/<version>/installer/{vmlinuz,initrd}
+	KindUKI       = "uki"       // <hardware>/<version>/uki-<slot>.efi (Secure Boot releases)
+)
+
+// Digest is a sha256 (lower-case hex) and a size in bytes.
+type Digest struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Facts is the custom field of a release target.
+type Facts struct {
+	Kind          string `json:"kind"`
+	Name          string `json:"name"` // recipe name
+	Hardware      string `json:"hardware"`
+	Version       string `json:"version"`
+	Channel       string `json:"channel"`
+	Rollout       int    `json:"rollout"` // percent of devices, 0..100
+	KernelRelease string `json:"kernel_release,omitempty"`
+	Cmdline       string `json:"cmdline,omitempty"` // the recipe's extra kernel command line
+
+	// Reference values, for installing and for attestation.
+	Rootfs Digest `json:"rootfs"` // the full image (for a delta: its result)
+	Kernel Digest `json:"kernel"`
+	Initrd Digest `json:"initrd"`
+
+	// Measured are the reference values for attestation: what the
+	// firmware, systemd-boot, the kernel's EFI stub and plumb-init measure
+	// into the TPM when a device boots this release (docs/attestation.md).
+	// Absent in facts published before attestation existed.
+	Measured *Measured `json:"measured,omitempty"`
+
+	// Verity describes the dm-verity hash tree the device writes after the
+	// image in its slot and checks before it arms a trial boot
+	// (format/verity/FORMAT.md). Absent for releases built without
+	// boot.verity.
+	Verity *verity.Facts `json:"verity,omitempty"`
+	// UKI lists, per slot, the signed Unified Kernel Image of releases
+	// built with boot.secure_boot (target UKIPath): a device installs the
+	// one of the slot it writes and boots it instead of kernel and initrd.
+	UKI map[string]Digest `json:"uki,omitempty"`
+
+	// For KindDelta: the release it applies to.
+	From       string `json:"from,omitempty"`
+	BaseSHA256 string `json:"base_sha256,omitempty"`
+}
+
+var (
+	nameRE         = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	factsVersionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*(-[0-9A-Za-z.-]+)?$`)
+)
+
+// Parse decodes and validates a custom field. Unknown keys are allowed
+// (newer publishers may add facts); wrong types and missing facts are not.
+func Parse(custom []byte) (*Facts, error) {
+	var f Facts
+	if err := json.Unmarshal(custom, &f); err != nil {
+		return nil, fmt.Errorf("release facts: %w", err)
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Validate checks the facts.
+func (f *Facts) Validate() error {
+	switch f.Kind {
+	case KindFull, KindDelta, KindInstaller, KindUKI:
+	default:
+		return fmt.Errorf("release facts: kind: expected full, delta, installer or uki, got %q", f.Kind)
+	}
+	if !nameRE.MatchString(f.Hardware) {
+		return fmt.Errorf("release facts: hardware: expected a name like \"qemu-x86_64\", got %q", f.Hardware)
+	}
+	if !factsVersionRE.MatchString(f.Version) {
+		return fmt.Errorf("release facts: version: expected a version like \"1.2.3\", got %q", f.Version)
+	}
+	if f.Channel == "" {
+		return fmt.Errorf("release facts: channel: expected a name, got nothing")
+	}
+	if f.Rollout < 0 || f.Rollout > 100 {
+		return fmt.Errorf("release facts: rollout: expected a percentage 0..100, got %d", f.Rollout)
+	}
+	if err := f.Rootfs.validate("rootfs"); err != nil {
+		return err
+	}
+	if f.Measured != nil {
+		if err := f.Measured.Validate(); err != nil {
+			return err
+		}
+	}
+	if f.Verity != nil {
+		if _, err := f.VerityParams(); err != nil {
+			return err
+		}
+	}
+	for slot, d := range f.UKI {
+		if slot != "a" && slot != "b" {
+			return fmt.Errorf("release facts: uki: expected slots a and b, got %q", slot)
+		}
+		if err := d.validate("uki." + slot); err != nil {
+			return err
+		}
+	}
+	if f.UKI != nil && f.Verity == nil {
+		return fmt.Errorf("release facts: uki: expected verity facts with it (a signed kernel mounts only a verified root)")
+	}
+	if f.Kind == KindDelta {
+		if !factsVersionRE.MatchString(f.From) {
+			return fmt.Errorf("release facts: from: expected the base version of the delta, got %q", f.From)
+		}
+		if !isSHA256(f.BaseSHA256) {
+			return fmt.Errorf("release facts: base_sha256: expected 64 hex digits, got %q", f.BaseSHA256)
+		}
+	}
+	return nil
+}
+
+// Measured holds the digests a boot of the release extends into the TPM's
+// sha256 PCRs, as lower-case hex.
+type Measured struct {
+	// Bootloader and Kernel are the PE/Authenticode sha256 of systemd-boot
+	// (EFI/BOOT/BOOTX64.EFI) and of the kernel (vmlinuz), which UEFI
+	// measures into PCR 4 as EV_EFI_BOOT_SERVICES_APPLICATION events.
+	Bootloader string `json:"bootloader_authenticode"`
+	Kernel     string `json:"kernel_authenticode"`
+	// Initrd is the sha256 of the initrd the kernel's EFI stub measures
+	// into PCR 9 (EV_EVENT_TAG "Linux initrd"); the same as facts.initrd.
+	Initrd string `json:"initrd_sha256"`
+	// Cmdline is, per slot ("a", "b"), the load options systemd-boot
+	// passes to the kernel and measures into PCR 12 (EV_IPL, UTF-16LE with
+	// its terminating NUL; the EFI stub measures the same bytes into PCR 9
+	// as "LOADED_IMAGE::LoadOptions").
+	Cmdline map[string]string `json:"cmdline"`
+	// PCR15 is the value plumb-init leaves in PCR 15: the rootfs sha256
+	// extended, then sha256 of the version (updater/earlyinit, measure.go).
+	PCR15 string `json:"pcr15"`
+}
+
+// Validate checks the reference values.
+func (m *Measured) Validate() error {
+	for _, c := range []struct{ field, v string }{
+		{"bootloader_authenticode", m.Bootloader}, {"kernel_authenticode", m.Kernel},
+		{"initrd_sha256", m.Initrd}, {"pcr15", m.PCR15},
+	} {
+		if !isSHA256(c.v) {
+			return fmt.Errorf("release facts: measured.%s: expected 64 hex digits, got %q", c.field, c.v)
+		}
+	}
+	if len(m.Cmdline) == 0 {
+		return fmt.Errorf("release facts: measured.cmdline: expected the command line of each slot, got none")
+	}
+	for slot, c := range m.Cmdline {
+		if slot == "" || c == "" {
+			return fmt.Errorf("release facts: measured.cmdline: expected a slot name and its command line, got %q: %q", slot, c)
+		}
+	}
+	return nil
+}
+
+// VerityParams returns the verity parameters of the facts (nil without
+// them), checked against the image size.
+func (f *Facts) VerityParams() (*verity.Params, error) {
+	if f.Verity == nil {
+		return nil, nil
+	}
+	p, err := f.Verity.Params("release facts: verity")
+	if err != nil {
+		return nil, err
+	}
+	if want := verity.DataBlocksFor(f.Rootfs.Size); p.DataBlocks != want {
+		return nil, fmt.Errorf("release facts: verity.data_blocks: expected %d for a rootfs of %d bytes, got %d", want, f.Rootfs.Size, p.DataBlocks)
+	}
+	return p, nil
+}
+
+func (d Digest) validate(field string) error {
+	if !isSHA256(d.SHA256) {
+		return fmt.Errorf("release facts: %s.sha256: expected 64 hex digits, got %q", field, d.SHA256)
+	}
+	if d.Size <= 0 {
+		return fmt.Errorf("release facts: %s.size: expected a positive size, got %d", field, d.Size)
+	}
+	return nil
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// TargetPath is where a full release lives in the repository.
+func TargetPath(hardware, version string) string {
+	return hardware + "/" + version + "/rootfs.sqfs"
+}
+
+// DeltaPath is where a delta from old to version lives.
+func DeltaPath(hardware, version, old string) string {
+	return hardware + "/" + version + "/from-" + old + ".delta"
+}
+
+// UKIPath is where a Secure Boot release's signed UKI for slot lives.
+func UKIPath(hardware, version, slot string) string {
+	return hardware + "/" + version + "/uki-" + slot + ".efi"
+}
+
+// InstallerPath is where a release's installer file ("vmlinuz" or
+// "initrd") lives; HTTP boot and PXE fetch them from there.
+func InstallerPath(hardware, version, file string) string {
+	return hardware + "/" + version + "/installer/" + file
+}
