@@ -36,11 +36,15 @@ func signedWith(key, cert string) func(string) string {
 //     rollback and why (no record from plumb-init). OVMF does not retry
 //     the disk by itself: the test marks the entry out of tries (below);
 //   - v4 (signed) installs into slot a, a byte of slot a is flipped while
-//     the device is off: dm-verity fails the boot, boot counting falls
-//     back, and the device reports plumb-init's verity error, in its log and
-//     in the status report the server keeps.
+//     the device is off: dm-verity fails the boot and plumb-init records
+//     why; after its tries (the test stands in for the last two) the device
+//     reports plumb-init's verity error, in its log and in the status
+//     report the server keeps.
+//
+// On this project's loaded 2-core machine it takes 20-25 minutes (four
+// image builds, about nine boots under TCG).
 func TestSecureBootVM(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
 	defer cancel()
 	f := newFleet(t, ctx, "qemu-secure")
 	other, err := sbkeys.Generate(filepath.Join(f.work, "other-owner"), "Another Owner", time.Now())
@@ -105,8 +109,15 @@ func TestSecureBootVM(t *testing.T) {
 	flipByte(t, d.disk, partition(t, d.man, disklayout.NameRootA).Start+3<<20)
 	vm = d.powerOn()
 	d.waitFor(0, `FATAL: boot failed" err=".*dm-verity: slot a does not match root hash`)
+	d.waitFor(0, `boot failure recorded" file=/data/plumb/boot-failure\.json`)
+	d.waitFor(0, `msg=rebooting`)
+	vm.Close()
+	// Boot counting's two remaining tries fail the same way (seen in a full
+	// run: three FATAL lines, then the committed slot); the test stands in
+	// for them to keep its time down, as for v3.
+	exhaustEntry(t, d, "plumb-4.0.0+")
+	vm = d.powerOn()
 	d.waitFor(0, `rolled back" from=4\.0\.0 to=2\.0\.0 reason="boot failed" detail="plumb-init: .*dm-verity: slot a does not match root hash`)
-	t.Logf("verity failures before the rollback: %d", strings.Count(vm.Console(), "FATAL: boot failed"))
 	vm.Close()
 
 	// The status report the server keeps shows the rollback with its reason.
