@@ -112,9 +112,9 @@ func TestSecureBootVM(t *testing.T) {
 	d.waitFor(0, `boot failure recorded" file=/data/plumb/boot-failure\.json`)
 	d.waitFor(0, `msg=rebooting`)
 	vm.Close()
-	// Boot counting's two remaining tries fail the same way (seen in a full
-	// run: three FATAL lines, then the committed slot); the test stands in
-	// for them to keep its time down, as for v3.
+	// Boot counting's remaining tries fail the same way (a full run showed
+	// the trial failing until its tries ran out, then the committed slot
+	// booting); the test stands in for them to keep its time down, as for v3.
 	exhaustEntry(t, d, "plumb-4.0.0+")
 	vm = d.powerOn()
 	d.waitFor(0, `rolled back" from=4\.0\.0 to=2\.0\.0 reason="boot failed" detail="plumb-init: .*dm-verity: slot a does not match root hash`)
