@@ -118,21 +118,25 @@ func TestSecureBootVM(t *testing.T) {
 	exhaustEntry(t, d, "plumb-4.0.0+")
 	vm = d.powerOn()
 	d.waitFor(0, `rolled back" from=4\.0\.0 to=2\.0\.0 reason="boot failed" detail="plumb-init: .*dm-verity: slot a does not match root hash`)
-	vm.Close()
 
-	// The status report the server keeps shows the rollback with its reason.
-	reps, _ := filepath.Glob(filepath.Join(f.reports, "*.json"))
-	if len(reps) != 1 {
-		t.Fatalf("device reports: %v", reps)
+	// The status report the server keeps shows the rollback with its
+	// reason (plumbd posts it after saving its state, asynchronously).
+	want := regexp.MustCompile(`"rollback": \{\s*"version": "4\.0\.0",\s*"slot": "a",\s*"reason": "boot failed",\s*"detail": "plumb-init: [^"]*dm-verity: slot a does not match root hash`)
+	var rep []byte
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+		reps, _ := filepath.Glob(filepath.Join(f.reports, "*.json"))
+		if len(reps) == 1 {
+			if rep, _ = os.ReadFile(reps[0]); want.Match(rep) {
+				break
+			}
+		}
 	}
-	rep, _ := os.ReadFile(reps[0])
-	if !regexp.MustCompile(`"rollback": \{\s*"version": "4\.0\.0",\s*"slot": "a",\s*"reason": "boot failed",\s*"detail": "plumb-init: [^"]*dm-verity: slot a does not match root hash`).Match(rep) {
+	vm.Close()
+	if !want.Match(rep) {
 		t.Errorf("the device's status report lacks the verity rollback:\n%s", rep)
 	}
 }
 
-// exhaustEntry renames the ESP's entry whose name starts with prefix to
-// <prefix>0-3.conf (out of tries); the VM must be off.
 func exhaustEntry(t *testing.T, d *device, prefix string) {
 	t.Helper()
 	var name string
