@@ -137,6 +137,8 @@ func TestSecureBootVM(t *testing.T) {
 	}
 }
 
+// exhaustEntry renames the ESP's entry whose name starts with prefix to
+// <prefix>0-3.conf (out of tries); the VM must be off.
 func exhaustEntry(t *testing.T, d *device, prefix string) {
 	t.Helper()
 	var name string
