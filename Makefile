@@ -20,7 +20,8 @@ export PLUMB_CACHE := $(CACHE)
 DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
-	gcc libc6-dev libssl-dev file containerd runc postgresql
+	gcc libc6-dev libssl-dev file containerd runc postgresql \
+	cryptsetup-bin sbsigntool binutils
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time
@@ -35,7 +36,7 @@ CLEANROOT_PKGS := debootstrap
 TEST_DEBS := linux-image-6.1.0-56-cloud-amd64 linux-image-6.1.0-55-cloud-amd64 busybox-static systemd-boot-efi \
 	containerd runc libc6 libgcc-s1 libseccomp2
 
-.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo cleanroot clean
+.PHONY: all deps deps-bench install-pkgs debs build test test-short lint bench demo demo-secure cleanroot clean
 
 all: build
 
@@ -101,6 +102,11 @@ demo: deps debs build
 cleanroot:
 	@$(MAKE) --no-print-directory install-pkgs PKGS="$(CLEANROOT_PKGS)"
 	bash scripts/cleanroot.sh $(CLEANROOT_DIR)
+
+# demo-secure: the same with dm-verity root slots and a signed boot chain
+# under OVMF's Secure Boot build (snakeoil keys; docs/verified-boot.md).
+demo-secure: deps debs build
+	SECURE_BOOT=1 OUT=$(OUT) bash scripts/demo.sh
 
 clean:
 	rm -rf bin out

@@ -21,6 +21,7 @@ import (
 
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/rootfs"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
@@ -57,8 +58,11 @@ type Options struct {
 	// Bootloader is the Debian package providing systemd-boot's EFI
 	// binary; default "systemd-boot-efi".
 	Bootloader string
-	Log        *slog.Logger
-	Progress   *progress.Reporter
+	// SecureBootKey and SecureBootCert, when set, replace the recipe's
+	// boot.secure_boot key and certificate (PEM files).
+	SecureBootKey, SecureBootCert string
+	Log                           *slog.Logger
+	Progress                      *progress.Reporter
 }
 
 // ErrBadInput marks build failures caused by the recipe or the options
@@ -75,13 +79,30 @@ type build struct {
 	store *fstree.Store
 	fetch *rootfs.Fetcher
 
-	kernel     *kernel      // step_kernel
-	tree       *fstree.Tree // step_rootfs
-	initrdPath string       // step_initramfs
-	rootfsPath string       // step_squashfs
-	diskPath   string       // step_disk
-	espBoot    *fstree.Node // step_fetch: systemd-boot's EFI binary
-	disk       *diskResult  // step_disk
+	kernel     *kernel        // step_kernel
+	tree       *fstree.Tree   // step_rootfs
+	initrdPath string         // step_initramfs
+	rootfsPath string         // step_squashfs
+	diskPath   string         // step_disk
+	espBoot    *fstree.Node   // step_fetch: systemd-boot's EFI binary
+	disk       *diskResult    // step_disk
+	verity     *verity.Params // step_verity, with boot.verity
+	verityPath string
+	stub       *fstree.Node // step_fetch: systemd's UKI stub
+	sb         *secureBoot  // step_secureboot, with boot.secure_boot
+}
+
+// outputs are the files this build moves into the output directory, the
+// manifest not included.
+func (b *build) outputs() []string {
+	out := append([]string{}, outputs...)
+	if b.verity != nil {
+		out = append(out, VerityFile)
+	}
+	if b.sb != nil {
+		out = append(out, UKIFile("a"), UKIFile("b"))
+	}
+	return out
 }
 
 // Build runs every step for r and returns the manifest it wrote.
@@ -154,6 +175,8 @@ func (b *build) run(ctx context.Context) (*Manifest, error) {
 		{"root filesystem", b.assembleRootfs},
 		{"initramfs", b.buildInitramfs},
 		{"squashfs", b.writeSquashfs},
+		{"verity", b.writeVerity},
+		{"secure boot", b.signBootChain},
 		{"disk image", b.writeDisk},
 		{"installer", b.writeInstaller},
 	}
@@ -182,7 +205,7 @@ func (b *build) publish(out string, m *Manifest) error {
 	if err := os.Remove(filepath.Join(out, ManifestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("replacing the manifest: %w", err)
 	}
-	for _, name := range append(outputs, ManifestFile) {
+	for _, name := range append(b.outputs(), ManifestFile) {
 		if err := os.Rename(filepath.Join(b.work, name), filepath.Join(out, name)); err != nil {
 			return fmt.Errorf("moving %s into %s: %w", name, out, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/atomicfile"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
@@ -37,6 +38,9 @@ type Manifest struct {
 	// Measured are the reference values for attestation: what booting
 	// this release measures into the TPM (release.Measured).
 	Measured *release.Measured `json:"measured,omitempty"`
+	// Verity describes the root image's dm-verity hash tree (builds with
+	// boot.verity; format/verity).
+	Verity *verity.Facts `json:"verity,omitempty"`
 }
 
 // Artifact is one output file.
@@ -80,7 +84,7 @@ func (b *build) manifest() (*Manifest, error) {
 		Name: b.r.Name, Version: b.r.Version, Hardware: b.r.Hardware, Channel: b.r.Channel,
 		Epoch: b.epoch, KernelRelease: b.kernel.release,
 	}
-	for _, name := range outputs {
+	for _, name := range b.outputs() {
 		d, err := digestFile(filepath.Join(b.work, name))
 		if err != nil {
 			return nil, err
@@ -97,6 +101,9 @@ func (b *build) manifest() (*Manifest, error) {
 		m.Partitions = append(m.Partitions, Partition{Index: p.Index, Name: p.Name, Type: p.TypeGUID, PartUUID: p.PartUUID, Start: p.Start, Size: p.Size})
 	}
 	m.Cmdline = b.disk.entry.Options()
+	if b.verity != nil {
+		m.Verity = b.verity.Facts()
+	}
 	me, err := b.measured(m)
 	switch {
 	case errors.Is(err, authenticode.ErrNotPE):
@@ -135,7 +142,7 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
 	for _, p := range b.disk.layout.Partitions() {
 		if slot := disklayout.SlotOf(p.Name); slot != "" {
-			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
 		}
 	}
 	return me, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/diskimg"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
@@ -38,7 +39,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 			rootA = p.PartUUID
 		}
 	}
-	entry := bootentry.Entry{Version: b.r.Version, Slot: disklayout.A, PartUUID: rootA, Cmdline: b.r.Kernel.Cmdline}
+	entry := bootentry.Entry{Version: b.r.Version, Slot: disklayout.A, PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline, UKI: b.sb != nil}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
@@ -47,8 +48,17 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 		{Path: bootentry.Bootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
 		{Path: bootentry.EntriesDir + "/" + entry.Name(), Source: fstree.Bytes(entry.Content()), Size: int64(len(entry.Content()))},
-		{Path: bootentry.SlotKernel(disklayout.A), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
-		{Path: bootentry.SlotInitrd(disklayout.A), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()},
+	}
+	if b.sb != nil {
+		fi, err := os.Stat(b.sb.ukis[string(disklayout.A)])
+		if err != nil {
+			return err
+		}
+		esp = append(esp, diskimg.ESPFile{Path: bootentry.SlotUKI(disklayout.A), Source: fstree.HostFile(b.sb.ukis[string(disklayout.A)]), Size: fi.Size()})
+	} else {
+		esp = append(esp,
+			diskimg.ESPFile{Path: bootentry.SlotKernel(disklayout.A), Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+			diskimg.ESPFile{Path: bootentry.SlotInitrd(disklayout.A), Source: fstree.HostFile(b.initrdPath), Size: initrd.Size()})
 	}
 	if err := b.checkSizes(esp); err != nil {
 		return err
@@ -63,6 +73,9 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	})
 	if err != nil {
 		return fmt.Errorf("disk image: %w", err)
+	}
+	if err := b.writeVerityToDisk(parts[1].Start); err != nil {
+		return err
 	}
 	b.disk = &diskResult{partitions: parts, entry: entry, layout: layout}
 	// The kernel goes beside the outputs too (direct boot, installer).
@@ -103,6 +116,9 @@ func (b *build) checkSizes(esp []diskimg.ESPFile) error {
 	}
 	if root.Size() > int64(b.r.Partitions.Root) {
 		return fmt.Errorf("%w: %s: partitions.root: %s is too small for the root filesystem image of %s", ErrBadInput, b.r.Origin, b.r.Partitions.Root, recipe.Size(root.Size()))
+	}
+	if need := verity.SlotSize(root.Size()); b.verity != nil && need > int64(b.r.Partitions.Root) {
+		return fmt.Errorf("%w: %s: partitions.root: %s is too small for the root filesystem image and its verity hash tree (%s)", ErrBadInput, b.r.Origin, b.r.Partitions.Root, recipe.Size(need))
 	}
 	// Two slots' kernels and initrds must fit, so that an update can
 	// install the other slot's beside the running one's.

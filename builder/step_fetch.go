@@ -45,5 +45,8 @@ func (b *build) fetchPackages(ctx context.Context, _ *progress.Step) error {
 		return fmt.Errorf("%w: package %s has no %s", ErrBadInput, b.opts.Bootloader, bootloaderEFI)
 	}
 	b.espBoot = n
+	if s := t.Get(stubEFI); s != nil && s.IsRegular() {
+		b.stub = s
+	}
 	return nil
 }

@@ -5,12 +5,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/plumb-os/plumb/builder/initramfs"
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
+
+// modules are the recipe's modules and, with boot.verity, dm_verity (and
+// through modules.dep dm_mod and dm_bufio). A kernel given as a bare file
+// without modules must have dm-verity built in.
+func (b *build) modules() []string {
+	m := b.r.Kernel.Modules
+	if b.r.Boot.Verity && b.kernel.release != "" && !slices.Contains(m, "dm_verity") && !slices.Contains(m, "dm-verity") {
+		m = append(slices.Clone(m), "dm_verity")
+	}
+	return m
+}
 
 // buildInitramfs writes the initramfs (plumb-init plus the modules the
 // recipe names, with their dependencies) and puts it into the root
@@ -29,7 +41,7 @@ func (b *build) buildInitramfs(ctx context.Context, _ *progress.Step) error {
 		Init:          b.opts.Init,
 		KernelTree:    b.kernel.tree,
 		KernelRelease: b.kernel.release,
-		Modules:       b.r.Kernel.Modules,
+		Modules:       b.modules(),
 		ModTime:       b.epoch,
 		TempDir:       b.work,
 		Log:           b.log,

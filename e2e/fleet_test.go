@@ -17,6 +17,7 @@ import (
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/store"
 	"github.com/plumb-os/plumb/testvm"
 )
 
@@ -156,6 +157,8 @@ type device struct {
 	disk string
 	man  *builder.Manifest
 	vm   *testvm.VM
+	// secureBoot boots OVMF's Secure Boot build with the snakeoil keys.
+	secureBoot bool
 }
 
 // flash makes a device named name from a build's disk image; t is the
@@ -178,7 +181,11 @@ func (f *fleet) flash(t *testing.T, build, name string) *device {
 // powerOn starts the VM (again); the previous run must have ended.
 func (d *device) powerOn() *testvm.VM {
 	d.t.Helper()
-	vm, err := testvm.Start(d.f.ctx, d.dir, testvm.WithDisk(d.disk), testvm.WithTPM(), testvm.WithGuestForward(443, d.f.port))
+	opts := []testvm.Option{testvm.WithDisk(d.disk), testvm.WithTPM(), testvm.WithGuestForward(443, d.f.port)}
+	if d.secureBoot {
+		opts = append(opts, testvm.WithSecureBoot())
+	}
+	vm, err := testvm.Start(d.f.ctx, d.dir, opts...)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -258,4 +265,23 @@ func (f *fleet) lastReport(id string) string {
 		return ""
 	}
 	return string(d.Report)
+}
+
+// reports is the last status report of every device of the fleet's
+// organization (default), as the fleet service keeps them.
+func (f *fleet) reports() []string {
+	st := f.srv.Store()
+	org, err := st.OrgByName(f.ctx, "default")
+	if err != nil {
+		return nil
+	}
+	devs, err := st.Devices(f.ctx, store.DeviceQuery{Org: org.ID})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, d := range devs {
+		out = append(out, string(d.Report))
+	}
+	return out
 }

@@ -3,8 +3,21 @@
 #   build v1 and v2 of the default recipe, publish both to a local TUF
 #   repository, serve it over HTTPS on 127.0.0.1, boot v1 in QEMU (OVMF +
 #   swtpm), and watch plumbd pull v2 into slot b, reboot and commit it.
+#   SECURE_BOOT=1 (make demo-secure): the verified recipe (dm-verity root
+#   slots), its boot chain signed with OVMF's snakeoil db key, booted under
+#   OVMF's Secure Boot build (docs/verified-boot.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+secure=()
+vmflags=()
+if [ "${SECURE_BOOT:-}" = 1 ]; then
+	RECIPE=${RECIPE:-recipes/qemu-x86_64-verified.yaml}
+	mkdir -p "${OUT:-$PWD/out}"
+	key=${OUT:-$PWD/out}/snakeoil.key  # Debian's snakeoil db key, passphrase "snakeoil"
+	openssl pkey -in /usr/share/ovmf/PkKek-1-snakeoil.key -passin pass:snakeoil -out "$key"
+	secure=(--secure-boot-key "$key" --secure-boot-cert /usr/share/ovmf/PkKek-1-snakeoil.pem)
+	vmflags=(--secure-boot)
+fi
 recipe=${RECIPE:-recipes/qemu-x86_64.yaml}
 out=${OUT:-$PWD/out}/demo
 cache=${PLUMB_CACHE:-$PWD/.cache}
@@ -34,7 +47,7 @@ for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-to
 agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem" --join-token "$out/repo/join-token")
 for v in "$v1" "$v2"; do
 	step "building $recipe as version $v"
-	$plumb build "$recipe" -o "$out/v$v" --cache "$cache" --version "$v" "${agent[@]}"
+	$plumb build "$recipe" -o "$out/v$v" --cache "$cache" --version "$v" "${agent[@]}" "${secure[@]}"
 	step "publishing $v"
 	$plumb publish "$out/repo" --release "$out/v$v"
 done
@@ -42,9 +55,9 @@ $plumb repo ls "$out/repo"
 
 step "booting $v1 (console in $out/vm/console.log); plumbd will pull $v2"
 start=$(date +%s)
-$plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" \
+$plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" "${vmflags[@]}" \
 	--until "release committed\" version=$v2" --timeout 10m \
-	| grep --line-buffered -E 'plumbd .* started|plumb: status|level=(INFO|WARN|ERROR) msg="(metadata refreshed|downloading|slot written|slot installed|rebooting into|release committed|rolled back|update check failed)' \
+	| grep --line-buffered -E 'plumbd .* started|plumb: status|level=(INFO|WARN|ERROR) msg="(root mapped through dm-verity|metadata refreshed|downloading|slot written|slot installed|rebooting into|release committed|rolled back|update check failed)' \
 	| cut -c1-200
 echo
 echo "demo: $v1 -> $v2 committed on slot b, $(( $(date +%s) - start ))s after power-on"

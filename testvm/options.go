@@ -16,6 +16,7 @@ type options struct {
 	initrd     string
 	cmdline    string
 	uefi       bool
+	secureBoot bool
 	tpm        bool
 	forwards   []forward
 	memoryMiB  int

@@ -145,14 +145,14 @@ func TestMachineVarsKept(t *testing.T) {
 		t.Fatalf("%s not found: run make deps (apt-get install ovmf)", ovmfVars)
 	}
 	dir := t.TempDir()
-	p, err := machineVars(dir)
+	p, err := machineVars(dir, toolOVMFVars)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p, []byte("boot entries"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := machineVars(dir); err != nil {
+	if _, err := machineVars(dir, toolOVMFVars); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "boot entries" {

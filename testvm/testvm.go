@@ -115,10 +115,14 @@ func Start(ctx context.Context, dir string, opts ...Option) (*VM, error) {
 		return nil, fmt.Errorf("creating vm dir: %w", err)
 	}
 	if o.uefi {
-		if p.ovmfCode, err = toolOVMFCode.find(); err != nil {
+		code, vars := toolOVMFCode, toolOVMFVars
+		if o.secureBoot {
+			code, vars = toolOVMFCodeSecure, toolOVMFVarsSecure
+		}
+		if p.ovmfCode, err = code.find(); err != nil {
 			return nil, err
 		}
-		if p.ovmfVars, err = machineVars(dir); err != nil {
+		if p.ovmfVars, err = machineVars(dir, vars); err != nil {
 			return nil, err
 		}
 	}
@@ -388,11 +392,18 @@ type paths struct {
 // qemuArgs builds QEMU's command line. Disks and the NIC sit at fixed
 // PCI slots so that a kept OVMF vars file keeps finding its boot disk.
 func qemuArgs(o *options, p *paths) []string {
+	machine := "q35"
+	if o.secureBoot {
+		machine = "q35,smm=on" // the secboot build keeps its vars in SMM
+	}
 	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-smp", "1",
+		"-machine", machine, "-accel", "tcg", "-smp", "1",
 		"-m", strconv.Itoa(o.memoryMiB),
 		"-display", "none", "-no-user-config", "-nodefaults",
 		"-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
+	}
+	if o.secureBoot {
+		args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
 	}
 	if p.ovmfCode != "" {
 		args = append(args,
@@ -445,14 +456,14 @@ func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // machineVars returns dir/OVMF_VARS.fd, copying the pristine vars file
 // there first if it is absent.
-func machineVars(dir string) (string, error) {
+func machineVars(dir string, pristine tool) (string, error) {
 	dst := filepath.Join(dir, "OVMF_VARS.fd")
 	if _, err := os.Stat(dst); err == nil {
 		return dst, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("checking ovmf vars: %w", err)
 	}
-	src, err := toolOVMFVars.find()
+	src, err := pristine.find()
 	if err != nil {
 		return "", err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/verity"
 )
 
 const (
@@ -99,7 +100,7 @@ func testDisk(t *testing.T, sqfs string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootMiB := fi.Size()/mib + 1
+	rootMiB := verity.SlotSize(fi.Size())/mib + 1 // room for a verity tree
 	dataImg := filepath.Join(t.TempDir(), "data.ext4")
 	if out, err := exec.CommandContext(t.Context(), "mkfs.ext4", "-q", "-F", "-L", "plumb-data", dataImg, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)

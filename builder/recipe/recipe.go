@@ -41,6 +41,7 @@ type Recipe struct {
 	Agent       *Agent      `yaml:"agent"`       // nil when the recipe has no agent section
 	Partitions  Partitions  `yaml:"partitions"`  // defaults filled in
 	Compression Compression `yaml:"compression"` // defaults filled in
+	Boot        Boot        `yaml:"boot"`        // verified boot; all off by default
 
 	// Origin is the file name the recipe was parsed from, as given to Load
 	// or Parse; it prefixes error messages.
@@ -257,6 +258,37 @@ const (
 	MinData     = 32 * MiB
 )
 
+// Boot configures verified boot (docs/verified-boot.md).
+type Boot struct {
+	// Verity maps the root slots through dm-verity: the builder writes the
+	// hash tree after the squashfs and puts its root hash on the kernel
+	// command line and into the release facts (format/verity).
+	Verity bool `yaml:"verity"`
+	// SecureBoot, when set, signs systemd-boot and one Unified Kernel
+	// Image per slot with the owner's db key. Requires Verity.
+	SecureBoot *SecureBoot `yaml:"secure_boot"`
+}
+
+// SecureBoot names the owner's Secure Boot signing key (made by
+// `plumb keys secureboot`).
+type SecureBoot struct {
+	Key  string `yaml:"key"`  // host path of the PEM private key (absolute after Load)
+	Cert string `yaml:"cert"` // host path of its PEM certificate, enrolled in db (absolute after Load)
+}
+
+// Validate checks the verified boot settings.
+func (b *Boot) Validate() error {
+	if b.SecureBoot != nil {
+		if !b.Verity {
+			return fieldErr("secure_boot", "expected verity: true with it (a signed kernel must not mount an unverified root)")
+		}
+		if b.SecureBoot.Key == "" || b.SecureBoot.Cert == "" {
+			return fieldErr("secure_boot", "expected key and cert (PEM files, see plumb keys secureboot)")
+		}
+	}
+	return nil
+}
+
 // Compression configures the root filesystem's squashfs compression.
 type Compression struct {
 	Algorithm string `yaml:"algorithm"`  // only "zstd"; default "zstd"
@@ -421,6 +453,10 @@ func (r *Recipe) hostPaths() []hostPath {
 	}
 	for i := range r.Files {
 		add(fmt.Sprintf("files[%d].source", i), &r.Files[i].Source, "file")
+	}
+	if sb := r.Boot.SecureBoot; sb != nil {
+		add("boot.secure_boot.key", &sb.Key, "file")
+		add("boot.secure_boot.cert", &sb.Cert, "file")
 	}
 	if a := r.Agent; a != nil {
 		add("agent.root", &a.Root, "file")

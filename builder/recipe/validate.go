@@ -107,6 +107,9 @@ func (r *Recipe) validate() error {
 	if err := r.Compression.Validate(); err != nil {
 		return within("compression", err)
 	}
+	if err := r.Boot.Validate(); err != nil {
+		return within("boot", err)
+	}
 	return nil
 }
 

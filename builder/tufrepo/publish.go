@@ -164,6 +164,21 @@ func publishEntries(m *builder.Manifest, buildDir, rootfs string, f *release.Fac
 	for _, a := range m.Artifacts {
 		arts[a.Name] = a
 	}
+	if f.UKI != nil {
+		u := *f
+		u.Kind = release.KindUKI
+		raw, err := json.Marshal(&u)
+		if err != nil {
+			return nil, err
+		}
+		for _, slot := range []string{"a", "b"} {
+			src := filepath.Join(buildDir, builder.UKIFile(slot))
+			if _, err := os.Stat(src); err != nil {
+				return nil, invalid("%s: expected the build's signed UKI: %w", src, err)
+			}
+			entries = append(entries, publishEntry{path: release.UKIPath(f.Hardware, f.Version, slot), src: src, digest: f.UKI[slot], custom: raw})
+		}
+	}
 	kernel, okK := arts[builder.KernelFile]
 	initrd, okI := arts[builder.InstallerInitrdFile]
 	if !okK || !okI {
@@ -225,6 +240,7 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 		Kernel:        release.Digest{SHA256: m.Kernel.SHA256, Size: m.Kernel.Size},
 		Initrd:        release.Digest{SHA256: m.Initrd.SHA256, Size: m.Initrd.Size},
 		Measured:      m.Measured,
+		Verity:        m.Verity,
 	}
 	if p.Channel != "" {
 		f.Channel = p.Channel
@@ -235,6 +251,14 @@ func factsFor(m *builder.Manifest, rootfsPath string, p PublishOptions) (*releas
 	for _, a := range m.Artifacts {
 		if a.Name == builder.RootfsFile {
 			f.Rootfs = release.Digest{SHA256: a.SHA256, Size: a.Size}
+		}
+		for _, slot := range []string{"a", "b"} {
+			if a.Name == builder.UKIFile(slot) {
+				if f.UKI == nil {
+					f.UKI = map[string]release.Digest{}
+				}
+				f.UKI[slot] = release.Digest{SHA256: a.SHA256, Size: a.Size}
+			}
 		}
 	}
 	if f.Rootfs.SHA256 == "" {
@@ -255,7 +279,13 @@ func extraCmdline(m *builder.Manifest) string {
 			rootA = p.PartUUID
 		}
 	}
-	base := bootentry.Entry{Version: m.Version, Slot: disklayout.A, PartUUID: rootA}.Options()
+	e := bootentry.Entry{Version: m.Version, Slot: disklayout.A, PartUUID: rootA}
+	if m.Verity != nil {
+		if p, err := m.Verity.Params("verity"); err == nil {
+			e.Verity = p.Cmdline()
+		}
+	}
+	base := e.Options()
 	if rest, ok := strings.CutPrefix(m.Cmdline, base); ok {
 		return strings.TrimSpace(rest)
 	}

@@ -38,6 +38,10 @@ const (
 func SlotKernel(s disklayout.Slot) string { return "/plumb/" + string(s) + "/vmlinuz" }
 func SlotInitrd(s disklayout.Slot) string { return "/plumb/" + string(s) + "/initrd.img" }
 
+// SlotUKI is the ESP path of a slot's signed Unified Kernel Image
+// (Secure Boot releases).
+func SlotUKI(s disklayout.Slot) string { return "/plumb/" + string(s) + "/uki.efi" }
+
 // LoaderConf (loader/loader.conf) boots the first entry at once. Entries carry sort-key and
 // version, so systemd-boot puts the newest release first and, with boot
 // counting, an entry out of tries last.
@@ -55,7 +59,12 @@ type Entry struct {
 	Version  string          // the release version, as published ("1.2.0-rc.1+build.7")
 	Slot     disklayout.Slot // the slot it boots
 	PartUUID string          // of the slot's root partition, lower case
+	Verity   string          // the dm-verity words (format/verity Params.Cmdline), or ""
 	Cmdline  string          // the recipe's extra command line
+	// UKI: the entry starts the slot's signed Unified Kernel Image
+	// (SlotUKI), whose own .cmdline holds Options, instead of the kernel
+	// and initrd.
+	UKI bool
 	// Counting tells whether the name carries a boot counter (a trial):
 	// TriesLeft boots left, TriesDone boots tried ("+2-1").
 	Counting             bool
@@ -97,7 +106,11 @@ func (e Entry) Exhausted() bool { return e.Counting && e.TriesLeft == 0 }
 
 // Options is the kernel command line the entry boots with.
 func (e Entry) Options() string {
-	return strings.TrimSpace("root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + string(e.Slot) + " " + e.Cmdline)
+	opts := "root=PARTUUID=" + e.PartUUID + " ro plumb.slot=" + string(e.Slot)
+	if e.Verity != "" {
+		opts += " " + e.Verity
+	}
+	return strings.TrimSpace(opts + " " + e.Cmdline)
 }
 
 // LoadOptions is the command line systemd-boot hands to the kernel for this
@@ -111,6 +124,10 @@ func (e Entry) LoadOptions() string {
 // form systemd-boot orders entries by, so it boots the newest release
 // first exactly when release.CompareVersions says it is newest.
 func (e Entry) Content() string {
+	if e.UKI {
+		return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nefi %s\n",
+			e.Version, e.Slot, e.Version, SlotUKI(e.Slot))
+	}
 	return fmt.Sprintf("title Plumb %s (slot %s)\nsort-key plumb\nversion %s\nlinux %s\ninitrd %s\noptions %s\n",
 		e.Version, e.Slot, release.BootVersion(e.Version), SlotKernel(e.Slot), SlotInitrd(e.Slot), e.Options())
 }
@@ -156,7 +173,7 @@ func Parse(name, content string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	var linux string
+	var linux, efi string
 	for _, line := range strings.Split(content, "\n") {
 		key, val, _ := strings.Cut(strings.TrimSpace(line), " ")
 		val = strings.TrimSpace(val)
@@ -169,18 +186,29 @@ func Parse(name, content string) (Entry, error) {
 				}
 				if s, ok := strings.CutPrefix(o, "plumb.slot="); ok {
 					e.Slot = disklayout.Slot(s)
-					e.Cmdline = strings.Join(f[i+1:], " ")
+					rest := f[i+1:]
+					var verity []string
+					for len(rest) > 0 && strings.HasPrefix(rest[0], "plumb.verity") {
+						verity, rest = append(verity, rest[0]), rest[1:]
+					}
+					e.Verity, e.Cmdline = strings.Join(verity, " "), strings.Join(rest, " ")
 				}
 			}
 		case "linux":
 			linux = val
+		case "efi":
+			efi = val
 		}
 	}
-	if e.Slot == "" {
-		for _, s := range disklayout.Slots {
-			if linux == SlotKernel(s) {
+	for _, s := range disklayout.Slots {
+		if efi != "" && efi == SlotUKI(s) {
+			e.UKI = true
+			if e.Slot == "" {
 				e.Slot = s
 			}
+		}
+		if e.Slot == "" && linux == SlotKernel(s) {
+			e.Slot = s
 		}
 	}
 	return e, nil

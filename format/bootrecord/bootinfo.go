@@ -40,6 +40,11 @@ type BootInfo struct {
 	MeasureError string `json:"measure_error,omitempty"`
 	RootfsSHA256 string `json:"rootfs_sha256,omitempty"`
 	RootfsSize   int64  `json:"rootfs_size,omitempty"`
+	// VerityRootHash is the dm-verity root hash the root was mapped with
+	// (plumb.verity.root on the command line), empty when the root is
+	// mounted without verity; VerityDevice is the verified device.
+	VerityRootHash string `json:"verity_root_hash,omitempty"`
+	VerityDevice   string `json:"verity_device,omitempty"`
 	// InitMillis is the time the early init took, from its start to
 	// handing over to the real init; UptimeMillis is the kernel's uptime
 	// at that point.

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+
+	"github.com/plumb-os/plumb/format/verity"
 )
 
 // Kinds of target.
@@ -14,6 +16,7 @@ const (
 	KindFull      = "full"      // <hardware>/<version>/rootfs.sqfs
 	KindDelta     = "delta"     // <hardware>/<version>/from-<old>.delta
 	KindInstaller = "installer" // <hardware>/<version>/installer/{vmlinuz,initrd}
+	KindUKI       = "uki"       // <hardware>/<version>/uki-<slot>.efi (Secure Boot releases)
 )
 
 // Digest is a sha256 (lower-case hex) and a size in bytes.
@@ -46,6 +49,15 @@ type Facts struct {
 
 	// Approved, when set, is the operator's approval (approval.go).
 	Approved *Approval `json:"approved,omitempty"`
+	// Verity describes the dm-verity hash tree the device writes after the
+	// image in its slot and checks before it arms a trial boot
+	// (format/verity/FORMAT.md). Absent for releases built without
+	// boot.verity.
+	Verity *verity.Facts `json:"verity,omitempty"`
+	// UKI lists, per slot, the signed Unified Kernel Image of releases
+	// built with boot.secure_boot (target UKIPath): a device installs the
+	// one of the slot it writes and boots it instead of kernel and initrd.
+	UKI map[string]Digest `json:"uki,omitempty"`
 
 	// For KindDelta: the release it applies to.
 	From       string `json:"from,omitempty"`
@@ -85,9 +97,9 @@ func Parse(custom []byte) (*Facts, error) {
 // Validate checks the facts.
 func (f *Facts) Validate() error {
 	switch f.Kind {
-	case KindFull, KindDelta, KindInstaller:
+	case KindFull, KindDelta, KindInstaller, KindUKI:
 	default:
-		return fmt.Errorf("release facts: kind: expected full, delta or installer, got %q", f.Kind)
+		return fmt.Errorf("release facts: kind: expected full, delta, installer or uki, got %q", f.Kind)
 	}
 	if !validName(f.Hardware) {
 		return fmt.Errorf("release facts: hardware: expected a name like \"qemu-x86_64\", got %q", f.Hardware)
@@ -116,6 +128,22 @@ func (f *Facts) Validate() error {
 		if err := f.Approved.Validate(); err != nil {
 			return err
 		}
+	}
+	if f.Verity != nil {
+		if _, err := f.VerityParams(); err != nil {
+			return err
+		}
+	}
+	for slot, d := range f.UKI {
+		if slot != "a" && slot != "b" {
+			return fmt.Errorf("release facts: uki: expected slots a and b, got %q", slot)
+		}
+		if err := d.validate("uki." + slot); err != nil {
+			return err
+		}
+	}
+	if f.UKI != nil && f.Verity == nil {
+		return fmt.Errorf("release facts: uki: expected verity facts with it (a signed kernel mounts only a verified root)")
 	}
 	if f.Kind == KindDelta {
 		if !ValidVersion(f.From) {
@@ -170,6 +198,22 @@ func (m *Measured) Validate() error {
 	return nil
 }
 
+// VerityParams returns the verity parameters of the facts (nil without
+// them), checked against the image size.
+func (f *Facts) VerityParams() (*verity.Params, error) {
+	if f.Verity == nil {
+		return nil, nil
+	}
+	p, err := f.Verity.Params("release facts: verity")
+	if err != nil {
+		return nil, err
+	}
+	if want := verity.DataBlocksFor(f.Rootfs.Size); p.DataBlocks != want {
+		return nil, fmt.Errorf("release facts: verity.data_blocks: expected %d for a rootfs of %d bytes, got %d", want, f.Rootfs.Size, p.DataBlocks)
+	}
+	return p, nil
+}
+
 func (d Digest) validate(field string) error {
 	if !isSHA256(d.SHA256) {
 		return fmt.Errorf("release facts: %s.sha256: expected 64 hex digits, got %q", field, d.SHA256)
@@ -196,6 +240,11 @@ func TargetPath(hardware, version string) string {
 // DeltaPath is where a delta from old to version lives.
 func DeltaPath(hardware, version, old string) string {
 	return hardware + "/" + version + "/from-" + old + ".delta"
+}
+
+// UKIPath is where a Secure Boot release's signed UKI for slot lives.
+func UKIPath(hardware, version, slot string) string {
+	return hardware + "/" + version + "/uki-" + slot + ".efi"
 }
 
 // InstallerPath is where a release's installer file ("vmlinuz" or

@@ -85,7 +85,7 @@ func TestPlumbdDeps(t *testing.T) {
 func TestPlumbInitDeps(t *testing.T) {
 	allowed := []string{
 		module + "cmd/plumb-init", module + "updater/earlyinit", module + "internal/ctxio",
-		module + "format/bootrecord", module + "format/disklayout", module + "format/release",
+		module + "format/bootrecord", module + "format/disklayout", module + "format/release", module + "format/verity",
 		"golang.org/x/sys/unix", "github.com/diskfs/go-diskfs/partition", "github.com/diskfs/go-diskfs/backend",
 		"github.com/google/uuid", // go-diskfs's GPT reader
 	}

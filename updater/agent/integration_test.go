@@ -39,6 +39,7 @@ import (
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/device"
@@ -70,6 +71,7 @@ partitions:
   esp: 33MiB
   root: 16MiB
   data: 32MiB
+boot: {verity: true}
 `
 
 const (
@@ -486,6 +488,17 @@ func TestRefusedUpdates(t *testing.T) {
 
 // installV2 publishes v2 and runs the poll that installs it into slot b,
 // checking everything the install leaves behind.
+// verityFile opens a slot file for verity.Check.
+func verityFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 func installV2(t *testing.T, r *rig, a *Agent) {
 	t.Helper()
 	installed, err := a.Poll(t.Context())
@@ -516,7 +529,16 @@ func installV2(t *testing.T, r *rig, a *Agent) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 	entry := string(readFile(t, filepath.Join(r.espDir, "loader", "entries", v2Trial)))
-	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots[disklayout.B].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 1.2.0~rc.1\n", "title Plumb 1.2.0-rc.1+build.7 (slot b)\n"} {
+	// The verity tree was written after the image before the trial entry
+	// (format/verity), and the entry boots with v2's root hash.
+	vp, err := r.rel[v2].m.Verity.Params("verity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verity.Check(verityFile(t, r.slots[disklayout.B].Device), vp); err != nil {
+		t.Errorf("slot b's verity tree: %v", err)
+	}
+	for _, want := range []string{"linux /plumb/b/vmlinuz\n", "root=PARTUUID=" + r.slots[disklayout.B].PARTUUID, "plumb.slot=b", "sort-key plumb\n", "version 1.2.0~rc.1\n", "title Plumb 1.2.0-rc.1+build.7 (slot b)\n", vp.Cmdline()} {
 		if !strings.Contains(entry, want) {
 			t.Errorf("trial entry lacks %q:\n%s", want, entry)
 		}
@@ -911,5 +933,53 @@ func TestAttestedCommitWithoutReferences(t *testing.T) {
 	}
 	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2ID + "+0-1.conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
+	}
+}
+
+// TestRollbackDetail: a trial of v2 in slot b whose boots ran out rolls
+// back; the agent explains it with plumb-init's record of its fatal error
+// for slot b (a dm-verity I/O error here), saved as rollback.json for
+// plumbd status, and removes the record. Without a record for the slot it
+// says the boot failed before plumb-init ran.
+func TestRollbackDetail(t *testing.T) {
+	for _, withRecord := range []bool{true, false} {
+		t.Run(fmt.Sprint("record=", withRecord), func(t *testing.T) {
+			r := newRig(t, tufrepo.Options{})
+			a := r.agent(t, "a", v1, nil)
+			if err := a.Settle(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			r.publish(t, v2)
+			installV2(t, r, a)
+			bootTrial(t, r, "plumb-2.0.0+0-3.conf")
+			// plumb-init's record lives on the data partition: the parent of
+			// the state directory.
+			dataRoot := filepath.Dir(r.dataDir)
+			rec := filepath.Join(dataRoot, bootrecord.BootFailureFile)
+			if withRecord {
+				writeFile(t, rec, []byte(`{"slot":"b","root_partuuid":"x","reason":"mounting root /dev/mapper/plumb-root (squashfs) on /newroot: input/output error","time":"2026-01-01T00:00:00Z"}`))
+			}
+			back := r.agent(t, "a", v1, nil)
+			if err := back.Settle(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			rb := LoadRollback(r.dataDir)
+			if rb == nil || rb.Version != v2 || rb.Slot != "b" || rb.Reason != "boot failed" {
+				t.Fatalf("rollback report = %+v", rb)
+			}
+			want := "no record from plumb-init for slot b"
+			if withRecord {
+				want = "plumb-init: mounting root /dev/mapper/plumb-root (squashfs) on /newroot: input/output error"
+				if _, err := os.Stat(rec); !os.IsNotExist(err) {
+					t.Errorf("plumb-init's record was not removed (stat: %v)", err)
+				}
+			}
+			if !strings.HasPrefix(rb.Detail, want) {
+				t.Errorf("detail = %q, want it to start with %q", rb.Detail, want)
+			}
+			if st := r.state(t); st.Bad[v2] != "boot failed" {
+				t.Errorf("state bad = %v", st.Bad)
+			}
+		})
 	}
 }

@@ -180,6 +180,8 @@ func (a *Agent) Settle(ctx context.Context) error {
 			why = prev // the trial boot said why (a failed health check)
 		}
 		failed, failedSlot := a.state.Version, a.state.Slot
+		rb := a.rollbackDetail(failed, string(failedSlot), why)
+		a.saveRollback(rb) // a report: before the state, so that its save reports it
 		a.state.MarkBad(failed, why)
 		a.state.Event = fmt.Sprintf("rolled back from %s: %s", failed, why)
 		a.state.Phase, a.state.Version, a.state.Slot = PhaseIdle, "", ""
@@ -191,7 +193,7 @@ func (a *Agent) Settle(ctx context.Context) error {
 		if err := a.Device.Discard(failedSlot); err != nil {
 			a.log().Error("removing the failed entry", "err", err)
 		}
-		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why)
+		a.log().Warn("rolled back", "from", failed, "to", running, "reason", why, "detail", rb.Detail)
 		if err := a.runHook(ctx, a.Config.Hooks, config.StageRollback, running, append(a.hookEnv(running), "PLUMB_FAILED_VERSION="+failed)...); err != nil {
 			a.log().Error("rollback hook failed", "err", err)
 		}
@@ -459,7 +461,32 @@ func (a *Agent) finishInstall(ctx context.Context, facts *release.Facts, path st
 	}
 	defer img.Close()
 	part := a.Device.Slots[to]
-	if err := a.Device.InstallBoot(ctx, img, n, facts, part.PARTUUID); err != nil {
+	if facts.Verity != nil {
+		// The tree goes after the image through a writable handle; the
+		// check reads it back before any boot entry is written.
+		w, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("installing %s into slot %s: %w", facts.Version, to, err)
+		}
+		capacity, err := w.Seek(0, io.SeekEnd)
+		if err == nil {
+			err = a.Device.FormatVerity(w, capacity, n, facts)
+		}
+		if err == nil {
+			err = w.Sync()
+		}
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("installing %s into slot %s: %w", facts.Version, to, err)
+		}
+	}
+	if facts.UKI != nil {
+		if err := a.installUKI(ctx, facts, string(to), part.PARTUUID); err != nil {
+			return err
+		}
+	} else if err := a.Device.InstallBoot(ctx, img, n, facts, part.PARTUUID); err != nil {
 		return err
 	}
 	a.state.Phase = PhaseEntry

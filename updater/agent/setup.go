@@ -123,6 +123,8 @@ type Status struct {
 	// Workloads is the reconciler's last report (status.json), when the
 	// device runs workloads.
 	Workloads *reconcile.Status `json:"workloads,omitempty"`
+	// Rollback explains the last failed trial boot (RollbackFile).
+	Rollback *Rollback `json:"rollback,omitempty"`
 }
 
 // Env is what New set up, for the hooks it is given (WithAttestation).
@@ -246,7 +248,7 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 			}
 			last = key
 			s := *st
-			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws}, nil)
+			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws, Rollback: LoadRollback(dir)}, nil)
 		}
 	}
 	if facts.TPM.Present && o.attest != nil {

@@ -8,16 +8,21 @@
 //  2. load the modules listed in /lib/modules/load-order
 //  3. find the partition of root=PARTUUID=<uuid> by reading the GPT of every
 //     disk, retrying for up to 10 s while devices appear
-//  4. with a TPM: hash the slot's squashfs image and extend PCR 15 with it
-//     ("plumb.rootfs", measure.go)
-//  5. mount it read-only (squashfs) on /newroot, a tmpfs on /newroot/run,
+//  4. with plumb.verity.* on the command line: map the slot through the
+//     device mapper's verity target (dmverity.go, format/verity), so that
+//     every block read from here on is checked against the signed root
+//     hash; a mismatch is an I/O error, and fatal
+//  5. with a TPM: hash the slot's squashfs image (through dm-verity when
+//     mapped: a corrupted block anywhere fails the boot) and extend PCR 15
+//     with it ("plumb.rootfs", measure.go)
+//  6. mount it read-only (squashfs) on /newroot, a tmpfs on /newroot/run,
 //     and overlays with a tmpfs upper layer on /etc and /var; with a TPM,
 //     extend PCR 15 with the image's release version ("plumb.release")
 //     and log both extends to /newroot/run/plumb/measurements.json
-//  6. mount the disk's "plumb-data" partition (ext4) on /newroot/data; if
+//  7. mount the disk's "plumb-data" partition (ext4) on /newroot/data; if
 //     that fails, boot on without /data (it is never formatted here)
-//  7. write BootInfo to /newroot/run/plumb/boot.json
-//  8. move /dev, /proc and /sys into the new root, free the initramfs,
+//  8. write BootInfo to /newroot/run/plumb/boot.json
+//  9. move /dev, /proc and /sys into the new root, free the initramfs,
 //     switch root and exec /sbin/init (or init= from the command line)
 //
 // A missing TPM or a failed measurement is not fatal: the boot goes on and
@@ -29,6 +34,7 @@ package earlyinit
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +51,7 @@ import (
 
 	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/verity"
 )
 
 // Names the early init relies on.
@@ -130,8 +137,29 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		RootDevice:   root.Device,
 	}
 	log.Info("root found", "device", root.Device, "partition", root.Name, "slot", bi.Slot)
+	if data != nil {
+		failureTarget.bi, failureTarget.dataDev = &bi, data.Device
+	}
 	if bi.CmdlineSlot != "" && bi.CmdlineSlot != string(bi.Slot) {
 		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
+	}
+
+	// 3b. With plumb.verity.* on the command line, every block of the root
+	// is checked against the hash tree from here on (format/verity).
+	rootDev := root.Device
+	vp, err := verity.FromCmdline(cmdline)
+	switch {
+	case errors.Is(err, verity.ErrNone):
+	case err != nil:
+		return err
+	default:
+		start := time.Now()
+		rootDev, err = openVerity(root.Device, vp, VerityName)
+		if err != nil {
+			return err
+		}
+		bi.VerityRootHash, bi.VerityDevice = hex.EncodeToString(vp.RootHash), rootDev
+		log.Info("root mapped through dm-verity", "device", rootDev, "root_hash", bi.VerityRootHash, "data_blocks", vp.DataBlocks, "ms", time.Since(start).Milliseconds())
 	}
 
 	// 4. Measure the image before anything reads it as a filesystem.
@@ -139,14 +167,20 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	if v := cmdline["rootfstype"]; v != "" {
 		fstype = v
 	}
-	m := measureRootfs(ctx, root.Device, fstype, &bi, log)
+	m, err := measureRootfs(ctx, rootDev, fstype, &bi, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(bootrecord.NewRoot, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", bootrecord.NewRoot, err)
 	}
-	if err := unix.Mount(root.Device, bootrecord.NewRoot, fstype, unix.MS_RDONLY, ""); err != nil {
-		return fmt.Errorf("mounting root %s (%s) on %s: %w", root.Device, fstype, bootrecord.NewRoot, err)
+	if err := unix.Mount(rootDev, bootrecord.NewRoot, fstype, unix.MS_RDONLY, ""); err != nil {
+		if bi.VerityDevice != "" && errors.Is(err, unix.EIO) {
+			return fmt.Errorf("mounting root %s (%s) on %s: %w (dm-verity: a block of slot %s does not match root hash %s)", rootDev, fstype, bootrecord.NewRoot, err, bi.Slot, bi.VerityRootHash)
+		}
+		return fmt.Errorf("mounting root %s (%s) on %s: %w", rootDev, fstype, bootrecord.NewRoot, err)
 	}
-	log.Info("mounted root", "device", root.Device, "fstype", fstype, "dir", bootrecord.NewRoot)
+	log.Info("mounted root", "device", rootDev, "fstype", fstype, "dir", bootrecord.NewRoot)
 	if err := unix.Mount("tmpfs", bootrecord.NewRoot+"/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 		return fmt.Errorf("mounting tmpfs on %s/run (the root must have a /run directory): %w", bootrecord.NewRoot, err)
 	}
@@ -169,6 +203,7 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 			log.Error("mounting data failed: booting without /data", "device", data.Device, "err", err)
 		} else {
 			bi.DataMounted = true
+			failureTarget.mounted = bootrecord.NewRoot + "/data"
 			log.Info("mounted data", "device", data.Device, "dir", "/data")
 		}
 	}
@@ -190,35 +225,43 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 }
 
 // measureRootfs extends PCR 15 with the root image's sha256. It returns
-// nil when there is no TPM or the measurement failed (bi says which).
-func measureRootfs(ctx context.Context, dev, fstype string, bi *bootrecord.BootInfo, log *slog.Logger) *measurer {
+// nil when there is no TPM or the measurement failed (bi says which). On a
+// dm-verity root, reading the image checks every block: an I/O error there
+// is corruption, and fatal.
+func measureRootfs(ctx context.Context, dev, fstype string, bi *bootrecord.BootInfo, log *slog.Logger) (*measurer, error) {
 	tpm, err := openTPM(tpmDevices)
 	if err != nil {
 		bi.MeasureError = err.Error()
 		log.Warn("not measuring the root: no TPM", "err", err)
-		return nil
+		return nil, nil
 	}
+	var fatal error
 	fail := func(err error) *measurer {
 		tpm.Close()
+		if bi.VerityDevice != "" && errors.Is(err, unix.EIO) {
+			fatal = fmt.Errorf("dm-verity: slot %s does not match root hash %s: %w", bi.Slot, bi.VerityRootHash, err)
+			return nil
+		}
 		bi.MeasureError = err.Error()
 		log.Error("measuring the root failed: booting unmeasured", "err", err)
 		return nil
 	}
 	if fstype != "squashfs" {
-		return fail(fmt.Errorf("root filesystem type %s: only squashfs images are measured", fstype))
+		return fail(fmt.Errorf("root filesystem type %s: only squashfs images are measured", fstype)), nil
 	}
 	start := time.Now()
 	sum, size, err := HashImage(ctx, dev)
 	if err != nil {
-		return fail(err)
+		m := fail(err)
+		return m, fatal
 	}
 	m := &measurer{tpm: tpm}
 	if err := m.extend(bootrecord.RootfsMeasurement(sum)); err != nil {
-		return fail(err)
+		return fail(err), nil
 	}
 	bi.RootfsSHA256, bi.RootfsSize = sum, size
 	log.Info("measured root", "pcr", bootrecord.MeasurePCR, "sha256", sum, "bytes", size, "ms", time.Since(start).Milliseconds())
-	return m
+	return m, nil
 }
 
 // measureRelease extends PCR 15 with the mounted image's release version
@@ -346,6 +389,9 @@ func switchRoot(initPath string, con *console, log *slog.Logger) error {
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("switching root: chroot: %w", err)
 	}
+	if failureTarget.mounted != "" {
+		failureTarget.mounted = "/data"
+	}
 	if err := os.Chdir("/"); err != nil {
 		return fmt.Errorf("switching root: %w", err)
 	}
@@ -427,6 +473,13 @@ func uptimeMillis() int64 {
 // command line waits forever. It never returns.
 func fail(log *slog.Logger, err error) {
 	log.Error("FATAL: boot failed", "err", err)
+	if os.Getpid() == 1 {
+		if rerr := recordFailure(err); rerr != nil {
+			log.Warn("boot failure not recorded on the data partition", "err", rerr)
+		} else {
+			log.Info("boot failure recorded", "file", "/data/"+bootrecord.BootFailureFile)
+		}
+	}
 	if raw, rerr := os.ReadFile("/proc/cmdline"); rerr == nil && ParseCmdline(string(raw)).Has("plumb.debug") {
 		log.Error("plumb.debug is set: not rebooting; waiting forever")
 		for {

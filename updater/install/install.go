@@ -40,6 +40,7 @@ import (
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/internal/diskimg"
 	"github.com/plumb-os/plumb/internal/errclass"
@@ -260,6 +261,22 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	if err := disk.Sync(); err != nil {
 		return nil, fmt.Errorf("syncing slot A: %w", err)
+	}
+	if vp, err := f.VerityParams(); err != nil || vp != nil {
+		if err == nil {
+			err = slot.FormatVerity(verity.Section{RW: disk, Start: rootA.Start, Size: rootA.Size}, rootA.Size, n, vp, r.log.Info)
+		}
+		if err == nil {
+			err = disk.Sync()
+		}
+		if err != nil {
+			if zerr := zero(disk, rootA.Start, min(rootA.Size, verity.SlotSize(n))); zerr != nil {
+				err = errors.Join(err, zerr)
+			}
+			r.say("release %s failed: %v; the partition table was not written", f.Version, err)
+			return nil, fmt.Errorf("release %s: %w", f.Version, err)
+		}
+		r.say("verity tree written after the image and checked: root hash %x", vp.RootHash)
 	}
 
 	// 4. Partition table; clear slot B's start (a forced disk's leftovers).

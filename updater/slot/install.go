@@ -91,8 +91,18 @@ func (d *Device) InstallBoot(ctx context.Context, slotImage io.ReaderAt, size in
 // TrialEntry returns the file name (plumb-<version>+3.conf, bootentry.NewTrial) and content of
 // the boot-counting trial entry for a release installed in slot, whose root
 // partition is partUUID.
+// The entry boots the slot's kernel and initrd (the installer's and
+// non-Secure-Boot releases' way); InstallUKI writes one that starts the UKI.
 func TrialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string) (name, content string) {
+	return trialEntry(facts, slot, partUUID, false)
+}
+
+func trialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string, uki bool) (name, content string) {
 	e := bootentry.NewTrial(facts.Version, slot, partUUID, facts.Cmdline)
+	if p, err := facts.VerityParams(); err == nil && p != nil {
+		e.Verity = p.Cmdline()
+	}
+	e.UKI = uki
 	return e.Name(), e.Content()
 }
 

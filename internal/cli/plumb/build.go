@@ -31,6 +31,8 @@ type buildOptions struct {
 	ca        string
 	quiet     bool
 	jsonOut   bool
+	sbKey     string
+	sbCert    string
 }
 
 func newBuildCmd(e *cli.Env) *cobra.Command {
@@ -65,6 +67,8 @@ byte-identical outputs.`,
 	f.StringVar(&o.joinToken, "join-token", "", "agent.join_token: file holding the organization's join token (plumb serve writes DIR/join-token)")
 	f.BoolVarP(&o.quiet, "quiet", "q", os.Getenv("CI") != "", "print nothing but errors (default in CI)")
 	f.BoolVar(&o.jsonOut, "json", false, "print the manifest as JSON")
+	f.StringVar(&o.sbKey, "secure-boot-key", "", "sign systemd-boot and the slots' UKIs with this PEM db key (replaces the recipe's boot.secure_boot.key; needs boot.verity)")
+	f.StringVar(&o.sbCert, "secure-boot-cert", "", "the PEM certificate of --secure-boot-key")
 	cmd.MarkFlagRequired("output")
 	return cmd
 }
@@ -79,6 +83,17 @@ func runBuild(ctx context.Context, e *cli.Env, o buildOptions) error {
 			return cli.BadInput(fmt.Errorf("--version: expected a version like 1.2.3, got %q", o.version))
 		}
 		r.Version = o.version
+	}
+	if (o.sbKey == "") != (o.sbCert == "") {
+		return cli.BadInput(fmt.Errorf("--secure-boot-key and --secure-boot-cert: expected both or neither"))
+	}
+	for _, p := range []string{o.sbKey, o.sbCert} {
+		if fi, err := os.Stat(p); p != "" && (err != nil || !fi.Mode().IsRegular()) {
+			return cli.BadInput(fmt.Errorf("--secure-boot-key/--secure-boot-cert: expected a PEM file, got %q", p))
+		}
+	}
+	if o.sbKey != "" && !r.Boot.Verity {
+		return cli.BadInput(fmt.Errorf("--secure-boot-key: %s: expected boot.verity: true in the recipe (a signed kernel must not mount an unverified root)", o.recipe))
 	}
 	if err := overrideAgent(r, o); err != nil {
 		return err
@@ -98,6 +113,7 @@ func runBuild(ctx context.Context, e *cli.Env, o buildOptions) error {
 	m, err := builder.Build(ctx, r, builder.Options{
 		OutDir: o.out, CacheDir: o.cache, Agent: o.agent, Init: o.init,
 		Epoch: epoch, Log: e.Log, Progress: rep,
+		SecureBootKey: o.sbKey, SecureBootCert: o.sbCert,
 	})
 	if err != nil {
 		return err

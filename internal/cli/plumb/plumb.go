@@ -15,7 +15,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cli.Execute(ctx, cli.Command{
 		Name: "plumb", Short: "Build, publish and verify Plumb OS images", Logger: cli.NewLogger,
 		Verbs: func(e *cli.Env) []*cobra.Command {
-			return []*cobra.Command{newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e), newDeltaCmd(e), newPlumbAttestCmd(e), newFleetCmd(e), newRolloutCmd(e), newExportCmd(e), newPlumbApproveCmd(e)}
+			return []*cobra.Command{newBuildCmd(e), newVMCmd(e), newRepoCmd(e), newPublishCmd(e), newServeCmd(e), newDeltaCmd(e), newPlumbAttestCmd(e), newFleetCmd(e), newRolloutCmd(e), newExportCmd(e), newPlumbApproveCmd(e), newKeysCmd(e)}
 		},
 	}, args, stdout, stderr)
 }

@@ -20,6 +20,7 @@ type vmRunOptions struct {
 	image    string
 	dir      string
 	tpm      bool
+	secure   bool
 	inPlace  bool
 	until    string
 	timeout  time.Duration
@@ -48,6 +49,7 @@ otherwise it runs until the guest powers off or Ctrl-C.`,
 	f := run.Flags()
 	f.StringVar(&o.dir, "dir", "", "VM directory (disk copy, OVMF vars, TPM state, console log); default IMAGE's dir/vm")
 	f.BoolVar(&o.tpm, "tpm", true, "attach a TPM 2.0 (swtpm)")
+	f.BoolVar(&o.secure, "secure-boot", false, "OVMF's Secure Boot build with Debian's snakeoil keys enrolled (boots images signed with /usr/share/ovmf/PkKek-1-snakeoil.key); use a fresh --dir")
 	f.BoolVar(&o.inPlace, "in-place", false, "boot IMAGE itself, not a copy")
 	f.StringVar(&o.until, "until", "", "stop when a console line matches this regular expression")
 	f.DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: no limit)")
@@ -84,6 +86,9 @@ func runVM(ctx context.Context, e *cli.Env, o vmRunOptions) error {
 		}
 	}
 	opts := []testvm.Option{testvm.WithDisk(disk), testvm.WithMemory(o.memory), testvm.WithConsoleOutput(e.Stdout), testvm.WithLogger(e.Log)}
+	if o.secure {
+		opts = append(opts, testvm.WithSecureBoot())
+	}
 	if o.tpm {
 		opts = append(opts, testvm.WithTPM())
 	}

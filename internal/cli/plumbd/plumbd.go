@@ -58,6 +58,7 @@ func runStatus(_ context.Context, e *cli.Env, o statusOptions) error {
 	if s, err := agent.LoadState(filepath.Join(o.root, agent.DataDir(cfg), agent.StateFile)); err == nil {
 		st.Update = s
 	}
+	st.Rollback = agent.LoadRollback(filepath.Join(o.root, agent.DataDir(cfg)))
 	// Status only reads: the key file is made by plumbd run, not here.
 	keyFile := filepath.Join(o.root, agent.DataDir(cfg), agent.IdentityFile)
 	if _, err := os.Stat(keyFile); err != nil {

@@ -1,0 +1,112 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/plumb-os/plumb/builder/uki"
+	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/fstree"
+	"github.com/plumb-os/plumb/internal/progress"
+)
+
+// stubEFI is systemd's EFI stub for UKIs, in the systemd-boot-efi package.
+const stubEFI = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+// UKIFile is the signed Unified Kernel Image of a slot ("uki-a.efi"), an
+// output of builds with boot.secure_boot: its command line boots that
+// slot's root partition through dm-verity with this release's root hash.
+func UKIFile(slot string) string { return "uki-" + slot + ".efi" }
+
+// secureBoot is what the secure boot step produced.
+type secureBoot struct {
+	key, cert string
+	ukis      map[string]string // slot -> signed UKI in the work directory
+}
+
+// signBootChain makes and signs, with the owner's db key, one UKI per slot
+// and systemd-boot. The UKI's .cmdline is the slot's boot entry options
+// (root partition, verity root hash, the recipe's command line): under
+// Secure Boot the stub ignores any command line systemd-boot passes.
+func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
+	key, cert := b.opts.SecureBootKey, b.opts.SecureBootCert
+	if sb := b.r.Boot.SecureBoot; sb != nil && key == "" {
+		key, cert = sb.Key, sb.Cert
+	}
+	if key == "" {
+		return nil
+	}
+	if b.verity == nil {
+		return fmt.Errorf("%w: %s: boot.secure_boot: expected boot.verity: true with it", ErrBadInput, b.r.Origin)
+	}
+	if b.stub == nil {
+		return fmt.Errorf("%w: package %s has no %s (the UKI stub)", ErrBadInput, b.opts.Bootloader, stubEFI)
+	}
+	dir := filepath.Join(b.work, "uki")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	spill := func(name string, src fstree.Source) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, copySource(p, src)
+	}
+	stub, err := spill("linuxx64.efi.stub", b.stub.Source)
+	if err != nil {
+		return err
+	}
+	linux, err := spill("vmlinuz", b.kernel.image.Source)
+	if err != nil {
+		return err
+	}
+	osrel := filepath.Join(dir, "os-release")
+	if err := os.WriteFile(osrel, []byte(b.osRelease()), 0o644); err != nil {
+		return err
+	}
+	sb := &secureBoot{key: key, cert: cert, ukis: map[string]string{}}
+	layout := disklayout.Layout{Seed: b.r.Name + "/" + b.r.Hardware, ESPSize: int64(b.r.Partitions.ESP), RootSize: int64(b.r.Partitions.Root), DataSize: int64(b.r.Partitions.Data)}
+	for _, p := range layout.Partitions() {
+		slot := string(disklayout.SlotOf(p.Name))
+		if slot == "" {
+			continue
+		}
+		e := bootentry.Entry{Version: b.r.Version, Slot: disklayout.Slot(slot), PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
+		cmdline := filepath.Join(dir, "cmdline-"+slot)
+		if err := os.WriteFile(cmdline, []byte(e.Options()), 0o644); err != nil {
+			return err
+		}
+		unsigned := filepath.Join(dir, "uki-"+slot+".unsigned.efi")
+		if err := uki.Assemble(ctx, unsigned, uki.Parts{Stub: stub, Linux: linux, Initrd: b.initrdPath, Cmdline: cmdline, OSRelease: osrel}); err != nil {
+			return err
+		}
+		out := filepath.Join(b.work, UKIFile(slot))
+		if err := uki.Sign(ctx, key, cert, unsigned, out); err != nil {
+			return fmt.Errorf("%w: signing the UKI of slot %s: %w", ErrBadInput, slot, err)
+		}
+		sb.ukis[slot] = out
+	}
+	boot, err := spill("systemd-bootx64.efi", b.espBoot.Source)
+	if err != nil {
+		return err
+	}
+	signed := filepath.Join(b.work, "systemd-bootx64.signed.efi")
+	if err := uki.Sign(ctx, key, cert, boot, signed); err != nil {
+		return fmt.Errorf("%w: signing systemd-boot: %w", ErrBadInput, err)
+	}
+	fi, err := os.Stat(signed)
+	if err != nil {
+		return err
+	}
+	b.espBoot = &fstree.Node{Mode: 0o644, Size: fi.Size(), Source: fstree.HostFile(signed)}
+	b.sb = sb
+	b.log.Debug("boot chain signed", "ukis", len(sb.ukis), "cert", cert)
+	return nil
+}
+
+// osRelease is the UKI's .osrel section.
+func (b *build) osRelease() string {
+	return fmt.Sprintf("NAME=Plumb\nID=plumb\nPRETTY_NAME=\"Plumb %s %s\"\nVERSION_ID=%s\nIMAGE_ID=%s\nIMAGE_VERSION=%s\n",
+		b.r.Name, b.r.Version, b.r.Version, b.r.Name, b.r.Version)
+}
