@@ -32,8 +32,8 @@ import (
 )
 
 // Outcomes gives the per-release outcomes the halt decision needs. The
-// fleet service's store implements it; ReportOutcomes reads the status
-// reports plumb serve keeps until then.
+// fleet service's store (server/store) implements it from each device's
+// history of authenticated status reports.
 type Outcomes interface {
 	// ReleaseOutcomes returns how many devices of hardware tried version
 	// (downloaded, installed, booted or committed it, or failed it) and

@@ -14,14 +14,15 @@ import (
 	"github.com/plumb-os/plumb/builder"
 	"github.com/plumb-os/plumb/builder/tufrepo"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/server/store"
 )
 
 const hw = "qemu-x86_64"
 
-// The outcomes in these tests come from ReportOutcomes over status report
-// files as plumb serve stores them (server/reports.go). It stands in for
-// the fleet service's store (server/store on branch i12-fleet), whose
-// ReleaseOutcomes has the same signature and answers from its history.
+// The outcomes in these tests come from a real fleet store (server/store
+// on a SQLite file in the test's directory), the one plumb serve passes to
+// its halt controller: each device joins an organization and its reports'
+// release outcomes are recorded as plumb serve records them.
 
 func fakeBuild(t *testing.T, version string) string {
 	t.Helper()
@@ -44,39 +45,17 @@ func fakeBuild(t *testing.T, version string) string {
 	return dir
 }
 
-// writeReport stores a device's last report the way plumb serve does.
-func writeReport(t *testing.T, dir, id string, status map[string]any) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"device": map[string]string{"id": id}, "status": status})
-	rep, _ := json.Marshal(map[string]any{"id": id, "received_at": time.Now().UTC(), "remote": "127.0.0.1:1", "report": json.RawMessage(body)})
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, id+".json"), rep, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func running(version string) map[string]any {
-	return map[string]any{"release": map[string]string{"hardware": hw, "version": version},
-		"update": map[string]any{"phase": "committed", "version": version}}
-}
-
-func rolledBack(from, to string) map[string]any {
-	return map[string]any{"release": map[string]string{"hardware": hw, "version": to},
-		"update": map[string]any{"phase": "idle", "bad": map[string]string{from: "health check failed"}}}
-}
-
 type rig struct {
-	dir, reports string
-	now          time.Time
-	w            *Watcher
+	dir string
+	now time.Time
+	w   *Watcher
+	st  *store.Store
+	org string
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{dir: filepath.Join(t.TempDir(), "repo"), now: time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)}
-	r.reports = filepath.Join(r.dir, "reports")
 	opts := tufrepo.Options{Now: func() time.Time { return r.now }}
 	if err := tufrepo.Init(t.Context(), r.dir, opts); err != nil {
 		t.Fatal(err)
@@ -90,9 +69,44 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 	}
-	r.w = &Watcher{Dir: r.dir, RepoOptions: opts, Outcomes: ReportOutcomes{Dir: r.reports},
+	if r.st, err = store.Open(t.Context(), filepath.Join(t.TempDir(), "fleet.db"), store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.st.Close() })
+	org, err := r.st.CreateOrg(t.Context(), "default", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.org = org.ID
+	r.w = &Watcher{Dir: r.dir, RepoOptions: opts, Outcomes: r.st,
 		Policy: Policy{Threshold: 0.25, MinSample: 8}, Audit: &FileAudit{Path: filepath.Join(r.dir, "audit.jsonl")}}
 	return r
+}
+
+// report adds device id to the fleet store and records a report of it
+// with the given release outcomes (hardware hw unless the outcome says).
+func (r *rig) report(t *testing.T, id string, outcomes ...store.Outcome) {
+	t.Helper()
+	ctx := t.Context()
+	if err := r.st.AddDevice(ctx, &store.Device{ID: id, OrgID: r.org, PublicKey: []byte("key of " + id), JoinedBy: "join token test"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range outcomes {
+		if outcomes[i].Hardware == "" {
+			outcomes[i].Hardware = hw
+		}
+	}
+	if err := r.st.RecordReport(ctx, id, &store.Report{At: r.now, Body: []byte(`{}`), Hardware: hw, Outcomes: outcomes}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func committed(version string) store.Outcome {
+	return store.Outcome{Version: version, Outcome: store.OutcomeCommitted}
+}
+
+func failed(version string) store.Outcome {
+	return store.Outcome{Version: version, Outcome: store.OutcomeFailed, Reason: "health check failed"}
 }
 
 func (r *rig) facts(t *testing.T, version string) release.Facts {
@@ -114,34 +128,6 @@ func (r *rig) facts(t *testing.T, version string) release.Facts {
 	return release.Facts{}
 }
 
-func TestReportOutcomes(t *testing.T) {
-	dir := t.TempDir()
-	writeReport(t, dir, "a", running("2.0.0"))             // tried, ok
-	writeReport(t, dir, "b", rolledBack("2.0.0", "1.0.0")) // tried, failed
-	writeReport(t, dir, "c", map[string]any{"release": map[string]string{"hardware": hw, "version": "1.0.0"},
-		"update": map[string]any{"phase": "rebooting", "version": "2.0.0"}}) // tried (installed, rebooting into it)
-	writeReport(t, dir, "c2", map[string]any{"release": map[string]string{"hardware": hw, "version": "1.0.0"},
-		"update": map[string]any{"phase": "downloading", "version": "2.0.0"}}) // not tried yet
-	writeReport(t, dir, "d", running("1.0.0"))                                                                     // not tried
-	writeReport(t, dir, "e", map[string]any{"release": map[string]string{"hardware": "rpi4", "version": "2.0.0"}}) // other hardware
-	os.WriteFile(filepath.Join(dir, "f.json"), []byte("not json"), 0o644)
-	os.WriteFile(filepath.Join(dir, "Bad Name.json"), []byte("{}"), 0o644)
-	outside := filepath.Join(t.TempDir(), "outside.json")
-	writeReport(t, filepath.Dir(outside), "outside", rolledBack("2.0.0", "1.0.0"))
-	os.Symlink(filepath.Join(filepath.Dir(outside), "outside.json"), filepath.Join(dir, "g.json")) // a link out: not followed
-
-	tried, failed, err := ReportOutcomes{Dir: dir}.ReleaseOutcomes(t.Context(), hw, "2.0.0")
-	if err != nil || tried != 3 || failed != 1 {
-		t.Errorf("ReleaseOutcomes = %d tried, %d failed, %v; want 3, 1", tried, failed, err)
-	}
-	if _, _, err := (ReportOutcomes{Dir: dir, MaxReports: 4}).ReleaseOutcomes(t.Context(), hw, "2.0.0"); err == nil || !strings.Contains(err.Error(), "expected at most 4") {
-		t.Errorf("over the cap: %v", err)
-	}
-	if tried, failed, err := (ReportOutcomes{Dir: filepath.Join(dir, "missing")}).ReleaseOutcomes(t.Context(), hw, "2.0.0"); tried != 0 || failed != 0 || err != nil {
-		t.Errorf("no reports yet: %d %d %v", tried, failed, err)
-	}
-}
-
 // TestWatcherHalts: below the minimum sample nothing happens whatever the
 // rate; at or under the threshold nothing happens; above it the release is
 // halted through TUF (its facts say why and who, the legacy rollout is 0),
@@ -149,21 +135,26 @@ func TestReportOutcomes(t *testing.T) {
 func TestWatcherHalts(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
-	// 7 devices, all failed: under the minimum sample of 8.
+	// 7 devices, all failed: under the minimum sample of 8 (devices
+	// of other hardware, and outcomes of 1.0.0, do not count).
 	for i := range 7 {
-		writeReport(t, r.reports, "f"+string(rune('a'+i)), rolledBack("2.0.0", "1.0.0"))
+		r.report(t, "f"+string(rune('a'+i)), failed("2.0.0"))
 	}
+	r.report(t, "rpi", store.Outcome{Hardware: "rpi4", Version: "2.0.0", Outcome: store.OutcomeFailed})
+	r.report(t, "old", failed("1.0.0"))
 	if h, err := r.w.Check(ctx); err != nil || len(h) != 0 {
 		t.Fatalf("Check under the minimum sample = %v, %v; want no halt", h, err)
 	}
-	// 28 devices, 7 failed: exactly 25%, not above.
-	for i := range 21 {
-		writeReport(t, r.reports, "ok"+string(rune('a'+i)), running("2.0.0"))
+	// 28 devices, 7 failed: exactly 25%, not above (one is still on
+	// trial: it tried it).
+	for i := range 20 {
+		r.report(t, "ok"+string(rune('a'+i)), committed("2.0.0"))
 	}
+	r.report(t, "trial", store.Outcome{Version: "2.0.0", Outcome: store.OutcomeTrying})
 	if h, err := r.w.Check(ctx); err != nil || len(h) != 0 {
 		t.Fatalf("Check at the threshold = %v, %v; want no halt", h, err)
 	}
-	writeReport(t, r.reports, "fz", rolledBack("2.0.0", "1.0.0")) // 8 of 29: 27.6%
+	r.report(t, "fz", failed("2.0.0")) // 8 of 29: 27.6%
 	h, err := r.w.Check(ctx)
 	if err != nil || len(h) != 1 || h[0].Version != "2.0.0" || h[0].Tried != 29 || h[0].Failed != 8 {
 		t.Fatalf("Check above the threshold = %+v, %v; want 2.0.0 halted (8 of 29)", h, err)

@@ -47,17 +47,17 @@ func TestRolloutOnHost(t *testing.T) {
 	}
 
 	rollout(func(c *release.Control, _ time.Time) error { c.Paused = true; return nil })
-	noInstall("no update (2.0.0 paused)")
+	noInstall("no update (" + v2 + " paused)")
 	rollout(func(c *release.Control, now time.Time) error {
 		c.Halted = &release.Halt{Reason: "failure rate 50% (10 of 20 devices that tried it)", At: now, By: "test controller"}
 		return nil
 	})
-	noInstall("2.0.0 halted at ")
+	noInstall(v2 + " halted at ")
 	noInstall("by test controller: failure rate 50% (10 of 20 devices that tried it)")
 
 	rollout(func(c *release.Control, _ time.Time) error { c.Paused, c.Halted = false, nil; return nil })
 	installV2(t, r, a)
-	bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+	bootTrial(t, r, v2ID+"+2-1.conf")
 	b := r.agent(t, "b", v2, nil)
 	if err := b.Settle(t.Context()); err != nil {
 		t.Fatal(err)
@@ -70,10 +70,10 @@ func TestRolloutOnHost(t *testing.T) {
 	if installed, err := b.Poll(t.Context()); installed || err != nil || b.State().LastResult != "no update" {
 		t.Fatalf("Poll on the committed release after its halt = %v, %v (%q); want no update", installed, err, b.State().LastResult)
 	}
-	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed 2.0.0" {
-		t.Errorf("state after the halt = %+v, want still committed 2.0.0", st)
+	if st := r.state(t); st.Phase != PhaseCommitted || st.Event != "committed "+v2 {
+		t.Errorf("state after the halt = %+v, want still committed %s", st, v2)
 	}
-	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", "plumb-2.0.0.conf"}; !equal(got, want) {
+	if got, want := r.entries(t), []string{"plumb-1.0.0.conf", v2ID + ".conf"}; !equal(got, want) {
 		t.Errorf("ESP entries = %q, want %q", got, want)
 	}
 }

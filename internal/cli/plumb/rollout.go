@@ -217,6 +217,9 @@ func printControl(e *cli.Env, hw, version string, f *release.Facts) {
 }
 
 func runRolloutWatch(ctx context.Context, e *cli.Env, o rolloutOptions) error {
+	if _, err := watchPolicy(o); err != nil {
+		return err
+	}
 	dsn := o.db
 	if dsn == "" {
 		dsn = filepath.Join(o.repo, "fleet.db")
@@ -246,12 +249,9 @@ func runRolloutWatch(ctx context.Context, e *cli.Env, o rolloutOptions) error {
 // newWatcher makes the halt controller of the repository o.repo, reading
 // the per-release outcomes of the fleet store.
 func newWatcher(e *cli.Env, o rolloutOptions, outcomes rollout.Outcomes) (*rollout.Watcher, error) {
-	p := rollout.Policy{Threshold: o.threshold / 100, MinSample: o.minSample}
-	if err := p.Validate(); err != nil {
-		return nil, cli.BadInput(fmt.Errorf("--failure-threshold/--min-sample: %w", err))
-	}
-	if o.interval <= 0 {
-		return nil, cli.BadInput(fmt.Errorf("--watch-interval: expected a positive duration, got %s", o.interval))
+	p, err := watchPolicy(o)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := openRepo(e, o.repo); err != nil {
 		return nil, err
@@ -265,6 +265,19 @@ func newWatcher(e *cli.Env, o rolloutOptions, outcomes rollout.Outcomes) (*rollo
 		Outcomes: outcomes, Policy: p, Actor: actor,
 		Audit: &rollout.FileAudit{Path: filepath.Join(o.repo, auditFile)}, Log: e.Log,
 	}, nil
+}
+
+// watchPolicy checks the halt controller's flags (before anything is
+// opened, so a bad flag is reported as such).
+func watchPolicy(o rolloutOptions) (rollout.Policy, error) {
+	p := rollout.Policy{Threshold: o.threshold / 100, MinSample: o.minSample}
+	if err := p.Validate(); err != nil {
+		return p, cli.BadInput(fmt.Errorf("--failure-threshold/--min-sample: %w", err))
+	}
+	if o.interval <= 0 {
+		return p, cli.BadInput(fmt.Errorf("--watch-interval: expected a positive duration, got %s", o.interval))
+	}
+	return p, nil
 }
 
 // waveSpec is a parsed --wave: a percentage from a time relative to the

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,9 +22,12 @@ import (
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/cli/plumbd"
+	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
 )
 
@@ -104,26 +108,45 @@ func newRolloutRig(t *testing.T, serveArgs ...string) *rolloutRig {
 	return r
 }
 
-// report posts n status reports of devices prefix-0… that tried 2.0.0 to
-// plumb serve; the first failed of them rolled back from it.
+// report posts n status reports, each from a new device that tried
+// 2.0.0, as updater/agent's state reports it: the first failed of them
+// rolled back from it, the others committed it. Each device is a
+// real one to plumb serve: its own identity key file and the join token
+// plumb serve wrote to DIR/join-token, sent over mutual TLS by the client
+// plumbd uses (updater/identity, updater/report), so serve authenticates
+// it, joins it to the default organization and records its outcome in
+// the fleet store. The prefix only names the devices' key files.
 func (r *rolloutRig) report(t *testing.T, prefix string, n, failed int) {
 	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(r.dir, server.JoinTokenFile))
+	if err != nil {
+		t.Fatalf("join token: %v", err)
+	}
+	keys := t.TempDir()
 	for i := range n {
 		st := map[string]any{"release": map[string]string{"hardware": rolloutHW, "version": "2.0.0"},
-			"update": map[string]any{"phase": "committed", "version": "2.0.0"}}
+			"update": map[string]any{"phase": "committed", "version": "2.0.0", "event": "committed 2.0.0"}}
 		if i < failed {
 			st = map[string]any{"release": map[string]string{"hardware": rolloutHW, "version": "1.0.0"},
-				"update": map[string]any{"phase": "idle", "bad": map[string]string{"2.0.0": "boot failed"}}}
+				"update": map[string]any{"phase": "idle", "bad": map[string]string{"2.0.0": "boot failed"}, "event": "rolled back from 2.0.0: boot failed"}}
 		}
-		dev := fmt.Sprintf("%s-%d", prefix, i)
-		body, _ := json.Marshal(map[string]any{"device": map[string]string{"id": dev}, "status": st})
-		resp, err := r.hc.Post(r.url+"/v1/devices/"+dev+"/status", "application/json", bytes.NewReader(body))
+		id, err := identity.FromFile(filepath.Join(keys, fmt.Sprintf("%s-%d.key", prefix, i)))
 		if err != nil {
 			t.Fatal(err)
 		}
+		hc, err := report.DeviceClient(r.hc, id, strings.TrimSpace(string(tok)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(report.Body{Device: report.Device{ID: id.ID, PublicKey: id.PublicKey}, Status: st})
+		resp, err := hc.Post(report.URL(r.url, id.ID), "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("report %s: %s", dev, resp.Status)
+			t.Fatalf("report %s-%d (%s): %s %s", prefix, i, id.ID, resp.Status, msg)
 		}
 	}
 }
