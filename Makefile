@@ -79,7 +79,7 @@ build:
 
 # test runs everything, VM boots included.
 test: deps debs build
-	$(GO) test -timeout 40m -count=1 ./...
+	$(GO) test -timeout 80m -count=1 ./...
 
 # test-short is the fast tier: offline, no VMs.
 test-short:

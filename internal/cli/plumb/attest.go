@@ -56,7 +56,7 @@ func newAttestVerifyCmd(e *cli.Env) *cobra.Command {
 		Use:   "verify EVIDENCE --repo URL|DIR",
 		Short: "Check a device's evidence against the published reference values",
 		Long: `Verify checks attestation evidence (plumbd attest -o EVIDENCE, format in
-attest/EVIDENCE.md): the EK certificate against the manufacturer CAs
+format/attestapi/EVIDENCE.md): the EK certificate against the manufacturer CAs
 (--ek-ca), the AK's binding to the EK (--enrolled: the enrollments plumb
 serve records by credential activation), the quote's signature, its nonce
 (--nonce: the one the verifier issued), the UEFI event log and plumb-init's

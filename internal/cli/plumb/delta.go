@@ -33,7 +33,7 @@ func newDeltaCmd(e *cli.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delta OLD NEW -o FILE",
 		Short: "Write the delta bundle that turns one release's root image into another's",
-		Long: `Delta writes a bundle (format: builder/delta/FORMAT.md) that turns the root
+		Long: `Delta writes a bundle (format: format/delta/FORMAT.md) that turns the root
 image OLD into NEW. OLD and NEW are rootfs.sqfs files or plumb build output
 directories. FILE appears only when the whole bundle is written; a failed
 run leaves it as it was. plumb publish makes the same bundles itself

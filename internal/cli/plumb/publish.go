@@ -35,7 +35,7 @@ digests) from BUILD_DIR/manifest.json, and signs new metadata.
 
 With --deltas K (default 3) it also writes delta bundles from the K newest
 older releases of the same hardware, as targets
-<hardware>/<version>/from-<old>.delta (updater/release/release.md); a
+<hardware>/<version>/from-<old>.delta (format/release/release.md); a
 device running one of them downloads only the bundle.
 
 Publishing a version again with the same image changes nothing (or only its
