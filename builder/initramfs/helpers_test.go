@@ -12,28 +12,10 @@ import (
 	"testing"
 
 	"github.com/plumb-os/plumb/internal/fstree"
+	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 const testRelease = "6.1.0-56-cloud-amd64"
-
-// repoRoot finds the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
-}
 
 // needTool fails (or skips under -short) when a tool is missing.
 func needTool(t *testing.T, tool, pkg string) string {
@@ -52,7 +34,7 @@ func needTool(t *testing.T, tool, pkg string) string {
 // debPath returns the cached .deb matching pattern in .cache/debs.
 func debPath(t *testing.T, pattern string) string {
 	t.Helper()
-	m, _ := filepath.Glob(filepath.Join(repoRoot(t), ".cache", "debs", pattern))
+	m, _ := filepath.Glob(filepath.Join(testutil.CacheDir(t), "debs", pattern))
 	if len(m) == 0 {
 		msg := fmt.Sprintf("no %s in .cache/debs: download it with apt-get download (make deps)", pattern)
 		if testing.Short() {

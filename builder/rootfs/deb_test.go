@@ -17,12 +17,13 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/internal/fstree"
+	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 // cachedTestDeb returns the .deb the lead downloaded into .cache/debs.
 func cachedTestDeb(t *testing.T, glob string) string {
 	t.Helper()
-	m, _ := filepath.Glob(filepath.Join("..", "..", ".cache", "debs", glob))
+	m, _ := filepath.Glob(filepath.Join(testutil.CacheDir(t), "debs", glob))
 	if len(m) == 0 {
 		msg := "no .cache/debs/" + glob + ": run `apt-get download` for it into .cache/debs"
 		if testing.Short() {
