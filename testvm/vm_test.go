@@ -22,10 +22,16 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 // The VM tests boot the Debian cloud kernel from the package cache.
-const debGlob = "../.cache/debs/%s_*.deb"
+// debGlob is where the cached .deb of a package is (PLUMB_CACHE, else the
+// repository's .cache).
+func debGlob(pkg string) string {
+	return filepath.Join(testutil.CacheDir(nil), "debs", pkg+"_*.deb")
+}
 
 // bootTimeout bounds each wait for a console line.
 const bootTimeout = 90 * time.Second
@@ -54,9 +60,9 @@ func guestFiles(t *testing.T) string {
 			return
 		}
 		for _, pkg := range []string{"linux-image-*-cloud-amd64", "busybox-static"} {
-			debs, _ := filepath.Glob(fmt.Sprintf(debGlob, pkg))
+			debs, _ := filepath.Glob(debGlob(pkg))
 			if len(debs) == 0 {
-				extractErr = fmt.Errorf("%s not found: run make deps (it downloads %s into .cache/debs)", fmt.Sprintf(debGlob, pkg), pkg)
+				extractErr = fmt.Errorf("%s not found: run make deps (it downloads %s into .cache/debs)", debGlob(pkg), pkg)
 				return
 			}
 			if out, err := exec.Command("dpkg-deb", "-x", debs[0], extractDir).CombinedOutput(); err != nil {

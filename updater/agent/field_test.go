@@ -41,7 +41,7 @@ func TestDownloadOnlyApproval(t *testing.T) {
 		}
 		st := r.state(t)
 		if st.Phase != PhaseReady || st.Version != v2 || st.Waiting != WaitApproval ||
-			!strings.Contains(st.Reason, "plumb approve REPO --hardware test --version 2.0.0 --device abcdefghijklmnop or --group site-a") {
+			!strings.Contains(st.Reason, "plumb approve REPO --hardware test --version "+v2+" --device abcdefghijklmnop or --group site-a") {
 			t.Fatalf("state = phase %s version %s waiting %s reason %q; want ready, waiting for approval", st.Phase, st.Version, st.Waiting, st.Reason)
 		}
 		if got := r.entries(t); !equal(got, []string{"plumb-1.0.0.conf"}) || r.reboots != 0 {
@@ -63,7 +63,7 @@ func TestDownloadOnlyApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st := r.state(t); st.Phase != PhaseReady || st.Version != v2 {
-		t.Fatalf("after a restart: phase %s version %s, want ready 2.0.0", st.Phase, st.Version)
+		t.Fatalf("after a restart: phase %s version %s, want ready "+v2, st.Phase, st.Version)
 	}
 	repo, _ := tufrepo.Open(r.repoDir, r.repoOpts)
 	if err := repo.Approve(t.Context(), hardware, v2, release.Approval{Groups: []string{"site-a"}}); err != nil {
@@ -93,7 +93,7 @@ func TestLocalApprovalAndWindow(t *testing.T) {
 	}
 
 	a.Config.Install = config.InstallDownloadOnly
-	if err := a.handle(t.Context(), Request{Kind: ReqApprove, Arg: "9.9.9"}); err == nil || err.Error() != "approve: 9.9.9 is not the ready release (2.0.0 is)" {
+	if err := a.handle(t.Context(), Request{Kind: ReqApprove, Arg: "9.9.9"}); err == nil || err.Error() != "approve: 9.9.9 is not the ready release ("+v2+" is)" {
 		t.Errorf("approve 9.9.9 = %v, want a refusal naming the ready release", err)
 	}
 	if err := a.handle(t.Context(), Request{Kind: ReqApprove}); err != nil {
@@ -103,7 +103,7 @@ func TestLocalApprovalAndWindow(t *testing.T) {
 		t.Fatalf("resumeReady after plumbd approve = %v, %v; want installed", installed, err)
 	}
 	if r.reboots != 1 || r.state(t).Phase != PhaseRebooting {
-		t.Errorf("reboots %d, phase %s; want one reboot into 2.0.0", r.reboots, r.state(t).Phase)
+		t.Errorf("reboots %d, phase %s; want one reboot into "+v2, r.reboots, r.state(t).Phase)
 	}
 }
 
@@ -125,7 +125,7 @@ func TestLocksDeferInstallAndReboot(t *testing.T) {
 		t.Fatalf("Poll with a lock held = %v, %v; want deferred", installed, err)
 	}
 	st := r.state(t)
-	if st.Waiting != WaitLock || !regexp.MustCompile(`^install of 2\.0\.0 deferred: lock db-backup \(pid 42 uid 0\) held since \S+, at most until \S+$`).MatchString(st.Reason) {
+	if st.Waiting != WaitLock || !regexp.MustCompile(`^install of `+regexp.QuoteMeta(v2)+` deferred: lock db-backup \(pid 42 uid 0\) held since \S+, at most until \S+$`).MatchString(st.Reason) {
 		t.Fatalf("state waiting %s reason %q; want deferred by lock db-backup", st.Waiting, st.Reason)
 	}
 	if len(st.Locks) != 1 || st.Locks[0].Name != "db-backup" {
@@ -146,7 +146,7 @@ func TestLocksDeferInstallAndReboot(t *testing.T) {
 	if r.reboots != 1 {
 		t.Fatalf("rebooted with a lock held")
 	}
-	if !strings.HasPrefix(r.state(t).Reason, "reboot into 2.0.0 deferred: lock app") {
+	if !strings.HasPrefix(r.state(t).Reason, "reboot into "+v2+" deferred: lock app") {
 		t.Errorf("reason %q, want the reboot deferred by lock app", r.state(t).Reason)
 	}
 	a.Locks.Release("app")
@@ -226,7 +226,7 @@ func TestHooks(t *testing.T) {
 				t.Fatalf("Poll = %v, %v; want %q", installed, err, tt.want)
 			}
 			st := r.state(t)
-			if st.Bad[v2] != err.Error() || st.Event != "discarded 2.0.0: "+err.Error() || st.Hook == nil || st.Hook.Stage != "pre-install" || st.Hook.Error != err.Error() {
+			if st.Bad[v2] != err.Error() || st.Event != "discarded "+v2+": "+err.Error() || st.Hook == nil || st.Hook.Stage != "pre-install" || st.Hook.Error != err.Error() {
 				t.Errorf("state bad %q event %q hook %+v; want the hook's failure", st.Bad, st.Event, st.Hook)
 			}
 			if sumFile(t, r.slots["b"].Device, -1) != sumB || r.reboots != 0 || !equal(r.entries(t), []string{"plumb-1.0.0.conf"}) {
@@ -247,7 +247,7 @@ func TestHooks(t *testing.T) {
 		}
 		installV2(t, r, a)
 		env := string(readFile(t, envFile))
-		for _, want := range []string{"PATH=" + hookPath + "\n", "PLUMB_STAGE=post-install\n", "PLUMB_VERSION=2.0.0\n", "PLUMB_RUNNING=1.0.0\n"} {
+		for _, want := range []string{"PATH=" + hookPath + "\n", "PLUMB_STAGE=post-install\n", "PLUMB_VERSION=" + v2 + "\n", "PLUMB_RUNNING=1.0.0\n"} {
 			if !strings.Contains(env, want) {
 				t.Errorf("hook environment lacks %q:\n%s", want, env)
 			}
@@ -256,7 +256,7 @@ func TestHooks(t *testing.T) {
 			t.Errorf("hook environment is not clean:\n%s", env)
 		}
 
-		bootTrial(t, r, "plumb-2.0.0+2-1.conf")
+		bootTrial(t, r, "plumb-"+strings.ReplaceAll(v2, "+", "_")+"+2-1.conf")
 		b := r.agent(t, "b", v2, nil)
 		b.Config.Hooks = &config.Hooks{FirstBoot: &config.Hook{Run: script(t, "echo migrating /data to schema 7\necho migration 7 failed: disk full\nexit 1\n", 0o755)}}
 		if err := b.Settle(t.Context()); err != nil {
@@ -271,12 +271,12 @@ func TestHooks(t *testing.T) {
 		if err := back.Settle(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if env := string(readFile(t, rollbackEnv)); !strings.Contains(env, "PLUMB_STAGE=rollback\n") || !strings.Contains(env, "PLUMB_FAILED_VERSION=2.0.0\n") || !strings.Contains(env, "PLUMB_VERSION=1.0.0\n") {
+		if env := string(readFile(t, rollbackEnv)); !strings.Contains(env, "PLUMB_STAGE=rollback\n") || !strings.Contains(env, "PLUMB_FAILED_VERSION="+v2+"\n") || !strings.Contains(env, "PLUMB_VERSION=1.0.0\n") {
 			t.Errorf("rollback hook environment:\n%s", env)
 		}
 		st := r.state(t)
-		want := regexp.MustCompile(`^rolled back from 2\.0\.0: first-boot hook \S+ failed: exit status 1: output: migrating /data to schema 7 \| migration 7 failed: disk full$`)
-		if !want.MatchString(st.Event) || !want.MatchString("rolled back from 2.0.0: "+st.Bad[v2]) {
+		want := regexp.MustCompile(`^rolled back from ` + regexp.QuoteMeta(v2) + `: first-boot hook \S+ failed: exit status 1: output: migrating /data to schema 7 \| migration 7 failed: disk full$`)
+		if !want.MatchString(st.Event) || !want.MatchString("rolled back from "+v2+": "+st.Bad[v2]) {
 			t.Errorf("state event %q, bad %q; want the rollback with the hook's name and output", st.Event, st.Bad)
 		}
 		if st.Hook == nil || st.Hook.Stage != "rollback" || st.Hook.Error != "" { // the last hook that ran

@@ -595,8 +595,8 @@ func TestUpdateOnHost(t *testing.T) {
 		t.Errorf("Poll on v2 = %v, %v; want no update", installed, err)
 	}
 	// The commit is in the rollback record, apart from state.json.
-	if got, err := b.Repo.RecordedRelease(); err != nil || got != "2.0.0" {
-		t.Errorf("recorded release = %q, %v; want 2.0.0", got, err)
+	if got, err := b.Repo.RecordedRelease(); err != nil || got != v2 {
+		t.Errorf("recorded release = %q, %v; want %s", got, err, v2)
 	}
 }
 
@@ -951,7 +951,7 @@ func TestRollbackDetail(t *testing.T) {
 			}
 			r.publish(t, v2)
 			installV2(t, r, a)
-			bootTrial(t, r, "plumb-2.0.0+0-3.conf")
+			bootTrial(t, r, "plumb-"+strings.ReplaceAll(v2, "+", "_")+"+0-3.conf")
 			// plumb-init's record lives on the data partition: the parent of
 			// the state directory.
 			dataRoot := filepath.Dir(r.dataDir)
