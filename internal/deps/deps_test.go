@@ -330,15 +330,25 @@ func goTools(t *testing.T, root string, add func(string, use)) {
 	// of a "pkg" parameter (-1 when none).
 	type lookup struct{ tool, pkg int }
 	lookups := map[string]lookup{"LookPath": {0, -1}}
+	// key names a look-up function: exported ones by name (called from
+	// other packages), unexported ones by their directory too, so that two
+	// packages' unexported helpers of the same name (run, tool) are not
+	// taken for each other.
+	key := func(file, name string) string {
+		if name != "" && name[0] >= 'a' && name[0] <= 'z' {
+			return filepath.Dir(file) + ":" + name
+		}
+		return name
+	}
 	for changed := true; changed; {
 		changed = false
-		for _, f := range files {
+		for fi, f := range files {
 			for _, decl := range f.Decls {
 				fd, ok := decl.(*ast.FuncDecl)
 				if !ok || fd.Body == nil {
 					continue
 				}
-				if _, done := lookups[fd.Name.Name]; done {
+				if _, done := lookups[key(names[fi], fd.Name.Name)]; done {
 					continue
 				}
 				var params []string
@@ -352,7 +362,7 @@ func goTools(t *testing.T, root string, add func(string, use)) {
 					if !ok {
 						return true
 					}
-					l, ok := lookups[calleeName(call)]
+					l, ok := lookups[key(names[fi], calleeName(call))]
 					if !ok || l.tool >= len(call.Args) {
 						return true
 					}
@@ -368,7 +378,7 @@ func goTools(t *testing.T, root string, add func(string, use)) {
 									pkg = j
 								}
 							}
-							lookups[fd.Name.Name] = lookup{i, pkg}
+							lookups[key(names[fi], fd.Name.Name)] = lookup{i, pkg}
 							changed = true
 						}
 					}
@@ -401,7 +411,11 @@ func goTools(t *testing.T, root string, add func(string, use)) {
 					if !ok {
 						return true
 					}
-					add(filepath.Base(tool), use{where: where(n), list: list, exact: true})
+					name := filepath.Base(tool)
+					if filepath.IsAbs(tool) {
+						name = tool // outside PATH (/usr/lib/apt/apt-helper): looked up as it is
+					}
+					add(name, use{where: where(n), list: list, exact: true})
 					if (tool == "sh" || tool == "bash") && len(n.Args) > k+2 {
 						if flag, _ := stringLit(n.Args[k+1]); flag == "-c" {
 							if script, ok := stringLit(n.Args[k+2]); ok {
@@ -412,7 +426,7 @@ func goTools(t *testing.T, root string, add func(string, use)) {
 						}
 					}
 				default:
-					l, ok := lookups[name]
+					l, ok := lookups[key(names[i], name)]
 					if !ok || l.tool >= len(n.Args) {
 						return true
 					}
