@@ -122,7 +122,7 @@ unshare --mount --pid --fork --propagation private -- /bin/bash -euc '
 	pivot_root . .oldroot
 	umount -l /.oldroot
 	rmdir /.oldroot
-	exec /cleanroot-inner.sh
+	exec bash /cleanroot-inner.sh
 ' cleanroot "$root"
 rc=$?
 set -e
