@@ -47,6 +47,10 @@ type FleetOptions struct {
 	// JoinRate caps the devices joining one organization per second
 	// (default 20, bursts of 200).
 	JoinRate float64
+	// SilentAfter is how long a device may go without reporting before
+	// the page lists it as silent (default DefaultSilentAfter: three
+	// 5-minute polls).
+	SilentAfter time.Duration
 	// Bootstrap makes, when the database has no organization, the
 	// organization "default" and a join token written to
 	// Options.Dir/join-token: `plumb serve DIR` works with no set-up.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -289,45 +288,13 @@ type waveSpec struct {
 }
 
 // parseWave parses P%@WHEN (WHEN: now, +DURATION, RFC 3339; "P%" alone
-// means now).
+// means now), as rollout.ParseStep does for the page too.
 func parseWave(s string) (waveSpec, error) {
-	bad := func(why string) error {
-		return fmt.Errorf("--wave %q: expected P%%@WHEN like 10%%@now, 50%%@+24h or 100%%@2026-12-24T08:00:00Z: %s", s, why)
+	st, err := rollout.ParseStep(s)
+	if err != nil {
+		return waveSpec{}, fmt.Errorf("--%w", err)
 	}
-	p, when, _ := strings.Cut(s, "@")
-	n, err := strconv.Atoi(strings.TrimSuffix(p, "%"))
-	if err != nil || n < 0 || n > 100 {
-		return waveSpec{}, bad("percentage " + strconv.Quote(p) + " is not 0..100")
-	}
-	w := waveSpec{percent: n}
-	switch {
-	case when == "" || when == "now":
-	case strings.HasPrefix(when, "+"):
-		d, err := parseDays(when[1:])
-		if err != nil || d < 0 {
-			return waveSpec{}, bad("duration " + strconv.Quote(when) + " is not like +24h or +3d")
-		}
-		w.rel = d
-	default:
-		t, err := time.Parse(time.RFC3339, when)
-		if err != nil {
-			return waveSpec{}, bad("time " + strconv.Quote(when) + " is not RFC 3339")
-		}
-		w.abs = t
-	}
-	return w, nil
-}
-
-// parseDays is time.ParseDuration that also takes whole days ("3d").
-func parseDays(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n > 3650 {
-			return 0, fmt.Errorf("bad days %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
+	return waveSpec{percent: st.Percent, abs: st.At, rel: st.After}, nil
 }
 
 func validGroup(g string) bool {
