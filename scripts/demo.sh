@@ -33,6 +33,8 @@ trap cleanup EXIT
 
 rm -rf "$out"
 mkdir -p "$out"
+page="https://127.0.0.1:$port/ui/"
+printf 'demo: the fleet page will be at %s (log in as admin; the password is printed once plumb serve starts)\n' "$page"
 
 step "creating a TUF repository in $out/repo"
 $plumb repo init "$out/repo"
@@ -42,7 +44,12 @@ $plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false > "$out/ser
 pids+=($!)
 # plumb serve makes the CA and, for its fleet service, the default
 # organization's join token (DIR/join-token) that the image carries.
-for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-token" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-token" ] && [ -s "$out/repo/admin-password" ] && break; sleep 0.1; done
+step "fleet page: $page  user admin  password $(cat "$out/repo/admin-password")"
+echo "    (the browser warns about the development CA $out/repo/tls/ca.pem; watch the device join and update under Devices)"
+fleet=(--server "https://127.0.0.1:$port/" --org default --ca "$out/repo/tls/ca.pem")
+PLUMB_TOKEN=$($plumb fleet token create --dir "$out/repo" --org default --name demo --role viewer)
+export PLUMB_TOKEN
 
 agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem" --join-token "$out/repo/join-token")
 for v in "$v1" "$v2"; do
@@ -61,3 +68,13 @@ $plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" "${vmfl
 	| cut -c1-200
 echo
 echo "demo: $v1 -> $v2 committed on slot b, $(( $(date +%s) - start ))s after power-on"
+step "the fleet service saw it join and update (plumb fleet devices / events; the same on $page)"
+$plumb fleet devices "${fleet[@]}" || true
+dev=$($plumb fleet devices "${fleet[@]}" --json | sed -n 's/.*"id": *"\([a-z0-9-]*\)".*/\1/p' | head -1)
+if [ -n "$dev" ]; then
+	$plumb fleet events "$dev" "${fleet[@]}" || true
+	echo "device page: ${page}o/default/devices/$dev"
+fi
+if [ -t 0 ]; then
+	read -r -p "plumb serve keeps serving the page; press Enter to stop. " _ || true
+fi

@@ -36,6 +36,7 @@ type pageFleet struct {
 	*fleetServer
 	a, r, b     string // device ids
 	reason      string // R's rollback reason
+	reasonA     string // A's
 	rootfs      attestapi.Check
 	repoDir     string
 	users       map[string]string // name -> password
@@ -81,8 +82,12 @@ func newPageFleet(t *testing.T, dsn string) *pageFleet {
 	install(a)
 	report(a, map[string]any{"release": rel("1.0.0"), "update": map[string]any{"phase": "downloading", "version": "1.1.0"}}, nil)
 	report(a, map[string]any{"release": rel("1.0.0"), "update": map[string]any{"phase": "trial", "version": "1.1.0"}}, nil)
-	report(a, map[string]any{"release": rel("1.1.0"), "update": map[string]any{"phase": "idle", "event": "committed 1.1.0"},
-		"workloads": map[string]any{"group": "shop", "containers": []map[string]any{{"name": "web", "state": "running", "health": "healthy"}, {"name": "db", "state": "exited", "health": "", "restarts": 3}}}}, nil)
+	wl := map[string]any{"group": "shop", "containers": []map[string]any{{"name": "web", "state": "running", "health": "healthy"}, {"name": "db", "state": "exited", "health": "", "restarts": 3}}}
+	report(a, map[string]any{"release": rel("1.1.0"), "update": map[string]any{"phase": "idle", "event": "committed 1.1.0"}, "workloads": wl}, nil)
+	// Then 1.2.0 fails its trial boot and A rolls back to 1.1.0.
+	pf.reasonA = "boot counter exhausted: 1.2.0 did not reach healthy in 3 boots"
+	report(a, map[string]any{"release": rel("1.1.0"), "update": map[string]any{"phase": "trial", "version": "1.2.0"}, "workloads": wl}, nil)
+	report(a, map[string]any{"release": rel("1.1.0"), "update": map[string]any{"phase": "idle", "event": "rolled back from 1.2.0: " + pf.reasonA}, "workloads": wl}, nil)
 
 	r := fs.device(fs.join)
 	pf.r = r.id.ID
@@ -234,9 +239,14 @@ func (pf *pageFleet) metadata(name string) []byte {
 // device list's filters, the release page's stages and SVG adoption curve,
 // pause from the page (re-signed timestamp/snapshot/targets, root
 // untouched, an audit row), a viewer's page without buttons, forged POSTs
-// without or with a wrong CSRF token, and tenant isolation.
+// without or with a wrong CSRF token, and tenant isolation. On SQLite and
+// on a real PostgreSQL.
 func TestPage(t *testing.T) {
-	pf := newPageFleet(t, "")
+	eachDB(t, testPage)
+}
+
+func testPage(t *testing.T, dsn string) {
+	pf := newPageFleet(t, dsn)
 	base := pf.hs.URL
 	br := testutil.Chromium(t)
 	shots := t.TempDir()
@@ -286,7 +296,7 @@ func TestPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In this order, with others (workload changes, more updates) between.
-	want, got := []string{"joined", "install", "install", "update", "committed", "attestation"}, kinds
+	want, got := []string{"joined", "install", "install", "update", "committed", "update", "rolled_back", "attestation"}, kinds
 	for _, k := range want {
 		i := slices.Index(got, k)
 		if i < 0 {
@@ -294,6 +304,9 @@ func TestPage(t *testing.T) {
 			break
 		}
 		got = got[i+1:]
+	}
+	if got := br.Text(`[data-test="timeline-event"][data-kind="rolled_back"] [data-test="rollback-reason"]`); got != pf.reasonA {
+		t.Errorf("A's rollback reason: %q, want %q", got, pf.reasonA)
 	}
 	if s := br.Texts(`[data-test="timeline-event"][data-kind="attestation"] [data-test="event-summary"]`); len(s) == 0 || !strings.Contains(s[len(s)-1], "attestation failed: rootfs") {
 		t.Errorf("timeline's last attestation: %q, want it failed on rootfs", s)
@@ -310,7 +323,7 @@ func TestPage(t *testing.T) {
 	if br.Text(`[data-test="workload"][data-name="db"] [data-test="workload-state"]`) != "exited" {
 		t.Errorf("workloads: %q, want db exited", br.Texts(`[data-test="workload"]`))
 	}
-	br.Screenshot(filepath.Join(shots, "device-attestation.png"))
+	br.Screenshot(filepath.Join(shots, "device.png"))
 
 	// Device R: the rollback and its reason, escaped as text.
 	br.Open(base + "/ui/o/default/devices/" + pf.r)
@@ -322,7 +335,7 @@ func TestPage(t *testing.T) {
 	}
 	br.Screenshot(filepath.Join(shots, "device-rollback.png"))
 	if *testutil.Update {
-		b, err := os.ReadFile(filepath.Join(shots, "device-attestation.png"))
+		b, err := os.ReadFile(filepath.Join(shots, "device.png"))
 		if err == nil {
 			err = os.WriteFile(filepath.Join(testutil.RepoRoot(t), "docs", "fleet-page-device.png"), b, 0o644)
 		}

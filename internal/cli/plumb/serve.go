@@ -54,7 +54,9 @@ tokens and the audit log are kept in the database --db (default the SQLite
 file DIR/fleet.db; or postgres://...). On first start with no organization
 it makes the organization "default" and writes its join token to
 DIR/join-token: build images with plumb build --join-token DIR/join-token.
-Operators use the API under /v1/orgs/ORG/ (plumb fleet).
+Operators use the web page at https://ADDR/ui/ (first start: the
+operator "admin" of "default", its password in DIR/admin-password) and the
+API under /v1/orgs/ORG/ (plumb fleet).
 
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
@@ -160,6 +162,11 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if _, err := os.Stat(filepath.Join(o.dir, server.JoinTokenFile)); err == nil {
 			fmt.Fprintf(e.Stdout, "Join: %s  (plumb build --join-token: devices join organization default)\n", filepath.Join(o.dir, server.JoinTokenFile))
 		}
+		login := "operators: plumb fleet user add"
+		if pw := filepath.Join(o.dir, server.AdminPasswordFile); fileExists(pw) {
+			login = "log in as " + server.BootstrapAdmin + ", password in " + pw
+		}
+		fmt.Fprintf(e.Stdout, "Page: %sui/  (%s)\n", url, login)
 	}
 	fmt.Fprintf(e.Stdout, "Ctrl-C stops.\n")
 	wctx, stop := context.WithCancel(ctx)
@@ -176,6 +183,8 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	defer func() { stop(); wait() }()
 	return s.Serve(ctx, l)
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // displayAddr is the listener's address as a client would dial it: a
 // wildcard listen address is shown as 127.0.0.1.
