@@ -51,6 +51,11 @@ type FleetOptions struct {
 	// the page lists it as silent (default DefaultSilentAfter: three
 	// 5-minute polls).
 	SilentAfter time.Duration
+	// RolloutOrg is the organization whose operators and admins may
+	// pause, resume, halt and set the waves of the repository's releases
+	// from the page (default DefaultRolloutOrg, "default"): a release is
+	// served to every organization's devices.
+	RolloutOrg string
 	// Bootstrap makes, when the database has no organization, the
 	// organization "default", a join token written to
 	// Options.Dir/join-token and its admin BootstrapAdmin with a random

@@ -58,6 +58,7 @@ const (
 	maxOverview     = 10_000 // devices counted on the overview
 	maxPendingShown = 100
 	maxFormBody     = 16 << 10
+	overviewPage    = 200 // devices read at once for the overview (each with its last report, ≤ 64 KiB)
 	loginCSRFCookie = "plumb_login_csrf"
 )
 
@@ -77,9 +78,8 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 		}
 		return time.Since(t).Round(time.Second).String() + " ago"
 	},
-	"pathEscape":  url.PathEscape,
-	"list":        func(s ...string) []string { return s },
-	"queryEscape": url.QueryEscape,
+	"pathEscape": url.PathEscape,
+	"list":       func(s ...string) []string { return s },
 }).ParseFS(pageFS, "page/*.html"))
 
 // view is what every page template gets.
@@ -94,10 +94,17 @@ type view struct {
 	Status int
 	Error  string
 	Data   any
+	// RolloutOrg: Org is the organization whose operators change the
+	// repository's rollouts.
+	RolloutOrg bool
 }
 
-// CanOperate reports whether the caller may press the rollout buttons.
-func (v *view) CanOperate() bool { return store.RoleRank(v.Role) >= store.RoleRank(store.RoleOperator) }
+// CanOperate reports whether the caller may press the rollout buttons:
+// an operator or admin of the organization that runs the repository's
+// rollouts (FleetOptions.RolloutOrg).
+func (v *view) CanOperate() bool {
+	return v.RolloutOrg && store.RoleRank(v.Role) >= store.RoleRank(store.RoleOperator)
+}
 
 // IsAdmin reports whether the caller is an admin of the organization.
 func (v *view) IsAdmin() bool { return v.Role == store.RoleAdmin }
@@ -199,7 +206,7 @@ func (f *fleet) pageOrg(w http.ResponseWriter, r *http.Request, org string, rest
 	if !c.can(ep.role) {
 		return errorf(http.StatusForbidden, "%s %s needs the %s role in %s; you are %s", r.Method, truncate(r.URL.Path, 80), ep.role, c.org.Name, c.role)
 	}
-	v := &view{User: c.actor, Org: c.org.Name, Role: c.role, Base: "/ui/o/" + url.PathEscape(c.org.Name)}
+	v := &view{User: c.actor, Org: c.org.Name, Role: c.role, Base: "/ui/o/" + url.PathEscape(c.org.Name), RolloutOrg: c.org.Name == f.rolloutOrg()}
 	if ck, err := r.Cookie(SessionCookie); err == nil && r.Header.Get("Authorization") == "" {
 		if se, err := f.db.SessionByID(r.Context(), ck.Value); err == nil {
 			v.CSRF = se.CSRF
@@ -208,6 +215,18 @@ func (f *fleet) pageOrg(w http.ResponseWriter, r *http.Request, org string, rest
 	}
 	return ep.h(w, r, v, c, args)
 }
+
+// rolloutOrg is FleetOptions.RolloutOrg or its default.
+func (f *fleet) rolloutOrg() string {
+	if f.o.RolloutOrg != "" {
+		return f.o.RolloutOrg
+	}
+	return DefaultRolloutOrg
+}
+
+// DefaultRolloutOrg is FleetOptions.RolloutOrg's default: the
+// organization plumb serve bootstraps.
+const DefaultRolloutOrg = "default"
 
 // render executes a template into memory first, so that a failure sends
 // an error page and never half a page.
@@ -386,7 +405,7 @@ const DefaultSilentAfter = 15 * time.Minute
 func (f *fleet) eachDevice(ctx context.Context, c *caller, fn func(d *store.Device)) (bool, error) {
 	after, n := "", 0
 	for {
-		ds, err := f.db.Devices(ctx, store.DeviceQuery{Org: c.org.ID, After: after, Limit: store.MaxPage})
+		ds, err := f.db.Devices(ctx, store.DeviceQuery{Org: c.org.ID, After: after, Limit: overviewPage})
 		if err != nil {
 			return false, err
 		}
@@ -397,7 +416,7 @@ func (f *fleet) eachDevice(ctx context.Context, c *caller, fn func(d *store.Devi
 			fn(redact(d))
 			n++
 		}
-		if len(ds) < store.MaxPage {
+		if len(ds) < overviewPage {
 			return false, nil
 		}
 		after = ds[len(ds)-1].ID
@@ -805,11 +824,16 @@ func (f *fleet) pageRelease(w http.ResponseWriter, r *http.Request, v *view, c *
 // changes the release's rollout control with the code `plumb rollout`
 // runs (rollout.Apply: re-signs targets, snapshot and timestamp, never
 // root) and records it in the organization's audit log. Who: operators
-// and admins, with the session's CSRF token (checked by pageOrg through
-// authOperator). Form fields: halt: reason; waves: group, waves (steps
+// and admins of FleetOptions.RolloutOrg (a release is served to every
+// organization's devices, so no other tenant may pause it), with the
+// session's CSRF token (checked by pageOrg through authOperator). Form fields: halt: reason; waves: group, waves (steps
 // like "10%@now 50%@+24h").
 func (f *fleet) pageRolloutAction(w http.ResponseWriter, r *http.Request, v *view, c *caller, args []string) error {
 	hw, version, action := args[0], args[1], args[2]
+	if !v.RolloutOrg {
+		return errorf(http.StatusForbidden, "%s %s/%s: only operators of %s change the repository's rollouts; you act for %s",
+			action, truncate(hw, 40), truncate(version, 40), f.rolloutOrg(), c.org.Name)
+	}
 	ch := rollout.Change{Dir: f.repo, RepoOptions: tufrepo.Options{Log: f.log}, Release: hw + "/" + version,
 		Actor: c.actor, Audit: rollout.StoreAudit{DB: f.db, OrgID: c.org.ID}}
 	switch action {
@@ -843,6 +867,9 @@ func (f *fleet) pageRolloutAction(w http.ResponseWriter, r *http.Request, v *vie
 		ch.Action, ch.Group, ch.Edit = "rollout.set", group, rollout.SetWaves(group, steps)
 	}
 	if _, _, _, err := rollout.Apply(r.Context(), ch); err != nil {
+		if errors.Is(err, tufrepo.ErrNoRelease) {
+			return errorf(http.StatusNotFound, "%s %s/%s: %s", action, truncate(hw, 40), truncate(version, 40), oneLine(err.Error()))
+		}
 		if errors.Is(err, tufrepo.ErrInvalid) {
 			return errorf(http.StatusBadRequest, "%s %s/%s: %s", action, truncate(hw, 40), truncate(version, 40), oneLine(err.Error()))
 		}

@@ -439,4 +439,17 @@ func testPage(t *testing.T, dsn string) {
 	if got := br.Text(`[data-test="error"]`); !strings.Contains(got, "not one of its operators") {
 		t.Errorf("tenant B's refusal: %q", got)
 	}
+	// Nor may it pause the release every tenant's devices get, though it
+	// sees the release (its device runs 1.0.0) and is an operator.
+	if code := br.Open(base + "/ui/o/tenantb/releases/qemu-x86_64/1.0.0"); code != http.StatusOK || br.Exists(`[data-test="pause-button"]`) {
+		t.Errorf("tenant B's release page: HTTP %d, pause button %v; want 200 and no button", code, br.Exists(`[data-test="pause-button"]`))
+	}
+	bc, bcsrf := pf.session("bob")
+	ts = pf.metadata("timestamp.json")
+	if code, body := pf.do(bc, http.MethodPost, "/ui/o/tenantb/releases/qemu-x86_64/1.0.0/pause", url.Values{"csrf": {bcsrf}}.Encode(), "Content-Type", "application/x-www-form-urlencoded"); code != http.StatusForbidden || !strings.Contains(body, "only operators of default") {
+		t.Errorf("tenant B pausing: %d %.200s; want 403", code, body)
+	}
+	if !bytes.Equal(pf.metadata("timestamp.json"), ts) {
+		t.Errorf("tenant B's POST changed timestamp.json")
+	}
 }
