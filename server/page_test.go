@@ -34,13 +34,12 @@ import (
 // over mutual TLS through the real handler.
 type pageFleet struct {
 	*fleetServer
-	a, r, b     string // device ids
-	reason      string // R's rollback reason
-	reasonA     string // A's
-	rootfs      attestapi.Check
-	repoDir     string
-	users       map[string]string // name -> password
-	attestTried bool
+	a, r, b string // device ids
+	reason  string // R's rollback reason
+	reasonA string // A's
+	rootfs  attestapi.Check
+	repoDir string
+	users   map[string]string // name -> password
 }
 
 func newPageFleet(t *testing.T, dsn string) *pageFleet {
@@ -389,6 +388,38 @@ func testPage(t *testing.T, dsn string) {
 		t.Errorf("audit log: pause by %q, want user olivia; rows %q", got, br.Texts(`[data-test="audit-row"]`))
 	}
 
+	// Halt with a reason, and waves for a group, from the page's forms.
+	br.Open(relURL)
+	if code := br.Submit(map[string]string{`form[data-test="rollout-halt"] input[name="reason"]`: "too many rollbacks on line 2"}, `[data-test="halt-button"]`); code != http.StatusOK {
+		t.Fatalf("halt: HTTP %d: %s", code, br.Text("main"))
+	}
+	if got := br.Text(`[data-test="rollout-state"]`); got != "halted: too many rollbacks on line 2" {
+		t.Errorf("after halt: state %q", got)
+	}
+	if code := br.Submit(map[string]string{`form[data-test="rollout-waves"] input[name="group"]`: "canary",
+		`form[data-test="rollout-waves"] input[name="waves"]`: "10%@now 50%@+24h"}, `[data-test="waves-button"]`); code != http.StatusOK {
+		t.Fatalf("waves: HTTP %d: %s", code, br.Text("main"))
+	}
+	var canary []string
+	for _, w := range br.Texts(`[data-test="wave"]`) {
+		if p, ok := strings.CutPrefix(w, "canary\t"); ok {
+			canary = append(canary, strings.Fields(p)[0])
+		}
+	}
+	if strings.Join(canary, " ") != "10% 50%" {
+		t.Errorf("canary waves after set: %q, want 10%% then 50%%", canary)
+	}
+	if code := br.Submit(map[string]string{`form[data-test="rollout-waves"] input[name="waves"]`: "lots@never"}, `[data-test="waves-button"]`); code != http.StatusBadRequest ||
+		!strings.Contains(br.Text(`[data-test="error"]`), `wave "lots@never": expected P%@WHEN`) {
+		t.Errorf("bad waves: HTTP %d %q; want 400 naming the wave", code, br.Text(`[data-test="error"]`))
+	}
+	br.Open(base + "/ui/o/default/audit")
+	for _, a := range []string{"rollout.halt", "rollout.set"} {
+		if !br.Exists(`[data-test="audit-row"][data-action="` + a + `"]`) {
+			t.Errorf("audit log lacks %s", a)
+		}
+	}
+
 	// Forged POSTs: the operator's own session, without the CSRF token or
 	// with a wrong one, is refused and changes nothing.
 	hc, csrf := pf.session("olivia")
@@ -451,5 +482,93 @@ func testPage(t *testing.T, dsn string) {
 	}
 	if !bytes.Equal(pf.metadata("timestamp.json"), ts) {
 		t.Errorf("tenant B's POST changed timestamp.json")
+	}
+}
+
+// TestPageErrors checks the page's answers without a browser: every error
+// is a page with one line and its status, a GET without a session goes to
+// the login form, device data is escaped in the HTML, no script may run
+// (CSP), and the repository's paths still serve files.
+func TestPageErrors(t *testing.T) {
+	fs := newFleetServer(t, "", FleetOptions{}, nil, "")
+	viewer := fs.token("default", "viewer")
+	d := fs.device(fs.join)
+	evil := `<script>alert("x")</script><img src=x onerror=alert(1)>`
+	if code, b := fs.post(d, d.id.ID, statusBody(d, map[string]any{"release": map[string]any{"version": "1.0.0", "hardware": evil},
+		"update": map[string]any{"phase": "idle", "event": "rolled back from 1.1.0: " + evil}}, nil)); code != http.StatusNoContent {
+		t.Fatalf("report: %d %s", code, b)
+	}
+	noRedirect := *fs.hs.Client()
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	get := func(method, path, body string, hdr ...string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, fs.hs.URL+path, strings.NewReader(body))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp.StatusCode, resp.Header, b.String()
+	}
+	auth := []string{"Authorization", "Bearer " + viewer}
+	form := []string{"Authorization", "Bearer " + viewer, "Content-Type", "application/x-www-form-urlencoded"}
+	errLine := func(html string) string {
+		_, rest, ok := strings.Cut(html, `data-test="error"`)
+		if !ok {
+			return ""
+		}
+		_, rest, _ = strings.Cut(rest, ">")
+		line, _, _ := strings.Cut(rest, "</p>")
+		return line
+	}
+	for _, c := range []struct {
+		method, path, body string
+		hdr                []string
+		code               int
+		want               string // in the error line
+	}{
+		{"GET", "/ui/o/default/devices?limit=abc", "", auth, 400, "limit: expected a number"},
+		{"GET", "/ui/o/default/devices?limit=5000", "", auth, 400, "limit: expected 1 to 1000"},
+		{"GET", "/ui/o/default/devices?q=" + strings.Repeat("a", 200), "", auth, 400, "q: expected at most 128 characters"},
+		{"GET", "/ui/o/default/devices/nosuchdevice", "", auth, 404, "no such device in default"},
+		{"GET", "/ui/o/nosuchorg/", "", auth, 403, "not one of its operators"},
+		{"GET", "/ui/o/default/nopage", "", auth, 404, "no page"},
+		{"GET", "/ui/nowhere", "", auth, 404, "no page"},
+		{"DELETE", "/ui/o/default/", "", auth, 405, "method DELETE not allowed"},
+		{"GET", "/ui/o/default/releases/qemu-x86_64/9.9.9", "", auth, 404, "release qemu-x86_64/9.9.9"},
+		{"POST", "/ui/o/default/releases/qemu-x86_64/1.0.0/pause", "csrf=x", form, 403, "needs the operator role"},
+		{"POST", "/ui/o/default/releases/qemu-x86_64/1.0.0/pause", "csrf=" + strings.Repeat("x", 20<<10), form, 400, "form: expected an urlencoded form of at most"},
+		{"POST", "/ui/login", "user=a&password=b&csrf=c", []string{"Content-Type", "application/x-www-form-urlencoded"}, 403, "CSRF token does not match"},
+		{"POST", "/ui/logout", "csrf=c", []string{"Content-Type", "application/x-www-form-urlencoded"}, 401, "no session cookie"},
+	} {
+		code, h, body := get(c.method, c.path, c.body, c.hdr...)
+		line := errLine(body)
+		if code != c.code || !strings.Contains(line, c.want) || strings.Contains(line, "\n") {
+			t.Errorf("%s %.60s: %d %q; want %d and one line with %q", c.method, c.path, code, line, c.code, c.want)
+		}
+		if !strings.HasPrefix(h.Get("Content-Type"), "text/html") || !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'none'") {
+			t.Errorf("%s %.60s: Content-Type %q, CSP %q", c.method, c.path, h.Get("Content-Type"), h.Get("Content-Security-Policy"))
+		}
+	}
+
+	// No session: the login form.
+	if code, h, _ := get("GET", "/ui/o/default/devices", ""); code != http.StatusSeeOther || h.Get("Location") != "/ui/login" {
+		t.Errorf("no session: %d to %q, want 303 to /ui/login", code, h.Get("Location"))
+	}
+	// Device data is text, never markup, on every page that shows it.
+	for _, p := range []string{"/ui/o/default/devices/" + d.id.ID, "/ui/o/default/devices", "/ui/o/default/"} {
+		code, _, body := get("GET", p, "", auth...)
+		if code != http.StatusOK || strings.Contains(body, "<script>") || strings.Contains(body, "<img") || !strings.Contains(body, "&lt;script&gt;") {
+			t.Errorf("GET %s: %d; want 200 with the device's text escaped:\n%.2000s", p, code, body)
+		}
+	}
+	// The repository is still served beside the page.
+	if code, _, _ := get("GET", "/metadata/timestamp.json", ""); code != http.StatusOK {
+		t.Errorf("GET /metadata/timestamp.json with the page on: %d, want 200", code)
 	}
 }
