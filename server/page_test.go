@@ -470,6 +470,30 @@ func testPage(t *testing.T, dsn string) {
 	if got := br.Text(`[data-test="error"]`); !strings.Contains(got, "not one of its operators") {
 		t.Errorf("tenant B's refusal: %q", got)
 	}
+	// Once default grants tenant B the provisioning phase of its devices,
+	// B sees A's installation, and nothing of A's OS phase: no release,
+	// no update, no rollback, no attestation (as the API's redact).
+	def, _ := pf.db.OrgByName(t.Context(), "default")
+	orgB, _ := pf.db.OrgByName(t.Context(), "tenantb")
+	if err := pf.db.AddGrant(t.Context(), store.Grant{Owner: def.ID, Grantee: orgB.ID, Phase: store.PhaseProvisioning}); err != nil {
+		t.Fatal(err)
+	}
+	if code := br.Open(base + "/ui/o/tenantb/devices/" + pf.a); code != http.StatusOK {
+		t.Fatalf("granted device page: HTTP %d: %s", code, br.Text("main"))
+	}
+	kinds, err = testutil.Eval[[]string](br, `Array.from(document.querySelectorAll('[data-test="timeline-event"]')).map(e => e.dataset.kind)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range kinds {
+		if k != "joined" && k != "install" {
+			t.Errorf("provisioning grant: timeline shows a %s event", k)
+		}
+	}
+	if len(kinds) < 3 || br.Exists(`[data-test="attestation"]`) || br.Exists(`[data-test="version"]`) || br.Exists(`[data-test="workloads"]`) || strings.Contains(br.Text("main"), pf.reasonA) {
+		t.Errorf("provisioning grant: kinds %q, attestation %v, version %v; want the install only", kinds, br.Exists(`[data-test="attestation"]`), br.Exists(`[data-test="version"]`))
+	}
+
 	// Nor may it pause the release every tenant's devices get, though it
 	// sees the release (its device runs 1.0.0) and is an operator.
 	if code := br.Open(base + "/ui/o/tenantb/releases/qemu-x86_64/1.0.0"); code != http.StatusOK || br.Exists(`[data-test="pause-button"]`) {
