@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 
@@ -514,7 +515,8 @@ func testPage(t *testing.T, dsn string) {
 // the login form, device data is escaped in the HTML, no script may run
 // (CSP), and the repository's paths still serve files.
 func TestPageErrors(t *testing.T) {
-	fs := newFleetServer(t, "", FleetOptions{}, nil, "")
+	// Every device is silent after 1 ns: the overview must list it.
+	fs := newFleetServer(t, "", FleetOptions{SilentAfter: time.Nanosecond}, nil, "")
 	viewer := fs.token("default", "viewer")
 	d := fs.device(fs.join)
 	evil := `<script>alert("x")</script><img src=x onerror=alert(1)>`
@@ -590,6 +592,9 @@ func TestPageErrors(t *testing.T) {
 		if code != http.StatusOK || strings.Contains(body, "<script>") || strings.Contains(body, "<img") || !strings.Contains(body, "&lt;script&gt;") {
 			t.Errorf("GET %s: %d; want 200 with the device's text escaped:\n%.2000s", p, code, body)
 		}
+	}
+	if _, _, body := get("GET", "/ui/o/default/", "", auth...); !strings.Contains(body, `data-kind="silent" data-device="`+d.id.ID+`"`) {
+		t.Errorf("overview: device %s not listed as silent:\n%.3000s", d.id.ID, body)
 	}
 	// The repository is still served beside the page.
 	if code, _, _ := get("GET", "/metadata/timestamp.json", ""); code != http.StatusOK {

@@ -31,6 +31,7 @@ type serveOptions struct {
 	retention time.Duration
 	attest    bool
 	ekCAs     []string
+	silent    time.Duration  // the page lists devices silent for longer
 	watch     bool           // run the halt controller (rollout.go)
 	policy    rolloutOptions // its policy flags
 }
@@ -88,6 +89,7 @@ the fleet database's per-release outcomes.`,
 	f.DurationVar(&o.retention, "retention", 0, "drop device history older than this, e.g. 2160h (0 keeps it, bounded by --history)")
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
+	f.DurationVar(&o.silent, "silent-after", server.DefaultSilentAfter, "the page lists a device as silent after this long without a report (three polls)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
 	addWatchFlags(cmd, &o.policy)
 	return cmd
@@ -109,7 +111,10 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if o.maxEvents <= 0 || o.retention < 0 {
 			return cli.BadInput(fmt.Errorf("--history %d, --retention %s: expected a positive count and a duration >= 0", o.maxEvents, o.retention))
 		}
-		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, Bootstrap: true}
+		if o.silent <= 0 {
+			return cli.BadInput(fmt.Errorf("--silent-after %s: expected a positive duration, like 15m (three 5-minute polls)", o.silent))
+		}
+		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, SilentAfter: o.silent, Bootstrap: true}
 	}
 	var att *server.AttestOptions
 	if o.attest && fleet != nil {
