@@ -596,6 +596,19 @@ func TestPageErrors(t *testing.T) {
 	if _, _, body := get("GET", "/ui/o/default/", "", auth...); !strings.Contains(body, `data-kind="silent" data-device="`+d.id.ID+`"`) {
 		t.Errorf("overview: device %s not listed as silent:\n%.3000s", d.id.ID, body)
 	}
+	// A device without a join credential is pending: admins see it on
+	// the overview, viewers do not (GET /v1/orgs/ORG/pending is admin's).
+	stranger := fs.device("")
+	if code, _ := fs.post(stranger, stranger.id.ID, statusBody(stranger, map[string]any{}, nil)); code != http.StatusForbidden {
+		t.Fatalf("device without a join token: %d, want 403", code)
+	}
+	pending := `data-kind="pending" data-device="` + stranger.id.ID + `"`
+	if _, _, body := get("GET", "/ui/o/default/", "", "Authorization", "Bearer "+fs.token("default", "admin")); !strings.Contains(body, pending) {
+		t.Errorf("admin's overview does not list the pending device")
+	}
+	if _, _, body := get("GET", "/ui/o/default/", "", auth...); strings.Contains(body, pending) {
+		t.Errorf("a viewer's overview lists a pending device")
+	}
 	// The repository is still served beside the page.
 	if code, _, _ := get("GET", "/metadata/timestamp.json", ""); code != http.StatusOK {
 		t.Errorf("GET /metadata/timestamp.json with the page on: %d, want 200", code)
