@@ -242,6 +242,9 @@ func (pf *pageFleet) metadata(name string) []byte {
 // without or with a wrong CSRF token, and tenant isolation. On SQLite and
 // on a real PostgreSQL.
 func TestPage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives headless Chromium and manufactures a TPM with swtpm_setup: not in -short")
+	}
 	eachDB(t, testPage)
 }
 
