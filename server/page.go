@@ -849,8 +849,8 @@ func (f *fleet) pageRolloutAction(w http.ResponseWriter, r *http.Request, v *vie
 		ch.Action, ch.Edit = "rollout.halt", rollout.Halt(reason, c.actor)
 	case "waves":
 		group := strings.TrimSpace(r.PostForm.Get("group"))
-		if group != "" && !groupRE.MatchString(group) {
-			return errorf(http.StatusBadRequest, "group %q: expected 1-63 of A-Z a-z 0-9 . _ -", truncate(group, 40))
+		if group != "" && !nameRE.MatchString(group) {
+			return errorf(http.StatusBadRequest, "group %q: expected an agent config group like \"canary\" (1-63 of a-z 0-9 . _ -)", truncate(group, 40))
 		}
 		specs := strings.Fields(r.PostForm.Get("waves"))
 		if len(specs) == 0 || len(specs) > 32 {
