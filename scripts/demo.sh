@@ -62,12 +62,31 @@ $plumb repo ls "$out/repo"
 
 step "booting $v1 (console in $out/vm/console.log); plumbd will pull $v2"
 start=$(date +%s)
+# The VM runs until the fleet service has the device's report of the
+# commit (plumbd reports right after it): the page then shows the whole
+# story, joined to committed.
 $plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" "${vmflags[@]}" \
-	--until "release committed\" version=$v2" --timeout 10m \
+	--timeout 10m > "$out/vm-run.log" 2>&1 &
+vm=$!
+pids+=($vm)
+tail --pid="$vm" -n +1 -f "$out/vm-run.log" \
 	| grep --line-buffered -E 'plumbd .* started|plumb: status|level=(INFO|WARN|ERROR) msg="(root mapped through dm-verity|metadata refreshed|downloading|slot written|slot installed|rebooting into|release committed|rolled back|update check failed)' \
-	| cut -c1-200
+	| stdbuf -oL cut -c1-200 &
+shown=$!
+pids+=($shown)
+until $plumb fleet devices "${fleet[@]}" > "$out/fleet-devices.txt" 2>&1; grep -q "committed $v2" "$out/fleet-devices.txt"; do
+	if ! kill -0 "$vm" 2>/dev/null; then
+		echo "demo: the VM stopped before the fleet service saw $v2 committed (see $out/vm-run.log)" >&2
+		exit 1
+	fi
+	sleep 1
+done
+took=$(( $(date +%s) - start ))
+kill "$vm" 2>/dev/null || true
+wait "$vm" 2>/dev/null || true
+wait "$shown" 2>/dev/null || true
 echo
-echo "demo: $v1 -> $v2 committed on slot b, $(( $(date +%s) - start ))s after power-on"
+echo "demo: $v1 -> $v2 committed on slot b and reported to the fleet service, ${took}s after power-on"
 step "the fleet service saw it join and update (plumb fleet devices / events; the same on $page)"
 $plumb fleet devices "${fleet[@]}" || true
 dev=$($plumb fleet devices "${fleet[@]}" --json | sed -n 's/.*"id": *"\([a-z0-9-]*\)".*/\1/p' | head -1)
