@@ -21,7 +21,7 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
 	gcc libc6-dev libssl-dev file containerd runc postgresql \
-	cryptsetup-bin sbsigntool binutils
+	cryptsetup-bin sbsigntool binutils chromium
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time

@@ -33,6 +33,8 @@ trap cleanup EXIT
 
 rm -rf "$out"
 mkdir -p "$out"
+page="https://127.0.0.1:$port/ui/"
+printf 'demo: the fleet page will be at %s (log in as admin; the password is printed once plumb serve starts)\n' "$page"
 
 step "creating a TUF repository in $out/repo"
 $plumb repo init "$out/repo"
@@ -42,7 +44,12 @@ $plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false > "$out/ser
 pids+=($!)
 # plumb serve makes the CA and, for its fleet service, the default
 # organization's join token (DIR/join-token) that the image carries.
-for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-token" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -s "$out/repo/tls/ca.pem" ] && [ -s "$out/repo/join-token" ] && [ -s "$out/repo/admin-password" ] && break; sleep 0.1; done
+step "fleet page: $page  user admin  password $(cat "$out/repo/admin-password")"
+echo "    (the browser warns about the development CA $out/repo/tls/ca.pem; watch the device join and update under Devices)"
+fleet=(--server "https://127.0.0.1:$port/" --org default --ca "$out/repo/tls/ca.pem")
+PLUMB_TOKEN=$($plumb fleet token create --dir "$out/repo" --org default --name demo --role viewer)
+export PLUMB_TOKEN
 
 agent=(--repository https://10.0.2.100/ --root-json "$out/repo/repository/metadata/1.root.json" --ca "$out/repo/tls/ca.pem" --join-token "$out/repo/join-token")
 for v in "$v1" "$v2"; do
@@ -55,9 +62,38 @@ $plumb repo ls "$out/repo"
 
 step "booting $v1 (console in $out/vm/console.log); plumbd will pull $v2"
 start=$(date +%s)
+# The VM runs until the fleet service has the device's report of the
+# commit (plumbd reports right after it): the page then shows the whole
+# story, joined to committed.
 $plumb vm run "$out/v$v1/disk.img" --dir "$out/vm" --forward "443:$port" "${vmflags[@]}" \
-	--until "release committed\" version=$v2" --timeout 10m \
+	--timeout 10m > "$out/vm-run.log" 2>&1 &
+vm=$!
+pids+=($vm)
+tail --pid="$vm" -n +1 -f "$out/vm-run.log" \
 	| grep --line-buffered -E 'plumbd .* started|plumb: status|level=(INFO|WARN|ERROR) msg="(root mapped through dm-verity|metadata refreshed|downloading|slot written|slot installed|rebooting into|release committed|rolled back|update check failed)' \
-	| cut -c1-200
+	| stdbuf -oL cut -c1-200 &
+shown=$!
+pids+=($shown)
+until $plumb fleet devices "${fleet[@]}" > "$out/fleet-devices.txt" 2>&1; grep -q "committed $v2" "$out/fleet-devices.txt"; do
+	if ! kill -0 "$vm" 2>/dev/null; then
+		echo "demo: the VM stopped before the fleet service saw $v2 committed (see $out/vm-run.log)" >&2
+		exit 1
+	fi
+	sleep 1
+done
+took=$(( $(date +%s) - start ))
+kill "$vm" 2>/dev/null || true
+wait "$vm" 2>/dev/null || true
+wait "$shown" 2>/dev/null || true
 echo
-echo "demo: $v1 -> $v2 committed on slot b, $(( $(date +%s) - start ))s after power-on"
+echo "demo: $v1 -> $v2 committed on slot b and reported to the fleet service, ${took}s after power-on"
+step "the fleet service saw it join and update (plumb fleet devices / events; the same on $page)"
+$plumb fleet devices "${fleet[@]}" || true
+dev=$($plumb fleet devices "${fleet[@]}" --json | sed -n 's/.*"id": *"\([a-z0-9-]*\)".*/\1/p' | head -1)
+if [ -n "$dev" ]; then
+	$plumb fleet events "$dev" "${fleet[@]}" || true
+	echo "device page: ${page}o/default/devices/$dev"
+fi
+if [ -t 0 ]; then
+	read -r -p "plumb serve keeps serving the page; press Enter to stop. " _ || true
+fi

@@ -117,35 +117,47 @@ func (f *fleet) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	if !f.logins.Allow() {
-		return errorf(http.StatusTooManyRequests, "too many login attempts: try again later")
-	}
-	u, err := f.db.UserByName(r.Context(), in.User)
-	if errors.Is(err, store.ErrNotFound) {
-		CheckPassword("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", in.Password) // same time as a wrong password
-		return errorf(http.StatusUnauthorized, "login: wrong user name or password")
-	}
-	if err != nil {
-		return err
-	}
-	if !CheckPassword(u.Password, in.Password) {
-		return errorf(http.StatusUnauthorized, "login: wrong user name or password")
-	}
-	f.logins.AllowN(time.Now(), -1) // a good login does not count
-	sid, csrf, err := f.db.CreateSession(r.Context(), u.ID, sessionTTL)
-	if err != nil {
-		return err
-	}
-	ms, err := f.db.Memberships(r.Context(), u.ID)
+	sid, csrf, ms, err := f.startSession(r, in.User, in.Password)
 	if err != nil {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sid, Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL.Seconds())})
+	reply(w, map[string]any{"user": in.User, "csrf": csrf, "orgs": ms})
+	return nil
+}
+
+// startSession checks a user's password (rate limited: failures count
+// against the process's login limiter) and starts a session: the session
+// id for the cookie, its CSRF token and the user's organizations. Each
+// organization's audit log records the login. POST /v1/login and the
+// page's login form both call it.
+func (f *fleet) startSession(r *http.Request, user, password string) (sid, csrf string, ms []store.Membership, err error) {
+	if !f.logins.Allow() {
+		return "", "", nil, errorf(http.StatusTooManyRequests, "too many login attempts: try again later")
+	}
+	u, err := f.db.UserByName(r.Context(), user)
+	if errors.Is(err, store.ErrNotFound) {
+		CheckPassword("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", password) // same time as a wrong password
+		return "", "", nil, errorf(http.StatusUnauthorized, "login: wrong user name or password")
+	}
+	if err != nil {
+		return "", "", nil, err
+	}
+	if !CheckPassword(u.Password, password) {
+		return "", "", nil, errorf(http.StatusUnauthorized, "login: wrong user name or password")
+	}
+	f.logins.AllowN(time.Now(), -1) // a good login does not count
+	sid, csrf, err = f.db.CreateSession(r.Context(), u.ID, sessionTTL)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if ms, err = f.db.Memberships(r.Context(), u.ID); err != nil {
+		return "", "", nil, err
+	}
 	for _, m := range ms {
 		f.db.Audit(r.Context(), store.AuditEntry{OrgID: m.OrgID, Actor: "user " + u.Name, Action: "login", Detail: r.RemoteAddr})
 	}
-	reply(w, map[string]any{"user": u.Name, "csrf": csrf, "orgs": ms})
-	return nil
+	return sid, csrf, ms, nil
 }
 
 func (f *fleet) logout(w http.ResponseWriter, r *http.Request) error {

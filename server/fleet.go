@@ -47,9 +47,20 @@ type FleetOptions struct {
 	// JoinRate caps the devices joining one organization per second
 	// (default 20, bursts of 200).
 	JoinRate float64
+	// SilentAfter is how long a device may go without reporting before
+	// the page lists it as silent (default DefaultSilentAfter: three
+	// 5-minute polls).
+	SilentAfter time.Duration
+	// RolloutOrg is the organization whose operators and admins may
+	// pause, resume, halt and set the waves of the repository's releases
+	// from the page (default DefaultRolloutOrg, "default"): a release is
+	// served to every organization's devices.
+	RolloutOrg string
 	// Bootstrap makes, when the database has no organization, the
-	// organization "default" and a join token written to
-	// Options.Dir/join-token: `plumb serve DIR` works with no set-up.
+	// organization "default", a join token written to
+	// Options.Dir/join-token and its admin BootstrapAdmin with a random
+	// password written to Options.Dir/admin-password: `plumb serve DIR`
+	// works with no set-up, page included.
 	Bootstrap bool
 }
 
@@ -63,6 +74,14 @@ var deviceIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 // JoinTokenFile is where Bootstrap writes the default organization's join
 // token, relative to the serve directory.
 const JoinTokenFile = "join-token"
+
+// AdminPasswordFile is where Bootstrap writes the password of the default
+// organization's first operator, BootstrapAdmin, relative to the serve
+// directory (0600). Change it, or delete the file, once read.
+const AdminPasswordFile = "admin-password"
+
+// BootstrapAdmin is the user Bootstrap makes an admin of "default".
+const BootstrapAdmin = "admin"
 
 // JoinTokenHeader carries a device's join token (report.JoinTokenHeader).
 const JoinTokenHeader = deviceapi.JoinTokenHeader
@@ -133,6 +152,33 @@ func (f *fleet) bootstrap(ctx context.Context) error {
 	}
 	f.db.Audit(ctx, store.AuditEntry{OrgID: org.ID, Actor: "plumb serve", Action: "org.create", Target: "default", Detail: "bootstrap; join token in " + p})
 	f.log.Info("created organization default", "join_token", p)
+	return f.bootstrapAdmin(ctx, org)
+}
+
+// bootstrapAdmin makes BootstrapAdmin, with a random password written to
+// AdminPasswordFile, an admin of org.
+func (f *fleet) bootstrapAdmin(ctx context.Context, org *store.Org) error {
+	pw := store.NewSecret("pw")
+	hash, err := HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	u, err := f.db.CreateUser(ctx, BootstrapAdmin, hash)
+	if errors.Is(err, store.ErrExists) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.db.SetRole(ctx, u.ID, org.ID, store.RoleAdmin); err != nil {
+		return err
+	}
+	p := filepath.Join(f.repo, AdminPasswordFile)
+	if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the admin password: %w", err)
+	}
+	f.db.Audit(ctx, store.AuditEntry{OrgID: org.ID, Actor: "plumb serve", Action: "user.role", Target: BootstrapAdmin, Detail: "admin; bootstrap, password in " + p})
+	f.log.Info("created operator admin of organization default", "password_file", p)
 	return nil
 }
 

@@ -48,6 +48,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fleet.route(rec, r)
 		return
 	}
+	if s.fleet != nil && (r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, PagePrefix)) {
+		s.fleet.page(rec, r)
+		return
+	}
 	s.serveFile(rec, r)
 }
 

@@ -1,6 +1,7 @@
 // Package testutil holds helpers shared by the project's tests: building the
 // project's own binaries once per test process, locating the package cache,
-// and requiring host tools with an install hint.
+// requiring host tools with an install hint, and the real servers tests
+// start and stop by PID (swtpm, PostgreSQL, nginx, headless Chromium).
 package testutil
 
 import (

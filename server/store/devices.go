@@ -109,6 +109,8 @@ type DeviceQuery struct {
 	Group    string
 	Hardware string
 	Version  string
+	Verdict  string // the last attestation verdict
+	State    string // the update phase (update_phase)
 	After    string // ids after this one (paging)
 	Limit    int    // default and maximum 1000
 }
@@ -142,6 +144,12 @@ func (s *Store) Devices(ctx context.Context, q DeviceQuery) ([]*Device, error) {
 	}
 	if q.Version != "" {
 		where += ` AND d.version = ` + arg(q.Version)
+	}
+	if q.Verdict != "" {
+		where += ` AND d.verdict = ` + arg(q.Verdict)
+	}
+	if q.State != "" {
+		where += ` AND d.update_phase = ` + arg(q.State)
 	}
 	if q.After != "" {
 		where += ` AND d.id > ` + arg(q.After)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +20,9 @@ import (
 )
 
 // auditFile is the audit log of rollout actions in the repository
-// directory (until the fleet service's audit log replaces it).
+// directory when there is no fleet database (a repository served by
+// another server, or not yet by plumb serve): with one, they go to the
+// fleet service's audit log, which the page and plumb fleet audit show.
 const auditFile = "audit.jsonl"
 
 type rolloutOptions struct {
@@ -50,14 +51,17 @@ func newRolloutCmd(e *cli.Env) *cobra.Command {
 pause and halt; format/release/release.md) and re-signs targets, snapshot
 and timestamp with the online keys in DIR/keys (never root). RELEASE is
 HARDWARE/VERSION, or VERSION with --hardware (or alone when one hardware
-has it). Each change is recorded in DIR/audit.jsonl. A failed change leaves
-the repository as it was.`,
+has it). Each change is recorded in the fleet service's audit log (the
+database --db, default DIR/fleet.db when plumb serve made it), for every
+organization; without a fleet database, in DIR/audit.jsonl. A failed change
+leaves the repository as it was.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.repo, "repo", ".", "repository directory (plumb repo init's DIR)")
 	pf.StringVar(&o.hardware, "hardware", "", "hardware of RELEASE when it is given as VERSION")
 	pf.StringVar(&o.actor, "actor", "", "who makes the change, for the audit log (default: user@host)")
 	pf.BoolVar(&o.jsonOut, "json", false, "print the release's facts as JSON")
+	pf.StringVar(&o.db, "db", "", "fleet database: a SQLite file or a postgres:// URL (default DIR/fleet.db)")
 
 	set := &cobra.Command{
 		Use:   "set RELEASE --wave P%@WHEN [--wave …] [--group G]",
@@ -114,15 +118,14 @@ and how many failed it (rolled back, failed a health check or an attested
 commit), from the fleet database (--db, default DIR/fleet.db: the one plumb
 serve keeps, a SQLite file or a postgres:// URL). When at least --min-sample devices tried a release and more
 than --failure-threshold percent of them failed it, it halts the release
-through TUF with the reason, and records the halt in DIR/audit.jsonl.
-plumb serve runs the same controller.`,
+through TUF with the reason, and records the halt in the fleet database's
+audit log, for every organization. plumb serve runs the same controller.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRolloutWatch(cmd.Context(), e, o)
 		},
 	}
 	addWatchFlags(watch, &o)
-	watch.Flags().StringVar(&o.db, "db", "", "fleet database: a SQLite file or a postgres:// URL (default DIR/fleet.db)")
 	watch.Flags().BoolVar(&o.once, "once", false, "check once and exit")
 
 	cmd.AddCommand(set, pause, resume, haltCmd, watch)
@@ -168,34 +171,42 @@ func runRolloutSet(ctx context.Context, e *cli.Env, o rolloutOptions, spec strin
 }
 
 func runRolloutEdit(ctx context.Context, e *cli.Env, o rolloutOptions, spec, action string, edit tufrepo.RolloutEdit) error {
-	r, err := openRepo(e, o.repo)
+	if _, err := openRepo(e, o.repo); err != nil {
+		return err
+	}
+	audit, done, err := rolloutAudit(ctx, o)
 	if err != nil {
 		return err
 	}
-	hw, version, err := r.FindRelease(spec, o.hardware)
+	defer done()
+	hw, version, f, err := rollout.Apply(ctx, rollout.Change{Dir: o.repo, RepoOptions: tufrepo.Options{Log: e.Log},
+		Release: spec, Hardware: o.hardware, Action: action, Group: o.group, Actor: rolloutActor(o), Edit: edit, Audit: audit})
 	if err != nil {
 		return err
-	}
-	f, err := r.Rollout(ctx, hw, version, edit)
-	if err != nil {
-		return err
-	}
-	detail := fmt.Sprintf("rollout %d%%, %d waves, paused %v", f.Rollout, len(f.Waves), f.Paused)
-	if f.Halted != nil {
-		detail += ", halted: " + f.Halted.Reason
-	}
-	if o.group != "" {
-		detail += ", group " + o.group
-	}
-	audit := &rollout.FileAudit{Path: filepath.Join(o.repo, auditFile)}
-	if err := audit.Record(ctx, rollout.Entry{Time: time.Now().UTC(), Actor: rolloutActor(o), Action: action, Release: hw + "/" + version, Detail: detail}); err != nil {
-		return fmt.Errorf("%s/%s changed, but recording it failed: %w", hw, version, err)
 	}
 	if o.jsonOut {
 		return cli.PrintJSON(e.Stdout, f)
 	}
 	printControl(e, hw, version, f)
 	return nil
+}
+
+// rolloutAudit is where rollout changes are recorded: the fleet
+// database's audit log (--db, or DIR/fleet.db when it exists), for every
+// organization; DIR/audit.jsonl when there is no fleet database.
+func rolloutAudit(ctx context.Context, o rolloutOptions) (rollout.Auditor, func(), error) {
+	dsn := o.db
+	if dsn == "" {
+		dsn = filepath.Join(o.repo, "fleet.db")
+		if _, err := os.Stat(dsn); err != nil {
+			return &rollout.FileAudit{Path: filepath.Join(o.repo, auditFile)}, func() {}, nil
+		}
+	}
+	st, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return rollout.StoreAudit{DB: st}, func() { st.Close() }, nil
 }
 
 func printControl(e *cli.Env, hw, version string, f *release.Facts) {
@@ -260,10 +271,13 @@ func newWatcher(e *cli.Env, o rolloutOptions, outcomes rollout.Outcomes) (*rollo
 	if actor == "" {
 		actor = fmt.Sprintf("plumb rollout watch (failure threshold %g%%, min sample %d)", o.threshold, o.minSample)
 	}
+	var audit rollout.Auditor = &rollout.FileAudit{Path: filepath.Join(o.repo, auditFile)}
+	if st, ok := outcomes.(*store.Store); ok {
+		audit = rollout.StoreAudit{DB: st} // the halt concerns every organization
+	}
 	return &rollout.Watcher{
 		Dir: o.repo, RepoOptions: tufrepo.Options{Log: e.Log},
-		Outcomes: outcomes, Policy: p, Actor: actor,
-		Audit: &rollout.FileAudit{Path: filepath.Join(o.repo, auditFile)}, Log: e.Log,
+		Outcomes: outcomes, Policy: p, Actor: actor, Audit: audit, Log: e.Log,
 	}, nil
 }
 
@@ -289,45 +303,13 @@ type waveSpec struct {
 }
 
 // parseWave parses P%@WHEN (WHEN: now, +DURATION, RFC 3339; "P%" alone
-// means now).
+// means now), as rollout.ParseStep does for the page too.
 func parseWave(s string) (waveSpec, error) {
-	bad := func(why string) error {
-		return fmt.Errorf("--wave %q: expected P%%@WHEN like 10%%@now, 50%%@+24h or 100%%@2026-12-24T08:00:00Z: %s", s, why)
+	st, err := rollout.ParseStep(s)
+	if err != nil {
+		return waveSpec{}, fmt.Errorf("--%w", err)
 	}
-	p, when, _ := strings.Cut(s, "@")
-	n, err := strconv.Atoi(strings.TrimSuffix(p, "%"))
-	if err != nil || n < 0 || n > 100 {
-		return waveSpec{}, bad("percentage " + strconv.Quote(p) + " is not 0..100")
-	}
-	w := waveSpec{percent: n}
-	switch {
-	case when == "" || when == "now":
-	case strings.HasPrefix(when, "+"):
-		d, err := parseDays(when[1:])
-		if err != nil || d < 0 {
-			return waveSpec{}, bad("duration " + strconv.Quote(when) + " is not like +24h or +3d")
-		}
-		w.rel = d
-	default:
-		t, err := time.Parse(time.RFC3339, when)
-		if err != nil {
-			return waveSpec{}, bad("time " + strconv.Quote(when) + " is not RFC 3339")
-		}
-		w.abs = t
-	}
-	return w, nil
-}
-
-// parseDays is time.ParseDuration that also takes whole days ("3d").
-func parseDays(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n > 3650 {
-			return 0, fmt.Errorf("bad days %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
+	return waveSpec{percent: st.Percent, abs: st.At, rel: st.After}, nil
 }
 
 func validGroup(g string) bool {

@@ -23,6 +23,7 @@ import (
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/internal/cli/plumbd"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/store"
 	"github.com/plumb-os/plumb/updater/agent"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
@@ -268,16 +269,43 @@ func TestRolloutWavesPauseResume(t *testing.T) {
 		t.Errorf("resumed, after the last wave: %d of 1000 admitted, want all", n)
 	}
 
-	// Every change is in the audit log, with who made it.
-	audit, err := os.ReadFile(filepath.Join(r.dir, auditFile))
+	// Every change is in the fleet service's audit log (plumb serve made
+	// DIR/fleet.db), with who made it.
+	audit := auditLog(t, r.dir)
+	for _, a := range []string{`"action":"rollout.set"`, `"action":"rollout.pause"`, `"action":"rollout.resume"`} {
+		if !strings.Contains(audit, a) || !strings.Contains(audit, `"target":"qemu-x86_64/2.0.0"`) {
+			t.Errorf("audit log lacks %s on qemu-x86_64/2.0.0:\n%s", a, audit)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, auditFile)); err == nil {
+		t.Errorf("%s written although the fleet database keeps the audit log", auditFile)
+	}
+}
+
+// auditLog is the default organization's audit log in DIR/fleet.db, one
+// JSON object per line.
+func auditLog(t *testing.T, dir string) string {
+	t.Helper()
+	st, err := store.Open(t.Context(), filepath.Join(dir, "fleet.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{`"action":"rollout.set"`, `"action":"rollout.pause"`, `"action":"rollout.resume"`} {
-		if !bytes.Contains(audit, []byte(a)) {
-			t.Errorf("audit log lacks %s:\n%s", a, audit)
-		}
+	defer st.Close()
+	org, err := st.OrgByName(t.Context(), "default")
+	if err != nil {
+		t.Fatal(err)
 	}
+	es, err := st.AuditLog(t.Context(), org.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range es {
+		js, _ := json.Marshal(e)
+		b.Write(js)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // TestRolloutHaltWhilePolling: devices report to plumb serve; when the
@@ -354,11 +382,8 @@ func TestRolloutHaltWhilePolling(t *testing.T) {
 			t.Errorf("halted, group %q: %d admitted, old agents %d; want none", g, n, old)
 		}
 	}
-	audit, err := os.ReadFile(filepath.Join(r.dir, auditFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(audit, []byte(`"action":"rollout.halt","release":"qemu-x86_64/2.0.0"`)) || !bytes.Contains(audit, []byte(`"actor":"plumb rollout watch (failure threshold 30%, min sample 10)"`)) {
+	audit := auditLog(t, r.dir)
+	if !strings.Contains(audit, `"actor":"plumb rollout watch (failure threshold 30%, min sample 10)","action":"rollout.halt","target":"qemu-x86_64/2.0.0"`) {
 		t.Errorf("audit log lacks the halt and its actor:\n%s", audit)
 	}
 

@@ -31,6 +31,7 @@ type serveOptions struct {
 	retention time.Duration
 	attest    bool
 	ekCAs     []string
+	silent    time.Duration  // the page lists devices silent for longer
 	watch     bool           // run the halt controller (rollout.go)
 	policy    rolloutOptions // its policy flags
 }
@@ -54,7 +55,9 @@ tokens and the audit log are kept in the database --db (default the SQLite
 file DIR/fleet.db; or postgres://...). On first start with no organization
 it makes the organization "default" and writes its join token to
 DIR/join-token: build images with plumb build --join-token DIR/join-token.
-Operators use the API under /v1/orgs/ORG/ (plumb fleet).
+Operators use the web page at https://ADDR/ui/ (first start: the
+operator "admin" of "default", its password in DIR/admin-password) and the
+API under /v1/orgs/ORG/ (plumb fleet).
 
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
@@ -86,6 +89,7 @@ the fleet database's per-release outcomes.`,
 	f.DurationVar(&o.retention, "retention", 0, "drop device history older than this, e.g. 2160h (0 keeps it, bounded by --history)")
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
+	f.DurationVar(&o.silent, "silent-after", server.DefaultSilentAfter, "the page lists a device as silent after this long without a report (three polls)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
 	addWatchFlags(cmd, &o.policy)
 	return cmd
@@ -107,7 +111,10 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if o.maxEvents <= 0 || o.retention < 0 {
 			return cli.BadInput(fmt.Errorf("--history %d, --retention %s: expected a positive count and a duration >= 0", o.maxEvents, o.retention))
 		}
-		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, Bootstrap: true}
+		if o.silent <= 0 {
+			return cli.BadInput(fmt.Errorf("--silent-after %s: expected a positive duration, like 15m (three 5-minute polls)", o.silent))
+		}
+		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, SilentAfter: o.silent, Bootstrap: true}
 	}
 	var att *server.AttestOptions
 	if o.attest && fleet != nil {
@@ -160,6 +167,11 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if _, err := os.Stat(filepath.Join(o.dir, server.JoinTokenFile)); err == nil {
 			fmt.Fprintf(e.Stdout, "Join: %s  (plumb build --join-token: devices join organization default)\n", filepath.Join(o.dir, server.JoinTokenFile))
 		}
+		login := "operators: plumb fleet user add"
+		if pw := filepath.Join(o.dir, server.AdminPasswordFile); fileExists(pw) {
+			login = "log in as " + server.BootstrapAdmin + ", password in " + pw
+		}
+		fmt.Fprintf(e.Stdout, "Page: %sui/  (%s)\n", url, login)
 	}
 	fmt.Fprintf(e.Stdout, "Ctrl-C stops.\n")
 	wctx, stop := context.WithCancel(ctx)
@@ -176,6 +188,8 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	defer func() { stop(); wait() }()
 	return s.Serve(ctx, l)
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // displayAddr is the listener's address as a client would dial it: a
 // wildcard listen address is shown as 127.0.0.1.

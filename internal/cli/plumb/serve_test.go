@@ -7,15 +7,18 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/plumb-os/plumb/internal/cli"
+	"github.com/plumb-os/plumb/server"
 )
 
 // syncBuffer is a bytes.Buffer safe for the command's goroutine and the test.
@@ -148,5 +151,75 @@ func TestServeBadInput(t *testing.T) {
 		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tt.want) {
 			t.Errorf("serve %q: stderr = %q, want one line containing %q", tt.args, msg, tt.want)
 		}
+	}
+}
+
+// TestServePage: the first start of plumb serve makes the operator admin
+// of "default" with a password in DIR/admin-password and prints the
+// page's URL; that login opens the overview, and a wrong one does not.
+func TestServePage(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "repository", "metadata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- runServeCmd(ctx, []string{dir, "--addr", "127.0.0.1:0", "--access-log=false"}, &stdout, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-code
+	})
+	re := regexp.MustCompile(`(?m)^Page:\s+(https://\S+/ui/)\s+\(log in as admin, password in (\S+)\)`)
+	var m []string
+	for deadline := time.Now().Add(30 * time.Second); m == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no page URL printed; stdout %q stderr %q", stdout.String(), stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		m = re.FindStringSubmatch(stdout.String())
+	}
+	page, pwFile := m[1], m[2]
+	if pwFile != filepath.Join(dir, server.AdminPasswordFile) {
+		t.Errorf("password file %s, want %s", pwFile, filepath.Join(dir, server.AdminPasswordFile))
+	}
+	fi, err := os.Stat(pwFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin password file: %v, mode %v; want 0600", err, fi)
+	}
+	pw, _ := os.ReadFile(pwFile)
+	caPEM, err := os.ReadFile(filepath.Join(dir, "tls", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	login := func(password string) (int, string) {
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		body := strings.NewReader(`{"user":"admin","password":` + strconv.Quote(password) + `}`)
+		resp, err := c.Post(strings.TrimSuffix(page, "ui/")+"v1/login", "application/json", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.StatusCode, ""
+		}
+		resp, err = c.Get(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, html := login(strings.TrimSpace(string(pw))); status != http.StatusOK || !strings.Contains(html, `<h1 data-test="title">Overview</h1>`) {
+		t.Errorf("admin's page: %d %.300s; want the overview", status, html)
+	}
+	if status, _ := login("wrong-password"); status != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d, want 401", status)
 	}
 }
