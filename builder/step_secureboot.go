@@ -72,7 +72,7 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 		if slot == "" {
 			continue
 		}
-		e := bootentry.Entry{Version: b.r.Version, Slot: disklayout.Slot(slot), PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
+		e := bootentry.Entry{Version: b.r.Version, Slot: disklayout.Slot(slot), PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.kernelCmdline()}
 		cmdline := filepath.Join(dir, "cmdline-"+slot)
 		if err := os.WriteFile(cmdline, []byte(e.Options()), 0o644); err != nil {
 			return err

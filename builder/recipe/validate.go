@@ -110,6 +110,9 @@ func (r *Recipe) validate() error {
 	if err := r.Boot.Validate(); err != nil {
 		return within("boot", err)
 	}
+	if r.Partitions.DataEncryption != "" && r.Boot.SecureBoot == nil {
+		return fieldErr("partitions.data_encryption", fmt.Sprintf("%q seals /data to the Secure Boot state (PCR 7): expected boot.secure_boot to be set too", r.Partitions.DataEncryption))
+	}
 	return nil
 }
 
@@ -339,6 +342,9 @@ func (p *Partitions) Validate() error {
 		case c.size%MiB != 0:
 			return fieldErr(c.field, fmt.Sprintf("expected a whole number of MiB (partitions are MiB-aligned), got %d bytes", int64(c.size)))
 		}
+	}
+	if p.DataEncryption != "" && p.DataEncryption != DataSealed {
+		return fieldErr("data_encryption", fmt.Sprintf("expected %q (LUKS2, key sealed to the TPM) or nothing, got %q", DataSealed, p.DataEncryption))
 	}
 	return nil
 }
