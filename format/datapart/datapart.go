@@ -5,7 +5,8 @@
 //
 // An unprovisioned partition holds, at offset 0, a Marker block (Magic and
 // a JSON description), and at ImageOffset the empty ext4 filesystem for
-// /data, zstd-compressed. Provisioning writes the filesystem encrypted into
+// /data, gzip-compressed (the standard library's, so that plumb-init
+// stays small). Provisioning writes the filesystem encrypted into
 // the LUKS2 data segment at SegmentOffset and the LUKS2 headers last, over
 // the marker: a provisioning cut short by a power loss starts again.
 package datapart
@@ -42,7 +43,7 @@ const Magic = "PLUMB-DATA-UNPROVISIONED\n"
 
 // Marker describes the compressed filesystem of an unprovisioned partition.
 type Marker struct {
-	// Compressed is the length of the zstd stream at ImageOffset, SHA256
+	// Compressed is the length of the gzip stream at ImageOffset, SHA256
 	// its sha256 (hex); Size is the decompressed filesystem's size.
 	Compressed int64  `json:"compressed"`
 	SHA256     string `json:"sha256"`

@@ -2,6 +2,7 @@ package diskimg
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,8 +16,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/disklayout"
@@ -119,7 +118,7 @@ func dataDirs(dirs []string) ([]string, error) {
 
 // writeData makes the data partition: the ext4 filesystem, or with
 // spec.DataSealed the unprovisioned partition of format/datapart (a marker
-// and the filesystem, zstd-compressed, that the device's first boot
+// and the filesystem, gzip-compressed, that the device's first boot
 // encrypts with a key sealed to its TPM).
 func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part disklayout.Partition, spec Spec) error {
 	if !spec.DataSealed {
@@ -147,11 +146,18 @@ func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part disk
 	if err != nil {
 		return err
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 	if err != nil {
 		return err
 	}
-	comp := enc.EncodeAll(raw, nil)
+	if _, err := zw.Write(raw); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	comp := gz.Bytes()
 	if len(comp) > datapart.MaxImage {
 		return fmt.Errorf("sealed data partition: the empty filesystem compresses to %d bytes, more than the %d the layout holds (a smaller data partition?)", len(comp), datapart.MaxImage)
 	}

@@ -9,6 +9,8 @@
 package datacrypt
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -21,7 +23,6 @@ import (
 	"strings"
 
 	"github.com/google/go-tpm/tpm2/transport"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/internal/ctxio"
@@ -148,13 +149,9 @@ func provision(ctx context.Context, f *os.File, size int64, tpm transport.TPM) (
 		return nil, err
 	}
 
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+	zr, err := gzip.NewReader(bytes.NewReader(comp))
 	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	if err := zr.Reset(strings.NewReader(string(comp))); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("data filesystem image: %w", err)
 	}
 	buf := make([]byte, 1<<20)
 	var off int64

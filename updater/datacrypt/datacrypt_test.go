@@ -2,6 +2,7 @@ package datacrypt
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/internal/testutil"
@@ -34,8 +34,11 @@ func unprovisioned(t *testing.T, dir string, size int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := zstd.NewWriter(nil)
-	comp := enc.EncodeAll(raw, nil)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	comp := gz.Bytes()
 	sum := sha256.Sum256(comp)
 	marker, err := datapart.Marker{Compressed: int64(len(comp)), SHA256: hex.EncodeToString(sum[:]), Size: int64(len(raw))}.Encode()
 	if err != nil {
