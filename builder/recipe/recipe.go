@@ -248,7 +248,7 @@ type Partitions struct {
 	Data Size `yaml:"data"`
 	// DataEncryption "luks2-tpm" makes /data a LUKS2 volume whose key the
 	// device seals to its TPM on the first boot (format/datapart,
-	// docs/verified-boot.md). Requires boot.secure_boot.
+	// docs/verified-boot.md). Requires boot.verity and a Secure Boot key.
 	DataEncryption string `yaml:"data_encryption"`
 }
 

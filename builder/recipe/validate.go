@@ -110,8 +110,10 @@ func (r *Recipe) validate() error {
 	if err := r.Boot.Validate(); err != nil {
 		return within("boot", err)
 	}
-	if r.Partitions.DataEncryption != "" && r.Boot.SecureBoot == nil {
-		return fieldErr("partitions.data_encryption", fmt.Sprintf("%q seals /data to the Secure Boot state (PCR 7): expected boot.secure_boot to be set too", r.Partitions.DataEncryption))
+	if r.Partitions.DataEncryption != "" && !r.Boot.Verity {
+		// The build also needs a Secure Boot key (boot.secure_boot or the
+		// --secure-boot-key flag), which needs verity.
+		return fieldErr("partitions.data_encryption", fmt.Sprintf("%q seals /data to a signed boot chain: expected boot.verity: true and a Secure Boot key", r.Partitions.DataEncryption))
 	}
 	return nil
 }
