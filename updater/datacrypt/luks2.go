@@ -324,18 +324,6 @@ func afSplit(key []byte, n int) []byte {
 	return out
 }
 
-// afMerge inverts afSplit.
-func afMerge(material []byte, keyLen, n int) []byte {
-	d := make([]byte, keyLen)
-	for i := 0; i < n-1; i++ {
-		subtle.XORBytes(d, d, material[i*keyLen:(i+1)*keyLen])
-		d = diffuse(d)
-	}
-	key := make([]byte, keyLen)
-	subtle.XORBytes(key, d, material[(n-1)*keyLen:])
-	return key
-}
-
 // diffuse hashes each 32-byte block of d with its index (LUKS's H1).
 func diffuse(d []byte) []byte {
 	out := make([]byte, len(d))
