@@ -26,9 +26,11 @@ func (b *build) modules() []string {
 	}
 	if b.r.Partitions.DataEncryption == recipe.DataSealed && b.kernel.release != "" {
 		// The sealed data partition: the crypt target, its xts(aes)
-		// cipher (aes is built in), efivarfs for the SecureBoot variable
-		// a refusal is explained with.
-		for _, name := range []string{"dm_crypt", "xts", "efivarfs"} {
+		// cipher (aes is built in; xts instantiates ecb(aes), and the
+		// kernel cannot load modules by itself in the initramfs: without
+		// ecb the table load fails with ENOENT), efivarfs for the
+		// SecureBoot variable a refusal is explained with.
+		for _, name := range []string{"dm_crypt", "ecb", "xts", "efivarfs"} {
 			if !slices.Contains(m, name) {
 				m = append(slices.Clone(m), name)
 			}
