@@ -54,7 +54,8 @@ func openSealedData(ctx context.Context, dev string, log *slog.Logger) (string, 
 }
 
 // readSecureBoot reads the firmware's SecureBoot variable through efivarfs
-// (loaded from the initramfs's modules), mounting it if needed.
+// (loaded from the initramfs's modules), mounting it if needed; firmware
+// without the variable has Secure Boot off.
 func readSecureBoot() (bool, error) {
 	b, err := os.ReadFile(secureBootVar)
 	if errors.Is(err, os.ErrNotExist) {
@@ -62,6 +63,9 @@ func readSecureBoot() (bool, error) {
 			return false, fmt.Errorf("mounting efivarfs: %w", merr)
 		}
 		b, err = os.ReadFile(secureBootVar)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil // efivarfs is there: firmware without Secure Boot
+		}
 	}
 	if err != nil {
 		return false, err
