@@ -43,13 +43,13 @@ func openSealedData(ctx context.Context, dev string, log *slog.Logger) (string, 
 		log.Warn("data partition encrypted and sealed to this TPM: its recovery key (LUKS2 keyslot 0) is shown this once; write it down",
 			"device", dev, "recovery_key", u.RecoveryKey, "ms", time.Since(start).Milliseconds())
 	}
-	unsealed := time.Since(start)
+	unlocked := time.Since(start) // unseal and check the key (first boot: create the volume)
 	args := fmt.Sprintf("%s %x 0 %s %d", u.Cipher, u.VolumeKey, dev, u.Offset/512)
 	node, err := dmMap(DataName, 0, u.Sectors, "crypt", args)
 	if err != nil {
 		return "", fmt.Errorf("dm-crypt: %w (are dm_crypt and xts in the initramfs?)", err)
 	}
-	log.Info("data partition unlocked", "device", node, "unseal_ms", unsealed.Milliseconds(), "ms", time.Since(start).Milliseconds())
+	log.Info("data partition unlocked", "device", node, "unlock_ms", unlocked.Milliseconds(), "ms", time.Since(start).Milliseconds())
 	return node, nil
 }
 
