@@ -22,7 +22,9 @@ import (
 
 // unprovisioned writes a data partition image of size bytes as the builder
 // does: the marker, and an empty ext4 filesystem (mkfs.ext4) compressed.
-func unprovisioned(t *testing.T, dir string, size int64) string {
+func unprovisioned(t *testing.T, dir string, size int64) string { return unprovisionedTB(t, dir, size) }
+
+func unprovisionedTB(t testing.TB, dir string, size int64) string {
 	t.Helper()
 	mkfs := testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	fs := filepath.Join(dir, "fs.img")
@@ -185,5 +187,23 @@ func TestUnlockBadInput(t *testing.T) {
 	after, _ := os.ReadFile(part)
 	if !bytes.Equal(before, after) {
 		t.Error("a refused provisioning changed the partition")
+	}
+}
+
+// BenchmarkUnlock: one boot's unseal (storage key, load, policy session,
+// unseal) and key check against swtpm, on the host.
+func BenchmarkUnlock(b *testing.B) {
+	dir, state := b.TempDir(), b.TempDir()
+	part := unprovisionedTB(b, dir, 8<<20)
+	conn, _ := testutil.Swtpm(b, state, false)
+	tpm := transport.FromReadWriter(conn)
+	if _, err := Unlock(b.Context(), part, tpm, secureBoot(true)); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Unlock(b.Context(), part, tpm, secureBoot(true)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
