@@ -125,3 +125,14 @@ func bootWithSecureBootOff(t *testing.T, f *fleet, d *device) {
 		t.Errorf("the device's status report lacks why /data is sealed:\n%s", rep)
 	}
 }
+
+// logDataUnlock logs plumb-init's timings of /data from a VM's console:
+// the first boot's creation of the volume and each unlock (the figures in
+// docs/verified-boot.md).
+func logDataUnlock(t *testing.T, console string) {
+	t.Helper()
+	re := regexp.MustCompile(`msg="(data partition encrypted and sealed to this TPM|data partition unlocked)[^"]*".*? ms=(\d+)`)
+	for _, m := range re.FindAllStringSubmatch(console, -1) {
+		t.Logf("/data: %s: %s ms", m[1], m[2])
+	}
+}

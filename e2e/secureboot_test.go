@@ -82,6 +82,7 @@ func TestSecureBootVM(t *testing.T) {
 	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
 	d.waitFor(mark, `hook ran".*output="written by 1\.0\.0 before installing 2\.0\.0`) // /data unlocked after the update
 	d.waitFor(mark, `release committed" version=2\.0\.0`)
+	logDataUnlock(t, vm.Console())
 
 	// 2. A UKI signed by another key: installed, then refused by the firmware.
 	mark = vm.Mark()
