@@ -66,8 +66,8 @@ type SecureBootFunc func() (bool, error)
 
 // Unlock opens the data partition at dev: a LUKS2 volume's sealed key is
 // unsealed; an unprovisioned partition (datapart.Magic) is first encrypted
-// with a new volume key sealed in tpm. An unseal the TPM refuses is a
-// *SealedError saying why.
+// with a new volume key sealed in tpm, only under Secure Boot. An unseal
+// the TPM refuses, or a creation refused, is a *SealedError saying why.
 func Unlock(ctx context.Context, dev string, tpm transport.TPM, secureBoot SecureBootFunc) (*Unlocked, error) {
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
@@ -84,6 +84,16 @@ func Unlock(ctx context.Context, dev string, tpm transport.TPM, secureBoot Secur
 	}
 	switch {
 	case datapart.IsMarker(block):
+		// Seal only to a Secure Boot chain: a first boot with it off (an
+		// installed device before its keys are enrolled) would seal to a
+		// PCR 7 that no signed boot reproduces.
+		on, err := secureBoot()
+		if err != nil {
+			return nil, &SealedError{Reason: "not created: reading the SecureBoot variable: " + err.Error()}
+		}
+		if !on {
+			return nil, &SealedError{Reason: "not created: Secure Boot is off (the volume is created and sealed on the first boot under Secure Boot)"}
+		}
 		return provision(ctx, f, size, tpm)
 	case IsLUKS2(block):
 		return unlock(f, size, tpm, secureBoot)

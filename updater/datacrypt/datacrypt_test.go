@@ -76,7 +76,8 @@ var running = map[string]func(){}
 func secureBoot(on bool) SecureBootFunc { return func() (bool, error) { return on, nil } }
 
 // TestProvisionAndUnseal runs the first boot and later boots against a real
-// TPM (swtpm): the unprovisioned partition becomes a LUKS2 volume whose
+// TPM (swtpm): with Secure Boot off nothing is created; then the
+// unprovisioned partition becomes a LUKS2 volume whose
 // decrypted segment is the builder's ext4 (fsck.ext4 clean) and which
 // cryptsetup opens with the recovery key; the next boot (same PCRs, a
 // restarted TPM) unseals the same key; a changed PCR 7 is refused with the
@@ -88,6 +89,16 @@ func TestProvisionAndUnseal(t *testing.T) {
 	dir, state := t.TempDir(), t.TempDir()
 	part := unprovisioned(t, dir, 24<<20)
 	tpm := swtpm(t, state)
+
+	// Secure Boot off: the volume is not created (the partition unchanged).
+	before, _ := os.ReadFile(part)
+	_, err := Unlock(t.Context(), part, tpm, secureBoot(false))
+	if err == nil || err.Error() != "data partition sealed: not created: Secure Boot is off (the volume is created and sealed on the first boot under Secure Boot)" {
+		t.Errorf("first boot with Secure Boot off: err = %v", err)
+	}
+	if after, _ := os.ReadFile(part); !bytes.Equal(before, after) {
+		t.Error("a refused creation changed the partition")
+	}
 
 	first, err := Unlock(t.Context(), part, tpm, secureBoot(true))
 	if err != nil {
