@@ -142,7 +142,7 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 	me := &release.Measured{Bootloader: boot, Kernel: kernel, Initrd: m.Initrd.SHA256, PCR15: pcr15, Cmdline: map[string]string{}}
 	for _, p := range b.disk.layout.Partitions() {
 		if slot := disklayout.SlotOf(p.Name); slot != "" {
-			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}.LoadOptions()
+			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.kernelCmdline()}.LoadOptions()
 		}
 	}
 	return me, nil

@@ -39,7 +39,7 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 			rootA = p.PartUUID
 		}
 	}
-	entry := bootentry.Entry{Version: b.r.Version, Slot: disklayout.A, PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline, UKI: b.sb != nil}
+	entry := bootentry.Entry{Version: b.r.Version, Slot: disklayout.A, PartUUID: rootA, Verity: b.verityCmdline(), Cmdline: b.kernelCmdline(), UKI: b.sb != nil}
 	initrd, err := os.Stat(b.initrdPath)
 	if err != nil {
 		return err
@@ -65,11 +65,12 @@ func (b *build) writeDisk(ctx context.Context, st *progress.Step) error {
 	}
 	b.diskPath = filepath.Join(b.work, DiskFile)
 	parts, err := diskimg.Write(ctx, b.diskPath, diskimg.Spec{
-		Layout:   layout,
-		ESP:      esp,
-		RootA:    b.rootfsPath,
-		DataDirs: []string{"plumb"},
-		ModTime:  max(b.epoch, fatEpoch),
+		Layout:     layout,
+		ESP:        esp,
+		RootA:      b.rootfsPath,
+		DataDirs:   []string{"plumb"},
+		DataSealed: b.r.Partitions.DataEncryption == recipe.DataSealed,
+		ModTime:    max(b.epoch, fatEpoch),
 	})
 	if err != nil {
 		return fmt.Errorf("disk image: %w", err)

@@ -6,9 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/plumb-os/plumb/builder/initramfs"
+	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/format/bootentry"
+	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
@@ -21,7 +24,29 @@ func (b *build) modules() []string {
 	if b.r.Boot.Verity && b.kernel.release != "" && !slices.Contains(m, "dm_verity") && !slices.Contains(m, "dm-verity") {
 		m = append(slices.Clone(m), "dm_verity")
 	}
+	if b.r.Partitions.DataEncryption == recipe.DataSealed && b.kernel.release != "" {
+		// The sealed data partition: the crypt target, its xts(aes)
+		// cipher (aes is built in; xts instantiates ecb(aes), and the
+		// kernel cannot load modules by itself in the initramfs: without
+		// ecb the table load fails with ENOENT), efivarfs for the
+		// SecureBoot variable a refusal is explained with.
+		for _, name := range []string{"dm_crypt", "ecb", "xts", "efivarfs"} {
+			if !slices.Contains(m, name) {
+				m = append(slices.Clone(m), name)
+			}
+		}
+	}
 	return m
+}
+
+// kernelCmdline is the recipe's kernel command line and, with a sealed
+// data partition, the word that asks plumb-init for it (format/datapart):
+// inside the signed UKI, so only the owner's chain asks.
+func (b *build) kernelCmdline() string {
+	if b.r.Partitions.DataEncryption == recipe.DataSealed {
+		return strings.TrimSpace(b.r.Kernel.Cmdline + " " + datapart.CmdlineKey + "=" + datapart.Sealed)
+	}
+	return b.r.Kernel.Cmdline
 }
 
 // buildInitramfs writes the initramfs (plumb-init plus the modules the

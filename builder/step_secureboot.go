@@ -36,6 +36,9 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 	if sb := b.r.Boot.SecureBoot; sb != nil && key == "" {
 		key, cert = sb.Key, sb.Cert
 	}
+	if key == "" && b.r.Partitions.DataEncryption != "" {
+		return fmt.Errorf("%w: %s: partitions.data_encryption: %q seals /data to the Secure Boot state (PCR 7): expected a Secure Boot key (boot.secure_boot, or --secure-boot-key and --secure-boot-cert)", ErrBadInput, b.r.Origin, b.r.Partitions.DataEncryption)
+	}
 	if key == "" {
 		return nil
 	}
@@ -72,7 +75,7 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 		if slot == "" {
 			continue
 		}
-		e := bootentry.Entry{Version: b.r.Version, Slot: disklayout.Slot(slot), PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.r.Kernel.Cmdline}
+		e := bootentry.Entry{Version: b.r.Version, Slot: disklayout.Slot(slot), PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.kernelCmdline()}
 		cmdline := filepath.Join(dir, "cmdline-"+slot)
 		if err := os.WriteFile(cmdline, []byte(e.Options()), 0o644); err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/sbkeys"
 	"github.com/plumb-os/plumb/builder/uki"
+	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
@@ -122,10 +123,12 @@ func TestCheckSizesVerity(t *testing.T) {
 	}
 }
 
-// TestBuildSecureBoot builds with boot.secure_boot and checks with
-// sbverify that the ESP's systemd-boot and both slots' UKIs carry the
-// owner's db signature (and not another's), that each UKI's .cmdline boots
-// its slot through verity, and that slot A's entry starts its UKI.
+// TestBuildSecureBoot builds with boot.secure_boot (and a sealed data
+// partition) and checks with sbverify that the ESP's systemd-boot and both
+// slots' UKIs carry the owner's db signature (and not another's), that
+// each UKI's .cmdline boots its slot through verity and asks for the sealed
+// /data, that slot A's entry starts its UKI, and that the data partition
+// is written unprovisioned. Without a key, data_encryption is one error.
 func TestBuildSecureBoot(t *testing.T) {
 	testutil.RequireTool(t, "sbverify", "sbsigntool")
 	testutil.RequireTool(t, "objcopy", "binutils")
@@ -138,7 +141,7 @@ func TestBuildSecureBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	text := smallRecipe + fmt.Sprintf("boot:\n  verity: true\n  secure_boot: {key: %s, cert: %s}\n", filepath.Join(keys, "db.key"), filepath.Join(keys, "db.crt"))
+	text := smallRecipe + "  data_encryption: luks2-tpm\n" + fmt.Sprintf("boot:\n  verity: true\n  secure_boot: {key: %s, cert: %s}\n", filepath.Join(keys, "db.key"), filepath.Join(keys, "db.crt"))
 	m, err := buildIn(t, text, map[string][]byte{}, out)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +166,7 @@ func TestBuildSecureBoot(t *testing.T) {
 		data, _ := f.Section(".cmdline").Data()
 		f.Close()
 		cmdline := strings.TrimRight(string(data), "\x00")
-		if !strings.Contains(cmdline, "plumb.slot="+slot+" "+p.Cmdline()) || !strings.Contains(cmdline, "root=PARTUUID="+m.Partitions[map[string]int{"a": 1, "b": 2}[slot]].PartUUID) {
+		if !strings.Contains(cmdline, "plumb.slot="+slot+" "+p.Cmdline()) || !strings.HasSuffix(cmdline, " plumb.data=luks2-tpm") || !strings.Contains(cmdline, "root=PARTUUID="+m.Partitions[map[string]int{"a": 1, "b": 2}[slot]].PartUUID) {
 			t.Errorf("%s .cmdline = %q", UKIFile(slot), cmdline)
 		}
 	}
@@ -181,10 +184,26 @@ func TestBuildSecureBoot(t *testing.T) {
 	if sha(t, ukiA) != sha(t, filepath.Join(out, UKIFile("a"))) {
 		t.Errorf("the ESP's /plumb/a/uki.efi is not %s", UKIFile("a"))
 	}
+	// The sealed data partition ships unprovisioned (format/datapart).
+	data := filepath.Join(t.TempDir(), "data")
+	extract(t, filepath.Join(out, DiskFile), m.Partitions[3], data)
+	if b, _ := os.ReadFile(data); !datapart.IsMarker(b) {
+		t.Errorf("the data partition does not start with the unprovisioned marker: %q", b[:32])
+	} else if _, err := datapart.DecodeMarker(b[:datapart.MarkerSize], m.Partitions[3].Size); err != nil {
+		t.Error(err)
+	}
 	entry := filepath.Join(t.TempDir(), "entry")
 	mcopy(t, esp, "::/loader/entries/plumb-1.0.0.conf", entry)
 	if b, _ := os.ReadFile(entry); !strings.Contains(string(b), "\nefi /plumb/a/uki.efi\n") || strings.Contains(string(b), "linux ") {
 		t.Errorf("slot A's entry:\n%s", b)
+	}
+}
+
+func TestBuildSealedDataNeedsKey(t *testing.T) {
+	text := smallRecipe + "  data_encryption: luks2-tpm\nboot: {verity: true}\n"
+	_, err := buildIn(t, text, map[string][]byte{}, filepath.Join(t.TempDir(), "out"))
+	if err == nil || !strings.Contains(err.Error(), `partitions.data_encryption: "luks2-tpm" seals /data to the Secure Boot state (PCR 7): expected a Secure Boot key`) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("err = %v", err)
 	}
 }
 

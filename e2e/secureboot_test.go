@@ -38,9 +38,15 @@ func signedWith(key, cert string) func(string) string {
 //     the device is off: dm-verity fails the boot and plumb-init records
 //     why; after its tries (the test stands in for the last two) the device
 //     reports plumb-init's verity error, in its log and in the status
-//     report the server keeps.
+//     report the server keeps;
+//   - /data is a LUKS2 volume sealed to the TPM (sealeddata_test.go): v1's
+//     first boot creates it and prints the recovery key; each release's
+//     pre-install hook writes /data/canary and the next release's
+//     first-boot hook reads it (the trial fails if /data did not unlock
+//     after the update); the recovery key opens it with cryptsetup; a last
+//     boot with Secure Boot off keeps it sealed and reports why.
 //
-// Four image builds and seven boots under TCG: 4.9 minutes on this
+// Four image builds and eight boots under TCG: 4.9 minutes on this
 // project's 2-core machine when quiet, over 20 when loaded.
 func TestSecureBootVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
@@ -56,10 +62,10 @@ func TestSecureBootVM(t *testing.T) {
 	}
 	snakeoil := signedWith(key, testvm.SnakeoilCert)
 	manual := "  reboot: manual\n"
-	v1 := f.build("1.0.0", "", "", snakeoil)
-	v2 := f.build("2.0.0", "", manual, snakeoil)
-	v3 := f.build("3.0.0", "", manual, signedWith(filepath.Join(other.Dir, "db.key"), filepath.Join(other.Dir, "db.crt")))
-	v4 := f.build("4.0.0", "", manual, snakeoil)
+	v1 := f.build("1.0.0", "", "", snakeoil, sealedData)
+	v2 := f.build("2.0.0", "", manual, snakeoil, sealedData)
+	v3 := f.build("3.0.0", "", manual, signedWith(filepath.Join(other.Dir, "db.key"), filepath.Join(other.Dir, "db.crt")), sealedData)
+	v4 := f.build("4.0.0", "", manual, snakeoil, sealedData)
 	f.publish(v1)
 	d := f.flash(t, v1, "device")
 	d.secureBoot = true
@@ -67,13 +73,16 @@ func TestSecureBootVM(t *testing.T) {
 	// 1. The signed v1 boots, verified; v2 installs, trial-boots, commits.
 	vm := d.powerOn()
 	d.waitFor(0, `root mapped through dm-verity" device=/dev/mapper/plumb-root root_hash=`+d.man.Verity.RootHash)
+	recoveryKey := d.waitFor(0, recoveryKeyRE)[1]
 	d.waitFor(0, `plumbd \S+ started: .*version=1\.0\.0 slot=a`)
 	t.Logf("v1 up %.1fs after power-on", time.Since(vm.Started()).Seconds())
 	mark := vm.Mark()
 	f.publish(v2)
 	d.waitFor(mark, `slot installed on trial" slot=b version=2\.0\.0 entry=plumb-2\.0\.0\+3\.conf uki=/plumb/b/uki\.efi`)
 	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
+	d.waitFor(mark, `hook ran".*output="written by 1\.0\.0 before installing 2\.0\.0`) // /data unlocked after the update
 	d.waitFor(mark, `release committed" version=2\.0\.0`)
+	logDataUnlock(t, vm.Console())
 
 	// 2. A UKI signed by another key: installed, then refused by the firmware.
 	mark = vm.Mark()
@@ -133,6 +142,11 @@ func TestSecureBootVM(t *testing.T) {
 	if !want.Match(rep) {
 		t.Errorf("the device's status report lacks the verity rollback:\n%s", rep)
 	}
+
+	// 4. /data: the recovery key opens it; with Secure Boot off the TPM
+	// keeps it sealed and the device says why.
+	checkRecoveryKey(t, d, recoveryKey, "written by 2.0.0 before installing 4.0.0")
+	bootWithSecureBootOff(t, f, d)
 }
 
 // exhaustEntry renames the ESP's entry whose name starts with prefix to

@@ -246,7 +246,14 @@ type Partitions struct {
 	ESP  Size `yaml:"esp"`
 	Root Size `yaml:"root"`
 	Data Size `yaml:"data"`
+	// DataEncryption "luks2-tpm" makes /data a LUKS2 volume whose key the
+	// device seals to its TPM on the first boot (format/datapart,
+	// docs/verified-boot.md). Requires boot.verity and a Secure Boot key.
+	DataEncryption string `yaml:"data_encryption"`
 }
+
+// DataSealed is the one DataEncryption (format/datapart.Sealed).
+const DataSealed = "luks2-tpm"
 
 // Default and minimum partition sizes.
 const (

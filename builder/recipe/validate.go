@@ -110,6 +110,11 @@ func (r *Recipe) validate() error {
 	if err := r.Boot.Validate(); err != nil {
 		return within("boot", err)
 	}
+	if r.Partitions.DataEncryption != "" && !r.Boot.Verity {
+		// The build also needs a Secure Boot key (boot.secure_boot or the
+		// --secure-boot-key flag), which needs verity.
+		return fieldErr("partitions.data_encryption", fmt.Sprintf("%q seals /data to a signed boot chain: expected boot.verity: true and a Secure Boot key", r.Partitions.DataEncryption))
+	}
 	return nil
 }
 
@@ -339,6 +344,9 @@ func (p *Partitions) Validate() error {
 		case c.size%MiB != 0:
 			return fieldErr(c.field, fmt.Sprintf("expected a whole number of MiB (partitions are MiB-aligned), got %d bytes", int64(c.size)))
 		}
+	}
+	if p.DataEncryption != "" && p.DataEncryption != DataSealed {
+		return fieldErr("data_encryption", fmt.Sprintf("expected %q (LUKS2, key sealed to the TPM) or nothing, got %q", DataSealed, p.DataEncryption))
 	}
 	return nil
 }

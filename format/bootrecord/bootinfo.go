@@ -32,6 +32,14 @@ type BootInfo struct {
 	DataMounted bool `json:"data_mounted"`
 	// DataError is why /data is not mounted, if it is not.
 	DataError string `json:"data_error,omitempty"`
+	// DataEncryption is "luks2-tpm" when the command line asks for a data
+	// partition sealed to the TPM (format/datapart); DataDevice is then
+	// the unlocked device (/dev/mapper/plumb-data), or the partition when
+	// it stayed sealed (DataError says why, "data partition sealed: …",
+	// and /data is an empty tmpfs). DataUnlockMillis is the time the
+	// unseal and the mapping took (the first boot: creating the volume).
+	DataEncryption   string `json:"data_encryption,omitempty"`
+	DataUnlockMillis int64  `json:"data_unlock_ms,omitempty"`
 	// Measured tells whether plumb-init extended PCR 15 with the root
 	// image and the release version and logged it to MeasurementsPath;
 	// MeasureError says why not ("no TPM ..."). RootfsSHA256 and

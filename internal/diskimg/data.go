@@ -2,9 +2,13 @@ package diskimg
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -13,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/internal/fstree"
 )
@@ -111,9 +116,73 @@ func dataDirs(dirs []string) ([]string, error) {
 	return out, nil
 }
 
-// writeData makes the ext4 data filesystem inside the image at imagePath
-// and creates spec.DataDirs on it.
+// writeData makes the data partition: the ext4 filesystem, or with
+// spec.DataSealed the unprovisioned partition of format/datapart (a marker
+// and the filesystem, gzip-compressed, that the device's first boot
+// encrypts with a key sealed to its TPM).
 func writeData(ctx context.Context, tools e2fsprogs, imagePath string, part disklayout.Partition, spec Spec) error {
+	if !spec.DataSealed {
+		return writeExt4(ctx, tools, imagePath, part, spec)
+	}
+	tmp, err := os.MkdirTemp("", "plumb-diskimg-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fsPath := filepath.Join(tmp, "data.ext4")
+	fsSize := part.Size - datapart.SegmentOffset
+	f, err := os.Create(fsPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(fsSize); err != nil {
+		return err
+	}
+	if err := writeExt4(ctx, tools, fsPath, disklayout.Partition{Name: part.Name, Start: 0, Size: fsSize}, spec); err != nil {
+		return err
+	}
+	raw, err := io.ReadAll(io.NewSectionReader(f, 0, fsSize))
+	if err != nil {
+		return err
+	}
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	comp := gz.Bytes()
+	if len(comp) > datapart.MaxImage {
+		return fmt.Errorf("sealed data partition: the empty filesystem compresses to %d bytes, more than the %d the layout holds (a smaller data partition?)", len(comp), datapart.MaxImage)
+	}
+	sum := sha256.Sum256(comp)
+	marker, err := datapart.Marker{Compressed: int64(len(comp)), SHA256: hex.EncodeToString(sum[:]), Size: fsSize}.Encode()
+	if err != nil {
+		return err
+	}
+	img, err := os.OpenFile(imagePath, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	if _, err := img.WriteAt(marker, part.Start); err != nil {
+		return err
+	}
+	if _, err := img.WriteAt(comp, part.Start+datapart.ImageOffset); err != nil {
+		return err
+	}
+	return img.Close()
+}
+
+// writeExt4 makes the ext4 data filesystem inside the image at imagePath
+// and creates spec.DataDirs on it.
+func writeExt4(ctx context.Context, tools e2fsprogs, imagePath string, part disklayout.Partition, spec Spec) error {
 	if strings.Contains(imagePath, "?") {
 		return fmt.Errorf("disk image path %q: contains '?', which e2fsprogs reads as an option separator", imagePath)
 	}

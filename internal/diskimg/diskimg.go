@@ -53,6 +53,10 @@ type Spec struct {
 	// ("plumb", "plumb/tuf"); missing parents are created. Owner root,
 	// mode 0755.
 	DataDirs []string
+	// DataSealed writes the data partition unprovisioned (format/datapart):
+	// the device's first boot encrypts it with LUKS2 and seals the key to
+	// its TPM.
+	DataSealed bool
 	// ModTime (seconds since the Unix epoch, at or after 1980) is every
 	// timestamp on the ESP and the data filesystem.
 	ModTime int64

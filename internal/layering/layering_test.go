@@ -88,6 +88,10 @@ func TestPlumbInitDeps(t *testing.T) {
 		module + "format/bootrecord", module + "format/disklayout", module + "format/release", module + "format/verity",
 		"golang.org/x/sys/unix", "github.com/diskfs/go-diskfs/partition", "github.com/diskfs/go-diskfs/backend",
 		"github.com/google/uuid", // go-diskfs's GPT reader
+		// The sealed data partition (recipe partitions.data_encryption):
+		// its LUKS2 volume, the TPM policy session and unseal, XTS.
+		module + "updater/datacrypt", module + "format/datapart",
+		"github.com/google/go-tpm/tpm2", "github.com/google/go-tpm/tpmutil", "github.com/google/go-tpm/legacy/tpm2", "golang.org/x/crypto/xts", "golang.org/x/crypto/internal/alias",
 	}
 	deps := goList(t, "-deps", "./cmd/plumb-init")
 next:

@@ -34,16 +34,28 @@ const (
 // No Go device-mapper library is available to us, so this speaks the
 // ioctls directly: DM_DEV_CREATE, DM_TABLE_LOAD, DM_DEV_SUSPEND (resume).
 func openVerity(dev string, p *verity.Params, name string) (string, error) {
+	sectors, target, args := p.Table(dev)
+	node, err := dmMap(name, unix.DM_READONLY_FLAG, sectors, target, args)
+	if err != nil {
+		return "", fmt.Errorf("dm-verity: %w (is dm_verity in the initramfs?)", err)
+	}
+	return node, nil
+}
+
+// dmMap creates the device mapper device name with one target of sectors
+// 512-byte sectors, loads its table (target, args), resumes it and makes
+// its node /dev/mapper/<name>. flags are DM_READONLY_FLAG or 0.
+func dmMap(name string, flags uint32, sectors uint64, target, args string) (string, error) {
 	ctl, err := os.OpenFile(dmControl, os.O_RDWR, 0)
 	if err != nil {
-		return "", fmt.Errorf("dm-verity: opening %s (is dm_verity in the initramfs?): %w", dmControl, err)
+		return "", fmt.Errorf("opening %s: %w", dmControl, err)
 	}
 	defer ctl.Close()
 	fd := ctl.Fd()
 
 	buf := dmBuffer(name, 0, nil)
 	if err := dmIoctl(fd, unix.DM_DEV_CREATE, buf); err != nil {
-		return "", fmt.Errorf("dm-verity: creating %s: %w", name, err)
+		return "", fmt.Errorf("creating %s: %w", name, err)
 	}
 	devNum := binary.NativeEndian.Uint64(buf[40:48])
 	ok := false
@@ -53,7 +65,6 @@ func openVerity(dev string, p *verity.Params, name string) (string, error) {
 		}
 	}()
 
-	sectors, target, args := p.Table(dev)
 	spec := make([]byte, dmTargetSize)
 	binary.NativeEndian.PutUint64(spec[0:], 0)
 	binary.NativeEndian.PutUint64(spec[8:], sectors)
@@ -63,20 +74,26 @@ func openVerity(dev string, p *verity.Params, name string) (string, error) {
 	for len(data)%8 != 0 {
 		data = append(data, 0)
 	}
-	buf = dmBuffer(name, unix.DM_READONLY_FLAG, data)
+	buf = dmBuffer(name, flags, data)
+	clear(data)                                // a crypt table holds the key
 	binary.NativeEndian.PutUint32(buf[20:], 1) // target_count
-	if err := dmIoctl(fd, unix.DM_TABLE_LOAD, buf); err != nil {
-		return "", fmt.Errorf("dm-verity: loading table %q %q: %w", target, args, err)
+	err = dmIoctl(fd, unix.DM_TABLE_LOAD, buf)
+	clear(buf)
+	if err != nil {
+		if target == "crypt" {
+			args = "(key hidden)"
+		}
+		return "", fmt.Errorf("loading table %q %q: %w", target, args, err)
 	}
 	if err := dmIoctl(fd, unix.DM_DEV_SUSPEND, dmBuffer(name, 0, nil)); err != nil {
-		return "", fmt.Errorf("dm-verity: resuming %s: %w", name, err)
+		return "", fmt.Errorf("resuming %s: %w", name, err)
 	}
 	node := "/dev/mapper/" + name
 	if err := os.MkdirAll("/dev/mapper", 0o755); err != nil {
 		return "", err
 	}
 	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(devNum)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return "", fmt.Errorf("dm-verity: creating %s: %w", node, err)
+		return "", fmt.Errorf("creating %s: %w", node, err)
 	}
 	ok = true
 	return node, nil

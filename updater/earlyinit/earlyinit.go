@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
+	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/verity"
 )
@@ -138,7 +139,10 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	}
 	log.Info("root found", "device", root.Device, "partition", root.Name, "slot", bi.Slot)
 	if data != nil {
-		failureTarget.bi, failureTarget.dataDev = &bi, data.Device
+		failureTarget.bi = &bi
+		if cmdline[datapart.CmdlineKey] != datapart.Sealed {
+			failureTarget.dataDev = data.Device
+		}
 	}
 	if bi.CmdlineSlot != "" && bi.CmdlineSlot != string(bi.Slot) {
 		log.Warn("plumb.slot on the command line differs from the root partition's slot", "cmdline", bi.CmdlineSlot, "partition", root.Name)
@@ -160,6 +164,26 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 		}
 		bi.VerityRootHash, bi.VerityDevice = hex.EncodeToString(vp.RootHash), rootDev
 		log.Info("root mapped through dm-verity", "device", rootDev, "root_hash", bi.VerityRootHash, "data_blocks", vp.DataBlocks, "ms", time.Since(start).Milliseconds())
+	}
+
+	// 3c. With plumb.data=luks2-tpm (in the signed UKI's command line), the
+	// data partition is a LUKS2 volume whose key the TPM unseals only
+	// while PCR 15 is still zero: before the root is measured.
+	dataDev, dataSealed := "", cmdline[datapart.CmdlineKey] == datapart.Sealed
+	if data != nil {
+		dataDev = data.Device
+		if dataSealed {
+			bi.DataEncryption = datapart.Sealed
+			start := time.Now()
+			node, err := openSealedData(ctx, data.Device, log)
+			if err != nil {
+				dataDev, bi.DataError = "", err.Error()
+				log.Error("data partition not unlocked: booting with an empty tmpfs on /data", "device", data.Device, "err", err)
+			} else {
+				dataDev, failureTarget.dataDev = node, node
+				bi.DataUnlockMillis = time.Since(start).Milliseconds()
+			}
+		}
 	}
 
 	// 4. Measure the image before anything reads it as a filesystem.
@@ -193,18 +217,26 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 	measureRelease(m, &bi, log)
 
 	// 6. Data.
-	if data == nil {
+	switch {
+	case data == nil:
 		bi.DataError = "no " + disklayout.NameData + " partition on " + root.Disk
 		log.Warn("no data partition: booting without /data", "disk", root.Disk)
-	} else {
+	case dataDev == "":
+		// Sealed and not unlocked: the agent runs on an empty tmpfs and
+		// reports bi.DataError; nothing is written to the partition.
 		bi.DataDevice = data.Device
-		if err := unix.Mount(data.Device, bootrecord.NewRoot+"/data", "ext4", 0, ""); err != nil {
+		if err := unix.Mount("tmpfs", bootrecord.NewRoot+"/data", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=32m"); err != nil {
+			log.Error("mounting tmpfs on /data failed", "err", err)
+		}
+	default:
+		bi.DataDevice = dataDev
+		if err := unix.Mount(dataDev, bootrecord.NewRoot+"/data", "ext4", 0, ""); err != nil {
 			bi.DataError = err.Error()
 			log.Error("mounting data failed: booting without /data", "device", data.Device, "err", err)
 		} else {
 			bi.DataMounted = true
 			failureTarget.mounted = bootrecord.NewRoot + "/data"
-			log.Info("mounted data", "device", data.Device, "dir", "/data")
+			log.Info("mounted data", "device", dataDev, "dir", "/data")
 		}
 	}
 
