@@ -73,6 +73,9 @@ type Options struct {
 	// ReadTimeout bounds reading one whole request, IdleTimeout a
 	// keep-alive connection between requests; defaults 1 min and 2 min.
 	ReadTimeout, IdleTimeout time.Duration
+	// Wake tunes the devices' wake-up channel (wake.go), part of the
+	// fleet service.
+	Wake WakeOptions
 }
 
 // Server serves one repository directory.
@@ -82,7 +85,8 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
-	fleet  *fleet // nil: no fleet service
+	fleet  *fleet   // nil: no fleet service
+	wake   *wakeHub // with fleet: the wake-up channel
 
 	readTimeout, idleTimeout time.Duration
 	verify                   *verifier // nil: no attestation endpoints
@@ -159,6 +163,8 @@ func NewContext(ctx context.Context, opts Options) (*Server, error) {
 		if srv.fleet, err = newFleet(ctx, opts.Dir, *opts.Fleet, log); err != nil {
 			return nil, err
 		}
+		srv.wake = newWakeHub(srv, opts.Wake)
+		srv.fleet.wake = srv.wake
 	}
 	if opts.Attest != nil {
 		if srv.verify, err = newVerifier(opts.Dir, *opts.Attest, srv.fleet); err != nil {
@@ -169,8 +175,11 @@ func NewContext(ctx context.Context, opts Options) (*Server, error) {
 	return srv, nil
 }
 
-// Close closes the fleet database, if any.
+// Close ends the held wake streams and closes the fleet database, if any.
 func (s *Server) Close() error {
+	if s.wake != nil {
+		s.wake.close()
+	}
 	if s.fleet != nil {
 		return s.fleet.db.Close()
 	}
@@ -225,8 +234,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	if s.wake != nil {
+		// Held wake streams end at once on shutdown: devices reconnect
+		// to the next server (or poll).
+		srv.RegisterOnShutdown(s.wake.close)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(l, "", "") }()
+	go func() { errc <- srv.ServeTLS(noKeepAliveListener{l}, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", l.Addr(), err)
