@@ -14,6 +14,9 @@
 #             and a Debian 12 security roll-up)
 #   levels    the image compression level curve behind the recipe default:
 #             full image size, delta size, apply speed and memory
+#   wake      REST polling vs MQTT (mosquitto) vs a held HTTPS stream, with
+#             WAKE_DEVICES simulated devices (default 1000; the study in
+#             docs/wake.md used WAKE_DEVICES=10000, about 15 minutes)
 #
 # SKIP (space separated section names) leaves sections out; KEEP_PAIR=1
 # reuses the delta pairs already built. The log is also in $out/bench.log.
@@ -63,6 +66,11 @@ fi
 
 if section levels "compression level curve (kernel pair; recipe default = $(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go))"; then
   DEFAULT_LEVEL=$(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go) bash bench/delta/levels.sh
+fi
+if section wake "how devices learn of a release: polling (plumb serve, nginx proxy_cache), MQTT over TLS (mosquitto), held SSE stream; ${WAKE_DEVICES:-1000} devices"; then
+  WAKE_DEVICES=${WAKE_DEVICES:-1000} go test -run '^$' -bench Wake -benchtime 1x -count 1 -timeout 90m ./bench/wake >"$out/wake.txt" 2>&1 || { tail -40 "$out/wake.txt"; false; }
+  sed -n '/^wake: /,/^goos:/p' "$out/wake.txt" | grep -v '^wake-row\|^goos:'
+  grep -E 'RLIMIT|connected|reconnected' "$out/wake.txt" | sed 's/^ *//' || true
 fi
 } 2>&1 | tee -a "$log"
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/plumb-os/plumb/format/deviceapi"
 )
 
 // The wake-up channel (docs/wake.md): GET /v1/devices/<id>/wake holds an
@@ -51,7 +53,7 @@ const (
 
 // WakeEvent is the event name of a timestamp change; its data is the
 // ETag timestamp.json has now (the one a conditional GET would return).
-const WakeEvent = "timestamp"
+const WakeEvent = deviceapi.WakeEvent
 
 // wakeHub follows timestamp.json and counts the held streams.
 type wakeHub struct {
@@ -188,12 +190,9 @@ func (f *fleet) wakeStream(w http.ResponseWriter, r *http.Request, h *wakeHub, i
 		return errorf(http.StatusServiceUnavailable, "wake channel: %s cap on held connections is reached: poll instead", which)
 	}
 	defer h.release(d.OrgID)
+	// net/http clears the ReadTimeout deadline once a request without a
+	// body is read, so the stream outlives it (TestWakeServe).
 	rc := http.NewResponseController(w)
-	// The request is read: the server's ReadTimeout must not end the
-	// stream (a held GET reads nothing more).
-	if err := rc.SetReadDeadline(time.Time{}); err != nil {
-		return err
-	}
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-store")

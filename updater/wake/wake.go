@@ -27,11 +27,18 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/plumb-os/plumb/format/deviceapi"
 )
 
 // Event is the event name the server sends when timestamp.json changed;
-// its data is the file's new ETag (server.WakeEvent).
-const Event = "timestamp"
+// its data is the file's new ETag.
+const Event = deviceapi.WakeEvent
+
+// URL is the wake-up stream of device id at the fleet service's base URL.
+func URL(base, id string) string {
+	return strings.TrimRight(base, "/") + "/" + deviceapi.WakePath(id)
+}
 
 // maxLine caps one line of the stream: an event line is a few dozen bytes.
 const maxLine = 1024
