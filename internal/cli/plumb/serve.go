@@ -31,8 +31,9 @@ type serveOptions struct {
 	retention time.Duration
 	attest    bool
 	ekCAs     []string
-	watch     bool           // run the halt controller (rollout.go)
-	policy    rolloutOptions // its policy flags
+	wake      server.WakeOptions // the wake-up channel's caps and heartbeat
+	watch     bool               // run the halt controller (rollout.go)
+	policy    rolloutOptions     // its policy flags
 }
 
 func newServeCmd(e *cli.Env) *cobra.Command {
@@ -55,6 +56,12 @@ file DIR/fleet.db; or postgres://...). On first start with no organization
 it makes the organization "default" and writes its join token to
 DIR/join-token: build images with plumb build --join-token DIR/join-token.
 Operators use the API under /v1/orgs/ORG/ (plumb fleet).
+
+Devices configured for it (agent wake, docs/wake.md) hold one HTTPS
+stream each, GET /v1/devices/ID/wake, that says when timestamp.json changed
+so they poll at once; --wake-max and --wake-max-per-org cap those streams
+(each is a file descriptor: raise ulimit -n to match), past which devices
+simply poll.
 
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
@@ -86,6 +93,9 @@ the fleet database's per-release outcomes.`,
 	f.DurationVar(&o.retention, "retention", 0, "drop device history older than this, e.g. 2160h (0 keeps it, bounded by --history)")
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
+	f.IntVar(&o.wake.MaxHeld, "wake-max", server.DefaultWakeMaxHeld, "held wake-up streams in all (docs/wake.md)")
+	f.IntVar(&o.wake.MaxHeldPerOrg, "wake-max-per-org", server.DefaultWakeMaxHeldPerOrg, "held wake-up streams per organization")
+	f.DurationVar(&o.wake.Heartbeat, "wake-heartbeat", server.DefaultWakeHeartbeat, "time between heartbeats on an idle wake-up stream (under the NATs' idle timeout)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
 	addWatchFlags(cmd, &o.policy)
 	return cmd
@@ -101,6 +111,9 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if o.wake.MaxHeld <= 0 || o.wake.MaxHeldPerOrg <= 0 || o.wake.Heartbeat < time.Second {
+		return cli.BadInput(fmt.Errorf("--wake-max %d, --wake-max-per-org %d, --wake-heartbeat %s: expected positive caps and a heartbeat of at least 1s", o.wake.MaxHeld, o.wake.MaxHeldPerOrg, o.wake.Heartbeat))
 	}
 	var fleet *server.FleetOptions
 	if o.db != "off" {
@@ -134,6 +147,7 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		Fleet:   fleet,
 		Log:     log,
 		Attest:  att,
+		Wake:    o.wake,
 	})
 	if err != nil {
 		return err
