@@ -20,6 +20,9 @@ type RunOptions struct {
 	// ReportFraction of the check-ins also post a status report (a state
 	// change), spread evenly.
 	ReportFraction float64
+	// Limit, when positive, ends the run after this many check-ins
+	// (Limit = N: each device once).
+	Limit int64
 }
 
 // Result is what a Run measured.
@@ -64,7 +67,7 @@ func (f *Fleet) Run(ctx context.Context, o RunOptions) *Result {
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for k := int64(0); ; k++ {
+	for k := int64(0); o.Limit <= 0 || k < o.Limit; k++ {
 		at := time.Now()
 		if o.Rate > 0 {
 			at = start.Add(time.Duration(float64(k) / o.Rate * float64(time.Second)))

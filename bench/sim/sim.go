@@ -49,9 +49,9 @@ import (
 // Options configures New.
 type Options struct {
 	// Base is the server's URL, e.g. "https://127.0.0.1:8443/"; Bases, when
-	// not empty, are several servers: device i talks to Bases[i%len] for
-	// its polls and to Bases[(i+1)%len] for its reports, so that two
-	// servers see each other's devices (a load balancer's view).
+	// not empty, are several servers behind one name, as a round-robin
+	// load balancer spreads them: each check-in of a device goes to the
+	// next server in turn (its poll and its report to the same one).
 	Base  string
 	Bases []string
 	// Roots are the CAs the devices trust (the server's ca.pem).
@@ -77,27 +77,30 @@ type Device struct {
 	// Identity is its identity key (in memory).
 	Identity *identity.Identity
 
-	pollURL, reportURL string
-	hardware, version  string
+	bases             []string // each ending in "/"
+	hardware, version string
 
 	tuf, dc *http.Client // plumbd's TUF client and device (mutual TLS) client
 
 	mu   sync.Mutex
 	etag string
 	step int // the next report's update phase (phases)
+	turn int // the server of the next check-in: bases[turn%len]
 }
 
 // New makes opts.N devices: a key, a certificate and two clients each
 // (about 1 ms of CPU per device).
 func New(opts Options) (*Fleet, error) {
-	bases := opts.Bases
-	if len(bases) == 0 {
-		bases = []string{opts.Base}
+	in := opts.Bases
+	if len(in) == 0 {
+		in = []string{opts.Base}
 	}
-	for _, b := range bases {
+	var bases []string
+	for _, b := range in {
 		if !strings.HasPrefix(b, "https://") {
 			return nil, fmt.Errorf("sim: base URL %q: expected https://HOST:PORT/", b)
 		}
+		bases = append(bases, strings.TrimRight(b, "/")+"/")
 	}
 	if opts.N <= 0 {
 		return nil, fmt.Errorf("sim: expected a positive number of devices, got %d", opts.N)
@@ -119,15 +122,19 @@ func New(opts Options) (*Fleet, error) {
 		if err != nil {
 			return nil, err
 		}
-		pb := strings.TrimRight(bases[i%len(bases)], "/") + "/"
-		rb := strings.TrimRight(bases[(i+1)%len(bases)], "/") + "/"
 		f.Devices[i] = &Device{
-			ID: id.ID, Identity: id,
-			pollURL: pb + "metadata/timestamp.json", reportURL: report.URL(rb, id.ID),
+			ID: id.ID, Identity: id, bases: bases, turn: i,
 			hardware: opts.Hardware, version: opts.Version, tuf: tuf, dc: dc,
 		}
 	}
 	return f, nil
+}
+
+// base is the server of the current check-in.
+func (d *Device) base() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bases[d.turn%len(d.bases)]
 }
 
 // Poll makes the device's poll: a conditional GET of timestamp.json with
@@ -136,7 +143,7 @@ func (d *Device) Poll(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	etag := d.etag
 	d.mu.Unlock()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.pollURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base()+"metadata/timestamp.json", nil)
 	if err != nil {
 		return 0, err
 	}
@@ -183,7 +190,7 @@ func (d *Device) Report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.reportURL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, report.URL(d.base(), d.ID), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -240,10 +247,14 @@ func (d *Device) status(step int) map[string]any {
 	}
 }
 
-// Drop closes the device's idle connections: the next check-in opens a
-// new TCP connection and resumes its TLS session, as after minutes of
-// silence behind a NAT.
+// Drop ends the device's check-in: it closes its idle connections, so the
+// next check-in opens a new TCP connection and resumes its TLS session, as
+// after minutes of silence behind a NAT, and goes to the next server of
+// Options.Bases.
 func (d *Device) Drop() {
 	d.tuf.CloseIdleConnections()
 	d.dc.CloseIdleConnections()
+	d.mu.Lock()
+	d.turn++
+	d.mu.Unlock()
 }
