@@ -91,7 +91,11 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 		if s.db, err = sql.Open("pgx", dsn); err != nil {
 			return nil, fmt.Errorf("fleet database: %w", err)
 		}
+		// Every connection stays open when idle: database/sql keeps 2 by
+		// default, so a burst of reports closed the others and the next
+		// opened new ones (a PostgreSQL backend forked per connection).
 		s.db.SetMaxOpenConns(16)
+		s.db.SetMaxIdleConns(16)
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
 			return nil, err
@@ -106,6 +110,7 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("fleet database %s: %w", dsn, err)
 		}
 		s.db.SetMaxOpenConns(4)
+		s.db.SetMaxIdleConns(4)
 	}
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
