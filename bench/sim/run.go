@@ -29,8 +29,9 @@ type RunOptions struct {
 type Result struct {
 	Elapsed time.Duration
 	// CheckIns counts the check-ins that completed (a poll, plus a report
-	// for ReportFraction of them), Reports the reports the server took.
-	CheckIns, Reports int64
+	// for ReportFraction of them), Reports the reports the server took,
+	// NotModified the polls answered 304.
+	CheckIns, Reports, NotModified int64
 	// Errors counts failed polls and reports; FirstErr is the first.
 	Errors   int64
 	FirstErr error
@@ -97,9 +98,13 @@ func (f *Fleet) Run(ctx context.Context, o RunOptions) *Result {
 			// A check-in started before the end runs to its end.
 			rctx := context.WithoutCancel(ctx)
 			t := time.Now()
-			if _, err := d.Poll(rctx); err != nil {
+			code, err := d.Poll(rctx)
+			if err != nil {
 				fail(err)
 				return
+			}
+			if code == http.StatusNotModified {
+				atomic.AddInt64(&res.NotModified, 1)
 			}
 			res.Poll.Add(time.Since(t))
 			if report {
