@@ -215,15 +215,24 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if l == nil {
 		return errors.New("serving: no listener")
 	}
+	// Devices authenticate with a client certificate (fleet.go). It is
+	// asked for, never required or chained: TUF clients send none, and
+	// the server checks the key against the device id itself.
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
 	if s.fleet != nil {
 		go s.fleet.prune(ctx)
+		// Session tickets any server on the database can resume
+		// (tickets.go).
+		var keys ticketKeys
+		keys.install(tlsConfig)
+		if err := keys.load(ctx, s.fleet); err != nil {
+			s.log.Warn("TLS session ticket keys not loaded from the fleet database: tickets resume on this process only until they are", "err", err)
+		}
+		go keys.run(ctx, s.fleet)
 	}
 	srv := &http.Server{
-		Handler: s.Handler(),
-		// Devices authenticate with a client certificate (fleet.go). It is
-		// asked for, never required or chained: TUF clients send none,
-		// and the server checks the key against the device id itself.
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
+		Handler:   s.Handler(),
+		TLSConfig: tlsConfig,
 		// A slow client holds a connection for at most these: headers in
 		// 10 s, a whole request (the largest is 1 MiB of evidence) in 1
 		// min, an idle keep-alive 2 min. No WriteTimeout: a release

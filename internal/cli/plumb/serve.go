@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,8 +33,10 @@ type serveOptions struct {
 	attest    bool
 	ekCAs     []string
 	wake      server.WakeOptions // the wake-up channel's caps and heartbeat
-	watch     bool               // run the halt controller (rollout.go)
-	policy    rolloutOptions     // its policy flags
+	joinRate  float64
+	cpuProf   string
+	watch     bool           // run the halt controller (rollout.go)
+	policy    rolloutOptions // its policy flags
 }
 
 func newServeCmd(e *cli.Env) *cobra.Command {
@@ -96,6 +99,8 @@ the fleet database's per-release outcomes.`,
 	f.IntVar(&o.wake.MaxHeld, "wake-max", server.DefaultWakeMaxHeld, "held wake-up streams in all (docs/wake.md)")
 	f.IntVar(&o.wake.MaxHeldPerOrg, "wake-max-per-org", server.DefaultWakeMaxHeldPerOrg, "held wake-up streams per organization")
 	f.DurationVar(&o.wake.Heartbeat, "wake-heartbeat", server.DefaultWakeHeartbeat, "time between heartbeats on an idle wake-up stream (under the NATs' idle timeout)")
+	f.Float64Var(&o.joinRate, "join-rate", 20, "devices that may join one organization per second, per process (bursts of 10 s worth)")
+	f.StringVar(&o.cpuProf, "cpu-profile", "", "write a CPU profile of the server to this file until it stops (go tool pprof)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
 	addWatchFlags(cmd, &o.policy)
 	return cmd
@@ -120,7 +125,21 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if o.maxEvents <= 0 || o.retention < 0 {
 			return cli.BadInput(fmt.Errorf("--history %d, --retention %s: expected a positive count and a duration >= 0", o.maxEvents, o.retention))
 		}
-		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, Bootstrap: true}
+		if o.joinRate <= 0 {
+			return cli.BadInput(fmt.Errorf("--join-rate %g: expected a positive number of devices per second", o.joinRate))
+		}
+		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, JoinRate: o.joinRate, Bootstrap: true}
+	}
+	if o.cpuProf != "" {
+		f, err := os.Create(o.cpuProf)
+		if err != nil {
+			return cli.BadInput(fmt.Errorf("--cpu-profile: %w", err))
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var att *server.AttestOptions
 	if o.attest && fleet != nil {
