@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +42,13 @@ type WakeOptions struct {
 	// Check is how often the server looks at timestamp.json for a change
 	// (default 1 s: one stat; the file is hashed only when it changed).
 	Check time.Duration
+	// Rate paces the nudges after a change, in devices per second
+	// (default 500): each held stream hears of the change after a random
+	// delay in [0, held/Rate), so the polls that follow do not all arrive
+	// at once. 10,000 devices polling at the same instant overran this
+	// 2-core machine (docs/wake.md); 500 resumed-TLS polls a second is
+	// what one core of plumb serve answers with room to spare.
+	Rate float64
 }
 
 // Defaults of WakeOptions.
@@ -49,6 +57,7 @@ const (
 	DefaultWakeMaxHeldPerOrg = 10000
 	DefaultWakeHeartbeat     = 4 * time.Minute
 	DefaultWakeCheck         = time.Second
+	DefaultWakeRate          = 500.0
 )
 
 // WakeEvent is the event name of a timestamp change; its data is the
@@ -74,6 +83,7 @@ func newWakeHub(s *Server, o WakeOptions) *wakeHub {
 	o.MaxHeldPerOrg = cmp.Or(o.MaxHeldPerOrg, DefaultWakeMaxHeldPerOrg)
 	o.Heartbeat = cmp.Or(o.Heartbeat, DefaultWakeHeartbeat)
 	o.Check = cmp.Or(o.Check, DefaultWakeCheck)
+	o.Rate = cmp.Or(o.Rate, DefaultWakeRate)
 	h := &wakeHub{o: o, s: s, stop: make(chan struct{}), changed: make(chan struct{}), perOrg: map[string]int{}}
 	h.tag = s.timestampETag()
 	go h.watch()
@@ -110,6 +120,17 @@ func (h *wakeHub) current() (string, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.tag, h.changed
+}
+
+// delay is a held stream's random wait before it passes a change on.
+func (h *wakeHub) delay() time.Duration {
+	h.mu.Lock()
+	spread := time.Duration(float64(h.held) / h.o.Rate * float64(time.Second))
+	h.mu.Unlock()
+	if spread <= 0 {
+		return 0
+	}
+	return rand.N(spread)
 }
 
 // acquire counts a held stream of org, or reports which cap refuses it.
@@ -217,6 +238,16 @@ func (f *fleet) wakeStream(w http.ResponseWriter, r *http.Request, h *wakeHub, i
 		case <-h.stop:
 			return nil
 		case <-changed:
+			t := time.NewTimer(h.delay())
+			select {
+			case <-r.Context().Done():
+				t.Stop()
+				return nil
+			case <-h.stop:
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
 		case <-beat.C:
 			// A comment line: the smallest write that keeps NAT
 			// mappings and tells both ends the other is there.

@@ -11,8 +11,9 @@
 //	WAKE_DEVICES=10000 go test -run '^$' -bench Wake -benchtime 1x -timeout 60m ./bench/wake
 //
 // bench/run.sh runs it (section wake) and prints its table. This file and
-// proc.go are the measuring instruments: a counting dialer and a /proc
-// sampler.
+// proc.go are the measuring instruments: a counting dialer and a sampler
+// of server processes (bench/sim's /proc reader); bench/sim also makes
+// the devices' identity keys.
 package wake
 
 import (

@@ -1,43 +1,14 @@
 package wake
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plumb-os/plumb/bench/sim"
 )
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on
-// every Linux architecture Go runs on).
-const clockTicks = 100
-
-// ProcStat reads a process's CPU time (user + system) and resident set.
-func ProcStat(pid int) (cpu time.Duration, rss int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// Fields after the command name, which is in parentheses and may
-	// hold spaces: state is field 3, utime 14, stime 15, rss 24.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	pages, _ := strconv.ParseInt(f[21], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTicks, pages * int64(os.Getpagesize()), nil
-}
 
 // Sampler samples the summed CPU time and RSS of a set of processes every
 // interval, for peaks; the set may change (a restarted server).
@@ -86,10 +57,9 @@ func (s *Sampler) take() {
 	var smp sample
 	smp.at = time.Now()
 	for _, p := range s.pids {
-		cpu, rss, err := ProcStat(p)
-		if err == nil {
-			smp.cpu += cpu
-			smp.rss += rss
+		if pr, err := sim.ReadProc(p); err == nil {
+			smp.cpu += pr.CPU
+			smp.rss += pr.RSS
 		}
 	}
 	s.samples = append(s.samples, smp)
@@ -104,20 +74,25 @@ func (s *Sampler) Now() (time.Duration, int64) {
 	return l.cpu, l.rss
 }
 
-// Peak returns, between from and to, the highest CPU use over one
-// sampling interval (1.0 = one core) and the highest RSS.
+// Peak returns, between from and to, the highest CPU use over any 1 s
+// window (1.0 = one core; /proc counts in 10 ms ticks, and a sampler
+// delayed by a busy machine makes shorter windows meaningless) and the
+// highest RSS.
 func (s *Sampler) Peak(from, to time.Time) (cpu float64, rss int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := 1; i < len(s.samples); i++ {
-		a, b := s.samples[i-1], s.samples[i]
-		if b.at.Before(from) || a.at.After(to) {
+	j := 0
+	for i, b := range s.samples {
+		if b.at.Before(from) || b.at.After(to) {
 			continue
 		}
-		if d := b.at.Sub(a.at); d > 0 {
-			cpu = max(cpu, float64(b.cpu-a.cpu)/float64(d))
-		}
 		rss = max(rss, b.rss)
+		for j < i && b.at.Sub(s.samples[j+1].at) >= time.Second {
+			j++
+		}
+		if a := s.samples[j]; b.at.Sub(a.at) >= time.Second && !a.at.Before(from.Add(-time.Second)) {
+			cpu = max(cpu, float64(b.cpu-a.cpu)/float64(b.at.Sub(a.at)))
+		}
 	}
 	return cpu, rss
 }

@@ -2,17 +2,12 @@ package wake
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -32,10 +27,11 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/plumb-os/plumb/format/deviceapi"
+	"github.com/plumb-os/plumb/bench/sim"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
+	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/wake"
 )
 
@@ -376,7 +372,11 @@ func (be *bench) polling(name, base string, pids func() []int) row {
 	// of a restart (in practice polls spread over the interval).
 	c0, _ := smp.Now()
 	t0 := time.Now()
-	r.stormErrs, _ = parallel(n, 0, func(i int) error { _, err := ps[i].poll(ctx, base); return err })
+	var firstStorm error
+	r.stormErrs, firstStorm = parallel(n, 0, func(i int) error { _, err := ps[i].poll(ctx, base); return err })
+	if firstStorm != nil {
+		b.Logf("%s: %d of %d polls at once failed, first: %v", name, r.stormErrs, n, firstStorm)
+	}
 	r.storm = time.Since(t0)
 	c1, rss0 := smp.Now()
 	r.stormCPU, _ = smp.Peak(t0, time.Now())
@@ -407,7 +407,11 @@ func (be *bench) polling(name, base string, pids func() []int) row {
 	// timestamp at its next poll.
 	lat := make([]time.Duration, n)
 	pub := be.publish()
-	r.pubErrs, _ = be.round(ps, base, lat, pub)
+	var firstPub error
+	r.pubErrs, firstPub = be.round(ps, base, lat, pub)
+	if firstPub != nil {
+		b.Logf("%s: %d polls after the publish failed, first: %v", name, r.pubErrs, firstPub)
+	}
 	r.p95 = p95(lat)
 	r.p95Real = time.Duration(float64(r.p95) / float64(be.window) * float64(pollInterval))
 	b.Logf("%s: idle poll %.0f B (%.0f with IP/TCP), %.2f%% of a core per 10k devices at %s, RSS %.1f MB; all-at-once %s with %d errors, peak %.0f%% CPU; p95 %s at a %s interval",
@@ -528,12 +532,13 @@ func tail(b []byte, n int) string {
 // held is what designs (b) and (c) share: every device's channel and its
 // poller (with a ticket from one earlier poll).
 type held struct {
-	up    atomic.Int64 // channels connected
-	downs atomic.Int64 // see heldFigures
-	lat   []time.Duration
-	got   atomic.Int64
-	pub   atomic.Int64 // unix nanos of the publish
-	pErrs atomic.Int64
+	up       atomic.Int64 // channels connected
+	downs    atomic.Int64 // see heldFigures
+	lat      []time.Duration
+	got      atomic.Int64
+	pub      atomic.Int64 // unix nanos of the publish
+	pErrs    atomic.Int64 // failed pulls (tried again)
+	firstErr atomic.Value
 }
 
 // downCounter is a slog handler counting updater/wake's "channel down"
@@ -550,16 +555,26 @@ func (d *downCounter) Handle(_ context.Context, r slog.Record) error {
 func (d *downCounter) WithAttrs([]slog.Attr) slog.Handler { return d }
 func (d *downCounter) WithGroup(string) slog.Handler      { return d }
 
-// pull is a nudged device's conditional GET of timestamp.json; it records
-// the time from the publish.
-func (be *bench) pull(h *held, p *poller, i int) {
-	changed, err := p.poll(be.b.Context(), "https://"+be.addr)
-	switch {
-	case err != nil:
+// pull is a nudged device's conditional GET of timestamp.json after a
+// random wait in [0, jitter); it records the time from the publish. A
+// failed pull is tried twice more, 1-3 s apart (plumbd would poll again
+// at its next interval).
+func (be *bench) pull(h *held, p *poller, i int, jitter time.Duration) {
+	if jitter > 0 {
+		time.Sleep(mrand.N(jitter))
+	}
+	for try := 0; try < 3; try++ {
+		changed, err := p.poll(be.b.Context(), "https://"+be.addr)
+		if err == nil {
+			if changed && h.lat[i] == 0 {
+				h.lat[i] = time.Duration(time.Now().UnixNano() - h.pub.Load())
+				h.got.Add(1)
+			}
+			return
+		}
 		h.pErrs.Add(1)
-	case changed && h.lat[i] == 0:
-		h.lat[i] = time.Duration(time.Now().UnixNano() - h.pub.Load())
-		h.got.Add(1)
+		h.firstErr.CompareAndSwap(nil, err)
+		time.Sleep(time.Second + mrand.N(2*time.Second))
 	}
 }
 
@@ -592,6 +607,9 @@ func (be *bench) heldFigures(r *row, h *held, m *Meter, smp *Sampler, publish fu
 		time.Sleep(50 * time.Millisecond)
 	}
 	r.pubErrs = n - int(h.got.Load())
+	if e := h.firstErr.Load(); e != nil {
+		b.Logf("%s: %d pulls failed (tried again), first: %v", r.name, h.pErrs.Load(), e)
+	}
 	lat := slices.Clone(h.lat)
 	for i, l := range lat {
 		if l == 0 {
@@ -692,8 +710,7 @@ func (be *bench) mqtt(mosq string) row {
 		cfg.ServerName = host
 		o := mqtt.NewClientOptions().AddBroker("ssl://" + addr).SetClientID(id).
 			SetKeepAlive(be.keep).SetPingTimeout(30 * time.Second).SetCleanSession(true).
-			SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(2 * time.Second).
-			SetMaxReconnectInterval(2 * time.Minute).SetConnectTimeout(30 * time.Second).SetOrderMatters(false).
+			SetAutoReconnect(false).SetConnectTimeout(30 * time.Second).SetOrderMatters(false).
 			SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 				c, err := meter.DialContext(b.Context(), "tcp", u.Host)
 				if err != nil {
@@ -711,8 +728,21 @@ func (be *bench) mqtt(mosq string) row {
 				c.Subscribe(topic, 0, onMsg)
 				h.up.Add(1)
 			})
-			o.SetConnectionLostHandler(func(mqtt.Client, error) { h.up.Add(-1) })
-			o.SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) { h.downs.Add(1) })
+			// Reconnect as updater/wake does: full jitter, the bound
+			// doubling from 30 s (paho's own reconnect retries at once,
+			// then after 1 s, 2 s... with no jitter).
+			o.SetConnectionLostHandler(func(c mqtt.Client, _ error) {
+				h.up.Add(-1)
+				go func() {
+					for bound := 30 * time.Second; b.Context().Err() == nil; bound = min(2*bound, 10*time.Minute) {
+						time.Sleep(mrand.N(bound))
+						h.downs.Add(1) // an attempt
+						if tok := c.Connect(); tok.Wait() && tok.Error() == nil {
+							return
+						}
+					}
+				}()
+			})
 		}
 		return mqtt.NewClient(o)
 	}
@@ -722,12 +752,14 @@ func (be *bench) mqtt(mosq string) row {
 			tag := string(msg.Payload())
 			prev, _ := last.Swap(i, tag)
 			if prev != nil && prev.(string) != tag {
-				go be.pull(h, ps[i], i)
+				// The broker cannot pace its fan-out: the device
+				// spreads its pull over the spread plumb serve uses.
+				go be.pull(h, ps[i], i, be.spread())
 			}
 		}, m)
 	}
 	ts := time.Now()
-	parallel(n, 0, func(i int) error {
+	parallel(n, 256, func(i int) error {
 		tok := clients[i].Connect()
 		tok.Wait()
 		return tok.Error()
@@ -769,6 +801,12 @@ func (be *bench) mqtt(mosq string) row {
 	return r
 }
 
+// spread is how long plumb serve takes to nudge n devices at its default
+// rate (server.DefaultWakeRate a second).
+func (be *bench) spread() time.Duration {
+	return time.Duration(float64(be.n) / server.DefaultWakeRate * float64(time.Second))
+}
+
 // currentETag is the served timestamp.json's ETag, as a device sees it.
 func currentETag(be *bench) string {
 	p := newPoller(NewMeter(), be.pool)
@@ -803,19 +841,25 @@ func (be *bench) sse() row {
 	sctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	smp := StartSampler(sctx, 100*time.Millisecond, be.servePIDs()...)
+	fleet, err := sim.New(sim.Options{Base: "https://" + be.addr + "/", Roots: be.pool, JoinToken: join, N: n, Hardware: "qemu-x86_64", Version: "1.0.0"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	chans := make([]*wake.Channel, n)
 	for i := range chans {
-		cert, id := deviceCert(b)
-		cfg := fetch.TLSConfig(be.pool, tls.NewLRUClientSessionCache(1))
-		cfg.Certificates = []tls.Certificate{cert}
-		tr := wake.Transport(fetch.NewTransport(cfg))
+		// plumbd's set-up (updater/agent/setup.go): the TUF transport,
+		// changed by wake.Transport, with the identity's client
+		// certificate and the join token (report.DeviceClient).
+		tr := wake.Transport(fetch.NewTransport(fetch.TLSConfig(be.pool, nil)))
 		tr.DialContext = m.DialContext
 		tr.Proxy = nil
+		d := fleet.Devices[i]
+		hc, err := report.DeviceClient(&http.Client{Transport: tr}, d.Identity, join)
+		if err != nil {
+			b.Fatal(err)
+		}
 		c, err := wake.New(wake.Options{
-			URL:    "https://" + be.addr + "/v1/devices/" + id + "/wake",
-			Client: &joinClient{hc: &http.Client{Transport: tr}, token: join},
-			// Reconnects come at random within 1-2 s, then 2-4 s...
-			Heartbeat: be.keep, MinBackoff: 2 * time.Second, MaxBackoff: 2 * time.Minute,
+			URL: wake.URL("https://"+be.addr, d.ID), Client: hc, Heartbeat: be.keep,
 			Log: slog.New(&downCounter{n: &h.downs}),
 		})
 		if err != nil {
@@ -825,6 +869,9 @@ func (be *bench) sse() row {
 	}
 	ts := time.Now()
 	for i, c := range chans {
+		if i%256 == 0 {
+			time.Sleep(100 * time.Millisecond) // devices boot over time, not in one instant
+		}
 		go c.Run(sctx)
 		go func() {
 			for {
@@ -832,7 +879,7 @@ func (be *bench) sse() row {
 				case <-sctx.Done():
 					return
 				case <-c.C():
-					go be.pull(h, ps[i], i)
+					go be.pull(h, ps[i], i, 0) // the server paced the nudges
 				}
 			}
 		}()
@@ -860,37 +907,4 @@ func (be *bench) sse() row {
 		return be.servePIDs()
 	})
 	return r
-}
-
-// joinClient adds the join token, as report.DeviceClient does.
-type joinClient struct {
-	hc    *http.Client
-	token string
-}
-
-func (c *joinClient) Do(r *http.Request) (*http.Response, error) {
-	r.Header.Set(deviceapi.JoinTokenHeader, c.token)
-	return c.hc.Do(r)
-}
-
-// deviceCert is a simulated device identity: a P-256 key (plumbd's is in
-// the TPM or a key file), its self-signed certificate and its device id.
-func deviceCert(b *testing.B) (tls.Certificate, string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	id := deviceapi.IDOf(spki)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: id},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, id
 }

@@ -60,9 +60,10 @@ type Options struct {
 	// dead after two of them without a byte, plus 30 s. Default 4 min.
 	Heartbeat time.Duration
 	// MinBackoff and MaxBackoff bound the wait before reconnecting
-	// (defaults 2 s and 10 min); each wait is drawn at random between
-	// half and all of the current bound ("equal jitter"), so a fleet
-	// cut off at once does not come back at once.
+	// (defaults 30 s and 10 min): each wait is drawn at random in
+	// [0, bound) ("full jitter"), the bound doubling after each failure,
+	// so a fleet cut off at once (a server restart) comes back spread
+	// over 30 s, not in the same second (docs/wake.md measured both).
 	MinBackoff, MaxBackoff time.Duration
 	// Log receives connects and drops; nil discards.
 	Log *slog.Logger
@@ -86,7 +87,7 @@ func New(o Options) (*Channel, error) {
 		return nil, errors.New("wake channel: no HTTP client: expected the device's mutual-TLS client")
 	}
 	o.Heartbeat = cmp.Or(o.Heartbeat, 4*time.Minute)
-	o.MinBackoff = cmp.Or(o.MinBackoff, 2*time.Second)
+	o.MinBackoff = cmp.Or(o.MinBackoff, 30*time.Second)
 	o.MaxBackoff = cmp.Or(o.MaxBackoff, 10*time.Minute)
 	if o.Heartbeat < 0 || o.MinBackoff < 0 || o.MaxBackoff < o.MinBackoff {
 		return nil, fmt.Errorf("wake channel: expected positive durations and MinBackoff <= MaxBackoff, got heartbeat %s, backoff %s..%s", o.Heartbeat, o.MinBackoff, o.MaxBackoff)
@@ -116,7 +117,7 @@ func (c *Channel) Run(ctx context.Context) {
 		if heard {
 			bound = c.o.MinBackoff // it worked for a while: start over
 		}
-		wait := bound/2 + rand.N(bound/2+1)
+		wait := rand.N(bound + 1)
 		var ra *retryAfter
 		if errors.As(err, &ra) {
 			wait = max(wait, ra.d)
