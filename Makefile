@@ -24,7 +24,7 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	cryptsetup-bin sbsigntool binutils chromium
 
 # What make bench compares plumb with (not needed by the tests).
-BENCH_PKGS := bsdiff xdelta3 casync ostree time
+BENCH_PKGS := bsdiff xdelta3 casync ostree time mosquitto
 
 # What make cleanroot needs on the host (scripts/cleanroot.sh).
 CLEANROOT_PKGS := debootstrap

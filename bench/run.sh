@@ -14,6 +14,14 @@
 #             and a Debian 12 security roll-up)
 #   levels    the image compression level curve behind the recipe default:
 #             full image size, delta size, apply speed and memory
+#   wake      REST polling vs MQTT (mosquitto) vs a held HTTPS stream, with
+#             WAKE_DEVICES simulated devices (default 1000; the study in
+#             docs/wake.md used WAKE_DEVICES=10000, about 15 minutes)
+#   fleet     10,000 simulated devices (own identity keys, real HTTPS polls
+#             and mutual-TLS reports) against plumb serve processes on
+#             SQLite, PostgreSQL and two processes sharing one PostgreSQL:
+#             check-ins/s, p50/p99, server CPU and RSS, database growth
+#             (bench/fleet; FLEET_* variables are in its doc.go)
 #
 # SKIP (space separated section names) leaves sections out; KEEP_PAIR=1
 # reuses the delta pairs already built. The log is also in $out/bench.log.
@@ -63,6 +71,15 @@ fi
 
 if section levels "compression level curve (kernel pair; recipe default = $(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go))"; then
   DEFAULT_LEVEL=$(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go) bash bench/delta/levels.sh
+fi
+if section wake "how devices learn of a release: polling (plumb serve, nginx proxy_cache), MQTT over TLS (mosquitto), held SSE stream; ${WAKE_DEVICES:-1000} devices"; then
+  WAKE_DEVICES=${WAKE_DEVICES:-1000} go test -run '^$' -bench Wake -benchtime 1x -count 1 -timeout 90m ./bench/wake >"$out/wake.txt" 2>&1 || { echo "wake: the benchmark failed:"; tail -40 "$out/wake.txt"; }
+  sed -n '/^wake: /,/^goos:/p' "$out/wake.txt" | grep -v '^wake-row\|^goos:'
+  grep -E 'RLIMIT|connected|reconnected' "$out/wake.txt" | sed 's/^ *//' || true
+fi
+if section fleet "${FLEET_DEVICES:-10000} simulated devices vs plumb serve: server on CPU 0, load generator on CPU 1"; then
+  go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./bench/fleet | tee "$out/fleet.txt" | grep -v '^Benchmark' || true
+  awk -f bench/fleet/table.awk "$out/fleet.txt"
 fi
 } 2>&1 | tee -a "$log"
 

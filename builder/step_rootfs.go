@@ -202,6 +202,9 @@ func (b *build) addAgentConfig(t *fstree.Tree) error {
 			RequestTimeout: config.Duration(a.Link.RequestTimeout), IdleTimeout: config.Duration(a.Link.IdleTimeout),
 		}
 		fieldConfig(a, &c)
+		if a.Wake != nil {
+			c.Wake = &config.Wake{Poll: config.Duration(a.Wake.Poll)}
+		}
 		if w := a.Workloads; w != nil {
 			c.Workloads = &config.Workloads{Group: w.Group, Containerd: w.Containerd, Namespace: w.Namespace, DataDir: w.DataDir}
 		}

@@ -65,6 +65,8 @@ func (f *fleet) route(w http.ResponseWriter, r *http.Request) {
 		}
 		f.status(w, r, seg[1])
 		return
+	case len(seg) == 3 && seg[0] == "devices" && seg[2] == "wake" && f.wake != nil:
+		err = f.wakeStream(w, r, f.wake, seg[1])
 	case p == "login":
 		err = f.login(w, r)
 	case p == "logout":

@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/plumb-os/plumb/attest"
@@ -37,8 +35,9 @@ type AttestOptions struct {
 	NonceTTL time.Duration
 }
 
-// Caps on what the verifier keeps in memory: outstanding nonces and
-// challenges, per device and in all. A device's new nonce past its cap
+// Caps on the outstanding nonces and challenges, per device and in all,
+// kept in the fleet database (store.AddNonce, store.PutChallenge) so that
+// every server sharing it knows them. A device's new nonce past its cap
 // drops its oldest; past the global cap new ones are refused with 503
 // until some expire or are used. Only members of an organization get
 // any, so one client cannot lock other devices out.
@@ -48,28 +47,20 @@ const (
 	maxEnrollsPerDevice = 1
 )
 
-// verifier is the state of the attestation endpoints.
+// verifier is the state of the attestation endpoints: its options; the
+// outstanding nonces and challenges are in the database.
 type verifier struct {
 	o       AttestOptions
 	v       *attest.Verifier
 	fleet   *fleet
 	repoDir string // the TUF repository directory (Options.Dir)
-	mu      sync.Mutex
-	nonces  map[string][]pendingNonce
-	enrolls map[string]pendingEnroll
-	npend   int // nonces outstanding, all devices
-	max     int // cap on npend and on pending enrollments: maxPending
+	max     int    // cap on outstanding nonces, and on challenges: maxPending
 }
 
-type pendingNonce struct {
-	nonce   []byte
-	expires time.Time
-}
-
+// pendingEnroll is an outstanding enrollment challenge as the database
+// keeps it (JSON).
 type pendingEnroll struct {
-	ch      *attest.Challenge
-	expires time.Time
-	joinOrg string // a device in no organization whose EK certificate chains to this one's EK CAs
+	Challenge *attest.Challenge `json:"challenge"`
 }
 
 // dbEnrollments reads enrollments from the fleet database.
@@ -94,7 +85,7 @@ func newVerifier(repoDir string, o AttestOptions, f *fleet) (*verifier, error) {
 		o.NonceTTL = 5 * time.Minute
 	}
 	v := attest.NewVerifier(attest.VerifierOptions{ManufacturerCAs: o.ManufacturerCAs, Enrolled: dbEnrollments{f.db}})
-	return &verifier{o: o, v: v, fleet: f, repoDir: repoDir, nonces: map[string][]pendingNonce{}, enrolls: map[string]pendingEnroll{}, max: maxPending}, nil
+	return &verifier{o: o, v: v, fleet: f, repoDir: repoDir, max: maxPending}, nil
 }
 
 // route answers the attestation endpoints; false: not one of them.
@@ -181,30 +172,6 @@ func readJSON(r *http.Request, limit int64, v any) error {
 	return nil
 }
 
-// prune drops expired entries; the caller holds v.mu.
-func (v *verifier) prune(now time.Time) {
-	v.npend = 0
-	for k, ns := range v.nonces {
-		live := ns[:0]
-		for _, n := range ns {
-			if now.Before(n.expires) {
-				live = append(live, n)
-			}
-		}
-		if len(live) == 0 {
-			delete(v.nonces, k)
-			continue
-		}
-		v.nonces[k] = live
-		v.npend += len(live)
-	}
-	for k, e := range v.enrolls {
-		if now.After(e.expires) {
-			delete(v.enrolls, k)
-		}
-	}
-}
-
 // errNotEnrolled tells the device to enroll (again): the server has no
 // enrollment for it, or lost it.
 func errNotEnrolled(id string) error {
@@ -232,19 +199,16 @@ func (v *verifier) nonce(r *http.Request) (any, error) {
 	n := make([]byte, 32)
 	rand.Read(n)
 	now := time.Now()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.prune(now)
-	if v.npend >= v.max {
+	expires := now.Add(v.o.NonceTTL)
+	// The device's oldest goes past maxNoncesPerDevice.
+	err = v.fleet.db.AddNonce(r.Context(), id, n, now, expires, maxNoncesPerDevice, v.max)
+	if errors.Is(err, store.ErrFull) {
 		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding nonces (%d): try again later", v.max)
 	}
-	pn := pendingNonce{nonce: n, expires: now.Add(v.o.NonceTTL)}
-	ns := append(v.nonces[id], pn)
-	if len(ns) > maxNoncesPerDevice {
-		ns = ns[len(ns)-maxNoncesPerDevice:] // the device's oldest goes
+	if err != nil {
+		return nil, err
 	}
-	v.nonces[id] = ns
-	return attestapi.Nonce{Nonce: n, Expires: pn.expires.UTC()}, nil
+	return attestapi.Nonce{Nonce: n, Expires: expires.UTC()}, nil
 }
 
 func (v *verifier) enroll(r *http.Request) (any, error) {
@@ -279,14 +243,19 @@ func (v *verifier) enroll(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, errorf(http.StatusForbidden, "enroll: %v", err)
 	}
+	doc, err := json.Marshal(pendingEnroll{Challenge: ch})
+	if err != nil {
+		return nil, err
+	}
 	now := time.Now()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.prune(now)
-	if _, mine := v.enrolls[req.DeviceID]; !mine && len(v.enrolls) >= v.max {
+	// maxEnrollsPerDevice: the new one replaces the device's last.
+	err = v.fleet.db.PutChallenge(r.Context(), req.DeviceID, string(doc), joinOrg, now, now.Add(v.o.NonceTTL), v.max)
+	if errors.Is(err, store.ErrFull) {
 		return nil, errorf(http.StatusServiceUnavailable, "too many outstanding enrollments (%d): try again later", v.max)
 	}
-	v.enrolls[req.DeviceID] = pendingEnroll{ch: ch, expires: now.Add(v.o.NonceTTL), joinOrg: joinOrg} // maxEnrollsPerDevice: the new one replaces
+	if err != nil {
+		return nil, err
+	}
 	return attestapi.Challenge{Credential: ch.CredBlob, Secret: ch.EncSecret}, nil
 }
 
@@ -301,24 +270,29 @@ func (v *verifier) activate(r *http.Request) (any, error) {
 	if _, err := peerKey(r, a.DeviceID); err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	p, ok := v.enrolls[a.DeviceID]
-	delete(v.enrolls, a.DeviceID) // one answer per challenge
-	v.mu.Unlock()
-	if !ok || time.Now().After(p.expires) {
+	// One answer per challenge: taking it removes it.
+	doc, joinOrg, err := v.fleet.db.TakeChallenge(r.Context(), a.DeviceID, time.Now())
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, errorf(http.StatusForbidden, "activate: device %s has no outstanding challenge: enroll first", a.DeviceID)
 	}
-	if p.joinOrg == "" {
+	if err != nil {
+		return nil, err
+	}
+	var p pendingEnroll
+	if err := json.Unmarshal([]byte(doc), &p); err != nil || p.Challenge == nil {
+		return nil, fmt.Errorf("activate: device %s: the stored challenge is unreadable: %v", a.DeviceID, err)
+	}
+	if joinOrg == "" {
 		if _, err := v.fleet.authDevice(r, a.DeviceID); err != nil {
 			return nil, err
 		}
 	}
-	e, err := v.v.ConfirmBinding(p.ch, a.Secret)
+	e, err := v.v.ConfirmBinding(p.Challenge, a.Secret)
 	if err != nil {
 		return nil, errorf(http.StatusForbidden, "activate: device %s: %v: the AK is not in the TPM that holds the EK", a.DeviceID, err)
 	}
-	if p.joinOrg != "" {
-		if err := v.fleet.joinByEK(r, a.DeviceID, p.joinOrg); err != nil {
+	if joinOrg != "" {
+		if err := v.fleet.joinByEK(r, a.DeviceID, joinOrg); err != nil {
 			return nil, err
 		}
 	}
@@ -366,18 +340,13 @@ func (v *verifier) evidence(r *http.Request) (any, error) {
 	if len(d.AKPublic) == 0 {
 		return nil, errNotEnrolled(d.ID)
 	}
-	v.mu.Lock()
-	var nonce []byte
-	ns := v.nonces[ev.DeviceID]
-	for i, n := range ns {
-		if bytes.Equal(n.nonce, ev.Nonce) && time.Now().Before(n.expires) {
-			nonce = n.nonce
-			v.nonces[ev.DeviceID] = slices.Delete(ns, i, i+1) // a nonce is good for one evidence
-			break
-		}
+	// A nonce is good for one evidence: taking it removes it.
+	ok, err := v.fleet.db.TakeNonce(r.Context(), ev.DeviceID, ev.Nonce, time.Now())
+	if err != nil {
+		return nil, err
 	}
-	v.mu.Unlock()
-	if nonce == nil {
+	nonce := ev.Nonce
+	if !ok {
 		return nil, errorf(http.StatusBadRequest, "evidence: device %s has no outstanding nonce matching the evidence: get one from /%s first", ev.DeviceID, attestapi.PathNonce)
 	}
 	refs, err := v.references(ev.Release)

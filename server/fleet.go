@@ -93,6 +93,7 @@ type fleet struct {
 	db    *store.Store
 	log   *slog.Logger
 	repo  string // the serve directory
+	wake  *wakeHub
 	mu    sync.Mutex
 	joins map[string]*rate.Limiter // per organization
 	newID *rate.Limiter            // refused unknown devices listed

@@ -11,9 +11,12 @@ import (
 // TestNonceCaps: a device's nonces are capped per device (its oldest
 // goes) and in all (503 past the cap); one device asking again and again
 // never drops another's, and a device without an enrollment or a
-// certificate gets none.
-func TestNonceCaps(t *testing.T) {
-	fs := newFleetServer(t, "", FleetOptions{}, &AttestOptions{}, "")
+// certificate gets none. The nonces are in the database (SQLite and
+// PostgreSQL), shared by every server on it.
+func TestNonceCaps(t *testing.T) { eachDB(t, testNonceCaps) }
+
+func testNonceCaps(t *testing.T, dsn string) {
+	fs := newFleetServer(t, dsn, FleetOptions{}, &AttestOptions{}, "")
 	ctx := context.Background()
 	a, b, c := fs.device(fs.join), fs.device(fs.join), fs.device(fs.join)
 	for _, d := range []*device{a, b, c} {
@@ -39,9 +42,14 @@ func TestNonceCaps(t *testing.T) {
 		}
 	}
 	v := fs.srv.verify
-	v.mu.Lock()
-	na, nb := len(v.nonces[a.id.ID]), len(v.nonces[b.id.ID])
-	v.mu.Unlock()
+	na, err := fs.db.Nonces(ctx, a.id.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := fs.db.Nonces(ctx, b.id.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if na != maxNoncesPerDevice || nb != 1 {
 		t.Errorf("outstanding nonces: a %d (want %d), b %d (want 1)", na, maxNoncesPerDevice, nb)
 	}
@@ -55,9 +63,7 @@ func TestNonceCaps(t *testing.T) {
 		t.Errorf("nonce for an unenrolled device: %d %s; want 409 not_enrolled", code, body)
 	}
 	// The global cap: with 5 outstanding and a cap of 5, the next is 503.
-	v.mu.Lock()
-	v.max = 5
-	v.mu.Unlock()
+	v.max = 5 // no request runs now
 	if code, body := nonce(b, b.hc); code != http.StatusServiceUnavailable || !strings.Contains(body, "too many outstanding nonces") {
 		t.Errorf("nonce past the global cap: %d %s; want 503", code, body)
 	}

@@ -73,6 +73,9 @@ type Options struct {
 	// ReadTimeout bounds reading one whole request, IdleTimeout a
 	// keep-alive connection between requests; defaults 1 min and 2 min.
 	ReadTimeout, IdleTimeout time.Duration
+	// Wake tunes the devices' wake-up channel (wake.go), part of the
+	// fleet service.
+	Wake WakeOptions
 }
 
 // Server serves one repository directory.
@@ -82,7 +85,8 @@ type Server struct {
 	cert   tls.Certificate
 	log    *slog.Logger
 	etags  etagCache
-	fleet  *fleet // nil: no fleet service
+	fleet  *fleet   // nil: no fleet service
+	wake   *wakeHub // with fleet: the wake-up channel
 
 	readTimeout, idleTimeout time.Duration
 	verify                   *verifier // nil: no attestation endpoints
@@ -159,6 +163,8 @@ func NewContext(ctx context.Context, opts Options) (*Server, error) {
 		if srv.fleet, err = newFleet(ctx, opts.Dir, *opts.Fleet, log); err != nil {
 			return nil, err
 		}
+		srv.wake = newWakeHub(srv, opts.Wake)
+		srv.fleet.wake = srv.wake
 	}
 	if opts.Attest != nil {
 		if srv.verify, err = newVerifier(opts.Dir, *opts.Attest, srv.fleet); err != nil {
@@ -169,8 +175,11 @@ func NewContext(ctx context.Context, opts Options) (*Server, error) {
 	return srv, nil
 }
 
-// Close closes the fleet database, if any.
+// Close ends the held wake streams and closes the fleet database, if any.
 func (s *Server) Close() error {
+	if s.wake != nil {
+		s.wake.close()
+	}
 	if s.fleet != nil {
 		return s.fleet.db.Close()
 	}
@@ -206,15 +215,24 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if l == nil {
 		return errors.New("serving: no listener")
 	}
+	// Devices authenticate with a client certificate (fleet.go). It is
+	// asked for, never required or chained: TUF clients send none, and
+	// the server checks the key against the device id itself.
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
 	if s.fleet != nil {
 		go s.fleet.prune(ctx)
+		// Session tickets any server on the database can resume
+		// (tickets.go).
+		var keys ticketKeys
+		keys.install(tlsConfig)
+		if err := keys.load(ctx, s.fleet); err != nil {
+			s.log.Warn("TLS session ticket keys not loaded from the fleet database: tickets resume on this process only until they are", "err", err)
+		}
+		go keys.run(ctx, s.fleet)
 	}
 	srv := &http.Server{
-		Handler: s.Handler(),
-		// Devices authenticate with a client certificate (fleet.go). It is
-		// asked for, never required or chained: TUF clients send none,
-		// and the server checks the key against the device id itself.
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
+		Handler:   s.Handler(),
+		TLSConfig: tlsConfig,
 		// A slow client holds a connection for at most these: headers in
 		// 10 s, a whole request (the largest is 1 MiB of evidence) in 1
 		// min, an idle keep-alive 2 min. No WriteTimeout: a release
@@ -225,8 +243,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	if s.wake != nil {
+		// Held wake streams end at once on shutdown: devices reconnect
+		// to the next server (or poll).
+		srv.RegisterOnShutdown(s.wake.close)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(l, "", "") }()
+	go func() { errc <- srv.ServeTLS(noKeepAliveListener{l}, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving on %s: %w", l.Addr(), err)

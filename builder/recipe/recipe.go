@@ -182,6 +182,17 @@ type Agent struct {
 	Install     string        `yaml:"install"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
 	Hooks       Hooks         `yaml:"hooks"`         // executables run around an update
 	LockMaxHold time.Duration `yaml:"lock_max_hold"` // default 1h
+
+	// Wake turns on the optional wake-up channel (docs/wake.md); nil:
+	// the device only polls.
+	Wake *Wake `yaml:"wake"`
+}
+
+// Wake configures the agent's wake-up channel to the fleet service.
+type Wake struct {
+	// Poll is the time between polls while the channel is up; 0 means
+	// config.DefaultWakePoll (1h). At least the agent's poll.
+	Poll time.Duration `yaml:"poll"`
 }
 
 // Workloads names the device's workload group and how plumbd reaches

@@ -223,6 +223,8 @@ func TestParseErrors(t *testing.T) {
 		{head + "agent:\n  repository: https://x/\n  root: r\n  health:\n    - {file: data/ok}\n", `x.yaml:10: agent.health[0].file: expected an absolute path in the image, like /etc/hostname, got "data/ok"`},
 		{head + "agent:\n  repository: https://x/\n  root: r\n  health:\n    - timeout: 5s\n", `x.yaml:10: agent.health[0]: empty health check: expected exactly one of command, file, url`},
 		{head + "agent:\n  repository: https://x/\n  root: r\n  group: Canary\n", `x.yaml:9: agent.group: expected lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, got "Canary"`},
+		{head + "agent:\n  repository: https://x/\n  root: r\n  report: \"off\"\n  wake: {}\n", `x.yaml:10: agent.wake: expected the fleet service: wake needs report not "off"`},
+		{head + "agent:\n  repository: https://x/\n  root: r\n  wake: {poll: 1m}\n", `x.yaml:9: agent.wake.poll: expected 0 (default 1h0m0s) or at least poll (5m0s), got 1m0s`},
 		{head + "files:\n  - path: /a\n    content: [x]\n", `x.yaml:8: files[0].content: expected a string, got a list`},
 		{head + "files:\n  - path: /a\n    dir: yes\n", `x.yaml:8: files[0].dir: expected true or false, got "yes"`},
 		{head + "files:\n  - path: /a/./b\n    dir: true\n", `x.yaml:7: files[0].path: expected a clean path like "/a/b", got "/a/./b"`},

@@ -260,6 +260,14 @@ func (a *Agent) Validate() error {
 	if a.Poll < minPoll {
 		return fieldErr("poll", fmt.Sprintf("expected at least %s, got %s", minPoll, a.Poll))
 	}
+	if w := a.Wake; w != nil {
+		if a.Report == "off" {
+			return fieldErr("wake", `expected the fleet service: wake needs report not "off"`)
+		}
+		if w.Poll != 0 && w.Poll < a.Poll {
+			return fieldErr("wake.poll", fmt.Sprintf("expected 0 (default %s) or at least poll (%s), got %s", config.DefaultWakePoll, a.Poll, w.Poll))
+		}
+	}
 	switch a.Commit {
 	case CommitHealth, CommitAttested:
 	default:

@@ -46,6 +46,10 @@ type Config struct {
 	// adds a device it does not know to the token's organization (and
 	// lists one without a token as pending).
 	JoinToken string `json:"join_token,omitempty"`
+	// Wake, when set, holds the optional wake-up channel to the fleet
+	// service (docs/wake.md): a held HTTPS stream that says when the
+	// repository's timestamp changed, so the agent polls at once.
+	Wake *Wake `json:"wake,omitempty"`
 
 	// Field operations (field.go).
 	Install     string   `json:"install,omitempty"`       // "auto" (default), "download-only" or "HH:MM-HH:MM" (UTC)
@@ -60,6 +64,26 @@ type Workloads struct {
 	Containerd string `json:"containerd,omitempty"` // socket; default /run/containerd/containerd.sock
 	Namespace  string `json:"namespace,omitempty"`  // containerd namespace; default plumb
 	DataDir    string `json:"data_dir,omitempty"`   // mount sources live in DataDir/<group>/; default /data/apps
+}
+
+// Wake configures the wake-up channel. It goes to the report base
+// (<report>/v1/devices/<id>/wake) with the device's identity, as status
+// reports do. While it is up the agent polls every Poll (a safety net);
+// while it is down, every Config.Poll.
+type Wake struct {
+	Poll Duration `json:"poll,omitempty"` // default DefaultWakePoll
+}
+
+// DefaultWakePoll is the time between polls while the wake-up channel is
+// up, when Wake.Poll is not set.
+const DefaultWakePoll = time.Hour
+
+// PollInterval is Poll or its default.
+func (w *Wake) PollInterval() time.Duration {
+	if w.Poll == 0 {
+		return DefaultWakePoll
+	}
+	return time.Duration(w.Poll)
 }
 
 // Link tunes the agent's connection to the repository for slow, costly or
@@ -169,6 +193,14 @@ func (c *Config) Validate() error {
 		u, err := url.Parse(c.Report)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("agent config: report: expected an http(s) URL or \"off\", got %q", c.Report)
+		}
+	}
+	if w := c.Wake; w != nil {
+		if c.ReportBase() == "" {
+			return fmt.Errorf("agent config: wake: expected the fleet service (report not \"off\"), got report %q", c.Report)
+		}
+		if w.Poll != 0 && w.Poll < c.Poll {
+			return fmt.Errorf("agent config: wake.poll: expected 0 (default %s) or at least poll (%s), got %s", DefaultWakePoll, time.Duration(c.Poll), time.Duration(w.Poll))
 		}
 	}
 	if err := c.validateField(); err != nil {

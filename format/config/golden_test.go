@@ -15,6 +15,7 @@ func sampleConfig() Config {
 		Link:      Link{Proxy: "http://proxy.example.com:3128", RateLimit: 1 << 20, Attempts: 5, RequestTimeout: Duration(time.Minute), IdleTimeout: Duration(30 * time.Second)},
 		Workloads: &Workloads{Group: "demo", Containerd: "/run/containerd/containerd.sock", Namespace: "plumb", DataDir: "/data/apps"},
 		Health:    []HealthCheck{{Command: "/bin/true", Timeout: Duration(10 * time.Second)}, {URL: "http://127.0.0.1:8080/", Timeout: Duration(5 * time.Second)}},
+		Wake:      &Wake{Poll: Duration(time.Hour)},
 	}
 }
 

@@ -30,6 +30,15 @@ const MaxReport = 64 << 10
 // StatusPath is where a device posts its status, relative to the base URL.
 func StatusPath(id string) string { return "v1/devices/" + id + "/status" }
 
+// WakePath is a device's wake-up stream (docs/wake.md), relative to the
+// base URL: GET, mutual TLS as for status; a text/event-stream whose
+// events named WakeEvent carry timestamp.json's current ETag (at once, and
+// after each change), with comment lines as heartbeats.
+func WakePath(id string) string { return "v1/devices/" + id + "/wake" }
+
+// WakeEvent is the wake-up stream's event name.
+const WakeEvent = "timestamp"
+
 // Device identifies the reporting device.
 type Device struct {
 	ID        string `json:"id"`

@@ -145,6 +145,15 @@ func (p *PG) Stop() {
 	p.cmd = nil
 }
 
+// PID is the postmaster's process id (0 when stopped): its backends are
+// its children.
+func (p *PG) PID() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Log returns the server's log, for failure messages.
 func (p *PG) Log() string {
 	b, _ := os.ReadFile(filepath.Join(filepath.Dir(p.dir), "postgres.log"))

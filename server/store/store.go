@@ -91,7 +91,11 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 		if s.db, err = sql.Open("pgx", dsn); err != nil {
 			return nil, fmt.Errorf("fleet database: %w", err)
 		}
+		// Every connection stays open when idle: database/sql keeps 2 by
+		// default, so a burst of reports closed the others and the next
+		// opened new ones (a PostgreSQL backend forked per connection).
 		s.db.SetMaxOpenConns(16)
+		s.db.SetMaxIdleConns(16)
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
 			return nil, err
@@ -106,6 +110,7 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("fleet database %s: %w", dsn, err)
 		}
 		s.db.SetMaxOpenConns(4)
+		s.db.SetMaxIdleConns(4)
 	}
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
@@ -142,6 +147,21 @@ func (s *Store) Dialect() string { return s.dialect }
 
 // DB is the database handle, for benchmarks that measure its size.
 func (s *Store) DB() *sql.DB { return s.db }
+
+// Size is the bytes the database takes: SQLite's pages in use (the
+// free list not counted; the WAL's pages are counted once checkpointed),
+// PostgreSQL's pg_database_size (tables, indexes, TOAST and dead rows
+// not yet vacuumed).
+func (s *Store) Size(ctx context.Context) (int64, error) {
+	var n int64
+	var err error
+	if s.dialect == Postgres {
+		err = s.db.QueryRowContext(ctx, `SELECT pg_database_size(current_database())`).Scan(&n)
+	} else {
+		err = s.db.QueryRowContext(ctx, `SELECT (page_count - freelist_count) * page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`).Scan(&n)
+	}
+	return n, err
+}
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }

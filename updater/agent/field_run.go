@@ -197,6 +197,19 @@ func (a *Agent) waitLocks(ctx context.Context, what string) error {
 func (a *Agent) wait(ctx context.Context, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	// The wake-up channel: a nudge polls now. A long wait (the channel
+	// was up) is cut short once the channel is down and a normal poll is
+	// due.
+	var wakeC <-chan struct{}
+	var downC <-chan time.Time
+	if a.Wake != nil {
+		wakeC = a.Wake.C()
+		if base := time.Duration(a.Config.Poll); d > base {
+			tick := time.NewTicker(base)
+			defer tick.Stop()
+			downC = tick.C
+		}
+	}
 	var mediaC <-chan time.Time
 	if a.ScanMedia != nil && a.OpenMedium != nil {
 		tick := time.NewTicker(mediaEvery)
@@ -210,6 +223,13 @@ func (a *Agent) wait(ctx context.Context, d time.Duration) bool {
 			return true
 		case <-timer.C:
 			return false
+		case <-wakeC:
+			a.log().Info("woken: the repository's timestamp changed, polling now")
+			return false
+		case <-downC:
+			if !a.Wake.Up() {
+				return false
+			}
 		case <-mediaC:
 			if a.checkMedia(ctx) {
 				return true

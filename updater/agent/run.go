@@ -30,6 +30,12 @@ type repository interface {
 	RecordedRelease() (string, error)
 }
 
+// WakeSignal is the wake-up channel as the agent sees it; *wake.Channel.
+type WakeSignal interface {
+	C() <-chan struct{}
+	Up() bool
+}
+
 // Agent updates one device. Call Settle once after boot, then Poll (or Run,
 // which polls forever). Not safe for concurrent use.
 type Agent struct {
@@ -72,6 +78,12 @@ type Agent struct {
 
 	// Requests, when set, carries the local API's requests (field_run.go).
 	Requests chan Request
+
+	// Wake, when set (Config.Wake), is the wake-up channel: a nudge on
+	// Wake.C() makes Run poll at once, and while Wake.Up() Run polls
+	// every Config.Wake.PollInterval() instead of Config.Poll. It never
+	// installs anything by itself.
+	Wake WakeSignal
 
 	seen     map[string]bool // media already read, by device
 	recorded bool            // UpdateFrom recorded "installing" for the medium it reads
@@ -548,8 +560,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.StartWorkloads(ctx); err != nil {
 		a.log().Error("starting the applied workloads", "err", err)
 	}
-	interval := time.Duration(a.Config.Poll)
-	backoff := interval
+	base := time.Duration(a.Config.Poll)
+	failed := base // the wait after a failed check, doubled each time
 	for {
 		if a.state.Phase == PhaseReady {
 			if _, err := a.resumeReady(ctx); err != nil {
@@ -560,21 +572,32 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		installed, err := a.Poll(ctx)
+		next := a.pollInterval()
 		switch {
 		case errors.Is(err, context.Canceled):
 			return nil
 		case err != nil:
 			a.log().Error("update check failed", "err", err)
-			backoff = min(backoff*2, 16*interval)
+			failed = min(failed*2, 16*base)
+			next = failed
 		case installed && a.state.Phase == PhaseRebooting:
 			return nil // rebooting
 		default:
-			backoff = interval
+			failed = base
 		}
-		if a.wait(ctx, jitter(backoff)) {
+		if a.wait(ctx, jitter(next)) {
 			return nil // rebooting, or ctx ended
 		}
 	}
+}
+
+// pollInterval is the time until the next check: Config.Wake's while the
+// wake-up channel is up, else Config.Poll.
+func (a *Agent) pollInterval() time.Duration {
+	if a.Wake != nil && a.Config.Wake != nil && a.Wake.Up() {
+		return a.Config.Wake.PollInterval()
+	}
+	return time.Duration(a.Config.Poll)
 }
 
 func jitter(d time.Duration) time.Duration {

@@ -28,6 +28,7 @@ import (
 	"github.com/plumb-os/plumb/updater/reconcile"
 	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
+	"github.com/plumb-os/plumb/updater/wake"
 )
 
 // Paths on a device.
@@ -250,6 +251,24 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 			s := *st
 			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws, Rollback: LoadRollback(dir)}, nil)
 		}
+	}
+	if cfg.Wake != nil && cfg.ReportBase() != "" {
+		// Its own transport: one held connection, no TCP keep-alive
+		// probes (wake.Transport); the same identity and join token.
+		tr, ok := hc.Transport.(*http.Transport)
+		if !ok {
+			return nil, fmt.Errorf("wake channel: expected an *http.Transport, got %T", hc.Transport)
+		}
+		wc, err := report.DeviceClient(&http.Client{Transport: wake.Transport(tr)}, id, cfg.JoinToken)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := wake.New(wake.Options{URL: wake.URL(cfg.ReportBase(), id.ID), Client: wc, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		go ch.Run(ctx)
+		a.Wake = ch
 	}
 	if facts.TPM.Present && o.attest != nil {
 		a.Attest, a.MeasuredBoot = o.attest(Env{Config: cfg, Facts: facts, HTTPClient: dc, DeviceID: id.ID, DataDir: dir, Log: log})

@@ -34,6 +34,9 @@ import (
 const (
 	SourceTPM  = "tpm"
 	SourceFile = "file"
+	// SourceMemory is a key held only in memory (FromKey): simulated
+	// devices in benchmarks and tests.
+	SourceMemory = "memory"
 )
 
 // Identity is the device's identity.
@@ -43,7 +46,7 @@ type Identity struct {
 	ID string `json:"id"`
 	// PublicKey is the PKIX DER of the key, base64 in JSON.
 	PublicKey []byte `json:"public_key"`
-	// Source is "tpm" or "file".
+	// Source is "tpm", "file" or "memory".
 	Source string `json:"source"`
 
 	signer crypto.Signer // signs with the key (signer.go)
@@ -162,6 +165,20 @@ func FromFile(path string) (*Identity, error) {
 		return nil, err
 	}
 	id.signer = ek
+	return id, nil
+}
+
+// FromKey returns the identity of a P-256 key held in memory (no TPM, no
+// file): what a simulated device (bench/sim) uses.
+func FromKey(k *ecdsa.PrivateKey) (*Identity, error) {
+	if k == nil || k.Curve != elliptic.P256() {
+		return nil, errors.New("identity key: expected an ECDSA P-256 key")
+	}
+	id, err := fromPublic(&k.PublicKey, SourceMemory)
+	if err != nil {
+		return nil, err
+	}
+	id.signer = k
 	return id, nil
 }
 

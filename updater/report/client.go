@@ -61,3 +61,11 @@ func (t *joinTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set(JoinTokenHeader, t.token)
 	return t.next.RoundTrip(r)
 }
+
+// CloseIdleConnections closes the idle connections of the transport
+// under it (http.Client.CloseIdleConnections reaches it through this).
+func (t *joinTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

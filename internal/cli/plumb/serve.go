@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,10 @@ type serveOptions struct {
 	retention time.Duration
 	attest    bool
 	ekCAs     []string
-	silent    time.Duration  // the page lists devices silent for longer
+	silent    time.Duration      // the page lists devices silent for longer
+	wake      server.WakeOptions // the wake-up channel's caps and heartbeat
+	joinRate  float64
+	cpuProf   string
 	watch     bool           // run the halt controller (rollout.go)
 	policy    rolloutOptions // its policy flags
 }
@@ -58,6 +62,12 @@ DIR/join-token: build images with plumb build --join-token DIR/join-token.
 Operators use the web page at https://ADDR/ui/ (first start: the
 operator "admin" of "default", its password in DIR/admin-password) and the
 API under /v1/orgs/ORG/ (plumb fleet).
+
+Devices configured for it (agent wake, docs/wake.md) hold one HTTPS
+stream each, GET /v1/devices/ID/wake, that says when timestamp.json changed
+so they poll at once; --wake-max and --wake-max-per-org cap those streams
+(each is a file descriptor: raise ulimit -n to match), past which devices
+simply poll.
 
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
@@ -90,6 +100,11 @@ the fleet database's per-release outcomes.`,
 	f.BoolVar(&o.attest, "attest", true, "serve the attestation verifier endpoints (/v1/attest/...)")
 	f.StringArrayVar(&o.ekCAs, "ek-ca", nil, "PEM file of TPM manufacturer CA certificates that EK certificates must chain to (repeatable)")
 	f.DurationVar(&o.silent, "silent-after", server.DefaultSilentAfter, "the page lists a device as silent after this long without a report (three polls)")
+	f.IntVar(&o.wake.MaxHeld, "wake-max", server.DefaultWakeMaxHeld, "held wake-up streams in all (docs/wake.md)")
+	f.IntVar(&o.wake.MaxHeldPerOrg, "wake-max-per-org", server.DefaultWakeMaxHeldPerOrg, "held wake-up streams per organization")
+	f.DurationVar(&o.wake.Heartbeat, "wake-heartbeat", server.DefaultWakeHeartbeat, "time between heartbeats on an idle wake-up stream (under the NATs' idle timeout)")
+	f.Float64Var(&o.joinRate, "join-rate", 20, "devices that may join one organization per second, per process (bursts of 10 s worth)")
+	f.StringVar(&o.cpuProf, "cpu-profile", "", "write a CPU profile of the server to this file until it stops (go tool pprof)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
 	addWatchFlags(cmd, &o.policy)
 	return cmd
@@ -106,6 +121,9 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if o.wake.MaxHeld <= 0 || o.wake.MaxHeldPerOrg <= 0 || o.wake.Heartbeat < time.Second {
+		return cli.BadInput(fmt.Errorf("--wake-max %d, --wake-max-per-org %d, --wake-heartbeat %s: expected positive caps and a heartbeat of at least 1s", o.wake.MaxHeld, o.wake.MaxHeldPerOrg, o.wake.Heartbeat))
+	}
 	var fleet *server.FleetOptions
 	if o.db != "off" {
 		if o.maxEvents <= 0 || o.retention < 0 {
@@ -114,7 +132,21 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		if o.silent <= 0 {
 			return cli.BadInput(fmt.Errorf("--silent-after %s: expected a positive duration, like 15m (three 5-minute polls)", o.silent))
 		}
-		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, SilentAfter: o.silent, Bootstrap: true}
+		if o.joinRate <= 0 {
+			return cli.BadInput(fmt.Errorf("--join-rate %g: expected a positive number of devices per second", o.joinRate))
+		}
+		fleet = &server.FleetOptions{DB: o.db, MaxEvents: o.maxEvents, Retention: o.retention, SilentAfter: o.silent, JoinRate: o.joinRate, Bootstrap: true}
+	}
+	if o.cpuProf != "" {
+		f, err := os.Create(o.cpuProf)
+		if err != nil {
+			return cli.BadInput(fmt.Errorf("--cpu-profile: %w", err))
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var att *server.AttestOptions
 	if o.attest && fleet != nil {
@@ -141,6 +173,7 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 		Fleet:   fleet,
 		Log:     log,
 		Attest:  att,
+		Wake:    o.wake,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/report"
+)
+
+// wakeServer is newFleetServer with wake options.
+func wakeServer(t *testing.T, wo WakeOptions) *fleetServer {
+	t.Helper()
+	repoDir := makeRepo(t).dir
+	s, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true}, Wake: wo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	hs := httptest.NewUnstartedServer(s.Handler())
+	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	tok, err := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fleetServer{t: t, srv: s, hs: hs, db: s.Store(), join: strings.TrimSpace(string(tok)), dir: repoDir}
+}
+
+// stream is an open wake stream.
+type stream struct {
+	resp *http.Response
+	sc   *bufio.Scanner
+}
+
+// openWake opens d's wake stream as id and returns it, or the status and
+// body of a refusal.
+func openWake(t *testing.T, base string, hc *http.Client, id string) (*stream, int, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/devices/"+id+"/wake", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer cancel()
+		defer resp.Body.Close()
+		var b strings.Builder
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			b.WriteString(sc.Text())
+		}
+		return nil, resp.StatusCode, b.String()
+	}
+	t.Cleanup(func() { cancel(); resp.Body.Close() })
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type = %q, want text/event-stream", ct)
+	}
+	return &stream{resp: resp, sc: bufio.NewScanner(resp.Body)}, http.StatusOK, ""
+}
+
+// next returns the data of the next timestamp event, skipping comments.
+func (s *stream) next(t *testing.T) string {
+	t.Helper()
+	event := ""
+	for s.sc.Scan() {
+		line := s.sc.Text()
+		switch {
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: ") && event == WakeEvent:
+			return strings.TrimPrefix(line, "data: ")
+		}
+	}
+	t.Fatalf("wake stream ended: %v", s.sc.Err())
+	return ""
+}
+
+// TestWakeStream: an enrolled device's stream says the current
+// timestamp.json ETag at once and the new one after a publish: the one a
+// conditional GET then returns.
+func TestWakeStream(t *testing.T) {
+	fs := wakeServer(t, WakeOptions{Check: 10 * time.Millisecond})
+	d := fs.device(fs.join)
+	s, code, body := openWake(t, fs.hs.URL, d.hc, d.id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	first := s.next(t)
+	resp, _ := do(t, fs.hs.Client(), http.MethodGet, fs.hs.URL+"/metadata/timestamp.json", nil)
+	if got := resp.Header.Get("ETag"); got != first {
+		t.Errorf("first event = %s, want timestamp.json's ETag %s", first, got)
+	}
+	// A publish replaces timestamp.json (write a temp file, rename).
+	ts := filepath.Join(fs.dir, "repository", "metadata", "timestamp.json")
+	tmp := filepath.Join(fs.dir, "repository", "metadata", ".timestamp.tmp")
+	if err := os.WriteFile(tmp, []byte(`{"signed":{"_type":"timestamp","version":8},"signatures":[]}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, ts); err != nil {
+		t.Fatal(err)
+	}
+	second := s.next(t)
+	resp, _ = do(t, fs.hs.Client(), http.MethodGet, fs.hs.URL+"/metadata/timestamp.json", map[string]string{"If-None-Match": first})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") != second || second == first {
+		t.Errorf("after a publish: event %s (was %s), GET answers %d with ETag %s", second, first, resp.StatusCode, resp.Header.Get("ETag"))
+	}
+	if n := fs.srv.Held(); n != 1 {
+		t.Errorf("Held() = %d, want 1", n)
+	}
+}
+
+// TestWakeRefused: who may not hold a stream, and the caps.
+func TestWakeRefused(t *testing.T) {
+	fs := wakeServer(t, WakeOptions{MaxHeld: 2, MaxHeldPerOrg: 1})
+	d := fs.device(fs.join)
+	other := fs.device(fs.join)
+	stranger := fs.device("") // no join token: pending, not a member
+	if _, code, body := openWake(t, fs.hs.URL, fs.hs.Client(), d.id.ID); code != http.StatusUnauthorized || !oneLineError(body) {
+		t.Errorf("no client certificate: %d %s, want 401 and one error line", code, body)
+	}
+	if _, code, body := openWake(t, fs.hs.URL, d.hc, other.id.ID); code != http.StatusForbidden || !oneLineError(body) {
+		t.Errorf("another device's id: %d %s, want 403", code, body)
+	}
+	if _, code, body := openWake(t, fs.hs.URL, stranger.hc, stranger.id.ID); code != http.StatusForbidden || !strings.Contains(body, "not in any organization") {
+		t.Errorf("device without an organization: %d %s, want 403", code, body)
+	}
+	if code, body := fs.do(d.hc, http.MethodPost, "/v1/devices/"+d.id.ID+"/wake", "x"); code != http.StatusMethodNotAllowed || !oneLineError(body) {
+		t.Errorf("POST: %d %s, want 405", code, body)
+	}
+	if _, code, _ := openWake(t, fs.hs.URL, d.hc, "BAD_ID"); code != http.StatusBadRequest {
+		t.Errorf("malformed id: %d, want 400", code)
+	}
+
+	// The organization's cap (1): the second device is refused with a
+	// Retry-After, and polls meanwhile.
+	s, code, body := openWake(t, fs.hs.URL, d.hc, d.id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	s.next(t)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fs.hs.URL+"/v1/devices/"+other.id.ID+"/wake", nil)
+	resp, err := other.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("past the organization's cap: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// The first stream closed, its slot is free again.
+	s.resp.Body.Close()
+	for fs.srv.Held() != 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s2, code, body := openWake(t, fs.hs.URL, other.hc, other.id.ID); code != http.StatusOK {
+		t.Errorf("after the first stream ended: %d %s, want 200", code, body)
+	} else {
+		s2.next(t)
+	}
+}
+
+// TestWakeGlobalCap: the server's cap applies across organizations.
+func TestWakeGlobalCap(t *testing.T) {
+	fs := wakeServer(t, WakeOptions{MaxHeld: 1})
+	a, b := fs.device(fs.join), fs.device(fs.join)
+	s, code, body := openWake(t, fs.hs.URL, a.hc, a.id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	s.next(t)
+	if _, code, body := openWake(t, fs.hs.URL, b.hc, b.id.ID); code != http.StatusServiceUnavailable || !strings.Contains(body, "server's cap") {
+		t.Errorf("past the server's cap: %d %s, want 503", code, body)
+	}
+}
+
+// TestWakeServe: through Serve (real listener), a held stream outlives
+// the server's ReadTimeout (heartbeats keep coming), and a shutdown ends
+// it at once.
+func TestWakeServe(t *testing.T) {
+	repoDir := makeRepo(t).dir
+	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
+		ReadTimeout: 100 * time.Millisecond, Wake: WakeOptions{Heartbeat: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	ca, err := os.ReadFile(srv.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
+	// HTTP/1.1, as plumbd speaks (fetch.NewTransport).
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	hc, err := report.DeviceClient(&http.Client{Transport: tr}, id, strings.TrimSpace(string(tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, code, body := openWake(t, "https://"+l.Addr().String(), hc, id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	s.next(t)
+	if s.resp.ProtoMajor != 1 {
+		t.Errorf("protocol %s, want HTTP/1.1", s.resp.Proto)
+	}
+	// Ten heartbeats: 5 ReadTimeouts later the stream is still there.
+	for beats := 0; beats < 10; {
+		if !s.sc.Scan() {
+			t.Fatalf("stream ended after %d heartbeats: %v", beats, s.sc.Err())
+		}
+		if s.sc.Text() == ":" {
+			beats++
+		}
+	}
+	cancel()
+	for s.sc.Scan() {
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	done <- nil
+}
