@@ -198,7 +198,21 @@ type sample struct {
 	serve         []sim.Proc
 	pg, client    sim.Proc
 	dbBytes       int64
+	histBytes     int64 // the history table (events) and its indexes
 	checkins, rep int64
+}
+
+// historyBytes is the size of the history table, events, with its
+// indexes: SQLite's dbstat pages, PostgreSQL's pg_total_relation_size
+// (dead rows not yet vacuumed included).
+func historyBytes(ctx context.Context, st *store.Store) (int64, error) {
+	q := `SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN (SELECT name FROM sqlite_master WHERE tbl_name = 'events')`
+	if st.Dialect() == store.Postgres {
+		q = `SELECT pg_total_relation_size('events')`
+	}
+	var n int64
+	err := st.DB().QueryRowContext(ctx, q).Scan(&n)
+	return n, err
 }
 
 func runConfig(b *testing.B, bin, config string, pin bool) {
@@ -277,6 +291,9 @@ func runConfig(b *testing.B, bin, config string, pin bool) {
 		if s.dbBytes, err = st.Size(ctx); err != nil {
 			b.Fatal(err)
 		}
+		if s.histBytes, err = historyBytes(ctx, st); err != nil {
+			b.Fatal(err)
+		}
 		if r != nil {
 			s.checkins, s.rep = r.CheckIns, r.Reports
 		}
@@ -333,14 +350,16 @@ func runConfig(b *testing.B, bin, config string, pin bool) {
 	}
 	reports := sat.Reports + tgt.Reports
 	perReport := float64(z2.dbBytes-s1.dbBytes) / float64(reports)
+	histPerReport := float64(z2.histBytes-s1.histBytes) / float64(reports)
 	// A device reports frac of its polls: at a 5-minute poll, 288 a day.
-	perDay := perReport * frac * 86400 / goalPeriod
+	perDay := histPerReport * frac * 86400 / goalPeriod
 
 	b.Logf("%s: join %.0f devices/s; saturation %d check-ins (%d reports) in %.1f s: server %.1f%%, PG %.1f%%, client %.1f%% of a core; poll p50 %v p99 %v, report p50 %v p99 %v",
 		config, joinRate, sat.CheckIns, sat.Reports, el, 100*srvCPU/el, 100*pgCPU/el, 100*cliCPU/el,
 		sat.Poll.P50(), sat.Poll.P99(), sat.Report.P50(), sat.Report.P99())
 	b.Logf("%s: at %g/s: %d check-ins (%d reports, %d polls answered 304, %d late starts) in %.1f s; check-in p50 %v p99 %v max %v; server side %.2f cores; DB %d -> %d bytes",
 		config, rate, tgt.CheckIns, tgt.Reports, tgt.NotModified, tgt.Late, el2, tgt.CheckIn.P50(), tgt.CheckIn.P99(), tgt.CheckIn.Max(), cores2, s1.dbBytes, z2.dbBytes)
+	b.Logf("%s: history (events and its indexes) %d -> %d bytes for %d reports", config, s1.histBytes, z2.histBytes, reports)
 
 	b.ReportMetric(float64(n), "devices")
 	b.ReportMetric(joinRate, "joins/s")
@@ -362,7 +381,8 @@ func runConfig(b *testing.B, bin, config string, pin bool) {
 	b.ReportMetric(float64(rss)/(1<<20), "serveRSS-MB")
 	b.ReportMetric(float64(z2.pg.RSS)/(1<<20), "pgRSS-MB")
 	b.ReportMetric(perReport, "DB-B/report")
-	b.ReportMetric(perDay, "DB-B/dev/day")
+	b.ReportMetric(histPerReport, "hist-B/report")
+	b.ReportMetric(perDay, "hist-B/dev/day")
 	b.ReportMetric(frac, "report-frac")
 	b.ReportMetric(rate, "goal-ci/s")
 	b.ReportMetric(0, "ns/op")

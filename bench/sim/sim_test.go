@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -147,5 +148,32 @@ func TestReadProc(t *testing.T) {
 	_ = x
 	if _, err := ReadProc(-1); err == nil {
 		t.Error("ReadProc(-1): no error")
+	}
+}
+
+// TestReadTree: a process and its child are summed.
+func TestReadTree(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	self, err := Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := ReadProc(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if child.PPID != os.Getpid() {
+		t.Fatalf("child's parent %d, want %d", child.PPID, os.Getpid())
+	}
+	tree, err := ReadTree(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree.RSS < self.RSS+child.RSS/2 || tree.CPU < self.CPU {
+		t.Errorf("tree RSS %d CPU %v; want at least this process's (%d, %v) and the child's RSS (%d)", tree.RSS, tree.CPU, self.RSS, self.CPU, child.RSS)
 	}
 }
