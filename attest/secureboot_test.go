@@ -160,6 +160,11 @@ func TestSecureBootUKILogTampered(t *testing.T) {
 				}
 			}
 			cmd := strings.Replace(refs.Cmdline["a"], "plumb.verity.root="+refs.VerityRoot, "plumb.verity.root="+otherRoot, 1)
+			// With Secure Boot off systemd's stub starts the UKI's kernel
+			// through the firmware, which measures it into PCR 4 (as a
+			// real Secure-Boot-off log of TestSecureBootVM shows).
+			kernel, _ := hex.DecodeString(refs.Kernel)
+			es = append(es, attesttest.Event{PCR: 4, Type: attesttest.EvEFIBootServicesApplication, Data: []byte("kernel in the UKI"), Digest: kernel})
 			return append(es, attesttest.Hashed(12, attesttest.EvIPL, utf16z(cmd)))
 		})
 		ev, n := bootEvidence(t, log)
@@ -176,6 +181,21 @@ func TestSecureBootUKILogTampered(t *testing.T) {
 		}
 		if c := rep.Check(attest.CheckVerityRoot); c.Expected != refs.VerityRoot || c.Actual != otherRoot || !strings.Contains(c.Detail, "PCR 12") {
 			t.Errorf("verity_root = %+v, want expected %s, actual %s", c, refs.VerityRoot, otherRoot)
+		}
+		if c := rep.Check(attest.CheckKernel); c.Actual != refs.UKI["a"]+", "+refs.Kernel || !strings.Contains(c.Detail, "then its kernel") {
+			t.Errorf("kernel = %+v, want slot a's UKI, then its kernel", c)
+		}
+	})
+
+	t.Run("UKI, then another application", func(t *testing.T) {
+		log := editLog(t, raw, func(es []attesttest.Event) []attesttest.Event {
+			return append(es, attesttest.Event{PCR: 4, Type: attesttest.EvEFIBootServicesApplication, Data: []byte("image path"), Digest: sumBytes("something else")})
+		})
+		ev, n := bootEvidence(t, log)
+		rep := attest.NewVerifier(attest.VerifierOptions{}).Verify(ev, n, refs)
+		checkStatus(t, rep, map[string]string{attest.CheckKernel: attest.StatusFailed, attest.CheckSecureBoot: attest.StatusPassed})
+		if c := rep.Check(attest.CheckKernel); !strings.HasPrefix(c.Detail, "more EFI applications ran") {
+			t.Errorf("kernel = %+v", c)
 		}
 	})
 
