@@ -176,8 +176,8 @@ func TestGoodQuoteVerifies(t *testing.T) {
 	n := nonce(t)
 	rep := r.ver.Verify(r.evidence(n), n, r.refs)
 	expect(t, rep, attest.VerdictPassed, nil)
-	if len(rep.Checks) != 13 {
-		t.Errorf("%d checks, want 13", len(rep.Checks))
+	if len(rep.Checks) != 15 {
+		t.Errorf("%d checks, want 15", len(rep.Checks))
 	}
 	if c := rep.Check(attest.CheckCmdline); c != nil && !strings.Contains(c.Expected, "slot a") {
 		t.Errorf("cmdline check expected = %q, want the slot a line", c.Expected)
@@ -244,6 +244,8 @@ func TestQuoteFromAnotherAK(t *testing.T) {
 		attest.CheckKernel:         attest.StatusNotCheckable,
 		attest.CheckInitrd:         attest.StatusNotCheckable,
 		attest.CheckCmdline:        attest.StatusNotCheckable,
+		attest.CheckSecureBoot:     attest.StatusNotCheckable,
+		attest.CheckVerityRoot:     attest.StatusNotCheckable,
 		attest.CheckRootfs:         attest.StatusNotCheckable,
 		attest.CheckRelease:        attest.StatusNotCheckable,
 	})
@@ -340,6 +342,8 @@ func TestPCRsDoNotMatchEventLog(t *testing.T) {
 		attest.CheckKernel:     attest.StatusNotCheckable,
 		attest.CheckInitrd:     attest.StatusNotCheckable,
 		attest.CheckCmdline:    attest.StatusNotCheckable,
+		attest.CheckSecureBoot: attest.StatusNotCheckable,
+		attest.CheckVerityRoot: attest.StatusNotCheckable,
 	})
 	if c := rep.Check(attest.CheckEventLog); !strings.Contains(c.Detail, "PCR 4: quoted") || c.Actual != "PCRs [4] differ" {
 		t.Errorf("event_log = %+v, want PCR 4 named", c)
@@ -361,6 +365,8 @@ func TestPCRValuesNotQuoted(t *testing.T) {
 		attest.CheckKernel:     attest.StatusNotCheckable,
 		attest.CheckInitrd:     attest.StatusNotCheckable,
 		attest.CheckCmdline:    attest.StatusNotCheckable,
+		attest.CheckSecureBoot: attest.StatusNotCheckable,
+		attest.CheckVerityRoot: attest.StatusNotCheckable,
 		attest.CheckRootfs:     attest.StatusNotCheckable,
 		attest.CheckRelease:    attest.StatusNotCheckable,
 	})
@@ -431,20 +437,20 @@ func TestReportMarkdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := b.String()
-	for _, want := range []string{"**Verdict: FAILED**", "| ❌ | Kernel (PCR 4) (`kernel`) | failed", "Failed: kernel."} {
+	for _, want := range []string{"**Verdict: FAILED**", "| ❌ | Kernel or UKI (PCR 4) (`kernel`) | failed", "Failed: kernel."} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
-	if n := strings.Count(md, "\n| "); n != 15 { // header, separator, 13 checks
-		t.Errorf("markdown has %d table lines, want 15:\n%s", n, md)
+	if n := strings.Count(md, "\n| "); n != 17 { // header, separator, 15 checks
+		t.Errorf("markdown has %d table lines, want 17:\n%s", n, md)
 	}
 	var js bytes.Buffer
 	if err := rep.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
 	var back attest.Report
-	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Verdict != attest.VerdictFailed || len(back.Checks) != 13 {
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Verdict != attest.VerdictFailed || len(back.Checks) != 15 {
 		t.Errorf("JSON report round trip: %v, %+v", err, back)
 	}
 }

@@ -123,6 +123,11 @@ type bootChain struct {
 	// cmdlines are the kernel command lines systemd-boot measured into
 	// PCR 12 (EV_IPL), with the digest and whether it matches its data.
 	cmdlines []cmdlineEvent
+	// sections are the digests of the UKI sections systemd's stub measured
+	// into PCR 11 (EV_IPL, data = the section's name), by name.
+	sections map[string][]string
+	// events are all the verified events (PCR 7 is read from them).
+	events []gattest.Event
 }
 
 type cmdlineEvent struct {
@@ -137,7 +142,7 @@ type cmdlineEvent struct {
 // are what the PCRs hold), so PCR 4 is read as "every digest that is not
 // the hash of its own event data is code that was run".
 func chainFrom(events []gattest.Event) bootChain {
-	var c bootChain
+	c := bootChain{sections: map[string][]string{}, events: events}
 	for _, e := range events {
 		d := hex.EncodeToString(e.Digest)
 		self := sha256.Sum256(e.Data)
@@ -156,6 +161,18 @@ func chainFrom(events []gattest.Event) bootChain {
 			if uint32(e.Type) == evEventTag && len(e.Data) >= 8 && binary.LittleEndian.Uint32(e.Data) == linuxInitrdTag {
 				c.initrd = append(c.initrd, d)
 			}
+		case 11:
+			// systemd's stub (252) measures each UKI section twice, both
+			// events described by the section's name: first the name
+			// itself (ASCII with its NUL), then the section's bytes.
+			if uint32(e.Type) != evIPL || explained {
+				continue
+			}
+			name := eventString(e.Data)
+			if n := sha256.Sum256(append([]byte(name), 0)); bytes.Equal(n[:], e.Digest) {
+				continue
+			}
+			c.sections[name] = append(c.sections[name], d)
 		case 12:
 			if uint32(e.Type) == evIPL {
 				c.cmdlines = append(c.cmdlines, cmdlineEvent{digest: d, text: utf16String(e.Data), honest: explained, rawData: e.Data})
@@ -179,6 +196,18 @@ func cmdlineDigests(s string) [2]string {
 	without := sha256.Sum256(b)
 	with := sha256.Sum256(append(b, 0, 0))
 	return [2]string{hex.EncodeToString(with[:]), hex.EncodeToString(without[:])}
+}
+
+// eventString decodes an event's description: UTF-16LE (every second
+// byte zero) or ASCII, up to the first NUL.
+func eventString(b []byte) string {
+	if len(b) >= 2 && b[1] == 0 && b[0] != 0 {
+		return utf16String(b)
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 // utf16String decodes UTF-16LE up to the first NUL.

@@ -29,6 +29,33 @@ type References struct {
 	Cmdline map[string]string `json:"cmdline"`
 	// PCR15 is the value plumb-init leaves in PCR 15; "" to skip.
 	PCR15 string `json:"pcr15,omitempty"`
+	// UKI holds, per slot, the PE/Authenticode sha256 of the slot's signed
+	// Unified Kernel Image. When set the boot is a UKI boot: UEFI measures
+	// the UKI into PCR 4 after systemd-boot, and Cmdline holds each UKI's
+	// .cmdline section, which systemd's stub measures into PCR 11.
+	UKI map[string]string `json:"uki_authenticode,omitempty"`
+	// SecureBoot is the Secure Boot state PCR 7 must show; nil: the
+	// release does not require Secure Boot.
+	SecureBoot *SecureBootReference `json:"secure_boot,omitempty"`
+	// VerityRoot is the dm-verity root hash of the release's root image
+	// (release facts verity.root_hash), which the measured kernel command
+	// line must carry as plumb.verity.root; "": the release has no verity.
+	VerityRoot string `json:"verity_root_hash,omitempty"`
+}
+
+// SecureBootReference is the Secure Boot state a release requires: the
+// owner's db certificate (which signed the boot chain) and, when
+// published, the owner's PK and KEK.
+type SecureBootReference struct {
+	DB  CertReference  `json:"db"`
+	PK  *CertReference `json:"pk,omitempty"`
+	KEK *CertReference `json:"kek,omitempty"`
+}
+
+// CertReference names a certificate by the sha256 of its DER encoding.
+type CertReference struct {
+	SHA256  string `json:"sha256"`
+	Subject string `json:"subject"`
 }
 
 // releaseFacts is the part of a release's TUF custom facts (package
@@ -43,12 +70,17 @@ type releaseFacts struct {
 		SHA256 string `json:"sha256"`
 	} `json:"initrd"`
 	Measured *struct {
-		Bootloader string            `json:"bootloader_authenticode"`
-		Kernel     string            `json:"kernel_authenticode"`
-		Initrd     string            `json:"initrd_sha256"`
-		Cmdline    map[string]string `json:"cmdline"`
-		PCR15      string            `json:"pcr15"`
+		Bootloader string               `json:"bootloader_authenticode"`
+		Kernel     string               `json:"kernel_authenticode"`
+		Initrd     string               `json:"initrd_sha256"`
+		Cmdline    map[string]string    `json:"cmdline"`
+		PCR15      string               `json:"pcr15"`
+		UKI        map[string]string    `json:"uki_authenticode"`
+		SecureBoot *SecureBootReference `json:"secure_boot"`
 	} `json:"measured"`
+	Verity *struct {
+		RootHash string `json:"root_hash"`
+	} `json:"verity"`
 }
 
 // ReferencesFromFacts builds References from a release target's custom
@@ -63,9 +95,13 @@ func ReferencesFromFacts(custom []byte) (References, error) {
 	r := References{Version: f.Version, Rootfs: f.Rootfs.SHA256, Initrd: f.Initrd.SHA256}
 	if m := f.Measured; m != nil {
 		r.Bootloader, r.Kernel, r.Cmdline, r.PCR15 = m.Bootloader, m.Kernel, m.Cmdline, m.PCR15
+		r.UKI, r.SecureBoot = m.UKI, m.SecureBoot
 		if m.Initrd != "" {
 			r.Initrd = m.Initrd
 		}
+	}
+	if f.Verity != nil {
+		r.VerityRoot = f.Verity.RootHash
 	}
 	return r, r.Validate()
 }
@@ -75,9 +111,25 @@ func (r References) Validate() error {
 	for _, c := range []struct{ field, v string }{
 		{"rootfs_sha256", r.Rootfs}, {"bootloader_authenticode", r.Bootloader},
 		{"kernel_authenticode", r.Kernel}, {"initrd_sha256", r.Initrd}, {"pcr15", r.PCR15},
+		{"verity_root_hash", r.VerityRoot},
 	} {
 		if c.v != "" && !sha256HexRE.MatchString(c.v) {
 			return fmt.Errorf("references: %s: expected 64 lower-case hex digits, got %q", c.field, c.v)
+		}
+	}
+	for slot, d := range r.UKI {
+		if !sha256HexRE.MatchString(d) {
+			return fmt.Errorf("references: uki_authenticode.%s: expected 64 lower-case hex digits, got %q", slot, d)
+		}
+	}
+	if sb := r.SecureBoot; sb != nil {
+		for _, c := range []struct {
+			field string
+			c     *CertReference
+		}{{"db", &sb.DB}, {"pk", sb.PK}, {"kek", sb.KEK}} {
+			if c.c != nil && !sha256HexRE.MatchString(c.c.SHA256) {
+				return fmt.Errorf("references: secure_boot.%s.sha256: expected 64 lower-case hex digits, got %q", c.field, c.c.SHA256)
+			}
 		}
 	}
 	return nil

@@ -117,9 +117,11 @@ var checkTitles = map[string]string{
 	CheckEventLog:       "UEFI event log replays to the PCRs",
 	CheckPlumbLog:       "Plumb measurement log replays to PCR 15",
 	CheckBootloader:     "Bootloader (systemd-boot, PCR 4)",
-	CheckKernel:         "Kernel (PCR 4)",
+	CheckKernel:         "Kernel or UKI (PCR 4)",
 	CheckInitrd:         "Initrd (PCR 9)",
-	CheckCmdline:        "Kernel command line (PCR 12)",
+	CheckCmdline:        "Kernel command line (PCR 12; a UKI's: PCR 11)",
+	CheckVerityRoot:     "dm-verity root hash (command line)",
+	CheckSecureBoot:     "Secure Boot state (PCR 7)",
 	CheckRootfs:         "Root filesystem (PCR 15)",
 	CheckRelease:        "Release version (PCR 15)",
 }

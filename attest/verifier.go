@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,8 @@ const (
 	CheckKernel         = "kernel"
 	CheckInitrd         = "initrd"
 	CheckCmdline        = "cmdline"
+	CheckVerityRoot     = "verity_root"
+	CheckSecureBoot     = "secure_boot"
 	CheckRootfs         = "rootfs"
 	CheckRelease        = "release"
 )
@@ -181,10 +184,12 @@ func (v *Verifier) Verify(ev *attestapi.Evidence, nonce []byte, refs References)
 	if !trusted {
 		chainWhy = why
 	}
+	r.add(checkSecureBoot(chain, refs, chainWhy))
 	r.add(checkBootloader(chain, refs, chainWhy))
 	r.add(checkKernel(chain, refs, chainWhy))
 	r.add(checkInitrd(chain, refs, chainWhy))
 	r.add(checkCmdline(chain, refs, chainWhy))
+	r.add(checkVerityRoot(chain, refs, chainWhy))
 	plumbWhy := "plumb-init's log did not replay to the quoted PCR 15"
 	if !trusted {
 		plumbWhy = why
@@ -505,6 +510,9 @@ func checkBootloader(ch *bootChain, refs References, why string) Check {
 }
 
 func checkKernel(ch *bootChain, refs References, why string) Check {
+	if len(refs.UKI) > 0 {
+		return checkUKI(ch, refs, why)
+	}
 	c := Check{Name: CheckKernel, Expected: refs.Kernel}
 	switch {
 	case ch == nil:
@@ -527,6 +535,52 @@ func checkKernel(ch *bootChain, refs References, why string) Check {
 	return c.pass()
 }
 
+// checkUKI is the kernel check of a UKI boot: the EFI application after
+// systemd-boot in PCR 4 is the signed UKI of one of the slots, followed by
+// nothing or by the UKI's own kernel: systemd 252's stub starts the
+// kernel through the firmware's LoadImage when the firmware lets it
+// (Secure Boot off: a real log has the kernel's Authenticode digest
+// there) and by the EFI handover otherwise (Secure Boot on: no event).
+func checkUKI(ch *bootChain, refs References, why string) Check {
+	slots := make([]string, 0, len(refs.UKI))
+	for s := range refs.UKI {
+		slots = append(slots, s)
+	}
+	sort.Strings(slots)
+	var exp []string
+	for _, s := range slots {
+		exp = append(exp, "UKI of slot "+s+": "+refs.UKI[s])
+	}
+	c := Check{Name: CheckKernel, Expected: strings.Join(exp, " or ")}
+	switch {
+	case ch == nil:
+		return c.notCheckableWhy(why)
+	case len(ch.apps) < 2:
+		return c.fail("no second EFI application (the UKI) measured into PCR 4", "")
+	}
+	rest := ch.apps[1:]
+	c.Actual = strings.Join(rest, ", ")
+	c.Detail = "EFI applications after the bootloader in PCR 4 (PE/Authenticode sha256 of the Unified Kernel Image: stub, kernel, initrd, command line)"
+	if len(rest) == 2 && rest[1] == refs.Kernel {
+		c.Detail += ", then its kernel, which the stub started through the firmware"
+	} else if len(rest) != 1 {
+		c.Status = StatusFailed
+		c.Detail = "more EFI applications ran after the bootloader than the UKI and its kernel: " + c.Detail
+		return c
+	}
+	for _, s := range slots {
+		if rest[0] == refs.UKI[s] {
+			c.Expected = "UKI of slot " + s + ": " + refs.UKI[s]
+			if len(rest) == 2 {
+				c.Expected += ", then its kernel: " + refs.Kernel
+			}
+			return c.pass()
+		}
+	}
+	c.Status = StatusFailed
+	return c
+}
+
 func checkInitrd(ch *bootChain, refs References, why string) Check {
 	c := Check{Name: CheckInitrd, Expected: refs.Initrd}
 	switch {
@@ -547,6 +601,9 @@ func checkInitrd(ch *bootChain, refs References, why string) Check {
 }
 
 func checkCmdline(ch *bootChain, refs References, why string) Check {
+	if len(refs.UKI) > 0 {
+		return checkUKICmdline(ch, refs, why)
+	}
 	c := Check{Name: CheckCmdline}
 	var exp []string
 	for _, s := range refs.slots() {
@@ -579,6 +636,54 @@ func checkCmdline(ch *bootChain, refs References, why string) Check {
 	for _, s := range refs.slots() {
 		if d := cmdlineDigests(refs.Cmdline[s]); ch.cmdlines[0].digest == d[0] || ch.cmdlines[0].digest == d[1] {
 			c.Expected = "slot " + s + ": " + quote(refs.Cmdline[s])
+			return c.pass()
+		}
+	}
+	c.Status = StatusFailed
+	return c
+}
+
+// checkUKICmdline is the command line check of a UKI boot: systemd's
+// stub measures the UKI's .cmdline section (its bytes, as the builder
+// wrote them) into PCR 11; the event holds only the section's name.
+func checkUKICmdline(ch *bootChain, refs References, why string) Check {
+	c := Check{Name: CheckCmdline}
+	var exp []string
+	sums := map[string]string{}
+	for _, s := range refs.slots() {
+		sum := sha256.Sum256([]byte(refs.Cmdline[s]))
+		sums[s] = hex.EncodeToString(sum[:])
+		exp = append(exp, "slot "+s+": "+quote(refs.Cmdline[s])+" (sha256 "+sums[s]+")")
+	}
+	c.Expected = strings.Join(exp, " or ")
+	switch {
+	case ch == nil:
+		return c.notCheckableWhy(why)
+	case len(refs.Cmdline) == 0:
+		return c.notCheckableWhy("the release publishes no command line reference")
+	}
+	if e, ok := ukiOverride(ch); ok {
+		c.Actual = quote(e.text)
+		if !e.honest {
+			c.Actual += " (event data does not match its digest " + e.digest + ")"
+		}
+		return c.fail(c.Actual, "the boot loader passed this command line (PCR 12) and systemd's stub used it instead of the signed .cmdline: Secure Boot is off")
+	}
+	got := ch.sections[".cmdline"]
+	if len(got) == 0 {
+		return c.fail("no .cmdline section in PCR 11", "systemd's stub measured no command line")
+	}
+	c.Actual = "sha256 " + strings.Join(got, ", ")
+	c.Detail = "the UKI's .cmdline section systemd's stub measured into PCR 11 (sha256 of its bytes)"
+	if len(got) != 1 {
+		c.Status = StatusFailed
+		c.Detail = "expected one .cmdline section in PCR 11; " + c.Detail
+		return c
+	}
+	for _, s := range refs.slots() {
+		if got[0] == sums[s] {
+			c.Expected = "slot " + s + ": " + quote(refs.Cmdline[s]) + " (sha256 " + sums[s] + ")"
+			c.Actual = quote(refs.Cmdline[s]) + " (sha256 " + got[0] + ")"
 			return c.pass()
 		}
 	}

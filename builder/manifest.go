@@ -145,6 +145,20 @@ func (b *build) measured(m *Manifest) (*release.Measured, error) {
 			me.Cmdline[string(slot)] = bootentry.Entry{Version: m.Version, Slot: slot, PartUUID: p.PartUUID, Verity: b.verityCmdline(), Cmdline: b.kernelCmdline()}.LoadOptions()
 		}
 	}
+	if b.sb != nil {
+		// A UKI boot: the firmware measures the slot's UKI where it would
+		// measure the kernel, and systemd's stub its .cmdline section.
+		me.UKI = map[string]string{}
+		for slot, path := range b.sb.ukis {
+			if me.UKI[slot], err = authenticodeOf(fstree.HostFile(path), ""); err != nil {
+				return nil, fmt.Errorf("UKI of slot %s: %w", slot, err)
+			}
+			me.Cmdline[slot] = b.sb.cmdlines[slot]
+		}
+		if me.SecureBoot, err = b.sb.secureBootState(); err != nil {
+			return nil, err
+		}
+	}
 	return me, nil
 }
 

@@ -2,6 +2,10 @@ package builder
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +13,7 @@ import (
 	"github.com/plumb-os/plumb/builder/uki"
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/internal/fstree"
 	"github.com/plumb-os/plumb/internal/progress"
 )
@@ -24,7 +29,9 @@ func UKIFile(slot string) string { return "uki-" + slot + ".efi" }
 // secureBoot is what the secure boot step produced.
 type secureBoot struct {
 	key, cert string
+	pk, kek   string            // the owner's PK and KEK certificates, or ""
 	ukis      map[string]string // slot -> signed UKI in the work directory
+	cmdlines  map[string]string // slot -> the UKI's .cmdline section
 }
 
 // signBootChain makes and signs, with the owner's db key, one UKI per slot
@@ -68,7 +75,10 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 	if err := os.WriteFile(osrel, []byte(b.osRelease()), 0o644); err != nil {
 		return err
 	}
-	sb := &secureBoot{key: key, cert: cert, ukis: map[string]string{}}
+	sb := &secureBoot{key: key, cert: cert, ukis: map[string]string{}, cmdlines: map[string]string{}}
+	if r := b.r.Boot.SecureBoot; r != nil && b.opts.SecureBootKey == "" {
+		sb.pk, sb.kek = r.PK, r.KEK
+	}
 	layout := disklayout.Layout{Seed: b.r.Name + "/" + b.r.Hardware, ESPSize: int64(b.r.Partitions.ESP), RootSize: int64(b.r.Partitions.Root), DataSize: int64(b.r.Partitions.Data)}
 	for _, p := range layout.Partitions() {
 		slot := string(disklayout.SlotOf(p.Name))
@@ -89,6 +99,7 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 			return fmt.Errorf("%w: signing the UKI of slot %s: %w", ErrBadInput, slot, err)
 		}
 		sb.ukis[slot] = out
+		sb.cmdlines[slot] = e.Options()
 	}
 	boot, err := spill("systemd-bootx64.efi", b.espBoot.Source)
 	if err != nil {
@@ -112,4 +123,45 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 func (b *build) osRelease() string {
 	return fmt.Sprintf("NAME=Plumb\nID=plumb\nPRETTY_NAME=\"Plumb %s %s\"\nVERSION_ID=%s\nIMAGE_ID=%s\nIMAGE_VERSION=%s\n",
 		b.r.Name, b.r.Version, b.r.Version, b.r.Name, b.r.Version)
+}
+
+// secureBootState is the Secure Boot state PCR 7 must show for this
+// build: its signing certificate in db and, when the recipe names them,
+// the owner's PK and KEK.
+func (sb *secureBoot) secureBootState() (*release.SecureBootState, error) {
+	st := &release.SecureBootState{}
+	db, err := certOf(sb.cert)
+	if err != nil {
+		return nil, err
+	}
+	st.DB = *db
+	if sb.pk != "" {
+		if st.PK, err = certOf(sb.pk); err != nil {
+			return nil, err
+		}
+	}
+	if sb.kek != "" {
+		if st.KEK, err = certOf(sb.kek); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// certOf reads a PEM (or DER) certificate and identifies it.
+func certOf(path string) (*release.Cert, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	der := data
+	if blk, _ := pem.Decode(data); blk != nil {
+		der = blk.Bytes
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: expected a PEM or DER X.509 certificate: %v", ErrBadInput, path, err)
+	}
+	sum := sha256.Sum256(c.Raw)
+	return &release.Cert{SHA256: hex.EncodeToString(sum[:]), Subject: c.Subject.String()}, nil
 }

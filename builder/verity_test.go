@@ -1,7 +1,10 @@
 package builder
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
 	"debug/pe"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -11,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plumb-os/plumb/builder/authenticode"
 	"github.com/plumb-os/plumb/builder/recipe"
 	"github.com/plumb-os/plumb/builder/sbkeys"
 	"github.com/plumb-os/plumb/builder/uki"
 	"github.com/plumb-os/plumb/format/datapart"
+	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
@@ -141,10 +146,39 @@ func TestBuildSecureBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	text := smallRecipe + "  data_encryption: luks2-tpm\n" + fmt.Sprintf("boot:\n  verity: true\n  secure_boot: {key: %s, cert: %s}\n", filepath.Join(keys, "db.key"), filepath.Join(keys, "db.crt"))
-	m, err := buildIn(t, text, map[string][]byte{}, out)
+	text := smallRecipe + "  data_encryption: luks2-tpm\n" + fmt.Sprintf("boot:\n  verity: true\n  secure_boot: {key: %s, cert: %s, pk: %s, kek: %s}\n",
+		filepath.Join(keys, "db.key"), filepath.Join(keys, "db.crt"), filepath.Join(keys, "PK.crt"), filepath.Join(keys, "KEK.crt"))
+	// A PE file stands in for the kernel (it is never booted here), so
+	// that the build computes its reference values for attestation.
+	pe32, err := os.ReadFile("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+	if err != nil {
+		t.Fatalf("a PE file to stand in for the kernel (apt-get install systemd-boot-efi): %v", err)
+	}
+	m, err := buildIn(t, text, map[string][]byte{"vmlinuz": pe32}, out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The reference values: each slot's UKI by its Authenticode digest and
+	// .cmdline, the owner's db, PK and KEK certificates.
+	if m.Measured == nil || m.Measured.SecureBoot == nil {
+		t.Fatalf("manifest measured = %+v, want UKI and Secure Boot reference values", m.Measured)
+	}
+	for name, got := range map[string]*release.Cert{"db": &m.Measured.SecureBoot.DB, "PK": m.Measured.SecureBoot.PK, "KEK": m.Measured.SecureBoot.KEK} {
+		b, err := os.ReadFile(filepath.Join(keys, name+".crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("%s.crt: not PEM", name)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("%x", sha256.Sum256(c.Raw)); got == nil || got.SHA256 != want || got.Subject != c.Subject.String() {
+			t.Errorf("measured.secure_boot %s = %+v, want sha256 %s, subject %s", name, got, want, c.Subject)
+		}
 	}
 	p, err := m.Verity.Params("verity")
 	if err != nil {
@@ -168,6 +202,16 @@ func TestBuildSecureBoot(t *testing.T) {
 		cmdline := strings.TrimRight(string(data), "\x00")
 		if !strings.Contains(cmdline, "plumb.slot="+slot+" "+p.Cmdline()) || !strings.HasSuffix(cmdline, " plumb.data=luks2-tpm") || !strings.Contains(cmdline, "root=PARTUUID="+m.Partitions[map[string]int{"a": 1, "b": 2}[slot]].PartUUID) {
 			t.Errorf("%s .cmdline = %q", UKIFile(slot), cmdline)
+		}
+		if m.Measured.Cmdline[slot] != cmdline {
+			t.Errorf("measured.cmdline.%s = %q, want the UKI's .cmdline %q", slot, m.Measured.Cmdline[slot], cmdline)
+		}
+		fi, _ := os.Stat(img)
+		in, _ := os.Open(img)
+		sum, err := authenticode.SHA256(in, fi.Size())
+		in.Close()
+		if err != nil || m.Measured.UKI[slot] != fmt.Sprintf("%x", sum) {
+			t.Errorf("measured.uki_authenticode.%s = %s, want %x (%v)", slot, m.Measured.UKI[slot], sum, err)
 		}
 	}
 	// The ESP of the disk image: signed systemd-boot, slot A's UKI, and an

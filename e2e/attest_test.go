@@ -73,8 +73,8 @@ func TestAttestation(t *testing.T) {
 		t.Errorf("after the update: verdict %s, failed %q, device %s; want passed, device %s", line[1], line[2], line[3], id)
 	}
 	r = f.report(id)
-	if r.Verdict != attest.VerdictPassed || r.Release != "2.0.0" || len(r.Checks) != 13 {
-		t.Errorf("kept report: verdict %s, release %s, %d checks; want passed, 2.0.0, 13", r.Verdict, r.Release, len(r.Checks))
+	if r.Verdict != attest.VerdictPassed || r.Release != "2.0.0" || len(r.Checks) != 15 {
+		t.Errorf("kept report: verdict %s, release %s, %d checks; want passed, 2.0.0, 15", r.Verdict, r.Release, len(r.Checks))
 	}
 	for _, c := range r.Checks {
 		if c.Status != attest.StatusPassed {

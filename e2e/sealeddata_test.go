@@ -96,8 +96,10 @@ func checkRecoveryKey(t *testing.T, d *device, key, wantCanary string) {
 // bootWithSecureBootOff powers the device on with OVMF's plain build and
 // fresh vars (Secure Boot off, no keys), the same disk and TPM: the TPM
 // must refuse /data, and the device must say why on its console, in
-// plumbd status and in the status report the server keeps.
-func bootWithSecureBootOff(t *testing.T, f *fleet, d *device) {
+// plumbd status and in the status report the server keeps. Its attestation
+// report fails the Secure Boot state check (expectSecureBootOffAttested;
+// build is the release it runs).
+func bootWithSecureBootOff(t *testing.T, f *fleet, d *device, build string) {
 	t.Helper()
 	if err := os.Rename(filepath.Join(d.dir, "OVMF_VARS.fd"), filepath.Join(d.dir, "OVMF_VARS.secureboot.fd")); err != nil {
 		t.Fatal(err)
@@ -120,6 +122,7 @@ func bootWithSecureBootOff(t *testing.T, f *fleet, d *device) {
 			}
 		}
 	}
+	expectSecureBootOffAttested(t, f, d, 0, build, "attestation-report-secureboot-off")
 	vm.Close()
 	if !want.MatchString(rep) {
 		t.Errorf("the device's status report lacks why /data is sealed:\n%s", rep)

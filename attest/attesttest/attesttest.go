@@ -206,7 +206,7 @@ func BootEvents(bootloader, kernel, initrd []byte, cmdline string) []Event {
 	sep := []byte{0, 0, 0, 0}
 	var ev []Event
 	ev = append(ev, Hashed(0, EvSCRTMVersion, utf16z("1.0")))
-	ev = append(ev, Hashed(7, EvEFIVariableDriverConfig, []byte("SecureBoot=0")))
+	ev = append(ev, SecureBootOff()...)
 	for pcr := 0; pcr <= 7; pcr++ {
 		ev = append(ev, Hashed(pcr, EvSeparator, sep))
 	}
@@ -220,6 +220,37 @@ func BootEvents(bootloader, kernel, initrd []byte, cmdline string) []Event {
 	lo := sha256.Sum256(opts)
 	ev = append(ev, Event{PCR: 9, Type: EvEventTag, Data: tagged(0x8F3B22ED, []byte("LOADED_IMAGE::LoadOptions\x00")), Digest: lo[:]})
 	return ev
+}
+
+// GUIDs of the UEFI variables PCR 7 measures, in their byte order.
+var (
+	GlobalVariableGUID = []byte{0x61, 0xdf, 0xe4, 0x8b, 0xca, 0x93, 0xd2, 0x11, 0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c}
+	ImageSecurityGUID  = []byte{0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f}
+)
+
+// Variable is UEFI_VARIABLE_DATA (TCG PC Client PFP, 10.2.6): the data
+// of an EV_EFI_VARIABLE_DRIVER_CONFIG event.
+func Variable(guid []byte, name string, data []byte) []byte {
+	u := utf16.Encode([]rune(name))
+	b := append([]byte{}, guid...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(u)))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(data)))
+	for _, c := range u {
+		b = binary.LittleEndian.AppendUint16(b, c)
+	}
+	return append(b, data...)
+}
+
+// SecureBootOff is PCR 7 as OVMF measures it with Secure Boot off and no
+// keys enrolled: SecureBoot = 0, PK, KEK, db and dbx empty.
+func SecureBootOff() []Event {
+	return []Event{
+		Hashed(7, EvEFIVariableDriverConfig, Variable(GlobalVariableGUID, "SecureBoot", []byte{0})),
+		Hashed(7, EvEFIVariableDriverConfig, Variable(GlobalVariableGUID, "PK", nil)),
+		Hashed(7, EvEFIVariableDriverConfig, Variable(GlobalVariableGUID, "KEK", nil)),
+		Hashed(7, EvEFIVariableDriverConfig, Variable(ImageSecurityGUID, "db", nil)),
+		Hashed(7, EvEFIVariableDriverConfig, Variable(ImageSecurityGUID, "dbx", nil)),
+	}
 }
 
 func tagged(id uint32, data []byte) []byte {

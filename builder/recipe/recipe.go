@@ -292,6 +292,11 @@ type Boot struct {
 type SecureBoot struct {
 	Key  string `yaml:"key"`  // host path of the PEM private key (absolute after Load)
 	Cert string `yaml:"cert"` // host path of its PEM certificate, enrolled in db (absolute after Load)
+	// PK and KEK, optional, are host paths of the owner's PEM platform and
+	// key-exchange certificates: with them the release's reference values
+	// require them in PCR 7 too (docs/attestation.md).
+	PK  string `yaml:"pk"`
+	KEK string `yaml:"kek"`
 }
 
 // Validate checks the verified boot settings.
@@ -475,6 +480,8 @@ func (r *Recipe) hostPaths() []hostPath {
 	if sb := r.Boot.SecureBoot; sb != nil {
 		add("boot.secure_boot.key", &sb.Key, "file")
 		add("boot.secure_boot.cert", &sb.Cert, "file")
+		add("boot.secure_boot.pk", &sb.PK, "file")
+		add("boot.secure_boot.kek", &sb.KEK, "file")
 	}
 	if a := r.Agent; a != nil {
 		add("agent.root", &a.Root, "file")

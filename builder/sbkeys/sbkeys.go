@@ -175,7 +175,7 @@ func GUIDString(g [16]byte) string {
 // Enrollment explains how to enroll the set in a device's firmware.
 func (s *Set) Enrollment() string {
 	return fmt.Sprintf(`Secure Boot keys for owner GUID %s in %s
-  db  %s  signs systemd-boot and each release's UKIs (recipe boot.secure_boot: key db.key, cert db.crt)
+  db  %s  signs systemd-boot and each release's UKIs (recipe boot.secure_boot: key db.key, cert db.crt; pk PK.crt, kek KEK.crt let attestation check them)
   KEK %s  signs updates of db and dbx
   PK  %s  signs updates of KEK and PK; keep PK.key and KEK.key offline
 

@@ -175,6 +175,48 @@ type Measured struct {
 	// PCR15 is the value plumb-init leaves in PCR 15: the rootfs sha256
 	// extended, then sha256 of the version (updater/earlyinit, measure.go).
 	PCR15 string `json:"pcr15"`
+	// UKI is, per slot, the PE/Authenticode sha256 of the slot's signed
+	// Unified Kernel Image (releases built with boot.secure_boot): UEFI
+	// measures it into PCR 4 where a kernel/initrd boot has the kernel.
+	// For such releases Cmdline holds each UKI's .cmdline section, which
+	// systemd's stub measures into PCR 11.
+	UKI map[string]string `json:"uki_authenticode,omitempty"`
+	// SecureBoot is the Secure Boot state PCR 7 must show when a device
+	// boots the release (releases built with boot.secure_boot).
+	SecureBoot *SecureBootState `json:"secure_boot,omitempty"`
+}
+
+// SecureBootState is what the firmware's PCR 7 events must say:
+// SecureBoot enabled, the owner's certificate in db and, through
+// EV_EFI_VARIABLE_AUTHORITY, used to verify the boot chain; PK and KEK
+// the owner's when given.
+type SecureBootState struct {
+	// DB is the certificate the release's boot chain is signed with.
+	DB Cert `json:"db"`
+	// PK and KEK are the owner's platform and key-exchange certificates,
+	// when the recipe names them.
+	PK  *Cert `json:"pk,omitempty"`
+	KEK *Cert `json:"kek,omitempty"`
+}
+
+// Cert identifies an X.509 certificate: the sha256 of its DER encoding,
+// and its subject for people.
+type Cert struct {
+	SHA256  string `json:"sha256"`
+	Subject string `json:"subject"`
+}
+
+// Validate checks the Secure Boot reference values.
+func (s *SecureBootState) Validate() error {
+	for _, c := range []struct {
+		field string
+		c     *Cert
+	}{{"db", &s.DB}, {"pk", s.PK}, {"kek", s.KEK}} {
+		if c.c != nil && !isSHA256(c.c.SHA256) {
+			return fmt.Errorf("release facts: measured.secure_boot.%s.sha256: expected 64 hex digits, got %q", c.field, c.c.SHA256)
+		}
+	}
+	return nil
 }
 
 // Validate checks the reference values.
@@ -194,6 +236,14 @@ func (m *Measured) Validate() error {
 		if slot == "" || c == "" {
 			return fmt.Errorf("release facts: measured.cmdline: expected a slot name and its command line, got %q: %q", slot, c)
 		}
+	}
+	for slot, d := range m.UKI {
+		if slot != "a" && slot != "b" || !isSHA256(d) {
+			return fmt.Errorf("release facts: measured.uki_authenticode: expected slots a and b with 64 hex digits each, got %q: %q", slot, d)
+		}
+	}
+	if m.SecureBoot != nil {
+		return m.SecureBoot.Validate()
 	}
 	return nil
 }

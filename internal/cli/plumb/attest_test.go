@@ -121,7 +121,7 @@ func TestAttestVerifyCmd(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "passes over https", args: append(url, "--format", "json"), wantCode: 0, want: []string{`"verdict": "passed"`}},
-		{name: "passes from a repo dir", args: []string{"--repo", repoDir}, wantCode: 0, want: []string{"**Verdict: PASSED**", "| ✅ | Kernel (PCR 4) (`kernel`) | passed"}},
+		{name: "passes from a repo dir", args: []string{"--repo", repoDir}, wantCode: 0, want: []string{"**Verdict: PASSED**", "| ✅ | Kernel or UKI (PCR 4) (`kernel`) | passed"}},
 		{name: "wrong nonce", args: append(append([]string{}, url...), "--nonce", strings.Repeat("ab", 16)), wantCode: 3, want: []string{"| ❌ | Quote is fresh (nonce)"}, wantErr: "attestation failed: quote_nonce"},
 		{name: "claims a release with another kernel", args: url, evidence: func(m map[string]any) {
 			m["release"].(map[string]any)["version"] = "3.0.0"

@@ -202,12 +202,14 @@ func attestOnce(ctx context.Context, e *cli.Env, env agent.Env) (*attestapi.Repo
 }
 
 // bootChecks are the report's checks an attested commit needs passed: the
-// quote authenticates the PCRs, the logs replay to them, and every
-// measured digest is the release's reference value. The EK certificate is
+// quote authenticates the PCRs, the logs replay to them, every measured
+// digest is the release's reference value, and Secure Boot and the verity
+// root hash are as the release requires. The EK certificate is
 // the remote verifier's business: the device trusts its own TPM.
 var bootChecks = []string{
 	attest.CheckQuoteSignature, attest.CheckNonce, attest.CheckPCRDigest, attest.CheckEventLog, attest.CheckPlumbLog,
-	attest.CheckBootloader, attest.CheckKernel, attest.CheckInitrd, attest.CheckCmdline, attest.CheckRootfs, attest.CheckRelease,
+	attest.CheckSecureBoot, attest.CheckBootloader, attest.CheckKernel, attest.CheckInitrd, attest.CheckCmdline,
+	attest.CheckVerityRoot, attest.CheckRootfs, attest.CheckRelease,
 }
 
 // measuredBoot returns the attested commit's check: the device quotes its
