@@ -77,9 +77,12 @@ build:
 	CGO_ENABLED=0 $(GOBUILD) -o bin/ ./cmd/plumb-init
 	@file bin/plumbd | grep -q 'statically linked' || { echo "bin/plumbd is not static"; exit 1; }
 
-# test runs everything, VM boots included.
+# test runs everything, VM boots included. Tests keep what they make for a
+# person to look at (the page's screenshots) in t.ArtifactDir(): under
+# out/test-artifacts/_artifacts/, each path in the test's log.
 test: deps debs build
-	$(GO) test -timeout 80m -count=1 ./...
+	mkdir -p out/test-artifacts
+	$(GO) test -timeout 80m -count=1 -artifacts -outputdir $(CURDIR)/out/test-artifacts ./...
 
 # test-short is the fast tier: offline, no VMs.
 test-short:
