@@ -48,7 +48,7 @@ awk -F'\t' -v def="${DEFAULT_LEVEL:-15}" '
     }
     if (!d || !ref) { print "the default level " def " or level 15 was not measured: no goals"; exit }
     mbs = full[d] / 1e6 / a[d]
-    printf "goal: default settings (level %s): apply %.0f MB/s of target (%.2f s of CPU), target >= 100: %s\n", def, mbs, cpu[d], mbs >= 100 ? "met" : "NOT met"
-    printf "goal: default settings (level %s): apply peak RSS %.1f MiB, target <= 64: %s\n", def, rss[d] / 1024, rss[d] <= 65536 ? "met" : "NOT met"
-    printf "goal: default settings (level %s): full image %+.1f%% vs level 15, target <= +5%%: %s\n", def, 100 * (full[d] / ref - 1), full[d] <= 1.05 * ref ? "met" : "NOT met"
+    printf "goal\tdefault settings (level %s): apply speed\t%.0f MB/s of target (%.2f s wall, %.2f s CPU)\t>= 100 MB/s\t%s\n", def, mbs, a[d], cpu[d], mbs >= 100 ? "met" : "NOT met"
+    printf "goal\tdefault settings (level %s): apply memory\t%.1f MiB peak RSS\t<= 64 MiB\t%s\n", def, rss[d] / 1024, rss[d] <= 65536 ? "met" : "NOT met"
+    printf "goal\tdefault settings (level %s): full image\t%+.1f%% vs level 15\t<= +5%%\t%s\n", def, 100 * (full[d] / ref - 1), full[d] <= 1.05 * ref ? "met" : "NOT met"
   }' "$rows"

@@ -20,6 +20,13 @@
 # separated: bsdiff xdelta3 zstd casync ostree full). APPLY_RT=1 runs every
 # apply under chrt -f 10 (SCHED_FIFO): on a machine shared with other work,
 # the apply times of a core the tool has to itself.
+#
+# The rows depend only on the pair's images (built from pinned packages,
+# byte for byte the same every time), the tools' versions and this script:
+# they are kept in $OUT/others-KEY.tsv, KEY a hash of all of these and of
+# TOOLS and KINDS, and printed again with " *" after the measured rows'
+# names (and a note in $OUT/others.note) when nothing changed. OTHERS_FRESH=1
+# measures them again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
@@ -40,6 +47,18 @@ for v in v1 v2; do
     [ -e "$out/$v/$f" ] || { echo "$out/$v/$f missing: run bench/delta/pair.sh" >&2; exit 1; }
   done
 done
+
+key=$( (cat "$out/v1/rootfs.sqfs" "$out/v2/rootfs.sqfs" bench/delta/others.sh; echo "$tools / $kinds"
+  dpkg-query -W bsdiff xdelta3 zstd casync ostree 2>/dev/null) | sha256sum | cut -c1-16)
+kept=$out/others-$key.tsv
+rm -f "$out/others.note"
+if [ "${OTHERS_FRESH:-}" != 1 ] && [ -s "$kept" ]; then
+  echo "== the other tools: reusing $kept (same images, tools and others.sh)" >&2
+  printf '* measured by bench/delta/others.sh on these same images, tools and script at %s, and reused (OTHERS_FRESH=1 measures again)\n' \
+    "$(date -u -r "$kept" '+%Y-%m-%d %H:%M UTC')" >"$out/others.note"
+  awk -F'\t' -v OFS='\t' '$3 != "-" { $1 = $1 " *" } 1' "$kept"
+  exit 0
+fi
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -66,7 +85,8 @@ size() { stat -c %s "$1"; }
 same() {
   cmp -s "$1" "$2" || { echo "$3: applied output differs from $2" >&2; exit 1; }
 }
-row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@"; }
+row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" | tee -a "$kept.tmp"; }
+: >"$kept.tmp"
 
 # bin_tool NAME KIND: a binary diff tool on $out/v{1,2}/rootfs.KIND.
 bin_tool() {
@@ -160,3 +180,4 @@ for t in $tools; do
   *) echo "unknown tool $t: expected bsdiff, xdelta3, zstd, casync, ostree or full" >&2; exit 2 ;;
   esac
 done
+mv "$kept.tmp" "$kept"
