@@ -49,7 +49,11 @@ run() {
   fi
 }
 
+# The recipe default, as levels.sh names it: LEVEL, or LEVEL@BLOCK when the
+# default block size is not 128 KiB.
 level=$(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go)
+block=$(sed -n 's/.*DefaultBlockSize *= *\([0-9]*\) \* \([KM]\)iB.*/\1\2/p' builder/recipe/recipe.go)
+[ "$block" = 128K ] || level=$level@$block
 {
   run squashfs "plumb's writer vs mksquashfs, demo rootfs tree, 128 KiB blocks, level 1 and 15" bash bench/squashfs/run.sh
   run download "1 GiB TUF target streamed into a file-backed slot vs curl | dd, same local HTTPS server" sh bench/download.sh

@@ -53,12 +53,17 @@ rows=$OUT/results.tsv
 : >"$rows"
 echo "== plumb delta (builder/delta)" >&2
 #: see bench/delta/codec_plumb.go.
-rm -f "$OUT/trace.tsv"
+# The per-file trace depends only on the images and the codec's source: it
+# is kept under a hash of both and made again when either changes.
+tkey=$( (cat "$OUT/v1/rootfs.sqfs" "$OUT/v2/rootfs.sqfs" builder/delta/*.go format/delta/*.go format/blockcodec/*.go) | sha256sum | cut -c1-16)
+trace=$OUT/trace-$tkey.tsv
 if ! go run ./bench/delta -tsv -old "$OUT/v1/rootfs.sqfs" -new "$OUT/v2/rootfs.sqfs" >>"$rows"; then
   echo "plumb delta: FAILED (see above); ratios are left out" >&2
+elif [ -s "$trace" ] && [ "${OTHERS_FRESH:-}" != 1 ]; then
+  echo "== per-file trace: reusing $trace (same images and codec source)" >&2
 else
   echo "== plumb delta again, traced per file (builder/delta/FORMAT.md)" >&2
-  PLUMB_DELTA_TRACE=$OUT/trace.tsv go run ./bench/delta -old "$OUT/v1/rootfs.sqfs" -new "$OUT/v2/rootfs.sqfs" >&2 || rm -f "$OUT/trace.tsv"
+  PLUMB_DELTA_TRACE=$trace.tmp go run ./bench/delta -old "$OUT/v1/rootfs.sqfs" -new "$OUT/v2/rootfs.sqfs" >&2 && mv "$trace.tmp" "$trace"
 fi
 bash bench/delta/others.sh >>"$rows" # reuses its rows when nothing changed (see there)
 
@@ -80,10 +85,10 @@ awk -F'\t' '
 
 # Where plumb's bytes go: the traced encode (flushed after each file, so
 # slightly larger than the bundle) summed per category.
-if [ -s "$OUT/trace.tsv" ]; then
+if [ -s "$trace" ]; then
   echo
   echo "where plumb's bytes go ($pair pair; traced encode, flushed per file):"
-  awk -F'\t' -f "$(dirname "$0")/categories.awk" "$OUT/trace.tsv"
+  awk -F'\t' -f "$(dirname "$0")/categories.awk" "$trace"
 fi
 
 # The issue's targets, on this pair (goal lines: bench/run.sh's summary).
