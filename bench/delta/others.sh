@@ -28,7 +28,8 @@
 # already there is printed again with " *" after its name (and a note in
 # $OUT/others.note) instead of being measured; OTHERS_FRESH=1 measures
 # every row again. So a run that stopped half-way resumes, and two runs
-# with different TOOLS fill the same rows.
+# with different TOOLS fill the same rows. OTHERS_KEPT_ONLY=1 prints the
+# rows not kept yet as "(not measured)" instead of measuring them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
@@ -87,12 +88,18 @@ row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >"$rowfile.tmp"; mv "$rowfile.tmp" "$
 # measure NAME FUNCTION ARGS...: the row NAME from the kept rows, or from
 # running FUNCTION (which ends by calling row).
 measure() {
+  local name=$1
   rowfile=$kept/$(printf '%s' "$1" | tr ' ' -).tsv
   shift
   if [ "${OTHERS_FRESH:-}" != 1 ] && [ -s "$rowfile" ]; then
     echo "== reusing $rowfile" >&2
     awk -F'\t' -v OFS='\t' '$3 != "-" { $1 = $1 " *" } 1' "$rowfile"
     [ -s "$out/others.note" ] || printf '* measured earlier by bench/delta/others.sh on these same images (sha256), tools and script (rows_version %s), kept in %s and reused; OTHERS_FRESH=1 measures again\n' "$rows_version" "$kept" >"$out/others.note"
+    return 0
+  fi
+  if [ "${OTHERS_KEPT_ONLY:-}" = 1 ]; then
+    echo "== $name: not kept, and OTHERS_KEPT_ONLY=1: left out" >&2
+    printf '%s (not measured)\t-\t-\t-\t-\n' "$name"
     return 0
   fi
   "$@"
