@@ -1,88 +1,85 @@
 #!/usr/bin/env bash
 # make bench: every performance figure the tests do not assert, in one run,
-# each goal marked met or NOT met, and the goals again at the end.
+# each goal marked met or NOT met, and every goal again in one table at the
+# end. One section a line below: `run NAME "what it measures" COMMAND...`.
 #
-#   squashfs  our writer against mksquashfs -comp zstd, same tree, level and
-#             block size, at level 1 and 15 (the demo recipe's tree, built,
-#             then unpacked as root so owners, modes and devices are kept)
-#   download  updater/fetch streaming a 1 GiB TUF target into a file
-#             (throughput, peak RSS) next to curl | dd on the same server
-#   poll      an idle poll on a new TCP connection, TLS included, against
-#             plumb serve and nginx: bytes per poll and per device-month
-#   delta     plumb's delta against bsdiff, xdelta3, zstd --patch-from,
-#             casync, OSTree and the full image, on both pairs (kernel-only,
-#             and a Debian 12 security roll-up)
-#   levels    the image compression level curve behind the recipe default:
-#             full image size, delta size, apply speed and memory
-#   wake      REST polling vs MQTT (mosquitto) vs a held HTTPS stream, with
-#             WAKE_DEVICES simulated devices (default 1000; the study in
-#             docs/wake.md used WAKE_DEVICES=10000, about 15 minutes)
-#   fleet     10,000 simulated devices (own identity keys, real HTTPS polls
-#             and mutual-TLS reports) against plumb serve processes on
-#             SQLite, PostgreSQL and two processes sharing one PostgreSQL:
-#             check-ins/s, p50/p99, server CPU and RSS, database growth
-#             (bench/fleet; FLEET_* variables are in its doc.go)
+#   squashfs      our writer against mksquashfs -comp zstd, same tree, level
+#                 and block size, at level 1 and 15 (bench/squashfs/run.sh)
+#   download      updater/fetch streaming a 1 GiB TUF target into a file
+#                 (throughput, peak RSS) next to curl | dd on the same server
+#   poll          an idle poll on a new TCP connection, TLS included, against
+#                 plumb serve and nginx: bytes per poll and per device-month
+#   delta         plumb's delta against bsdiff, xdelta3, zstd --patch-from,
+#   delta-debian  casync, OSTree and the full image, on the kernel pair and
+#                 on the Debian 12 security roll-up pair (bench/delta/run.sh)
+#   levels        the image compression level curve behind the recipe
+#                 default: full image size, delta size, apply speed, memory
+#   wake          REST polling vs MQTT (mosquitto) vs a held HTTPS stream,
+#                 WAKE_DEVICES simulated devices (default 1000; the study in
+#                 docs/wake.md used 10000, about 15 minutes; bench/wake/run.sh)
+#   fleet         10,000 simulated devices (own identity keys, real HTTPS
+#                 polls and mutual-TLS reports) against plumb serve on
+#                 SQLite, PostgreSQL and two processes sharing PostgreSQL:
+#                 check-ins/s, p50/p99, server CPU and RSS, database growth
+#                 (bench/fleet/run.sh; FLEET_* variables in bench/fleet/doc.go)
 #
-# SKIP (space separated section names) leaves sections out; KEEP_PAIR=1
-# reuses the delta pairs already built. The log is also in $out/bench.log.
+# A section reports a goal by printing one line of five tab-separated
+# fields: "goal", the figure, what was measured, the target, and "met" or
+# "NOT met". A section that fails is reported as such in the summary and
+# the run goes on.
+#
+# SKIP (space separated section names) leaves sections out; ONLY runs just
+# those. KEEP_PAIR=1 reuses the delta pairs already built. Everything is
+# also logged to $BENCH_OUT/bench.log (default out/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${BENCH_OUT:-$PWD/out/bench}
-cache=${PLUMB_CACHE:-$PWD/.cache}
-skip=" ${SKIP:-} "
-mkdir -p "$out"
-log=$out/bench.log
+export BENCH_OUT=${BENCH_OUT:-$PWD/out/bench}
+export PLUMB_CACHE=${PLUMB_CACHE:-$PWD/.cache}
+mkdir -p "$BENCH_OUT"
+log=$BENCH_OUT/bench.log
 : >"$log"
-section() { case $skip in *" $1 "*) return 1 ;; esac; echo; echo "== $1: $2"; }
+started=$(date +%s)
 
+# run NAME DESCRIPTION COMMAND...: one section, timed; a failure is a goal
+# line marked NOT met so the summary shows it.
+run() {
+  local name=$1 desc=$2 t0 rc=0
+  shift 2
+  case " ${SKIP:-} " in *" $name "*) return 0 ;; esac
+  if [ -n "${ONLY:-}" ]; then case " $ONLY " in *" $name "*) ;; *) return 0 ;; esac; fi
+  echo
+  echo "== $name: $desc"
+  t0=$(date +%s)
+  "$@" || rc=$?
+  echo "-- $name: $(($(date +%s) - t0)) s"
+  if [ $rc != 0 ]; then
+    printf 'goal\t%s: the section\tFAILED (exit %s; see the log above)\tit runs\tNOT met\n' "$name" "$rc"
+  fi
+}
+
+# The recipe default, as levels.sh names it: LEVEL, or LEVEL@BLOCK when the
+# default block size is not 128 KiB.
+level=$(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go)
+block=$(sed -n 's/.*DefaultBlockSize *= *\([0-9]*\) \* \([KM]\)iB.*/\1\2/p' builder/recipe/recipe.go)
+[ "$block" = 128K ] || level=$level@$block
 {
-if section squashfs "plumb's writer vs mksquashfs, demo rootfs tree, 128 KiB blocks, level 1 and 15"; then
-  bin/plumb build recipes/qemu-x86_64.yaml -o "$out/demo" --cache "$cache" -q
-  rm -rf "$out/tree"
-  unsquashfs -q -n -d "$out/tree" "$out/demo/rootfs.sqfs" >/dev/null
-  for level in 1 15; do
-    go run ./bench/squashfs -tree "$out/tree" -level "$level"
-  done
-fi
-
-if section download "1 GiB TUF target streamed into a file-backed slot vs curl | dd, same local HTTPS server"; then
-  sh bench/download.sh
-fi
-
-if section poll "idle poll (conditional GET -> 304) on a new TCP connection, TLS included"; then
-  go test -run '^$' -bench IdlePoll -benchtime 20x -count 1 ./bench/poll | tee "$out/poll.txt" | grep -v '^Benchmark' || true
-  awk '
-    /^BenchmarkIdlePoll\// {
-      split($1, p, "/"); name = p[2]; sub(/-[0-9]+$/, "", name)
-      for (i = 3; i < NF; i += 2) v[$(i + 1)] = $i
-      printf "%-12s before %5d B  full handshake %5d B  resumed %5d B  after restart %5d B  with IP/TCP headers (est.) %5d B  %5.1f MB/month at 5 min, %4.1f at 15 min (IP est. %5.1f / %4.1f)\n", name, v["before-B/poll"], v["full-B/poll"], v["wire-B/poll"], v["restart-B/poll"], v["ip-B/poll"], v["MB/month@5min"], v["MB/month@15min"], v["ipMB/month@5min"], v["ipMB/month@15min"]
-      ok = v["wire-B/poll"] <= 2048 && v["restart-B/poll"] <= 2048
-      printf "goal: idle poll on a new TCP connection, %s: %d bytes (TLS included; %d after an agent restart), target <= 2048: %s\n", name, v["wire-B/poll"], v["restart-B/poll"], ok ? "met" : "NOT met"
-    }' "$out/poll.txt"
-fi
-
-if section delta "kernel pair: plumb delta vs bsdiff, xdelta3, zstd --patch-from, casync, ostree, full image"; then
-  PAIR=kernel bash bench/delta/run.sh
-fi
-
-if section delta-debian "Debian 12 security roll-up pair: the same table"; then
-  PAIR=debian bash bench/delta/run.sh
-fi
-
-if section levels "compression level curve (kernel pair; recipe default = $(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go))"; then
-  DEFAULT_LEVEL=$(sed -n 's/.*DefaultLevel *= *\([0-9]*\).*/\1/p' builder/recipe/recipe.go) bash bench/delta/levels.sh
-fi
-if section wake "how devices learn of a release: polling (plumb serve, nginx proxy_cache), MQTT over TLS (mosquitto), held SSE stream; ${WAKE_DEVICES:-1000} devices"; then
-  WAKE_DEVICES=${WAKE_DEVICES:-1000} go test -run '^$' -bench Wake -benchtime 1x -count 1 -timeout 90m ./bench/wake >"$out/wake.txt" 2>&1 || { echo "wake: the benchmark failed:"; tail -40 "$out/wake.txt"; }
-  sed -n '/^wake: /,/^goos:/p' "$out/wake.txt" | grep -v '^wake-row\|^goos:'
-  grep -E 'RLIMIT|connected|reconnected' "$out/wake.txt" | sed 's/^ *//' || true
-fi
-if section fleet "${FLEET_DEVICES:-10000} simulated devices vs plumb serve: server on CPU 0, load generator on CPU 1"; then
-  go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./bench/fleet | tee "$out/fleet.txt" | grep -v '^Benchmark' || true
-  awk -f bench/fleet/table.awk "$out/fleet.txt"
-fi
+  run squashfs "plumb's writer vs mksquashfs, demo rootfs tree, 128 KiB blocks, level 1 and 15" bash bench/squashfs/run.sh
+  run download "1 GiB TUF target streamed into a file-backed slot vs curl | dd, same local HTTPS server" sh bench/download.sh
+  run poll "idle poll (conditional GET -> 304) on a new TCP connection, TLS included" bash bench/poll/run.sh
+  run delta "kernel pair: plumb delta vs bsdiff, xdelta3, zstd --patch-from, casync, ostree, full image" env PAIR=kernel bash bench/delta/run.sh
+  run delta-debian "Debian 12 security roll-up pair: the same table" env PAIR=debian bash bench/delta/run.sh
+  run levels "compression level curve (kernel pair; recipe default = $level)" env DEFAULT_LEVEL="$level" bash bench/delta/levels.sh
+  run wake "how devices learn of a release: polling (plumb serve, nginx proxy_cache), MQTT over TLS (mosquitto), held SSE stream; ${WAKE_DEVICES:-1000} devices" bash bench/wake/run.sh
+  run fleet "${FLEET_DEVICES:-10000} simulated devices vs plumb serve: server on CPU 0, load generator on CPU 1" bash bench/fleet/run.sh
 } 2>&1 | tee -a "$log"
 
 echo
-echo "== goals (all sections of this run)"
-grep '^goal: ' "$log" | sed 's/^goal: /  /' || echo "  (none: every section failed or was skipped)"
+echo "== summary: every goal of this run ($(($(date +%s) - started)) s in all; log $log)"
+awk -F'\t' '
+  $1 == "goal" && NF == 5 { n++; f[n] = $2; m[n] = $3; t[n] = $4; s[n] = $5
+    if (length($2) > wf) wf = length($2); if (length($3) > wm) wm = length($3); if (length($4) > wt) wt = length($4) }
+  END {
+    if (!n) { print "  (no goals: every section failed or was skipped)"; exit }
+    printf "  %-*s | %-*s | %-*s | %s\n", wf, "figure", wm, "measured", wt, "target", "goal"
+    for (i = 1; i <= n; i++) printf "  %-*s | %-*s | %-*s | %s\n", wf, f[i], wm, m[i], wt, t[i], s[i]
+  }' "$log" | tee -a "$log"

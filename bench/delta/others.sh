@@ -20,6 +20,16 @@
 # separated: bsdiff xdelta3 zstd casync ostree full). APPLY_RT=1 runs every
 # apply under chrt -f 10 (SCHED_FIFO): on a machine shared with other work,
 # the apply times of a core the tool has to itself.
+#
+# Every row depends only on the pair's images (built from pinned packages,
+# byte for byte the same every time), the tools' versions and how this
+# script measures (rows_version, raised whenever that changes): each row is
+# kept in $OUT/others-KEY/TOOL-KIND.tsv, KEY a hash of all three, and a row
+# already there is printed again with " *" after its name (and a note in
+# $OUT/others.note) instead of being measured; OTHERS_FRESH=1 measures
+# every row again. So a run that stopped half-way resumes, and two runs
+# with different TOOLS fill the same rows. OTHERS_KEPT_ONLY=1 prints the
+# rows not kept yet as "(not measured)" instead of measuring them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/out/bench/delta}
@@ -40,6 +50,13 @@ for v in v1 v2; do
     [ -e "$out/$v/$f" ] || { echo "$out/$v/$f missing: run bench/delta/pair.sh" >&2; exit 1; }
   done
 done
+
+rows_version=1
+key=$( (cat "$out/v1/rootfs.sqfs" "$out/v2/rootfs.sqfs"; echo "rows $rows_version"
+  dpkg-query -W bsdiff xdelta3 zstd casync ostree 2>/dev/null) | sha256sum | cut -c1-16)
+kept=$out/others-$key
+mkdir -p "$kept"
+rm -f "$out/others.note"
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -66,7 +83,27 @@ size() { stat -c %s "$1"; }
 same() {
   cmp -s "$1" "$2" || { echo "$3: applied output differs from $2" >&2; exit 1; }
 }
-row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@"; }
+row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >"$rowfile.tmp"; mv "$rowfile.tmp" "$rowfile"; cat "$rowfile"; }
+
+# measure NAME FUNCTION ARGS...: the row NAME from the kept rows, or from
+# running FUNCTION (which ends by calling row).
+measure() {
+  local name=$1
+  rowfile=$kept/$(printf '%s' "$1" | tr ' ' -).tsv
+  shift
+  if [ "${OTHERS_FRESH:-}" != 1 ] && [ -s "$rowfile" ]; then
+    echo "== reusing $rowfile" >&2
+    awk -F'\t' -v OFS='\t' '$3 != "-" { $1 = $1 " *" } 1' "$rowfile"
+    [ -s "$out/others.note" ] || printf '* measured earlier by bench/delta/others.sh on these same images (sha256), tools and script (rows_version %s), kept in %s and reused; OTHERS_FRESH=1 measures again\n' "$rows_version" "$kept" >"$out/others.note"
+    return 0
+  fi
+  if [ "${OTHERS_KEPT_ONLY:-}" = 1 ]; then
+    echo "== $name: not kept, and OTHERS_KEPT_ONLY=1: left out" >&2
+    printf '%s (not measured)\t-\t-\t-\t-\n' "$name"
+    return 0
+  fi
+  "$@"
+}
 
 # bin_tool NAME KIND: a binary diff tool on $out/v{1,2}/rootfs.KIND.
 bin_tool() {
@@ -153,10 +190,10 @@ ostree_tool() {
 
 for t in $tools; do
   case $t in
-  bsdiff | xdelta3 | zstd) for k in $kinds; do bin_tool "$t" "$k"; done ;;
-  casync) casync_tool sqfs; casync_tool tree ;;
-  ostree) ostree_tool ;;
-  full) row "full rootfs.sqfs" "$(size "$out/v2/rootfs.sqfs")" - - - ;;
+  bsdiff | xdelta3 | zstd) for k in $kinds; do measure "$t $k" bin_tool "$t" "$k"; done ;;
+  casync) measure "casync sqfs" casync_tool sqfs; measure "casync tree" casync_tool tree ;;
+  ostree) measure "ostree static-delta" ostree_tool ;;
+  full) rowfile=$work/full.tsv; row "full rootfs.sqfs" "$(size "$out/v2/rootfs.sqfs")" - - - ;;
   *) echo "unknown tool $t: expected bsdiff, xdelta3, zstd, casync, ostree or full" >&2; exit 2 ;;
   esac
 done
