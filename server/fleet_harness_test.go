@@ -45,7 +45,14 @@ func newFleetServer(t *testing.T, dsn string, fo FleetOptions, att *AttestOption
 		repoDir = makeRepo(t).dir
 	}
 	fo.DB, fo.Bootstrap = dsn, true
-	s, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &fo, Attest: att})
+	return startFleetServer(t, Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &fo, Attest: att})
+}
+
+// startFleetServer serves o (a fleet with Bootstrap on) over HTTPS that asks
+// for client certificates, as plumb serve does.
+func startFleetServer(t *testing.T, o Options) *fleetServer {
+	t.Helper()
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +61,11 @@ func newFleetServer(t *testing.T, dsn string, fo FleetOptions, att *AttestOption
 	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	hs.StartTLS()
 	t.Cleanup(hs.Close)
-	tok, err := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
+	tok, err := os.ReadFile(filepath.Join(o.Dir, JoinTokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fleetServer{t: t, srv: s, hs: hs, db: s.Store(), join: strings.TrimSpace(string(tok)), dir: repoDir}
+	return &fleetServer{t: t, srv: s, hs: hs, db: s.Store(), join: strings.TrimSpace(string(tok)), dir: o.Dir}
 }
 
 // device is a device identity (a key file) and its mutual-TLS client.

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,21 +20,7 @@ import (
 // wakeServer is newFleetServer with wake options.
 func wakeServer(t *testing.T, wo WakeOptions) *fleetServer {
 	t.Helper()
-	repoDir := makeRepo(t).dir
-	s, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true}, Wake: wo})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	hs := httptest.NewUnstartedServer(s.Handler())
-	hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
-	hs.StartTLS()
-	t.Cleanup(hs.Close)
-	tok, err := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fleetServer{t: t, srv: s, hs: hs, db: s.Store(), join: strings.TrimSpace(string(tok)), dir: repoDir}
+	return startFleetServer(t, Options{Dir: makeRepo(t).dir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true}, Wake: wo})
 }
 
 // stream is an open wake stream.
