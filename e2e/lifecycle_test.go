@@ -183,6 +183,14 @@ func TestFleetLifecycleVM(t *testing.T) {
 	d.waitFor(mark, `trial failed, rebooting into the previous slot" version=3\.0\.0`)
 	d.waitFor(mark, `rolled back" from=3\.0\.0 to=2\.0\.0 reason="health check command test -e /etc/no-such-file`)
 	t.Logf("rolled back %.1fs after publishing", time.Since(published).Seconds())
+	// The boot back into 2.0.0 attests as every boot does (the one before
+	// the publish was waited for before mark, so this is the rollback's).
+	// Waiting for it keeps the power on until its verdict is in the
+	// history that the page checks after the tamper.
+	line = d.waitFor(mark, `attestation verdict" verdict=(\S+) failed=(\S*) release=2\.0\.0 device=(\S+)`)
+	if line[1] != "passed" {
+		t.Errorf("after the rollback: verdict %s, failed %q; want passed\n%s", line[1], line[2], f.reportFile(id))
+	}
 	if n := strings.Count(vm.Console(), "version=3.0.0 slot=a tpm="); n != 1 {
 		t.Errorf("3.0.0 booted %d times, want once (its entry is marked out of tries)", n)
 	}

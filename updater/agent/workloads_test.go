@@ -218,8 +218,18 @@ func TestWorkloads(t *testing.T) {
 	}
 	p1 := r.waitRunning(t, "web", "worker")
 	t.Logf("FIGURE publish to both containers running: %.2fs", time.Since(start).Seconds())
-	if b, err := os.ReadFile(filepath.Join(r.appData, group, "web", "hello")); err != nil || string(b) != "hello from web\n" {
-		t.Errorf("web's mount: hello = %q, %v; want the GREETING it was given", b, err)
+	// Running means the task started, not that its shell wrote the file
+	// yet: wait for it (a deadline against a hang, not a timed check).
+	hello := filepath.Join(r.appData, group, "web", "hello")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, err := os.ReadFile(hello)
+		if err == nil && string(b) == "hello from web\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("web's mount after 30 s: hello = %q, %v; want the GREETING it was given", b, err)
+			break
+		}
 	}
 	if st := r.status("web"); st.State != reconcile.StateRunning || st.Digest != r.images["alpha"].digest || st.PID != p1["web"] {
 		t.Errorf("status(web) = %+v, want running %s with PID %d", st, r.images["alpha"].digest, p1["web"])
