@@ -276,6 +276,22 @@ type endpoint struct {
 	h      func(w http.ResponseWriter, r *http.Request, c *caller, args []string) error
 }
 
+// orgList is the handler of a GET that lists one kind of the caller's
+// organization's records: {"<key>": [...]}.
+func orgList[T any](key string, list func(ctx context.Context, org string) ([]T, error)) func(http.ResponseWriter, *http.Request, *caller, []string) error {
+	return func(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
+		xs, err := list(r.Context(), c.org.ID)
+		if err != nil {
+			return err
+		}
+		if xs == nil {
+			xs = []T{} // [], not null
+		}
+		reply(w, map[string]any{key: xs})
+		return nil
+	}
+}
+
 func (f *fleet) orgRoute(w http.ResponseWriter, r *http.Request, orgName string, rest []string) error {
 	var eps []endpoint
 	var args []string
@@ -297,19 +313,19 @@ func (f *fleet) orgRoute(w http.ResponseWriter, r *http.Request, orgName string,
 	case len(rest) == 3 && rest[0] == "pending" && rest[2] == "approve":
 		eps, args = []endpoint{{http.MethodPost, store.RoleAdmin, f.approve}}, rest[1:2]
 	case len(rest) == 1 && rest[0] == "groups":
-		eps = []endpoint{{http.MethodGet, store.RoleViewer, f.listGroups}}
+		eps = []endpoint{{http.MethodGet, store.RoleViewer, orgList("groups", f.db.Groups)}}
 	case len(rest) == 1 && rest[0] == "releases":
-		eps = []endpoint{{http.MethodGet, store.RoleViewer, f.listReleases}}
+		eps = []endpoint{{http.MethodGet, store.RoleViewer, orgList("releases", f.db.Releases)}}
 	case len(rest) == 1 && rest[0] == "audit":
 		eps = []endpoint{{http.MethodGet, store.RoleViewer, f.auditLog}}
 	case len(rest) == 1 && rest[0] == "tokens":
-		eps = []endpoint{{http.MethodGet, store.RoleAdmin, f.listTokens}, {http.MethodPost, store.RoleAdmin, f.createToken}}
+		eps = []endpoint{{http.MethodGet, store.RoleAdmin, orgList("tokens", f.db.Tokens)}, {http.MethodPost, store.RoleAdmin, f.createToken}}
 	case len(rest) == 2 && rest[0] == "tokens":
 		eps, args = []endpoint{{http.MethodDelete, store.RoleAdmin, f.revokeToken}}, rest[1:]
 	case len(rest) == 1 && rest[0] == "join-tokens":
 		eps = []endpoint{{http.MethodPost, store.RoleAdmin, f.createJoinToken}}
 	case len(rest) == 1 && rest[0] == "grants":
-		eps = []endpoint{{http.MethodGet, store.RoleAdmin, f.listGrants}, {http.MethodPost, store.RoleAdmin, f.addGrant}}
+		eps = []endpoint{{http.MethodGet, store.RoleAdmin, orgList("grants_held", f.db.GrantsTo)}, {http.MethodPost, store.RoleAdmin, f.addGrant}}
 	case len(rest) == 1 && rest[0] == "users":
 		eps = []endpoint{{http.MethodPost, store.RoleAdmin, f.addUser}}
 	default:
@@ -563,24 +579,6 @@ func (f *fleet) approve(w http.ResponseWriter, r *http.Request, c *caller, args 
 	return nil
 }
 
-func (f *fleet) listGroups(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
-	gs, err := f.db.Groups(r.Context(), c.org.ID)
-	if err != nil {
-		return err
-	}
-	reply(w, map[string]any{"groups": gs})
-	return nil
-}
-
-func (f *fleet) listReleases(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
-	rs, err := f.db.Releases(r.Context(), c.org.ID)
-	if err != nil {
-		return err
-	}
-	reply(w, map[string]any{"releases": rs})
-	return nil
-}
-
 func (f *fleet) auditLog(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
 	limit, err := queryInt(r, "limit", store.MaxPage)
 	if err != nil {
@@ -591,15 +589,6 @@ func (f *fleet) auditLog(w http.ResponseWriter, r *http.Request, c *caller, _ []
 		return err
 	}
 	reply(w, map[string]any{"audit": es})
-	return nil
-}
-
-func (f *fleet) listTokens(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
-	ts, err := f.db.Tokens(r.Context(), c.org.ID)
-	if err != nil {
-		return err
-	}
-	reply(w, map[string]any{"tokens": ts})
 	return nil
 }
 
@@ -671,15 +660,6 @@ func (f *fleet) createJoinToken(w http.ResponseWriter, r *http.Request, c *calle
 	}
 	w.WriteHeader(http.StatusCreated)
 	reply(w, map[string]any{"name": in.Name, "join_token": tok})
-	return nil
-}
-
-func (f *fleet) listGrants(w http.ResponseWriter, r *http.Request, c *caller, _ []string) error {
-	gs, err := f.db.GrantsTo(r.Context(), c.org.ID)
-	if err != nil {
-		return err
-	}
-	reply(w, map[string]any{"grants_held": gs})
 	return nil
 }
 

@@ -131,6 +131,27 @@ func TestTenants(t *testing.T) {
 		if code, b := fs.api(mine, http.MethodGet, "/v1/orgs/default/audit", nil); code != 200 || !strings.Contains(b, `"token.create"`) || !strings.Contains(b, `"grant.add"`) || !strings.Contains(b, `"device.groups"`) {
 			t.Errorf("audit: %d %s", code, b)
 		}
+		// The organization's lists: each under its key, with what the
+		// steps above made (line-2 is d2's group, ci the token; default
+		// holds no grant: an empty list, not null).
+		for _, c := range []struct{ path, key, want string }{
+			{"groups", "groups", `"line-2"`},
+			{"releases", "releases", `[`},
+			{"tokens", "tokens", `"ci"`},
+			{"grants", "grants_held", `[]`},
+		} {
+			code, b := fs.api(mine, http.MethodGet, "/v1/orgs/default/"+c.path, nil)
+			if code != 200 || !strings.HasPrefix(b, `{"`+c.key+`":`) || !strings.Contains(b, c.want) {
+				t.Errorf("GET %s: %d %s; want 200 {%q: ...%s...}", c.path, code, truncate(b, 200), c.key, c.want)
+			}
+		}
+		instAdmin := fs.token("installer", store.RoleAdmin)
+		if code, b := fs.api(instAdmin, http.MethodGet, "/v1/orgs/installer/grants", nil); code != 200 || !strings.Contains(b, `"provisioning"`) || !strings.Contains(b, `"line-2"`) {
+			t.Errorf("the installer's grants: %d %s; want default's provisioning grant on line-2", code, b)
+		}
+		if code, b := fs.api(theirs, http.MethodGet, "/v1/orgs/default/groups", nil); code != http.StatusForbidden || strings.Contains(b, "line-2") {
+			t.Errorf("the rival lists our groups: %d %s; want 403", code, b)
+		}
 	})
 }
 
