@@ -38,6 +38,28 @@ func (o *fleetDBOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.db, "db", "", "the fleet database: a SQLite file or a postgres:// URL (instead of --dir)")
 }
 
+// openOrg checks a name (what says which flag or argument it came from)
+// and a role given on the command line, then opens the database and finds
+// the organization org in it. The caller closes the store.
+func (o *fleetDBOptions) openOrg(ctx context.Context, what, name, role, org string) (*store.Store, *store.Org, error) {
+	if !validName(name) {
+		return nil, nil, cli.BadInput(fmt.Errorf("%s %q: expected 1-63 of a-z 0-9 . _ -", what, name))
+	}
+	if store.RoleRank(role) == 0 {
+		return nil, nil, cli.BadInput(fmt.Errorf("--role %q: expected viewer, operator or admin", role))
+	}
+	db, err := o.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	or, err := db.OrgByName(ctx, org)
+	if err != nil {
+		db.Close()
+		return nil, nil, cli.BadInput(err)
+	}
+	return db, or, nil
+}
+
 func (o *fleetDBOptions) open(ctx context.Context) (*store.Store, error) {
 	dsn := o.db
 	switch {
@@ -207,21 +229,11 @@ func newFleetUserCmd(e *cli.Env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if !validName(args[0]) {
-				return cli.BadInput(fmt.Errorf("user name %q: expected 1-63 of a-z 0-9 . _ -", args[0]))
-			}
-			if store.RoleRank(role) == 0 {
-				return cli.BadInput(fmt.Errorf("--role %q: expected viewer, operator or admin", role))
-			}
-			db, err := o.open(ctx)
+			db, or, err := o.openOrg(ctx, "user name", args[0], role, org)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			or, err := db.OrgByName(ctx, org)
-			if err != nil {
-				return cli.BadInput(err)
-			}
 			u, err := db.UserByName(ctx, args[0])
 			if errors.Is(err, store.ErrNotFound) {
 				pw := os.Getenv("PLUMB_PASSWORD")
@@ -265,21 +277,11 @@ func newFleetTokenCmd(e *cli.Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if !validName(name) {
-				return cli.BadInput(fmt.Errorf("--name %q: expected 1-63 of a-z 0-9 . _ -", name))
-			}
-			if store.RoleRank(role) == 0 {
-				return cli.BadInput(fmt.Errorf("--role %q: expected viewer, operator or admin", role))
-			}
-			db, err := o.open(ctx)
+			db, or, err := o.openOrg(ctx, "--name", name, role, org)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			or, err := db.OrgByName(ctx, org)
-			if err != nil {
-				return cli.BadInput(err)
-			}
 			t, secret, err := db.CreateToken(ctx, or.ID, name, role, ttl)
 			if err != nil {
 				return err
