@@ -225,6 +225,15 @@ type vmFixture struct {
 
 func newVMFixture(t *testing.T) vmFixture {
 	t.Helper()
+	vmlinuz, initrd := vmKernel(t, vmModules)
+	return vmFixture{vmlinuz: vmlinuz, initrd: initrd, disk: testDisk(t, testRootSquashfs(t))}
+}
+
+// vmKernel returns the test kernel and an initramfs with plumb-init and
+// the given modules, and skips the test under -short or without the tools
+// a VM fixture needs.
+func vmKernel(t *testing.T, modules []string) (vmlinuz, initrd string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a VM: skipped under -short")
 	}
@@ -233,14 +242,14 @@ func newVMFixture(t *testing.T) vmFixture {
 	needTool(t, "mksquashfs", "squashfs-tools")
 	needTool(t, "mkfs.ext4", "e2fsprogs")
 	kdir := kernel(t)
-	initrd := filepath.Join(t.TempDir(), "initrd.img")
+	initrd = filepath.Join(t.TempDir(), "initrd.img")
 	f, err := os.Create(initrd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = Build(t.Context(), f, Options{
 		Init: buildPlumbInit(t), KernelTree: kernelTree(t), KernelRelease: testRelease,
-		Modules: vmModules, ModTime: testModTime,
+		Modules: modules, ModTime: testModTime,
 	})
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -248,11 +257,7 @@ func newVMFixture(t *testing.T) vmFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return vmFixture{
-		vmlinuz: filepath.Join(kdir, "boot", "vmlinuz-"+testRelease),
-		initrd:  initrd,
-		disk:    testDisk(t, testRootSquashfs(t)),
-	}
+	return filepath.Join(kdir, "boot", "vmlinuz-"+testRelease), initrd
 }
 
 // TestBootVM boots the Debian cloud kernel with the initramfs on a Plumb

@@ -3,7 +3,6 @@ package initramfs
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,29 +17,7 @@ import (
 // dm-verity tree, and an initramfs that can map it (dm_verity loaded).
 func verityFixture(t *testing.T) (vmFixture, *verity.Params, verity.Section) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a VM: skipped under -short")
-	}
-	needTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	needTool(t, "sgdisk", "gdisk")
-	needTool(t, "mksquashfs", "squashfs-tools")
-	needTool(t, "mkfs.ext4", "e2fsprogs")
-	kdir := kernel(t)
-	initrd := filepath.Join(t.TempDir(), "initrd.img")
-	f, err := os.Create(initrd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = Build(t.Context(), f, Options{
-		Init: buildPlumbInit(t), KernelTree: kernelTree(t), KernelRelease: testRelease,
-		Modules: append(append([]string{}, vmModules...), "dm_verity"), ModTime: testModTime,
-	})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	vmlinuz, initrd := vmKernel(t, append(append([]string{}, vmModules...), "dm_verity"))
 	sqfs := testRootSquashfs(t)
 	disk := testDisk(t, sqfs)
 	fi, err := os.Stat(sqfs)
@@ -71,7 +48,7 @@ func verityFixture(t *testing.T) (vmFixture, *verity.Params, verity.Section) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return vmFixture{vmlinuz: filepath.Join(kdir, "boot", "vmlinuz-"+testRelease), initrd: initrd, disk: disk}, p, sec
+	return vmFixture{vmlinuz: vmlinuz, initrd: initrd, disk: disk}, p, sec
 }
 
 // TestBootVMVerity boots slot b through dm-verity: the root's init runs on
