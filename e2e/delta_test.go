@@ -23,8 +23,9 @@ import (
 // The device also holds the wake-up channel (issue 16, docs/wake.md), and
 // polls only hourly (poll and wake.poll 1h): after its poll at start, only
 // the channel's nudge can start the download within the test. The console
-// shows the wake-up before the download, and the trial boot's plumbd
-// status shows the channel's last wake-up (stale: from the boot before).
+// shows the wake-up before the download, the trial boot's plumbd status
+// shows the channel's last wake-up (stale: from the boot before), and
+// the server holds one stream for the device after the reboot.
 func TestDeltaUpdateVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
@@ -88,6 +89,13 @@ func TestDeltaUpdateVM(t *testing.T) {
 	// before (stale: this boot's plumbd has not started yet).
 	d.waitFor(mark, `plumb: status \{.*"wake":\{"state":"(connected|down)","since":"[^"]+","last_wake":"[^"]+".*"stale":true\}`)
 	d.waitFor(mark, `release committed" version=2\.0\.0`)
+	// 2.0.0's plumbd holds the channel too. Its stream replaced the one
+	// 1.0.0 held before the reboot (one per device), whether or not the
+	// server had seen that one end.
+	d.waitFor(mark, `msg="wake channel up"`)
+	if n := f.srv.Held(); n != 1 {
+		t.Errorf("wake streams held after the reboot: %d, want 1 (the device's newest)", n)
+	}
 	t.Logf("delta %d bytes, full image %d bytes (delta = %.2f%% of full); publish with delta %.1fs", deltaSize, fullSize, 100*float64(deltaSize)/float64(fullSize), publishSecs)
 	t.Logf("server sent %d bytes from publish to slot written (%.3f x delta); download+apply %.1fs; publish to commit %.1fs",
 		sent, float64(sent)/float64(deltaSize), written, time.Since(published).Seconds())
