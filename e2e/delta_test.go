@@ -96,6 +96,13 @@ func TestDeltaUpdateVM(t *testing.T) {
 	if n := f.srv.Held(); n != 1 {
 		t.Errorf("wake streams held after the reboot: %d, want 1 (the device's newest)", n)
 	}
+	// Its status reports carry the channel's state.
+	f.eventually(time.Minute, func() error {
+		if r := f.reports(); len(r) != 1 || !strings.Contains(r[0], `"wake":{"state":"`) {
+			return fmt.Errorf("the device's last report %q has no wake state", r)
+		}
+		return nil
+	})
 	t.Logf("delta %d bytes, full image %d bytes (delta = %.2f%% of full); publish with delta %.1fs", deltaSize, fullSize, 100*float64(deltaSize)/float64(fullSize), publishSecs)
 	t.Logf("server sent %d bytes from publish to slot written (%.3f x delta); download+apply %.1fs; publish to commit %.1fs",
 		sent, float64(sent)/float64(deltaSize), written, time.Since(published).Seconds())
