@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,4 +304,64 @@ func TestWakeServe(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 	done <- nil
+}
+
+// TestWakeDeadPeer: a device that stops taking the stream's bytes (its
+// receive buffer full: a vanished peer looks the same to the server once
+// its writes go unacknowledged) loses its stream within the heartbeat and
+// the wake timeout, and its slot is free again. Without the timeout the
+// stream would be held as long as the connection lives.
+func TestWakeDeadPeer(t *testing.T) {
+	repoDir := makeRepo(t).dir
+	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
+		Wake: WakeOptions{Heartbeat: 2 * time.Millisecond, Timeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	ca, err := os.ReadFile(srv.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
+	// The smallest receive buffer the kernel allows, set before connect.
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) })
+		return serr
+	}}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc, err := report.DeviceClient(&http.Client{Transport: tr}, id, strings.TrimSpace(string(tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, code, body := openWake(t, "https://"+l.Addr().String(), hc, id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	s.next(t)
+	if n := srv.Held(); n != 1 {
+		t.Fatalf("Held() = %d, want 1", n)
+	}
+	// The device reads no more. Heartbeats fill its buffer and the
+	// server's, then a write blocks past the timeout.
+	for srv.Held() != 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
 }
