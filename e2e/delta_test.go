@@ -25,7 +25,11 @@ import (
 // the channel's nudge can start the download within the test. The console
 // shows the wake-up before the download, the trial boot's plumbd status
 // shows the channel's last wake-up (stale: from the boot before), and
-// the server holds one stream for the device after the reboot.
+// the server holds one stream for the device after the reboot. Then the
+// fallback, on the same boot: 2.0.0 polls every 5 s when its channel is
+// down (wake.poll 1h while up); the fleet service goes away (its database
+// closed: the wake endpoint answers 500) while the repository is still
+// served, and the device polls again.
 func TestDeltaUpdateVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
@@ -33,7 +37,7 @@ func TestDeltaUpdateVM(t *testing.T) {
 	oldKernel := func(text string) string {
 		return strings.Replace(text, "linux-image-6.1.0-56-cloud-amd64", "linux-image-6.1.0-55-cloud-amd64", 1)
 	}
-	v1, v2 := f.build("1.0.0", "", "", oldKernel, hourlyWithWake), f.build("2.0.0", "", "", hourlyWithWake)
+	v1, v2 := f.build("1.0.0", "", "", oldKernel, withWake("1h")), f.build("2.0.0", "", "", withWake("5s"))
 	f.publish(v1)
 	d := f.flash(t, v1, "device")
 
@@ -103,6 +107,22 @@ func TestDeltaUpdateVM(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The fallback. Polls of the unchanged timestamp.json are the
+	// requests answered 304; while the channel is up there is at most one
+	// (a 5 s wait begun before it came up).
+	mark = vm.Mark()
+	polled := f.srv.Stats().NotModified
+	f.srv.Close()
+	cut := time.Now()
+	d.waitFor(mark, `msg="wake channel down, polling meanwhile"`)
+	f.eventually(2*time.Minute, func() error {
+		if n := f.srv.Stats().NotModified - polled; n < 3 {
+			return fmt.Errorf("%d polls answered since the fleet service closed, want 3 (poll: 5s)", n)
+		}
+		return nil
+	})
+	t.Logf("fallback: 3 polls %.1fs after the fleet service closed (poll: 5s while the channel is down)", time.Since(cut).Seconds())
 	t.Logf("delta %d bytes, full image %d bytes (delta = %.2f%% of full); publish with delta %.1fs", deltaSize, fullSize, 100*float64(deltaSize)/float64(fullSize), publishSecs)
 	t.Logf("server sent %d bytes from publish to slot written (%.3f x delta); download+apply %.1fs; publish to commit %.1fs",
 		sent, float64(sent)/float64(deltaSize), written, time.Since(published).Seconds())
@@ -117,9 +137,12 @@ func TestDeltaUpdateVM(t *testing.T) {
 	}
 }
 
-// hourlyWithWake is a recipe edit: the agent polls hourly and holds the
-// wake-up channel (agent.wake), which is then the only way a publish
-// reaches it within a test.
-func hourlyWithWake(text string) string {
-	return strings.Replace(text, "  poll: 2s\n", "  poll: 1h\n  wake:\n    poll: 1h\n", 1)
+// withWake is a recipe edit: the agent holds the wake-up channel
+// (agent.wake) and polls hourly while it is up, every poll while it is
+// down. With poll 1h, the channel is the only way a publish reaches it
+// within a test.
+func withWake(poll string) func(string) string {
+	return func(text string) string {
+		return strings.Replace(text, "  poll: 2s\n", "  poll: "+poll+"\n  wake:\n    poll: 1h\n", 1)
+	}
 }

@@ -169,8 +169,9 @@ func (l *lockedBuffer) String() string {
 // server restarts on the same address without the fleet service (no wake
 // endpoint: the channel is refused and stays down) and the agent falls
 // back to its poll (1 s): it keeps polling, and a publish made meanwhile
-// reaches it through TUF. (VM-tested: the wake-up itself, in
-// e2e TestDeltaUpdateVM; this fallback is tested here, not in a VM.)
+// reaches it through TUF. (e2e TestDeltaUpdateVM checks the wake-up and
+// the return to polling on a real boot; this also checks that the polls
+// find a publish.)
 func TestWakeFallbackOverHTTPS(t *testing.T) {
 	repo := fetchtest.NewRepo(t)
 	repo.Publish()
