@@ -242,6 +242,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// The wake stream sets TCP_USER_TIMEOUT on its connection
+		// (wake.go).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 	}
 	if s.wake != nil {
 		// Held wake streams end at once on shutdown: devices reconnect

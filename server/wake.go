@@ -2,12 +2,17 @@ package server
 
 import (
 	"cmp"
+	"context"
+	"crypto/tls"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/deviceapi"
 )
@@ -19,14 +24,24 @@ import (
 // the device then polls timestamp.json and verifies everything with TUF as
 // always, and a device whose channel is down polls at its normal interval.
 //
-// Who may call it: an enrolled device, authenticated as for status reports
-// (mutual TLS with its identity key, bound to its id in the fleet
-// database; an unknown device with a valid join token joins). The stream
-// itself carries nothing secret, but a held connection costs the server a
-// socket and memory, so only devices of an organization may hold one, at
-// most WakeOptions.MaxHeld in all and MaxHeldPerOrg per organization.
-// Past either cap the answer is 503 with Retry-After, and the device keeps
-// polling.
+// Who may call it: an enrolled device, for its own id only, authenticated
+// as for status reports (mutual TLS with its identity key, whose hash is
+// the id and which is bound to it in the fleet database; an unknown device
+// with a valid join token joins). The stream itself carries nothing
+// secret, but a held connection costs the server a socket and memory, so
+// only devices of an organization may hold one, and the caps are explicit:
+//
+//   - one stream per device: a new one replaces the device's older one,
+//     which ends (a device that rebooted or lost its NAT mapping comes
+//     back at once, and one device cannot hold many);
+//   - WakeOptions.MaxHeld in all and MaxHeldPerOrg per organization: past
+//     either the answer is 503 with Retry-After, and the device polls;
+//   - a stream whose device is gone ends within Heartbeat + Timeout: each
+//     write must be taken within Timeout (write deadline) and acknowledged
+//     by the device's TCP within Timeout (TCP_USER_TIMEOUT), so a device
+//     that vanished without closing (power cut, a NAT that forgot it)
+//     frees its slot. The device sends nothing after its request; it is
+//     the heartbeat that proves the peer.
 
 // WakeOptions tune the wake-up channel; the zero value takes the defaults.
 type WakeOptions struct {
@@ -39,6 +54,10 @@ type WakeOptions struct {
 	// load balancers, 4-5 min). Devices reconnect after 2 heartbeats of
 	// silence.
 	Heartbeat time.Duration
+	// Timeout bounds how long a write to a held stream may block or stay
+	// unacknowledged by the device before the stream is dropped (default
+	// 1 min).
+	Timeout time.Duration
 	// Check is how often the server looks at timestamp.json for a change
 	// (default 1 s: one stat; the file is hashed only when it changed).
 	Check time.Duration
@@ -56,6 +75,7 @@ const (
 	DefaultWakeMaxHeld       = 20000
 	DefaultWakeMaxHeldPerOrg = 10000
 	DefaultWakeHeartbeat     = 4 * time.Minute
+	DefaultWakeTimeout       = time.Minute
 	DefaultWakeCheck         = time.Second
 	DefaultWakeRate          = 500.0
 )
@@ -76,15 +96,25 @@ type wakeHub struct {
 	changed chan struct{} // closed (and replaced) when tag changes
 	held    int
 	perOrg  map[string]int
+	devices map[string]*holder // the stream each device holds
+}
+
+// holder is one held stream: kick ends it (a newer stream of the same
+// device replaced it), and then its slot belongs to the newer one.
+type holder struct {
+	org      string
+	kick     chan struct{}
+	replaced bool
 }
 
 func newWakeHub(s *Server, o WakeOptions) *wakeHub {
 	o.MaxHeld = cmp.Or(o.MaxHeld, DefaultWakeMaxHeld)
 	o.MaxHeldPerOrg = cmp.Or(o.MaxHeldPerOrg, DefaultWakeMaxHeldPerOrg)
 	o.Heartbeat = cmp.Or(o.Heartbeat, DefaultWakeHeartbeat)
+	o.Timeout = cmp.Or(o.Timeout, DefaultWakeTimeout)
 	o.Check = cmp.Or(o.Check, DefaultWakeCheck)
 	o.Rate = cmp.Or(o.Rate, DefaultWakeRate)
-	h := &wakeHub{o: o, s: s, stop: make(chan struct{}), changed: make(chan struct{}), perOrg: map[string]int{}}
+	h := &wakeHub{o: o, s: s, stop: make(chan struct{}), changed: make(chan struct{}), perOrg: map[string]int{}, devices: map[string]*holder{}}
 	h.tag = s.timestampETag()
 	go h.watch()
 	return h
@@ -133,27 +163,46 @@ func (h *wakeHub) delay() time.Duration {
 	return rand.N(spread)
 }
 
-// acquire counts a held stream of org, or reports which cap refuses it.
-func (h *wakeHub) acquire(org string) (ok bool, limit string) {
+// acquire counts a held stream of device id in org, or reports which cap
+// refuses it. A device's earlier stream is kicked and its slot passes to
+// the new one.
+func (h *wakeHub) acquire(org, id string) (hd *holder, limit string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	hd = &holder{org: org, kick: make(chan struct{})}
+	if old := h.devices[id]; old != nil {
+		old.replaced = true
+		close(old.kick)
+		if h.perOrg[old.org]--; h.perOrg[old.org] <= 0 {
+			delete(h.perOrg, old.org)
+		}
+		h.perOrg[org]++
+		h.devices[id] = hd
+		return hd, ""
+	}
 	switch {
 	case h.held >= h.o.MaxHeld:
-		return false, "the server's"
+		return nil, "the server's"
 	case h.perOrg[org] >= h.o.MaxHeldPerOrg:
-		return false, "the organization's"
+		return nil, "the organization's"
 	}
 	h.held++
 	h.perOrg[org]++
-	return true, ""
+	h.devices[id] = hd
+	return hd, ""
 }
 
-func (h *wakeHub) release(org string) {
+// release frees hd's slot, unless a newer stream of the device took it.
+func (h *wakeHub) release(id string, hd *holder) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if hd.replaced {
+		return
+	}
+	delete(h.devices, id)
 	h.held--
-	if h.perOrg[org]--; h.perOrg[org] <= 0 {
-		delete(h.perOrg, org)
+	if h.perOrg[hd.org]--; h.perOrg[hd.org] <= 0 {
+		delete(h.perOrg, hd.org)
 	}
 }
 
@@ -205,18 +254,25 @@ func (f *fleet) wakeStream(w http.ResponseWriter, r *http.Request, h *wakeHub, i
 	if err != nil {
 		return err
 	}
-	ok, which := h.acquire(d.OrgID)
-	if !ok {
+	hd, which := h.acquire(d.OrgID, id)
+	if hd == nil {
 		w.Header().Set("Retry-After", "600")
 		return errorf(http.StatusServiceUnavailable, "wake channel: %s cap on held connections is reached: poll instead", which)
 	}
-	defer h.release(d.OrgID)
+	defer h.release(id, hd)
 	// net/http clears the ReadTimeout deadline once a request without a
 	// body is read, so the stream outlives it (TestWakeServe).
 	rc := http.NewResponseController(w)
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-store")
+	userTimeout(r.Context(), h.o.Timeout)
+	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
+	write := func(b []byte) bool {
+		rc.SetWriteDeadline(time.Now().Add(h.o.Timeout))
+		_, err := w.Write(b)
+		return err == nil && rc.Flush() == nil
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	beat := time.NewTicker(h.o.Heartbeat)
 	defer beat.Stop()
@@ -224,18 +280,17 @@ func (f *fleet) wakeStream(w http.ResponseWriter, r *http.Request, h *wakeHub, i
 	for {
 		tag, changed := h.current()
 		if tag != sent {
-			if _, err := w.Write([]byte("event: " + WakeEvent + "\ndata: " + tag + "\n\n")); err != nil {
+			if !write([]byte("event: " + WakeEvent + "\ndata: " + tag + "\n\n")) {
 				return nil
 			}
 			sent = tag
-			if rc.Flush() != nil {
-				return nil
-			}
 		}
 		select {
 		case <-r.Context().Done():
 			return nil
 		case <-h.stop:
+			return nil
+		case <-hd.kick:
 			return nil
 		case <-changed:
 			t := time.NewTimer(h.delay())
@@ -246,16 +301,45 @@ func (f *fleet) wakeStream(w http.ResponseWriter, r *http.Request, h *wakeHub, i
 			case <-h.stop:
 				t.Stop()
 				return nil
+			case <-hd.kick:
+				t.Stop()
+				return nil
 			case <-t.C:
 			}
 		case <-beat.C:
 			// A comment line: the smallest write that keeps NAT
 			// mappings and tells both ends the other is there.
-			if _, err := w.Write([]byte(":\n")); err != nil || rc.Flush() != nil {
+			if !write([]byte(":\n")) {
 				return nil
 			}
 		}
 	}
+}
+
+// connKey is the context key of the request's connection (Serve's
+// ConnContext).
+type connKey struct{}
+
+// userTimeout sets TCP_USER_TIMEOUT on the request's TCP connection, when
+// Serve put it in ctx: data unacknowledged for d aborts the connection,
+// which ends the request's context. Without it, Linux retransmits to a
+// vanished peer for about 15 minutes.
+func userTimeout(ctx context.Context, d time.Duration) {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d.Milliseconds()))
+	})
 }
 
 // noKeepAliveListener turns TCP keep-alive probes off on accepted

@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/report"
@@ -175,21 +178,76 @@ func TestWakeGlobalCap(t *testing.T) {
 	}
 }
 
+// TestWakeOneStreamPerDevice: a device holds one stream; its new one
+// replaces the older, which ends, and takes its slot even at the server's
+// cap (a device that lost its connection comes back at once). Another
+// device is still refused at the cap.
+func TestWakeOneStreamPerDevice(t *testing.T) {
+	fs := wakeServer(t, WakeOptions{MaxHeld: 1})
+	d, other := fs.device(fs.join), fs.device(fs.join)
+	first, code, body := openWake(t, fs.hs.URL, d.hc, d.id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	first.next(t)
+	second, code, body := openWake(t, fs.hs.URL, d.hc, d.id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("the device's second stream at the server's cap of 1: %d %s, want 200 (it replaces the first)", code, body)
+	}
+	second.next(t)
+	for first.sc.Scan() { // the replaced stream ends
+	}
+	if n := fs.srv.Held(); n != 1 {
+		t.Errorf("Held() = %d after the replacement, want 1", n)
+	}
+	if _, code, body := openWake(t, fs.hs.URL, other.hc, other.id.ID); code != http.StatusServiceUnavailable || !strings.Contains(body, "server's cap") {
+		t.Errorf("another device at the cap: %d %s, want 503", code, body)
+	}
+	second.resp.Body.Close()
+	for fs.srv.Held() != 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s, code, body := openWake(t, fs.hs.URL, other.hc, other.id.ID); code != http.StatusOK {
+		t.Errorf("after the device's stream ended: %d %s, want 200", code, body)
+	} else {
+		s.next(t)
+	}
+}
+
+// acceptLog is a listener that keeps the connections it accepted.
+type acceptLog struct {
+	net.Listener
+	conns chan net.Conn
+}
+
+func (l acceptLog) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.conns <- c:
+		default:
+		}
+	}
+	return c, err
+}
+
 // TestWakeServe: through Serve (real listener), a held stream outlives
-// the server's ReadTimeout (heartbeats keep coming), and a shutdown ends
-// it at once.
+// the server's ReadTimeout (heartbeats keep coming), its connection has
+// TCP_USER_TIMEOUT set to the wake timeout (a vanished device's stream
+// ends), and a shutdown ends it at once.
 func TestWakeServe(t *testing.T) {
 	repoDir := makeRepo(t).dir
 	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
-		ReadTimeout: 100 * time.Millisecond, Wake: WakeOptions{Heartbeat: 50 * time.Millisecond}})
+		ReadTimeout: 100 * time.Millisecond, Wake: WakeOptions{Heartbeat: 50 * time.Millisecond, Timeout: 7 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := acceptLog{Listener: tl, conns: make(chan net.Conn, 8)}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
@@ -220,6 +278,16 @@ func TestWakeServe(t *testing.T) {
 	if s.resp.ProtoMajor != 1 {
 		t.Errorf("protocol %s, want HTTP/1.1", s.resp.Proto)
 	}
+	// The device's one connection is the stream's: it has the timeout.
+	sc, err := (<-l.conns).(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ut := -1
+	sc.Control(func(fd uintptr) { ut, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) })
+	if err != nil || ut != 7000 {
+		t.Errorf("TCP_USER_TIMEOUT of the stream's connection = %d ms (%v), want 7000", ut, err)
+	}
 	// Ten heartbeats: 5 ReadTimeouts later the stream is still there.
 	for beats := 0; beats < 10; {
 		if !s.sc.Scan() {
@@ -236,4 +304,64 @@ func TestWakeServe(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 	done <- nil
+}
+
+// TestWakeDeadPeer: a device that stops taking the stream's bytes (its
+// receive buffer full: a vanished peer looks the same to the server once
+// its writes go unacknowledged) loses its stream within the heartbeat and
+// the wake timeout, and its slot is free again. Without the timeout the
+// stream would be held as long as the connection lives.
+func TestWakeDeadPeer(t *testing.T) {
+	repoDir := makeRepo(t).dir
+	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
+		Wake: WakeOptions{Heartbeat: 2 * time.Millisecond, Timeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	ca, err := os.ReadFile(srv.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
+	// The smallest receive buffer the kernel allows, set before connect.
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) })
+		return serr
+	}}
+	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc, err := report.DeviceClient(&http.Client{Transport: tr}, id, strings.TrimSpace(string(tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, code, body := openWake(t, "https://"+l.Addr().String(), hc, id.ID)
+	if code != http.StatusOK {
+		t.Fatalf("wake: %d %s", code, body)
+	}
+	s.next(t)
+	if n := srv.Held(); n != 1 {
+		t.Fatalf("Held() = %d, want 1", n)
+	}
+	// The device reads no more. Heartbeats fill its buffer and the
+	// server's, then a write blocks past the timeout.
+	for srv.Held() != 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
 }

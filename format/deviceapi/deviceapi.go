@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"strings"
+	"time"
 )
 
 // IDOf derives the device id from its identity key's PKIX
@@ -38,6 +39,30 @@ func WakePath(id string) string { return "v1/devices/" + id + "/wake" }
 
 // WakeEvent is the wake-up stream's event name.
 const WakeEvent = "timestamp"
+
+// WakeStatus is the device's side of the wake-up channel, as plumbd
+// writes it (DataDir/wake.json), `plumbd status` prints it and a status
+// report carries it (the status's member "wake").
+type WakeStatus struct {
+	// State is WakeConnected or WakeDown.
+	State string `json:"state"`
+	// Since is when the channel went into State.
+	Since time.Time `json:"since"`
+	// LastWake is when the stream last said that timestamp.json changed
+	// (zero: not since plumbd started).
+	LastWake time.Time `json:"last_wake,omitzero"`
+	// Error is why the channel is down: the last failed attempt or drop.
+	Error string `json:"error,omitempty"`
+	// Stale is set by readers (plumbd status) when Since is from before
+	// the current boot: plumbd has not held the channel since.
+	Stale bool `json:"stale,omitempty"`
+}
+
+// States of WakeStatus.
+const (
+	WakeConnected = "connected"
+	WakeDown      = "down"
+)
 
 // Device identifies the reporting device.
 type Device struct {

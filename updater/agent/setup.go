@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/workload"
@@ -45,6 +46,9 @@ const (
 	// SessionsFile keeps TLS session tickets across polls and restarts
 	// (fetch.SessionCache).
 	SessionsFile = "tls-sessions.json"
+	// WakeFile is the wake-up channel's state (deviceapi.WakeStatus),
+	// written by the channel at each change, read by plumbd status.
+	WakeFile = "wake.json"
 	// DefaultAppsData holds the workloads' mount sources
 	// (/data/apps/<group>/<source>); AppsStateDir, in the data dir, their
 	// archives, logs and status.json.
@@ -126,6 +130,9 @@ type Status struct {
 	Workloads *reconcile.Status `json:"workloads,omitempty"`
 	// Rollback explains the last failed trial boot (RollbackFile).
 	Rollback *Rollback `json:"rollback,omitempty"`
+	// Wake is the wake-up channel's state (WakeFile), when the config
+	// turns it on.
+	Wake *deviceapi.WakeStatus `json:"wake,omitempty"`
 }
 
 // Env is what New set up, for the hooks it is given (WithAttestation).
@@ -236,6 +243,7 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 	if err := rep.QueueIn(filepath.Join(dir, ReportsDir), 0); err != nil {
 		log.Warn("status reports made offline will not be kept", "err", err)
 	}
+	var wakeCh *wake.Channel // set below when the config has wake
 	if rep != nil {
 		var last string
 		a.OnSave = func(st *State) {
@@ -249,7 +257,12 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 			}
 			last = key
 			s := *st
-			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws, Rollback: LoadRollback(dir)}, nil)
+			var wk *deviceapi.WakeStatus
+			if wakeCh != nil {
+				w := wakeCh.Status()
+				wk = &w
+			}
+			rep.Send(Status{AgentVersion: buildinfo.Version, Facts: facts, Device: id, Update: &s, Workloads: ws, Rollback: LoadRollback(dir), Wake: wk}, nil)
 		}
 	}
 	if cfg.Wake != nil && cfg.ReportBase() != "" {
@@ -263,12 +276,12 @@ func New(ctx context.Context, cfg *config.Config, facts device.Facts, opts ...Op
 		if err != nil {
 			return nil, err
 		}
-		ch, err := wake.New(wake.Options{URL: wake.URL(cfg.ReportBase(), id.ID), Client: wc, Log: log})
+		ch, err := wake.New(wake.Options{URL: wake.URL(cfg.ReportBase(), id.ID), Client: wc, Log: log, StatusFile: filepath.Join(dir, WakeFile)})
 		if err != nil {
 			return nil, err
 		}
 		go ch.Run(ctx)
-		a.Wake = ch
+		a.Wake, wakeCh = ch, ch
 	}
 	if facts.TPM.Present && o.attest != nil {
 		a.Attest, a.MeasuredBoot = o.attest(Env{Config: cfg, Facts: facts, HTTPClient: dc, DeviceID: id.ID, DataDir: dir, Log: log})

@@ -1,19 +1,32 @@
 package agent
 
 import (
+	"cmp"
 	"context"
+	"crypto/x509"
 	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
+	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
+	"github.com/plumb-os/plumb/updater/identity"
+	"github.com/plumb-os/plumb/updater/report"
 	"github.com/plumb-os/plumb/updater/slot"
+	"github.com/plumb-os/plumb/updater/wake"
 )
 
 // countingRepo is a repository with no release newer than the running
@@ -115,4 +128,212 @@ func TestWakeDownFallsBack(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+// pollCounter is the real TUF client, with each Refresh (a poll)
+// reported with the number of targets it verified then.
+type pollCounter struct {
+	repository
+	polled chan int
+}
+
+func (p *pollCounter) Refresh(ctx context.Context) error {
+	err := p.repository.Refresh(ctx)
+	targets, _ := p.repository.Targets()
+	p.polled <- len(targets)
+	return err
+}
+
+// lockedBuffer is a log sink for a goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWakeFallbackOverHTTPS: plumbd's loop with the real wake-up channel
+// and TUF client against plumb serve over HTTPS on 127.0.0.1 (its fleet
+// service and wake stream). While the channel is up the agent waits a day
+// (wake.poll), so only the nudge makes it poll after a publish. Then the
+// server restarts on the same address without the fleet service (no wake
+// endpoint: the channel is refused and stays down) and the agent falls
+// back to its poll (1 s): it keeps polling, and a publish made meanwhile
+// reaches it through TUF. (e2e TestDeltaUpdateVM checks the wake-up and
+// the return to polling on a real boot; this also checks that the polls
+// find a publish.)
+func TestWakeFallbackOverHTTPS(t *testing.T) {
+	repo := fetchtest.NewRepo(t)
+	repo.Publish()
+	dir := t.TempDir()
+	copyRepo(t, repo, dir)
+	addr, pool, stop := serveFleet(t, dir, "", true)
+
+	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, server.JoinTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := fetch.NewTransport(fetch.TLSConfig(pool, nil))
+	wc, err := report.DeviceClient(&http.Client{Transport: wake.Transport(tr)}, id, strings.TrimSpace(string(tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf := filepath.Join(t.TempDir(), WakeFile)
+	ch, err := wake.New(wake.Options{URL: wake.URL("https://"+addr, id.ID), Client: wc, StatusFile: sf,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, err := fetch.New(fetch.Options{Repo: "https://" + addr, MetadataDir: t.TempDir(), TrustedRoot: repo.RootJSON(1),
+		HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	a, _ := wakeAgent(t, &fakeWake{})
+	a.Config.Poll = config.Duration(time.Second)
+	pc := &pollCounter{repository: fc, polled: make(chan int)}
+	a.Repo, a.Wake = pc, ch
+	logs := &lockedBuffer{}
+	a.Log = slog.New(slog.NewTextHandler(logs, nil))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go ch.Run(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for {
+			select {
+			case <-pc.polled:
+				continue
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				return
+			}
+		}
+	})
+	for !ch.Up() {
+		select {
+		case <-pc.polled: // the poll at start, and 1 s polls until the channel is up
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Up: the agent's wait now is a day once it polls again, which it
+	// does at most once more (a wait of 1 s begun before the channel was
+	// up), then only when nudged.
+	repo.AddTarget("notes/1.1.txt", []byte("not a release"), nil)
+	repo.Publish()
+	copyRepo(t, repo, dir)
+	// The agent logs the nudge before the poll it starts.
+	for {
+		n := <-pc.polled
+		if strings.Contains(logs.String(), "woken: the repository's timestamp changed") {
+			if n != 1 {
+				t.Errorf("the nudged poll verified %d targets, want the one just published", n)
+			}
+			break
+		}
+	}
+
+	// The wake endpoint goes away; the repository stays.
+	stop()
+	serveFleet(t, dir, addr, false)
+	repo.AddTarget("notes/1.2.txt", []byte("not a release either"), nil)
+	repo.Publish()
+	copyRepo(t, repo, dir)
+	for n := 0; n != 2; {
+		n = <-pc.polled // only the 1 s poll can bring these: nothing nudges
+	}
+	woken := strings.Count(logs.String(), "woken: the repository's timestamp changed")
+	if ch.Up() || woken != 1 {
+		t.Errorf("after the restart without the fleet service: channel up %v, woken %d times; want down, once", ch.Up(), woken)
+	}
+	b, err := os.ReadFile(sf)
+	if err != nil || !strings.Contains(string(b), `"state":"down"`) || !strings.Contains(string(b), "404") {
+		t.Errorf("%s = %s (%v); want down, with the server's 404", WakeFile, b, err)
+	}
+}
+
+// serveFleet runs plumb serve's server on dir at addr ("": any port on
+// 127.0.0.1), with the fleet service and its wake stream (checking
+// timestamp.json every 10 ms) when fleet; it returns the address, the CA
+// pool and a stop function.
+func serveFleet(t *testing.T, dir, addr string, fleet bool) (string, *x509.CertPool, func()) {
+	t.Helper()
+	o := server.Options{Dir: dir, CertDir: filepath.Join(dir, "tls")}
+	if fleet {
+		o.Fleet, o.Wake = &server.FleetOptions{Bootstrap: true}, server.WakeOptions{Check: 10 * time.Millisecond}
+	}
+	srv, err := server.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", cmp.Or(addr, "127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done; srv.Close() }) }
+	t.Cleanup(stop)
+	ca, err := os.ReadFile(srv.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return l.Addr().String(), pool, stop
+}
+
+// copyRepo copies repo's metadata and targets into dir's repository,
+// timestamp.json last by rename, as plumb publish does.
+func copyRepo(t *testing.T, repo *fetchtest.Repo, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(repo.Dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == "timestamp.json" {
+			return err
+		}
+		rel, _ := filepath.Rel(repo.Dir, p)
+		return copyTo(p, filepath.Join(dir, "repository", rel))
+	})
+	if err == nil {
+		err = copyTo(filepath.Join(repo.Dir, "metadata", "timestamp.json"), filepath.Join(dir, "repository", "metadata", "timestamp.json"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyTo(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst+".tmp", b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
 }

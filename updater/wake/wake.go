@@ -7,15 +7,17 @@
 // agent polls at its normal interval.
 //
 // New checks the options; Run holds the channel until its context ends,
-// reconnecting with jittered exponential backoff; C delivers the nudges and
-// Up says whether the channel is connected. C and Up are safe for
-// concurrent use with Run.
+// reconnecting with jittered exponential backoff; C delivers the nudges,
+// Up says whether the channel is connected and Status what `plumbd status`
+// shows of it (also written to Options.StatusFile at each change). C, Up
+// and Status are safe for concurrent use with Run.
 package wake
 
 import (
 	"bufio"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,10 +27,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/plumb-os/plumb/format/deviceapi"
+	"github.com/plumb-os/plumb/internal/atomicfile"
 )
 
 // Event is the event name the server sends when timestamp.json changed;
@@ -67,6 +71,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Log receives connects and drops; nil discards.
 	Log *slog.Logger
+	// StatusFile, when set, receives the channel's Status (JSON) at each
+	// change: connected, down (and why), a wake-up. That is a few writes
+	// an hour at most: reconnects are spaced by the backoff.
+	StatusFile string
 }
 
 // Channel is one device's wake-up channel.
@@ -75,6 +83,9 @@ type Channel struct {
 	c    chan struct{}
 	up   atomic.Bool
 	last string // the ETag seen last; Run's goroutine only
+
+	mu sync.Mutex
+	st deviceapi.WakeStatus
 }
 
 // New checks o.
@@ -95,7 +106,41 @@ func New(o Options) (*Channel, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Channel{o: o, c: make(chan struct{}, 1)}, nil
+	st := deviceapi.WakeStatus{State: deviceapi.WakeDown, Since: time.Now().UTC(), Error: "not connected yet"}
+	return &Channel{o: o, c: make(chan struct{}, 1), st: st}, nil
+}
+
+// Status returns the channel's state now.
+func (c *Channel) Status() deviceapi.WakeStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// update changes the status with f and writes it to StatusFile (best
+// effort: it is a report; a failure is logged).
+func (c *Channel) update(f func(*deviceapi.WakeStatus)) {
+	c.mu.Lock()
+	f(&c.st)
+	st := c.st
+	c.mu.Unlock()
+	if c.o.StatusFile == "" {
+		return
+	}
+	b, _ := json.Marshal(st)
+	if err := atomicfile.WriteFile(c.o.StatusFile, append(b, '\n'), 0o600); err != nil {
+		c.o.Log.Warn("wake channel status not written", "err", err)
+	}
+}
+
+// setState records a change to state (connected or down, with why).
+func (c *Channel) setState(state, why string) {
+	c.update(func(st *deviceapi.WakeStatus) {
+		if st.State != state {
+			st.State, st.Since = state, time.Now().UTC()
+		}
+		st.Error = why
+	})
 }
 
 // C receives a value when the repository's timestamp changed since the
@@ -107,13 +152,17 @@ func (c *Channel) Up() bool { return c.up.Load() }
 
 // Run holds the channel until ctx ends.
 func (c *Channel) Run(ctx context.Context) {
+	c.update(func(*deviceapi.WakeStatus) {}) // down, not connected yet
 	bound := c.o.MinBackoff
 	for ctx.Err() == nil {
 		heard, err := c.hold(ctx)
-		c.up.Store(false)
 		if ctx.Err() != nil {
+			c.setState(deviceapi.WakeDown, "plumbd stopped")
+			c.up.Store(false)
 			return
 		}
+		c.setState(deviceapi.WakeDown, err.Error())
+		c.up.Store(false)
 		if heard {
 			bound = c.o.MinBackoff // it worked for a while: start over
 		}
@@ -173,6 +222,7 @@ func (c *Channel) hold(ctx context.Context) (heard bool, err error) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return false, fmt.Errorf("wake channel: expected Content-Type text/event-stream, got %q", ct)
 	}
+	c.setState(deviceapi.WakeConnected, "") // before Up: Up implies the file says so
 	c.up.Store(true)
 	c.o.Log.Info("wake channel up", "url", c.o.URL)
 	sc := bufio.NewScanner(resp.Body)
@@ -208,6 +258,7 @@ func (c *Channel) seen(tag string) {
 		return
 	}
 	c.o.Log.Info("wake-up: the repository's timestamp changed", "etag", tag)
+	c.update(func(st *deviceapi.WakeStatus) { st.LastWake = time.Now().UTC() })
 	select {
 	case c.c <- struct{}{}:
 	default: // one is pending already

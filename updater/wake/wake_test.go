@@ -3,6 +3,7 @@ package wake
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/server"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
@@ -125,9 +127,24 @@ func waitUp(t *testing.T, c *Channel, want bool) {
 	}
 }
 
+// statusFile reads a StatusFile.
+func statusFile(t *testing.T, path string) deviceapi.WakeStatus {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st deviceapi.WakeStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return st
+}
+
 // TestNudgeOnPublish: over real HTTPS with mutual TLS, a publish nudges
 // the channel once; a poll then sees the new timestamp. Held before the
-// publish, the channel does not nudge for the timestamp it found.
+// publish, the channel does not nudge for the timestamp it found. The
+// status file says connected, and the wake-up's time after it.
 func TestNudgeOnPublish(t *testing.T) {
 	repo := fetchtest.NewRepo(t)
 	repo.Publish()
@@ -135,7 +152,9 @@ func TestNudgeOnPublish(t *testing.T) {
 	publish(t, repo, dir)
 	addr, pool, _ := serve(t, dir, "")
 	id, hc := device(t, dir, pool)
-	c, err := New(Options{URL: "https://" + addr + "/v1/devices/" + id.ID + "/wake", Client: hc})
+	sf := filepath.Join(t.TempDir(), "wake.json")
+	started := time.Now().UTC()
+	c, err := New(Options{URL: "https://" + addr + "/v1/devices/" + id.ID + "/wake", Client: hc, StatusFile: sf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +168,18 @@ func TestNudgeOnPublish(t *testing.T) {
 		t.Fatal("nudged without a publish")
 	default:
 	}
+	if st := statusFile(t, sf); st.State != deviceapi.WakeConnected || st.Since.Before(started) || !st.LastWake.IsZero() || st.Error != "" {
+		t.Errorf("status file once up: %+v, want connected since the start, no wake-up yet", st)
+	}
 	// The stream's first event has arrived once Up; a publish now.
 	repo.AddTarget("qemu-x86_64/1.1.0/rootfs.sqfs", []byte("v2"), map[string]string{"version": "1.1.0"})
 	repo.Publish()
+	published := time.Now().UTC()
 	publish(t, repo, dir)
 	<-c.C()
+	if st := statusFile(t, sf); st.State != deviceapi.WakeConnected || st.LastWake.Before(published) || c.Status() != st {
+		t.Errorf("status file after the wake-up: %+v (Status() %+v), want connected, the wake-up after the publish at %s", st, c.Status(), published)
+	}
 
 	// The device's poll finds the new timestamp: TUF still decides.
 	fc, err := fetch.New(fetch.Options{Repo: "https://" + addr, MetadataDir: t.TempDir(), TrustedRoot: repo.RootJSON(1),
@@ -180,8 +206,9 @@ func TestReconnectAfterRestart(t *testing.T) {
 	publish(t, repo, dir)
 	addr, pool, stop := serve(t, dir, "")
 	id, hc := device(t, dir, pool)
+	sf := filepath.Join(t.TempDir(), "wake.json")
 	c, err := New(Options{URL: "https://" + addr + "/v1/devices/" + id.ID + "/wake", Client: hc,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, StatusFile: sf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +218,14 @@ func TestReconnectAfterRestart(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	waitUp(t, c, true)
 
+	up := statusFile(t, sf)
 	stop()
 	waitUp(t, c, false)
+	if st := statusFile(t, sf); st.Since.Before(up.Since) || st.Error == "" {
+		t.Errorf("status file while the server is down: %+v, want down since after %s, with why", st, up.Since)
+	} else if st.State != deviceapi.WakeDown {
+		t.Errorf("status file while the server is down: %+v, want down", st)
+	}
 	repo.Publish()
 	publish(t, repo, dir)
 	serve(t, dir, addr) // the same address, a new process's TLS keys

@@ -65,9 +65,12 @@ API under /v1/orgs/ORG/ (plumb fleet).
 
 Devices configured for it (agent wake, docs/wake.md) hold one HTTPS
 stream each, GET /v1/devices/ID/wake, that says when timestamp.json changed
-so they poll at once; --wake-max and --wake-max-per-org cap those streams
-(each is a file descriptor: raise ulimit -n to match), past which devices
-simply poll.
+so they poll at once. Only an enrolled device may hold one, for its own id
+(mutual TLS, as for reports), and one at a time: a newer stream replaces
+its older one. --wake-max and --wake-max-per-org cap those streams (each
+is a file descriptor: raise ulimit -n to match), past which devices simply
+poll; a stream whose device is gone ends within --wake-heartbeat plus
+--wake-timeout.
 
 With --attest (the default) it is also the attestation verifier for devices
 (docs/attestation.md): GET /v1/attest/nonce?device=ID, POST /v1/attest/enroll,
@@ -103,6 +106,7 @@ the fleet database's per-release outcomes.`,
 	f.IntVar(&o.wake.MaxHeld, "wake-max", server.DefaultWakeMaxHeld, "held wake-up streams in all (docs/wake.md)")
 	f.IntVar(&o.wake.MaxHeldPerOrg, "wake-max-per-org", server.DefaultWakeMaxHeldPerOrg, "held wake-up streams per organization")
 	f.DurationVar(&o.wake.Heartbeat, "wake-heartbeat", server.DefaultWakeHeartbeat, "time between heartbeats on an idle wake-up stream (under the NATs' idle timeout)")
+	f.DurationVar(&o.wake.Timeout, "wake-timeout", server.DefaultWakeTimeout, "time a write to a wake-up stream may block or stay unacknowledged before the stream is dropped")
 	f.Float64Var(&o.joinRate, "join-rate", 20, "devices that may join one organization per second, per process (bursts of 10 s worth)")
 	f.StringVar(&o.cpuProf, "cpu-profile", "", "write a CPU profile of the server to this file until it stops (go tool pprof)")
 	f.BoolVar(&o.watch, "rollout-watch", true, "halt releases whose failure rate in the fleet database passes --failure-threshold (plumb rollout watch)")
@@ -121,8 +125,8 @@ func runServe(ctx context.Context, e *cli.Env, o serveOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if o.wake.MaxHeld <= 0 || o.wake.MaxHeldPerOrg <= 0 || o.wake.Heartbeat < time.Second {
-		return cli.BadInput(fmt.Errorf("--wake-max %d, --wake-max-per-org %d, --wake-heartbeat %s: expected positive caps and a heartbeat of at least 1s", o.wake.MaxHeld, o.wake.MaxHeldPerOrg, o.wake.Heartbeat))
+	if o.wake.MaxHeld <= 0 || o.wake.MaxHeldPerOrg <= 0 || o.wake.Heartbeat < time.Second || o.wake.Timeout < time.Second {
+		return cli.BadInput(fmt.Errorf("--wake-max %d, --wake-max-per-org %d, --wake-heartbeat %s, --wake-timeout %s: expected positive caps, a heartbeat and a timeout of at least 1s", o.wake.MaxHeld, o.wake.MaxHeldPerOrg, o.wake.Heartbeat, o.wake.Timeout))
 	}
 	var fleet *server.FleetOptions
 	if o.db != "off" {

@@ -140,7 +140,8 @@ func TestServeBadInput(t *testing.T) {
 		{[]string{}, "accepts 1 arg"},
 		{[]string{repo, "--ek-ca", filepath.Join(repo, "no-such.pem")}, "--ek-ca: open"},
 		{[]string{repo, "--ek-ca", notPEM}, "expected PEM certificates, found none"},
-		{[]string{repo, "--wake-max", "0"}, "expected positive caps and a heartbeat of at least 1s"},
+		{[]string{repo, "--wake-max", "0"}, "expected positive caps, a heartbeat and a timeout of at least 1s"},
+		{[]string{repo, "--wake-timeout", "0s"}, "--wake-timeout 0s"},
 		{[]string{repo, "--wake-heartbeat", "10ms"}, "--wake-heartbeat 10ms"},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/internal/buildinfo"
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/agent"
@@ -80,6 +81,9 @@ func runStatus(_ context.Context, e *cli.Env, o statusOptions) error {
 			}
 		}
 	}
+	if cfg != nil && cfg.Wake != nil {
+		st.Wake = readWake(filepath.Join(o.root, agent.DataDir(cfg), agent.WakeFile), bootTime(o.root))
+	}
 	enc := json.NewEncoder(e.Stdout)
 	if !o.compact {
 		enc.SetIndent("", "  ")
@@ -102,6 +106,24 @@ func newRunCmd(e *cli.Env) *cobra.Command {
 	cmd.Flags().StringVar(&o.root, "root", "/", "filesystem root to read the device facts from")
 	cmd.Flags().MarkHidden("root")
 	return cmd
+}
+
+// readWake reads the wake-up channel's state file; a missing or unreadable
+// file is a channel that plumbd has not held (down, why said). A state
+// from before boot is marked stale: plumbd has not run it since.
+func readWake(path string, boot time.Time) *deviceapi.WakeStatus {
+	var w deviceapi.WakeStatus
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) <= 4096 {
+		err = json.Unmarshal(b, &w)
+	}
+	if err != nil || (w.State != deviceapi.WakeConnected && w.State != deviceapi.WakeDown) {
+		return &deviceapi.WakeStatus{State: deviceapi.WakeDown, Error: "plumbd has not run the wake-up channel (no valid " + agent.WakeFile + ")"}
+	}
+	if !boot.IsZero() && w.Since.Before(boot) {
+		w.Stale = true
+	}
+	return &w
 }
 
 func agentVersion() string { return buildinfo.Version }
