@@ -143,22 +143,25 @@ type fault int
 
 const (
 	pass      fault = iota
-	lost            // sent to the TPM, its response lost: the kernel's ETIME
-	notSent         // refused before it reaches the TPM
-	sentTwice       // reached the TPM twice, then an error
+	lost            // reaches the TPM, the response is lost: read(2) fails with ETIME
+	notSent         // write(2) fails with ETIME: it never reaches the TPM
+	sentTwice       // reaches the TPM twice, then read(2) fails with ETIME
 )
 
 // faultyTPM stands between the measurer and a real TPM (swtpm) where the
 // kernel's driver would: the seam we own, since a starved TCG machine's
-// driver timeout cannot be produced on demand. It applies extends[i] to
-// the i-th TPM2_PCR_Extend and reads[i] to the i-th TPM2_PCR_Read
-// (pass beyond the lists); a command it fails returns ETIME from Write,
-// as write(2) on /dev/tpmrm0 does when the driver gives up waiting.
+// driver timeout cannot be produced on demand in a host test. It applies
+// extends[i] to the i-th TPM2_PCR_Extend and reads[i] to the i-th
+// TPM2_PCR_Read (pass beyond the lists). A lost response fails the read
+// with ETIME, as a VM whose swtpm was stopped showed: "tpm tpm0: Operation
+// Timed out", then "reading the response: read /dev/tpmrm0: timer expired"
+// (docs/attestation.md).
 type faultyTPM struct {
 	t              *testing.T
 	tpm            io.ReadWriter
 	extends, reads []fault
 	nExtend, nRead int
+	failRead       bool
 }
 
 func (f *faultyTPM) Write(cmd []byte) (int, error) {
@@ -175,21 +178,31 @@ func (f *faultyTPM) Write(cmd []byte) (int, error) {
 		}
 		f.nRead++
 	}
-	sends := map[fault]int{pass: 1, lost: 1, notSent: 0, sentTwice: 2}[do]
-	for range sends {
-		if _, err := f.tpm.Write(cmd); err != nil {
-			return 0, err
+	switch do {
+	case notSent:
+		return 0, &os.PathError{Op: "write", Path: "/dev/tpmrm0", Err: syscall.ETIME}
+	case lost, sentTwice:
+		for range map[fault]int{lost: 1, sentTwice: 2}[do] {
+			if _, err := f.tpm.Write(cmd); err != nil {
+				return 0, err
+			}
+			f.discardResponse()
 		}
-		if do == pass {
-			return len(cmd), nil
-		}
-		f.discardResponse()
+		f.failRead = true
+		return len(cmd), nil
 	}
-	return 0, &os.PathError{Op: "write", Path: "/dev/tpmrm0", Err: syscall.ETIME}
+	return f.tpm.Write(cmd)
 }
 
-func (f *faultyTPM) Read(p []byte) (int, error) { return f.tpm.Read(p) }
-func (f *faultyTPM) Close() error               { return nil }
+func (f *faultyTPM) Read(p []byte) (int, error) {
+	if f.failRead {
+		f.failRead = false
+		return 0, &os.PathError{Op: "read", Path: "/dev/tpmrm0", Err: syscall.ETIME}
+	}
+	return f.tpm.Read(p)
+}
+
+func (f *faultyTPM) Close() error { return nil }
 
 // discardResponse reads one whole response from the TPM and checks it
 // succeeded (the command took effect).
