@@ -40,8 +40,8 @@ func TestPlumbLogDoesNotReplay(t *testing.T) {
 		{name: "forged rootfs", log: []bootrecord.Measurement{bootrecord.RootfsMeasurement(hex.EncodeToString(sum("other image"))), rel},
 			detail: `PCR 15 does not start with plumb_log[0] (plumb.rootfs "` + hex.EncodeToString(sum("other image")) + `")`},
 		{name: "empty log", log: []bootrecord.Measurement{}, detail: "the log is empty but PCR 15 was extended"},
-		{name: "state unknown", log: []bootrecord.Measurement{rootfs, bootrecord.UnknownMeasurement(rel, "the extend failed (timer expired) and PCR 15 could not be read back")},
-			detail: `plumb_log[1]: plumb-init could not tell whether an extend reached PCR 15, and measured nothing after it: plumb.release 2.0.0: the extend failed (timer expired)`},
+		{name: "state unknown", log: []bootrecord.Measurement{rootfs, bootrecord.UnknownMeasurement(rel, "the extend failed (timer expired) and PCR 15 could not be read back\nsecond line")},
+			detail: `plumb_log[1]: plumb-init could not tell whether an extend reached PCR 15, and measured nothing after it: "plumb.release 2.0.0: the extend failed (timer expired)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, kernelDigest)

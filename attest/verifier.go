@@ -492,7 +492,7 @@ func checkPlumbLog(ev *attestapi.Evidence, refs References) Check {
 	if unknown >= 0 {
 		c.Status = StatusFailed
 		c.Detail = fmt.Sprintf("plumb_log[%d]: plumb-init could not tell whether an extend reached PCR 15, and measured nothing after it: %s (expected = quoted PCR 15, actual = replay of the other events)",
-			unknown, ev.PlumbLog[unknown].Data)
+			unknown, quote(ev.PlumbLog[unknown].Data))
 		return c
 	}
 	if !bytes.Equal(v, quoted) {
