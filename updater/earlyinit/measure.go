@@ -155,7 +155,7 @@ func extendPCR(rw io.ReadWriter, pcr int, digest []byte) error {
 // readTries), and the first pause between read-backs (doubled each time).
 const (
 	extendTries = 3
-	readTries   = 5
+	readTries   = 3
 	readPause   = 100 * time.Millisecond
 )
 
@@ -169,6 +169,9 @@ const (
 // not (extended again, up to extendTries), or, when PCR 15 cannot be read
 // or holds neither, an EventUnknown entry saying so, after which nothing
 // more is extended. The log therefore replays to PCR 15 or says why not.
+// A TPM runs one command at a time, so the read-back runs after the failed
+// extend if that ever runs. A TPM that stops answering altogether costs
+// the kernel's timeouts (2 minutes for TPM2_PCR_Read) per read-back.
 type measurer struct {
 	tpm   io.ReadWriteCloser // nil: no TPM, nothing is measured
 	log   []bootrecord.Measurement
