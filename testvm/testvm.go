@@ -533,9 +533,6 @@ func tailFile(path string, max int64) string {
 	return strings.TrimSpace(string(b))
 }
 
-// ErrNoTPM is HoldTPM's error for a VM started without WithTPM.
-var ErrNoTPM = errors.New("the VM has no TPM (WithTPM)")
-
 // HoldTPM makes the TPM answer late: it stops swtpm (SIGSTOP, by PID) until
 // the guest is stuck waiting for it, then lets it go on (SIGCONT), and
 // returns how long it held it. The guest's TPM driver gives up on the
@@ -547,7 +544,7 @@ var ErrNoTPM = errors.New("the VM has no TPM (WithTPM)")
 // QEMU process ends.
 func (v *VM) HoldTPM(ctx context.Context, max time.Duration) (time.Duration, error) {
 	if v.tpm == nil {
-		return 0, ErrNoTPM
+		return 0, errors.New("holding the TPM: the VM has no TPM (start it WithTPM)")
 	}
 	tpm := v.tpm.cmd.Process
 	if err := tpm.Signal(syscall.SIGSTOP); err != nil {
