@@ -53,6 +53,7 @@ type rig struct {
 	ver    *attest.Verifier
 	refs   attest.References
 	events []attesttest.Event
+	dir    string // the device's logs: measurements.json, binary_bios_measurements
 }
 
 // newRig boots a simulated device: a provisioned EK certificate, the
@@ -66,6 +67,7 @@ func newRig(t *testing.T, kernel []byte) *rig {
 	attesttest.Extend(t, r.rw, r.events)
 	ms := attesttest.Measure(t, r.rw, rootfsDigest, testVersion)
 	dir := t.TempDir()
+	r.dir = dir
 	writeFile(t, filepath.Join(dir, "binary_bios_measurements"), attesttest.Log(r.events))
 	b, _ := json.Marshal(ms)
 	writeFile(t, filepath.Join(dir, "measurements.json"), b)

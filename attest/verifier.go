@@ -176,7 +176,7 @@ func (v *Verifier) Verify(ev *attestapi.Evidence, nonce []byte, refs References)
 	if !trusted {
 		r.add(notCheckable(CheckPlumbLog, why))
 	} else {
-		c := checkPlumbLog(ev)
+		c := checkPlumbLog(ev, refs)
 		logOK = c.Status == StatusPassed
 		r.add(c)
 	}
@@ -458,36 +458,165 @@ func checkEventLog(ev *attestapi.Evidence) (Check, *bootChain) {
 	return c.pass(), &ch
 }
 
-func checkPlumbLog(ev *attestapi.Evidence) Check {
+// checkPlumbLog replays plumb-init's log against the quoted PCR 15. A log
+// that does not replay fails, and the detail names the first event PCR 15
+// does not reflect, as far as the value tells (measure.go in
+// updater/earlyinit says how plumb-init keeps the log true to PCR 15).
+func checkPlumbLog(ev *attestapi.Evidence, refs References) Check {
 	c := Check{Name: CheckPlumbLog, Expected: "plumb-init's measurements replay to the quoted PCR 15"}
-	v := make([]byte, sha256.Size)
+	var events []plumbEvent
+	unknown := -1
 	for i, m := range ev.PlumbLog {
 		if m.PCR != bootrecord.MeasurePCR {
 			continue
 		}
 		d, _ := hex.DecodeString(m.SHA256)
-		if m.Type == bootrecord.EventRelease {
+		switch m.Type {
+		case bootrecord.EventUnknown:
+			if unknown < 0 {
+				unknown = i
+			}
+			continue
+		case bootrecord.EventRelease:
 			s := sha256.Sum256([]byte(m.Data))
 			if !bytes.Equal(s[:], d) {
 				return c.fail(fmt.Sprintf("plumb_log[%d] digest %s", i, m.SHA256), "a plumb.release digest is not the sha256 of its data")
 			}
 		}
-		h := sha256.New()
-		h.Write(v)
-		h.Write(d)
-		v = h.Sum(nil)
+		events = append(events, plumbEvent{i: i, m: m, digest: d})
 	}
-	c.Expected = hex.EncodeToString(ev.PCRs[bootrecord.MeasurePCR])
+	v := replayEvents(events, -1, -1)
+	quoted := ev.PCRs[bootrecord.MeasurePCR]
+	c.Expected = hex.EncodeToString(quoted)
 	c.Actual = hex.EncodeToString(v)
-	if !bytes.Equal(v, ev.PCRs[bootrecord.MeasurePCR]) {
+	if unknown >= 0 {
 		c.Status = StatusFailed
-		c.Detail = "the measurement log does not explain PCR 15 (expected = quoted PCR 15, actual = log replay)"
+		c.Detail = fmt.Sprintf("plumb_log[%d]: plumb-init could not tell whether an extend reached PCR 15, and measured nothing after it: %s (expected = quoted PCR 15, actual = replay of the other events)",
+			unknown, quote(ev.PlumbLog[unknown].Data))
+		return c
+	}
+	if !bytes.Equal(v, quoted) {
+		c.Status = StatusFailed
+		c.Detail = "the measurement log does not explain PCR 15 (expected = quoted PCR 15, actual = log replay): " + divergence(events, quoted, expectedEvents(ev, refs))
 		return c
 	}
 	if len(ev.PlumbLog) == 0 {
 		c.Detail = "no measurements: PCR 15 is untouched"
 	}
 	return c.pass()
+}
+
+// plumbEvent is one PCR 15 extend of the plumb log: its index in the log,
+// the entry and its digest.
+type plumbEvent struct {
+	i      int // -1: not in the log (expectedEvents)
+	m      bootrecord.Measurement
+	digest []byte
+	whose  string // for an expected event: whose value it is
+}
+
+func (e plumbEvent) String() string {
+	data := e.m.Data
+	if len(data) > 80 {
+		data = data[:80] + "…"
+	}
+	if e.i < 0 {
+		return fmt.Sprintf("%s %s (%s)", e.m.Type, quote(data), e.whose)
+	}
+	return fmt.Sprintf("plumb_log[%d] (%s %s)", e.i, e.m.Type, quote(data))
+}
+
+// replayEvents replays events from zeros, leaving out the one at index
+// skip and extending the one at index twice twice (-1: none).
+func replayEvents(events []plumbEvent, skip, twice int) []byte {
+	v := make([]byte, sha256.Size)
+	extend := func(d []byte) {
+		h := sha256.New()
+		h.Write(v)
+		h.Write(d)
+		v = h.Sum(nil)
+	}
+	for j, e := range events {
+		if j == skip {
+			continue
+		}
+		extend(e.digest)
+		if j == twice {
+			extend(e.digest)
+		}
+	}
+	return v
+}
+
+// expectedEvents are the extends a log that does not replay may lack: the
+// release's reference rootfs and version, and those the device claims.
+func expectedEvents(ev *attestapi.Evidence, refs References) []plumbEvent {
+	var out []plumbEvent
+	add := func(m bootrecord.Measurement, whose string) {
+		d, err := hex.DecodeString(m.SHA256)
+		if err != nil || len(d) != sha256.Size {
+			return
+		}
+		for _, e := range out {
+			if bytes.Equal(e.digest, d) {
+				return
+			}
+		}
+		out = append(out, plumbEvent{i: -1, m: m, digest: d, whose: whose})
+	}
+	if refs.Rootfs != "" {
+		add(bootrecord.RootfsMeasurement(refs.Rootfs), "the release's reference")
+	}
+	if refs.Version != "" {
+		add(bootrecord.ReleaseMeasurement(refs.Version), "the release's reference")
+	}
+	if ev.Release.RootfsSHA256 != "" {
+		add(bootrecord.RootfsMeasurement(ev.Release.RootfsSHA256), "the device's claim")
+	}
+	if ev.Release.Version != "" {
+		add(bootrecord.ReleaseMeasurement(ev.Release.Version), "the device's claim")
+	}
+	return out
+}
+
+// divergence says which event of a log that does not replay PCR 15 does
+// not reflect, trying what a failed, unlogged or repeated extend leaves:
+// PCR 15 holds only the first events of the log, all but one, one of them
+// twice, or the log with one expected extend (expectedEvents) inserted.
+func divergence(events []plumbEvent, quoted []byte, expected []plumbEvent) string {
+	n := len(events)
+	for k := 0; k < n; k++ {
+		if bytes.Equal(replayEvents(events[:k], -1, -1), quoted) {
+			return fmt.Sprintf("PCR 15 holds the first %d of the log's %d extends: it diverges at %s, which PCR 15 does not hold", k, n, events[k])
+		}
+	}
+	for j := range events {
+		if bytes.Equal(replayEvents(events, j, -1), quoted) {
+			return fmt.Sprintf("it diverges at %s: PCR 15 holds every other extend of the log but not this one", events[j])
+		}
+	}
+	for j := range events {
+		if bytes.Equal(replayEvents(events, -1, j), quoted) {
+			return fmt.Sprintf("it diverges at %s: PCR 15 holds this extend twice, the log once", events[j])
+		}
+	}
+	for _, x := range expected {
+		for k := 0; k <= n; k++ {
+			with := append(append(append([]plumbEvent(nil), events[:k]...), x), events[k:]...)
+			if !bytes.Equal(replayEvents(with, -1, -1), quoted) {
+				continue
+			}
+			at := "before plumb_log's first event"
+			if k > 0 {
+				at = "after " + events[k-1].String()
+			}
+			return fmt.Sprintf("it diverges %s: PCR 15 also holds %s, which the log does not list", at, x)
+		}
+	}
+	if n == 0 {
+		return "the log is empty but PCR 15 was extended"
+	}
+	return fmt.Sprintf("no prefix of the log replays to PCR 15, nor the log with one extend left out, repeated or added: PCR 15 does not start with %s, or holds an extend the log does not list", events[0])
 }
 
 func checkBootloader(ch *bootChain, refs References, why string) Check {

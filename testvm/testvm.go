@@ -532,3 +532,70 @@ func tailFile(path string, max int64) string {
 	b, _ := io.ReadAll(io.LimitReader(f, max)) // a log tail, bounded
 	return strings.TrimSpace(string(b))
 }
+
+// HoldTPM makes the TPM answer late: it stops swtpm (SIGSTOP, by PID) until
+// the guest is stuck waiting for it, then lets it go on (SIGCONT), and
+// returns how long it held it. The guest's TPM driver gives up on the
+// command it sent meanwhile ("tpm tpm0: Operation Timed out") and cancels
+// it; QEMU's cancel blocks the virtual CPU on the stopped swtpm, so QEMU
+// using no CPU for 3 s is the sign that the guest is stuck. swtpm then
+// executes the command, as a starved emulator would. max bounds the hold;
+// a guest that never touches the TPM is let go after it, as is one whose
+// QEMU process ends.
+func (v *VM) HoldTPM(ctx context.Context, max time.Duration) (time.Duration, error) {
+	if v.tpm == nil {
+		return 0, errors.New("holding the TPM: the VM has no TPM (start it WithTPM)")
+	}
+	tpm := v.tpm.cmd.Process
+	if err := tpm.Signal(syscall.SIGSTOP); err != nil {
+		return 0, fmt.Errorf("stopping swtpm: %w", err)
+	}
+	start := time.Now()
+	defer tpm.Signal(syscall.SIGCONT)
+	const idle, every = 3 * time.Second, 250 * time.Millisecond
+	last, since := int64(-1), time.Now()
+	for time.Since(start) < max {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-v.exited:
+			return time.Since(start), v.exitCause()
+		case <-time.After(every):
+		}
+		cpu, err := cpuTicks(v.cmd.Process.Pid)
+		if err != nil {
+			return time.Since(start), err
+		}
+		if cpu != last {
+			last, since = cpu, time.Now()
+		} else if time.Since(since) >= idle {
+			break
+		}
+	}
+	held := time.Since(start)
+	if err := tpm.Signal(syscall.SIGCONT); err != nil {
+		return held, fmt.Errorf("continuing swtpm: %w", err)
+	}
+	return held, nil
+}
+
+// cpuTicks returns the user and system CPU time of a process, in clock
+// ticks (/proc/PID/stat fields 14 and 15).
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count after its ')'.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: expected at least 15 fields", pid)
+	}
+	user, err1 := strconv.ParseInt(f[11], 10, 64)
+	sys, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q: expected numbers", pid, f[11], f[12])
+	}
+	return user + sys, nil
+}

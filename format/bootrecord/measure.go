@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Plumb's own measurement of the booted release (docs/attestation.md).
@@ -27,6 +28,15 @@ const (
 	// Event types of the two extends.
 	EventRootfs  = "plumb.rootfs"
 	EventRelease = "plumb.release"
+	// EventUnknown is not an extend: plumb-init could not tell whether the
+	// extend of SHA256 reached the TPM (the command failed and PCR 15 could
+	// not be read back, or held a value the log does not explain). Data
+	// says which measurement and why. Nothing is extended after it, and
+	// the verifier fails the log with that reason.
+	EventUnknown = "plumb.unknown"
+	// maxUnknownData bounds an EventUnknown's Data (the evidence allows
+	// 1 KiB).
+	maxUnknownData = 1000
 )
 
 // Measurement is one extend of a sha256 PCR.
@@ -49,12 +59,23 @@ func ReleaseMeasurement(version string) Measurement {
 	return Measurement{PCR: MeasurePCR, SHA256: hex.EncodeToString(d[:]), Type: EventRelease, Data: version}
 }
 
+// UnknownMeasurement is the EventUnknown entry for a measurement whose
+// extend may or may not have reached the TPM, for the reason why.
+func UnknownMeasurement(m Measurement, why string) Measurement {
+	data := m.Type + " " + m.Data + ": " + why
+	if len(data) > maxUnknownData {
+		data = strings.ToValidUTF8(data[:maxUnknownData], "")
+	}
+	return Measurement{PCR: m.PCR, SHA256: m.SHA256, Type: EventUnknown, Data: data}
+}
+
 // ReplayPCR returns the value a sha256 PCR holds after the extends in ms
-// that name it, starting from zeros.
+// that name it, starting from zeros. EventUnknown entries are not extends
+// and are skipped.
 func ReplayPCR(ms []Measurement, pcr int) ([]byte, error) {
 	v := make([]byte, sha256.Size)
 	for i, m := range ms {
-		if m.PCR != pcr {
+		if m.PCR != pcr || m.Type == EventUnknown {
 			continue
 		}
 		d, err := hex.DecodeString(m.SHA256)

@@ -27,7 +27,8 @@
 //
 // A missing TPM or a failed measurement is not fatal: the boot goes on and
 // BootInfo says why nothing (or not everything) was measured; attestation
-// then fails with that reason. Any other failure is fatal: it is logged, and after 5 s the machine reboots so
+// then fails with that reason. The log always replays to PCR 15, also when
+// an extend failed, or says that PCR 15's state is unknown (measure.go). Any other failure is fatal: it is logged, and after 5 s the machine reboots so
 // that boot counting falls back to the other slot; with plumb.debug on the
 // command line it waits forever instead.
 package earlyinit
@@ -257,9 +258,11 @@ func run(ctx context.Context, start time.Time, con *console, log *slog.Logger) e
 }
 
 // measureRootfs extends PCR 15 with the root image's sha256. It returns
-// nil when there is no TPM or the measurement failed (bi says which). On a
-// dm-verity root, reading the image checks every block: an I/O error there
-// is corruption, and fatal.
+// nil when there is no TPM or the image could not be hashed (bi says why);
+// otherwise the measurer, whose log measureRelease writes, also when this
+// extend failed (the log then says what PCR 15 holds: measure.go). On a
+// dm-verity root, reading the image checks every block: an I/O error
+// there is corruption, and fatal.
 func measureRootfs(ctx context.Context, dev, fstype string, bi *bootrecord.BootInfo, log *slog.Logger) (*measurer, error) {
 	tpm, err := openTPM(tpmDevices)
 	if err != nil {
@@ -287,31 +290,36 @@ func measureRootfs(ctx context.Context, dev, fstype string, bi *bootrecord.BootI
 		m := fail(err)
 		return m, fatal
 	}
-	m := &measurer{tpm: tpm}
+	m := &measurer{tpm: tpm, warnings: log}
 	if err := m.extend(bootrecord.RootfsMeasurement(sum)); err != nil {
-		return fail(err), nil
+		bi.MeasureError = err.Error()
+		log.Error("measuring the root failed: booting unmeasured", "err", err)
+		return m, nil
 	}
 	bi.RootfsSHA256, bi.RootfsSize = sum, size
 	log.Info("measured root", "pcr", bootrecord.MeasurePCR, "sha256", sum, "bytes", size, "ms", time.Since(start).Milliseconds())
 	return m, nil
 }
 
-// measureRelease extends PCR 15 with the mounted image's release version
-// and writes the measurement log into the new root's /run.
+// measureRelease extends PCR 15 with the mounted image's release version,
+// unless measuring the root failed, and writes the measurement log into
+// the new root's /run.
 func measureRelease(m *measurer, bi *bootrecord.BootInfo, log *slog.Logger) {
 	if m == nil {
 		return
 	}
 	defer m.tpm.Close()
-	version, err := releaseVersion(bootrecord.NewRoot)
-	if err == nil {
-		err = m.extend(bootrecord.ReleaseMeasurement(version))
-	}
-	if err != nil {
-		bi.MeasureError = err.Error()
-		log.Error("measuring the release failed", "err", err)
-	} else {
-		log.Info("measured release", "pcr", bootrecord.MeasurePCR, "version", version)
+	if bi.MeasureError == "" {
+		version, err := releaseVersion(bootrecord.NewRoot)
+		if err == nil {
+			err = m.extend(bootrecord.ReleaseMeasurement(version))
+		}
+		if err != nil {
+			bi.MeasureError = err.Error()
+			log.Error("measuring the release failed", "err", err)
+		} else {
+			log.Info("measured release", "pcr", bootrecord.MeasurePCR, "version", version)
+		}
 	}
 	if err := bootrecord.WriteMeasurements(bootrecord.NewRoot+bootrecord.MeasurementsPath, m.log); err != nil {
 		bi.MeasureError = err.Error()

@@ -10,7 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/plumb-os/plumb/format/bootrecord"
 	"github.com/plumb-os/plumb/format/release"
@@ -104,8 +109,9 @@ const (
 
 // extendPCR sends TPM2_PCR_Extend(pcr, sha256 digest) with an empty
 // password session to a TPM character device and checks its response code.
-// It is the one TPM command plumb-init needs, so it is encoded here rather
-// than pulling a TPM library into the initramfs.
+// It is encoded here, as plumb-init has always sent it; reading PCR 15
+// back after an error (readPCR) uses go-tpm, which plumb-init links for
+// the sealed data partition anyway.
 func extendPCR(rw io.ReadWriter, pcr int, digest []byte) error {
 	if len(digest) != sha256.Size {
 		return fmt.Errorf("extending PCR %d: expected a %d-byte digest, got %d", pcr, sha256.Size, len(digest))
@@ -145,22 +151,144 @@ func extendPCR(rw io.ReadWriter, pcr int, digest []byte) error {
 	return nil
 }
 
-// measurer extends PCR 15 and remembers what it extended.
+// Extend attempts and PCR read-backs after an error (extendTries,
+// readTries), and the first pause between read-backs (doubled each time).
+const (
+	extendTries = 3
+	readTries   = 3
+	readPause   = 100 * time.Millisecond
+)
+
+// measurer extends PCR 15 and keeps the log of what PCR 15 holds.
+//
+// A TPM command can reach the TPM and still come back as an error: the
+// kernel's driver gives up waiting for the response (ETIME, "Operation Timed
+// out" under a starved emulated machine) while the TPM goes on and executes
+// it. So after an extend error the measurer reads PCR 15 back and logs what
+// the value shows: the extend took (logged, once per time it took), it did
+// not (extended again, up to extendTries), or, when PCR 15 cannot be read
+// or holds neither, an EventUnknown entry saying so, after which nothing
+// more is extended. The log therefore replays to PCR 15 or says why not.
+// A TPM runs one command at a time, so the read-back runs after the failed
+// extend if that ever runs. A TPM that stops answering altogether costs
+// the kernel's timeouts (2 minutes for TPM2_PCR_Read) per read-back.
 type measurer struct {
-	tpm io.ReadWriteCloser // nil: no TPM, nothing is measured
-	log []bootrecord.Measurement
+	tpm   io.ReadWriteCloser // nil: no TPM, nothing is measured
+	log   []bootrecord.Measurement
+	stuck bool          // an EventUnknown entry was logged: extend no more
+	pause time.Duration // first pause between read-backs; 0: readPause
+	// warnings says what the measurer did about an extend error (the
+	// console); nil discards.
+	warnings *slog.Logger
 }
 
+func (m *measurer) warn(msg string, args ...any) {
+	if m.warnings != nil {
+		m.warnings.Warn(msg, args...)
+	}
+}
+
+// extend extends ms.PCR with ms's digest and logs it as set out on measurer.
+// An error means ms is not in the PCR (and not in the log), or that the
+// state is unknown (and the log says so).
 func (m *measurer) extend(ms bootrecord.Measurement) error {
 	d, err := hex.DecodeString(ms.SHA256)
+	if err != nil || len(d) != sha256.Size {
+		return fmt.Errorf("measurement %s: sha256: expected 64 hex digits, got %q", ms.Type, ms.SHA256)
+	}
+	if ms.PCR < 0 || ms.PCR > 23 {
+		return fmt.Errorf("measurement %s: pcr: expected 0..23, got %d", ms.Type, ms.PCR)
+	}
+	if m.stuck {
+		return fmt.Errorf("measuring %s: not extended: the state of PCR %d is unknown since an earlier extend", ms.Type, ms.PCR)
+	}
+	before, err := bootrecord.ReplayPCR(m.log, ms.PCR)
 	if err != nil {
-		return fmt.Errorf("measurement %s: %w", ms.Type, err)
+		return err
 	}
-	if err := extendPCR(m.tpm, ms.PCR, d); err != nil {
-		return fmt.Errorf("measuring %s: %w", ms.Type, err)
+	once := extendValue(before, d)
+	twice := extendValue(once, d)
+	var last error
+	for try := 1; try <= extendTries; try++ {
+		last = extendPCR(m.tpm, ms.PCR, d)
+		if last == nil {
+			m.log = append(m.log, ms)
+			return nil
+		}
+		got, rerr := m.readBack(ms.PCR)
+		switch {
+		case rerr != nil:
+			return m.unknown(ms, fmt.Sprintf("the extend failed (%v) and PCR %d could not be read back (%v)", last, ms.PCR, rerr))
+		case bytes.Equal(got, once):
+			m.warn("the TPM took the extend although it reported an error", "type", ms.Type, "err", last)
+			m.log = append(m.log, ms)
+			return nil
+		case bytes.Equal(got, twice):
+			// Never seen: a command that reached the TPM twice. The log
+			// says so, and the verifier's one-measurement rule fails it.
+			m.warn("the TPM took the extend twice", "type", ms.Type, "err", last)
+			m.log = append(m.log, ms, ms)
+			return nil
+		case bytes.Equal(got, before):
+			m.warn("the TPM did not take the extend", "type", ms.Type, "try", try, "of", extendTries, "err", last)
+		default:
+			return m.unknown(ms, fmt.Sprintf("the extend failed (%v) and PCR %d holds %x, which is neither the log's %x nor that extended with %s",
+				last, ms.PCR, got, before, ms.Type))
+		}
 	}
-	m.log = append(m.log, ms)
-	return nil
+	return fmt.Errorf("measuring %s: %d tries, PCR %d unchanged: %w", ms.Type, extendTries, ms.PCR, last)
+}
+
+// unknown logs an EventUnknown entry for ms and stops the measurer.
+func (m *measurer) unknown(ms bootrecord.Measurement, why string) error {
+	m.stuck = true
+	m.log = append(m.log, bootrecord.UnknownMeasurement(ms, why))
+	return fmt.Errorf("measuring %s: %s", ms.Type, why)
+}
+
+// readBack reads a sha256 PCR, trying again with growing pauses: the error
+// that made it necessary may well hit the read too.
+func (m *measurer) readBack(pcr int) ([]byte, error) {
+	pause := m.pause
+	if pause == 0 {
+		pause = readPause
+	}
+	var err error
+	for try := 1; ; try++ {
+		var v []byte
+		if v, err = readPCR(m.tpm, pcr); err == nil {
+			return v, nil
+		}
+		if try == readTries {
+			return nil, fmt.Errorf("%d tries: %w", readTries, err)
+		}
+		time.Sleep(pause)
+		pause *= 2
+	}
+}
+
+// extendValue is a sha256 PCR's value after extending v with d.
+func extendValue(v, d []byte) []byte {
+	h := sha256.New()
+	h.Write(v)
+	h.Write(d)
+	return h.Sum(nil)
+}
+
+// readPCR reads the sha256 bank's value of a PCR (TPM2_PCR_Read).
+func readPCR(rw io.ReadWriter, pcr int) ([]byte, error) {
+	sel := make([]byte, 3)
+	sel[pcr/8] = 1 << (pcr % 8)
+	rsp, err := tpm2.PCRRead{PCRSelectionIn: tpm2.TPMLPCRSelection{
+		PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: sel}},
+	}}.Execute(transport.FromReadWriter(rw))
+	if err != nil {
+		return nil, fmt.Errorf("reading PCR %d: %w", pcr, err)
+	}
+	if len(rsp.PCRValues.Digests) != 1 || len(rsp.PCRValues.Digests[0].Buffer) != sha256.Size {
+		return nil, fmt.Errorf("reading PCR %d: expected one sha256 value, got %d values", pcr, len(rsp.PCRValues.Digests))
+	}
+	return rsp.PCRValues.Digests[0].Buffer, nil
 }
 
 // releaseVersion reads the version from a root's /etc/plumb/release.json.
