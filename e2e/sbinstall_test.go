@@ -71,19 +71,19 @@ func (f *fleet) installUnderSecureBoot(t *testing.T, build, name string) (*devic
 		}
 	}
 	// The firmware ran the installer's UKI (only a signed one runs under
-	// OVMF's Secure Boot build), whose kernel saw Secure Boot on.
-	if !strings.Contains(con, "secureboot: Secure boot enabled") {
+	// OVMF's Secure Boot build), whose kernel's EFI stub saw Secure Boot on.
+	if !strings.Contains(con, "EFI stub: UEFI Secure Boot is enabled.") {
 		t.Errorf("the installer's kernel did not report Secure Boot enabled")
 	}
 	if !regexp.MustCompile(`plumb-install: \[.*\] ESP written: systemd-boot, slot a's signed UKI, entry plumb-1\.0\.0\+3\.conf`).MatchString(con) {
 		t.Errorf("the installer did not write slot a's signed UKI and its entry")
 	}
 	mark := vm.Mark()
-	unlocked := d.waitFor(mark, `data partition unlocked" device=/dev/vda4 pcr7=([0-9a-f]{64})`)
+	unlocked := d.waitFor(mark, `data partition unlocked" device=/dev/mapper/plumb-data pcr7=([0-9a-f]{64})`)
 	if unlocked[1] != seal[1] {
 		t.Errorf("PCR 7 on the first boot %s, in the installer %s: the installer sealed to a PCR 7 the installed chain does not give", unlocked[1], seal[1])
 	}
-	if after := vm.Console()[len(con):]; strings.Contains(after, "data partition encrypted and sealed") {
+	if after := vm.Console()[len(con):]; regexp.MustCompile(recoveryKeyRE).MatchString(after) {
 		t.Errorf("plumb-init created the data volume again on the first boot")
 	}
 	t.Logf("installer under Secure Boot: power-on to reboot %.1fs (sealing /data %ss); PCR 7 %s in the installer and on the first boot", installed.Seconds(), seal[2], seal[1])
