@@ -89,3 +89,66 @@ func (f *fleet) installUnderSecureBoot(t *testing.T, build, name string) (*devic
 	t.Logf("installer under Secure Boot: power-on to reboot %.1fs (sealing /data %ss); PCR 7 %s in the installer and on the first boot", installed.Seconds(), seal[2], seal[1])
 	return d, seal[3]
 }
+
+// installSecureReleaseOnHost runs the real `plumbd install` on the host
+// (the installer initramfs of build, unpacked) for the newest release, a
+// Secure Boot one built from build's recipe, onto blank disk files: the
+// ESP gets slot a's signed UKI (the build's uki-a.efi, byte for byte) and
+// the entry that starts it, no kernel or initrd; without a TPM or Secure
+// Boot the data partition stays unprovisioned and the console says why.
+// Then the published UKI is tampered with: the install stops before the
+// partition table (exit 3) and the disk stays all zeros.
+func installSecureReleaseOnHost(t *testing.T, f *fleet, build string) {
+	t.Helper()
+	man, err := builder.ReadManifest(filepath.Join(build, builder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := f.installerRoot(t, build)
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	blankDisk(t, disk, 1<<30)
+	code, out := plumbdInstall(t, root, "--disk", disk)
+	if code != 0 {
+		t.Fatalf("plumbd install of %s = exit %d:\n%s", man.Version, code, out)
+	}
+	if !strings.Contains(out, "ESP written: systemd-boot, slot a's signed UKI, entry plumb-"+man.Version+"+3.conf") ||
+		!strings.Contains(out, "data partition left unprovisioned: the installer booted with Secure Boot off") {
+		t.Errorf("plumbd install on the host:\n%s\nwant slot a's signed UKI written and the data partition left to plumb-init (Secure Boot off)", out)
+	}
+	esp := extractPartition(t, disk, partition(t, man, "ESP"))
+	got := filepath.Join(t.TempDir(), "uki.efi")
+	run(t, "mcopy", "-i", esp, "::/plumb/a/uki.efi", got)
+	if sha256File(t, got) != sha256File(t, filepath.Join(build, builder.UKIFile("a"))) {
+		t.Errorf("the installed ESP's /plumb/a/uki.efi is not %s's %s", man.Version, builder.UKIFile("a"))
+	}
+	entry := run(t, "mtype", "-i", esp, "::/loader/entries/plumb-"+man.Version+"+3.conf")
+	if !strings.Contains(entry, "\nefi /plumb/a/uki.efi\n") || strings.Contains(entry, "linux ") {
+		t.Errorf("the installed trial entry:\n%s\nwant it to start slot a's UKI", entry)
+	}
+	if strings.Contains(run(t, "mdir", "-b", "-i", esp, "::/plumb/a"), "vmlinuz") {
+		t.Errorf("the installed ESP holds a kernel beside the UKI")
+	}
+
+	// A tampered UKI target: refused before the partition table.
+	matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, man.Version, "*.uki-a.efi"))
+	if len(matches) != 1 {
+		t.Fatalf("published UKI targets of slot a: %v", matches)
+	}
+	tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := tf.Stat()
+	if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	tf.Close()
+	blankDisk(t, disk, 1<<30)
+	code, out = plumbdInstall(t, root, "--disk", disk)
+	if code != 3 || !strings.Contains(out, "sha256 mismatch") || !strings.Contains(out, "the partition table was not written") {
+		t.Errorf("install with a tampered UKI = exit %d:\n%s\nwant exit 3 naming the sha256 mismatch, before the partition table", code, out)
+	}
+	if !allZero(t, disk) {
+		t.Error("the disk is not all zeros after the refused UKI")
+	}
+}

@@ -51,6 +51,11 @@ func signedWith(key, cert string) func(string) string {
 //     after the update); the recovery key opens it with cryptsetup; a last
 //     boot with Secure Boot off keeps it sealed and reports why.
 //
+// Last, on the host, the real `plumbd install` of v4 (the newest Secure
+// Boot release) onto a disk file writes its signed UKI and entry, and
+// refuses a tampered UKI target before the partition table
+// (installSecureReleaseOnHost).
+//
 // The attestation reports of the v1 and v2 boots (plumbd attests after
 // every boot) pass the Secure Boot state, UKI, command line and verity
 // root hash checks against the published reference values
@@ -160,6 +165,10 @@ func TestSecureBootVM(t *testing.T) {
 	// keeps it sealed and the device says why.
 	checkRecoveryKey(t, d, recoveryKey, "written by 2.0.0 before installing 4.0.0")
 	bootWithSecureBootOff(t, f, d, v2)
+
+	// 5. plumbd install of the newest release (v4) on the host: its signed
+	// UKI and entry; a tampered UKI target refused.
+	installSecureReleaseOnHost(t, f, v4)
 }
 
 // exhaustEntry renames the ESP's entry whose name starts with prefix to

@@ -499,8 +499,6 @@ func (r *run) whyNotSeal(f *release.Facts) string {
 		return "the installer is not signed for Secure Boot (built without boot.secure_boot)"
 	case !strings.EqualFold(r.o.Layout.SecureBootDB, m.SecureBoot.DB.SHA256):
 		return fmt.Sprintf("the installer is signed with the db certificate sha256 %s, release %s with %s (PCR 7 would differ)", r.o.Layout.SecureBootDB, f.Version, m.SecureBoot.DB.SHA256)
-	case r.o.TPM == nil:
-		return "no TPM"
 	}
 	on := false
 	var err error
@@ -512,6 +510,8 @@ func (r *run) whyNotSeal(f *release.Facts) string {
 		return "reading the SecureBoot variable: " + err.Error()
 	case !on:
 		return "the installer booted with Secure Boot off (its PCR 7 is not the signed chain's)"
+	case r.o.TPM == nil:
+		return "no TPM"
 	}
 	return ""
 }
