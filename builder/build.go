@@ -100,7 +100,7 @@ func (b *build) outputs() []string {
 		out = append(out, VerityFile)
 	}
 	if b.sb != nil {
-		out = append(out, UKIFile("a"), UKIFile("b"))
+		out = append(out, UKIFile("a"), UKIFile("b"), InstallerUKIFile)
 	}
 	return out
 }

@@ -46,6 +46,9 @@ const (
 // it never writes the USB stick it booted from.
 var installerModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "efivarfs"}
 
+// installerUKIPath is the installer's signed UKI on the USB image's ESP.
+const installerUKIPath = "/installer/installer.efi"
+
 // installerCmdline is the installer entry's kernel command line on the USB
 // image (besides the recipe's console and log settings).
 const installerCmdline = "plumb.disk=auto"
@@ -110,6 +113,13 @@ func (b *build) writeInstaller(ctx context.Context, _ *progress.Step) error {
 	}
 	if err := put(installerData, 0o644, fstree.HostFile(dataZst), fi.Size()); err != nil {
 		return err
+	}
+	if b.sb != nil {
+		db, err := certOf(b.sb.cert)
+		if err != nil {
+			return err
+		}
+		inst.SecureBootDB = db.SHA256
 	}
 	data, err := json.MarshalIndent(inst, "", "  ")
 	if err != nil {
@@ -228,21 +238,40 @@ func (b *build) installerDisk() (*config.Installer, string, error) {
 }
 
 // writeInstallerDisk writes the USB image: an ESP with systemd-boot and
-// one entry booting the release's kernel with the installer initramfs.
+// one entry booting the release's kernel with the installer initramfs. A
+// build with boot.secure_boot boots the installer's signed UKI instead
+// (installerUKIPath, through the signed systemd-boot), so that the
+// installer runs under Secure Boot with the owner's keys.
 func (b *build) writeInstallerDisk(ctx context.Context, initrd string) error {
 	fi, err := os.Stat(initrd)
 	if err != nil {
 		return err
 	}
-	entry := fmt.Sprintf("title Plumb installer %s\nsort-key plumb-installer\nversion %s\nlinux /installer/vmlinuz\ninitrd /installer/initrd\noptions %s %s\n",
-		b.r.Version, b.r.Version, installerCmdline, b.r.Kernel.Cmdline)
+	cmdline := installerCmdline + " " + b.r.Kernel.Cmdline
+	head := fmt.Sprintf("title Plumb installer %s\nsort-key plumb-installer\nversion %s\n", b.r.Version, b.r.Version)
 	files := []diskimg.ESPFile{
 		{Path: bootentry.Bootloader, Source: b.espBoot.Source, Size: b.espBoot.Size},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
-		{Path: bootentry.EntriesDir + "/plumb-installer.conf", Source: fstree.Bytes(entry), Size: int64(len(entry))},
-		{Path: "/installer/vmlinuz", Source: b.kernel.image.Source, Size: b.kernel.image.Size},
-		{Path: "/installer/initrd", Source: fstree.HostFile(initrd), Size: fi.Size()},
 	}
+	var entry string
+	if b.sb != nil {
+		signed, err := b.signInstallerUKI(ctx, initrd, cmdline)
+		if err != nil {
+			return err
+		}
+		ufi, err := os.Stat(signed)
+		if err != nil {
+			return err
+		}
+		entry = head + "efi " + installerUKIPath + "\n"
+		files = append(files, diskimg.ESPFile{Path: installerUKIPath, Source: fstree.HostFile(signed), Size: ufi.Size()})
+	} else {
+		entry = head + fmt.Sprintf("linux /installer/vmlinuz\ninitrd /installer/initrd\noptions %s\n", cmdline)
+		files = append(files,
+			diskimg.ESPFile{Path: "/installer/vmlinuz", Source: b.kernel.image.Source, Size: b.kernel.image.Size},
+			diskimg.ESPFile{Path: "/installer/initrd", Source: fstree.HostFile(initrd), Size: fi.Size()})
+	}
+	files = append(files, diskimg.ESPFile{Path: bootentry.EntriesDir + "/plumb-installer.conf", Source: fstree.Bytes(entry), Size: int64(len(entry))})
 	seed := b.r.Name + "/" + b.r.Hardware + "/installer"
 	if err := diskimg.WriteBootDisk(ctx, filepath.Join(b.work, InstallerDiskFile), seed, files, max(b.epoch, fatEpoch)); err != nil {
 		return fmt.Errorf("installer disk image: %w", err)

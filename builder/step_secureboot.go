@@ -29,9 +29,12 @@ func UKIFile(slot string) string { return "uki-" + slot + ".efi" }
 // secureBoot is what the secure boot step produced.
 type secureBoot struct {
 	key, cert string
-	pk, kek   string            // the owner's PK and KEK certificates, or ""
-	ukis      map[string]string // slot -> signed UKI in the work directory
-	cmdlines  map[string]string // slot -> the UKI's .cmdline section
+	// The UKI's parts that every UKI of the build shares (host files):
+	// the stub, the kernel and os-release; the installer's UKI uses them too.
+	stub, linux, osrel string
+	pk, kek            string            // the owner's PK and KEK certificates, or ""
+	ukis               map[string]string // slot -> signed UKI in the work directory
+	cmdlines           map[string]string // slot -> the UKI's .cmdline section
 }
 
 // signBootChain makes and signs, with the owner's db key, one UKI per slot
@@ -75,7 +78,7 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 	if err := os.WriteFile(osrel, []byte(b.osRelease()), 0o644); err != nil {
 		return err
 	}
-	sb := &secureBoot{key: key, cert: cert, ukis: map[string]string{}, cmdlines: map[string]string{}}
+	sb := &secureBoot{key: key, cert: cert, stub: stub, linux: linux, osrel: osrel, ukis: map[string]string{}, cmdlines: map[string]string{}}
 	if r := b.r.Boot.SecureBoot; r != nil && b.opts.SecureBootKey == "" {
 		sb.pk, sb.kek = r.PK, r.KEK
 	}
@@ -118,6 +121,33 @@ func (b *build) signBootChain(ctx context.Context, _ *progress.Step) error {
 	b.log.Debug("boot chain signed", "ukis", len(sb.ukis), "cert", cert)
 	return nil
 }
+
+// signInstallerUKI makes and signs, with the owner's db key, the
+// installer's UKI: the same stub, kernel and os-release as the slots'
+// UKIs, the installer initramfs, and the installer's command line (under
+// Secure Boot the stub ignores any other).
+func (b *build) signInstallerUKI(ctx context.Context, initrd, cmdline string) (string, error) {
+	sb := b.sb
+	dir := filepath.Join(b.work, "uki")
+	cl := filepath.Join(dir, "cmdline-installer")
+	if err := os.WriteFile(cl, []byte(cmdline), 0o644); err != nil {
+		return "", err
+	}
+	unsigned := filepath.Join(dir, "installer.unsigned.efi")
+	if err := uki.Assemble(ctx, unsigned, uki.Parts{Stub: sb.stub, Linux: sb.linux, Initrd: initrd, Cmdline: cl, OSRelease: sb.osrel}); err != nil {
+		return "", fmt.Errorf("installer UKI: %w", err)
+	}
+	out := filepath.Join(b.work, InstallerUKIFile)
+	if err := uki.Sign(ctx, sb.key, sb.cert, unsigned, out); err != nil {
+		return "", fmt.Errorf("%w: signing the installer UKI: %w", ErrBadInput, err)
+	}
+	return out, nil
+}
+
+// InstallerUKIFile is the installer's signed UKI (builds with
+// boot.secure_boot): the installer's kernel, initramfs and command line,
+// which installer.img boots through signed systemd-boot.
+const InstallerUKIFile = "installer.efi"
 
 // osRelease is the UKI's .osrel section.
 func (b *build) osRelease() string {

@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"debug/pe"
@@ -240,6 +241,50 @@ func TestBuildSecureBoot(t *testing.T) {
 	mcopy(t, esp, "::/loader/entries/plumb-1.0.0.conf", entry)
 	if b, _ := os.ReadFile(entry); !strings.Contains(string(b), "\nefi /plumb/a/uki.efi\n") || strings.Contains(string(b), "linux ") {
 		t.Errorf("slot A's entry:\n%s", b)
+	}
+
+	// The installer: its own UKI (the installer initramfs and command
+	// line), signed, started by installer.img's signed systemd-boot.
+	inst := filepath.Join(out, InstallerUKIFile)
+	if err := uki.Verify(t.Context(), cert, inst); err != nil {
+		t.Errorf("sbverify %s: %v", InstallerUKIFile, err)
+	}
+	if err := uki.Verify(t.Context(), filepath.Join(other, "db.crt"), inst); err == nil {
+		t.Errorf("sbverify %s with another owner's certificate passed", InstallerUKIFile)
+	}
+	pf, err := pe.Open(inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := pf.Section(".cmdline").Data()
+	initrd, _ := pf.Section(".initrd").Data()
+	pf.Close()
+	if !strings.HasPrefix(string(cl), "plumb.disk=auto ") {
+		t.Errorf("%s .cmdline = %q, want plumb.disk=auto first", InstallerUKIFile, cl)
+	}
+	if want, _ := os.ReadFile(filepath.Join(out, InstallerInitrdFile)); !bytes.Equal(initrd[:min(len(initrd), len(want))], want) {
+		t.Errorf("%s .initrd is not %s", InstallerUKIFile, InstallerInitrdFile)
+	}
+	usb := filepath.Join(out, InstallerDiskFile)
+	fi, err := os.Stat(usb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usbESP := filepath.Join(t.TempDir(), "usb-esp")
+	extract(t, usb, Partition{Start: 1 << 20, Size: fi.Size() - 2<<20}, usbESP)
+	usbBoot := filepath.Join(t.TempDir(), "usb-BOOTX64.EFI")
+	mcopy(t, usbESP, "::/EFI/BOOT/BOOTX64.EFI", usbBoot)
+	if err := uki.Verify(t.Context(), cert, usbBoot); err != nil {
+		t.Errorf("sbverify installer.img's systemd-boot: %v", err)
+	}
+	usbUKI := filepath.Join(t.TempDir(), "installer.efi")
+	mcopy(t, usbESP, "::/installer/installer.efi", usbUKI)
+	if sha(t, usbUKI) != sha(t, inst) {
+		t.Errorf("installer.img's /installer/installer.efi is not %s", InstallerUKIFile)
+	}
+	mcopy(t, usbESP, "::/loader/entries/plumb-installer.conf", entry)
+	if b, _ := os.ReadFile(entry); !strings.Contains(string(b), "\nefi /installer/installer.efi\n") || strings.Contains(string(b), "linux ") {
+		t.Errorf("installer.img's entry:\n%s", b)
 	}
 }
 

@@ -44,7 +44,9 @@ const canaryFiles = `  - path: /usr/bin/canary-write
       cat /data/canary && grep -q "before installing $PLUMB_VERSION" /data/canary
 `
 
-// recoveryKeyRE is plumb-init's line on the boot that created the volume.
+// recoveryKeyRE is plumb-init's line on a boot that created the volume
+// (the first boot of a flashed disk, or of a disk installed with Secure
+// Boot off).
 var recoveryKeyRE = `data partition encrypted and sealed to this TPM.* recovery_key=([0-9a-f]{8}(?:-[0-9a-f]{8}){7})`
 
 // checkRecoveryKey is what an operator does with the recovery key printed

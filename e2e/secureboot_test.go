@@ -26,9 +26,14 @@ func signedWith(key, cert string) func(string) string {
 // TestSecureBootVM runs a device under OVMF's Secure Boot build (snakeoil
 // PK/KEK/db enrolled) with swtpm through three updates, with as few boots
 // as it can:
-//   - v1 (signed with the snakeoil db key) boots from the flashed disk
-//     through signed systemd-boot and its UKI, root mapped through
-//     dm-verity; v2 installs into slot b, trial-boots its own UKI and commits;
+//   - v1 (signed with the snakeoil db key) is installed on a blank disk by
+//     its installer.img booted under Secure Boot (sbinstall_test.go): the
+//     installer's signed UKI, slot a's signed UKI and entry written, /data
+//     created and sealed by the installer, the first boot unlocking it with
+//     the same PCR 7; v1 boots through signed systemd-boot and its UKI,
+//     root mapped through dm-verity; v2 (commit: attested) installs into
+//     slot b, trial-boots its own UKI, passes its own attestation and
+//     commits;
 //   - v3, whose UKIs are signed by another owner's key, installs, and on
 //     the next power-on the firmware refuses it (systemd-boot: "Access
 //     Denied"); once its tries are out, v2 boots again and reports the
@@ -39,12 +44,17 @@ func signedWith(key, cert string) func(string) string {
 //     why; after its tries (the test stands in for the last two) the device
 //     reports plumb-init's verity error, in its log and in the status
 //     report the server keeps;
-//   - /data is a LUKS2 volume sealed to the TPM (sealeddata_test.go): v1's
-//     first boot creates it and prints the recovery key; each release's
+//   - /data is a LUKS2 volume sealed to the TPM (sealeddata_test.go): the
+//     installer creates it and prints the recovery key; each release's
 //     pre-install hook writes /data/canary and the next release's
 //     first-boot hook reads it (the trial fails if /data did not unlock
 //     after the update); the recovery key opens it with cryptsetup; a last
 //     boot with Secure Boot off keeps it sealed and reports why.
+//
+// Last, on the host, the real `plumbd install` of v4 (the newest Secure
+// Boot release) onto a disk file writes its signed UKI and entry, and
+// refuses a tampered UKI target before the partition table
+// (installSecureReleaseOnHost).
 //
 // The attestation reports of the v1 and v2 boots (plumbd attests after
 // every boot) pass the Secure Boot state, UKI, command line and verity
@@ -52,8 +62,9 @@ func signedWith(key, cert string) func(string) string {
 // (expectSecureBootAttested); attestation_secureboot_test.go has the
 // check for a boot with Secure Boot off (expectSecureBootOffAttested).
 //
-// Four image builds and eight boots under TCG: 4.9 minutes on this
-// project's 2-core machine when quiet, over 20 when loaded.
+// Four image builds and eight boots (the first the installer's, which
+// reboots into v1) under TCG: 4.9 minutes on this project's 2-core machine
+// when quiet (before the installer boot), over 20 when loaded.
 func TestSecureBootVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
 	defer cancel()
@@ -68,18 +79,17 @@ func TestSecureBootVM(t *testing.T) {
 	}
 	snakeoil := signedWith(key, testvm.SnakeoilCert)
 	manual := "  reboot: manual\n"
-	v1 := f.build("1.0.0", "", "", snakeoil, sealedData)
-	v2 := f.build("2.0.0", "", manual, snakeoil, sealedData)
+	v1 := f.build("1.0.0", "", "", snakeoil, sealedData, withoutFirstBootCheck)
+	v2 := f.build("2.0.0", "", manual+attested, snakeoil, sealedData)
 	v3 := f.build("3.0.0", "", manual, signedWith(filepath.Join(other.Dir, "db.key"), filepath.Join(other.Dir, "db.crt")), sealedData)
 	v4 := f.build("4.0.0", "", manual, snakeoil, sealedData)
 	f.publish(v1)
-	d := f.flash(t, v1, "device")
-	d.secureBoot = true
 
-	// 1. The signed v1 boots, verified; v2 installs, trial-boots, commits.
-	vm := d.powerOn()
+	// 1. The installer, under Secure Boot, installs v1 and seals /data; the
+	// signed v1 boots, verified; v2 installs, trial-boots, commits.
+	d, recoveryKey := f.installUnderSecureBoot(t, v1, "device")
+	vm := d.vm
 	d.waitFor(0, `root mapped through dm-verity" device=/dev/mapper/plumb-root root_hash=`+d.man.Verity.RootHash)
-	recoveryKey := d.waitFor(0, recoveryKeyRE)[1]
 	d.waitFor(0, `plumbd \S+ started: .*version=1\.0\.0 slot=a`)
 	t.Logf("v1 up %.1fs after power-on", time.Since(vm.Started()).Seconds())
 	expectSecureBootAttested(t, f, d, 0, v1, "a", "")
@@ -88,6 +98,7 @@ func TestSecureBootVM(t *testing.T) {
 	d.waitFor(mark, `slot installed on trial" slot=b version=2\.0\.0 entry=plumb-2\.0\.0\+3\.conf uki=/plumb/b/uki\.efi`)
 	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
 	d.waitFor(mark, `hook ran".*output="written by 1\.0\.0 before installing 2\.0\.0`) // /data unlocked after the update
+	d.waitFor(mark, `measured boot matches the release's reference values" version=2\.0\.0`) // commit: attested
 	d.waitFor(mark, `release committed" version=2\.0\.0`)
 	logDataUnlock(t, vm.Console())
 	expectSecureBootAttested(t, f, d, mark, v2, "b", "attestation-report-secureboot")
@@ -155,6 +166,10 @@ func TestSecureBootVM(t *testing.T) {
 	// keeps it sealed and the device says why.
 	checkRecoveryKey(t, d, recoveryKey, "written by 2.0.0 before installing 4.0.0")
 	bootWithSecureBootOff(t, f, d, v2)
+
+	// 5. plumbd install of the newest release (v4) on the host: its signed
+	// UKI and entry; a tampered UKI target refused.
+	installSecureReleaseOnHost(t, f, v4)
 }
 
 // exhaustEntry renames the ESP's entry whose name starts with prefix to

@@ -21,7 +21,8 @@ func sampleConfig() Config {
 
 func sampleInstaller() Installer {
 	return Installer{ESPSize: 64 << 20, RootSize: 512 << 20, DataSize: 256 << 20, Seed: "edge-demo/qemu-x86_64", ModTime: 1767225600,
-		Bootloader: "/usr/lib/plumb/systemd-bootx64.efi", Data: "/usr/lib/plumb/data.img.zst", DataSHA256: strings.Repeat("ab", 32), DataBytes: 256 << 20}
+		Bootloader: "/usr/lib/plumb/systemd-bootx64.efi", Data: "/usr/lib/plumb/data.img.zst", DataSHA256: strings.Repeat("ab", 32), DataBytes: 256 << 20,
+		SecureBootDB: strings.Repeat("cd", 32)}
 }
 
 func indent(t *testing.T, v any) []byte {

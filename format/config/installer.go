@@ -33,6 +33,13 @@ type Installer struct {
 	Data       string `json:"data"`
 	DataSHA256 string `json:"data_sha256"`
 	DataBytes  int64  `json:"data_bytes"`
+	// SecureBootDB is the sha256 of the db certificate the installer's own
+	// boot chain (systemd-boot and its UKI) is signed with, for builds with
+	// boot.secure_boot. Booted under Secure Boot, the installer's PCR 7 is
+	// the one the installed release's chain gives only when that release
+	// is signed with the same certificate: the installer seals /data only
+	// then. Absent: the installer boots kernel and initrd, unsigned.
+	SecureBootDB string `json:"secure_boot_db,omitempty"`
 }
 
 // ParseInstaller decodes and validates an installer configuration; unknown
@@ -64,6 +71,9 @@ func (c *Installer) Validate() error {
 	}
 	if b, err := hex.DecodeString(c.DataSHA256); err != nil || len(b) != 32 {
 		return fmt.Errorf("installer config: data_sha256: expected 64 hex digits, got %q", c.DataSHA256)
+	}
+	if b, err := hex.DecodeString(c.SecureBootDB); c.SecureBootDB != "" && (err != nil || len(b) != 32) {
+		return fmt.Errorf("installer config: secure_boot_db: expected 64 hex digits (the db certificate's sha256), got %q", c.SecureBootDB)
 	}
 	return nil
 }

@@ -1,11 +1,14 @@
 // Package datacrypt owns the device's encrypted data partition: a LUKS2
 // volume (luks2.go) whose volume key is sealed in the TPM under a PCR
-// policy (seal.go), and the first boot that creates it from the
-// unprovisioned partition the builder wrote (format/datapart).
+// policy (seal.go), and its creation from the unprovisioned partition the
+// builder wrote (format/datapart).
 //
 // plumb-init calls Unlock once per boot, before it measures the root into
-// PCR 15, and maps the returned key with the device mapper's crypt target.
-// Nothing here runs concurrently.
+// PCR 15, and maps the returned key with the device mapper's crypt target;
+// Unlock creates the volume when the partition is still unprovisioned.
+// `plumbd install`, booted under Secure Boot with the owner's keys, calls
+// Provision on the partition it just wrote, so that the first boot only
+// unlocks. Nothing here runs concurrently.
 package datacrypt
 
 import (
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -59,6 +63,17 @@ type Unlocked struct {
 	// RecoveryKey is set only on the boot that created the volume: shown
 	// once, never stored on the device.
 	RecoveryKey string
+	// PCR7 is PCR 7 (sha256 bank) when the key was sealed or unsealed.
+	PCR7 []byte
+}
+
+// Volume is a data partition being provisioned: the partition's device,
+// or its region of a whole disk (an io.SectionReader-like view that also
+// writes and syncs).
+type Volume interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
 }
 
 // SecureBootFunc reports the firmware's SecureBoot variable.
@@ -94,7 +109,7 @@ func Unlock(ctx context.Context, dev string, tpm transport.TPM, secureBoot Secur
 		if !on {
 			return nil, &SealedError{Reason: "not created: Secure Boot is off (the volume is created and sealed on the first boot under Secure Boot)"}
 		}
-		return provision(ctx, f, size, tpm)
+		return Provision(ctx, f, size, tpm)
 	case IsLUKS2(block):
 		return unlock(f, size, tpm, secureBoot)
 	}
@@ -123,17 +138,25 @@ func unlock(f *os.File, size int64, tpm transport.TPM, secureBoot SecureBootFunc
 	if err := h.CheckKey(vk); err != nil {
 		return nil, &SealedError{Reason: err.Error()}
 	}
-	return &Unlocked{VolumeKey: vk, Offset: h.Offset, Sectors: uint64(size-h.Offset) / sectorSize, Cipher: h.Encryption}, nil
+	pcr7, _ := readPCR(tpm, 7) // for the log only: the unseal proved it
+	return &Unlocked{VolumeKey: vk, Offset: h.Offset, Sectors: uint64(size-h.Offset) / sectorSize, Cipher: h.Encryption, PCR7: pcr7}, nil
 }
 
-// provision encrypts the unprovisioned partition f: the compressed empty
-// filesystem goes, encrypted, into the data segment; the LUKS2 headers are
-// written last (over the marker), so a provisioning cut short starts
-// again on the next boot.
-func provision(ctx context.Context, f *os.File, size int64, tpm transport.TPM) (*Unlocked, error) {
+// Provision encrypts the unprovisioned partition f (size bytes) with a
+// new volume key sealed in tpm to PCR 7 and PCR 15 as they are now: the
+// compressed empty filesystem goes, encrypted, into the data segment; the
+// LUKS2 headers are written last (over the marker), so a provisioning cut
+// short leaves the marker and starts again on the next try. The caller
+// checks that PCR 7 is what the device's signed boot chain will give
+// (Unlock: the SecureBoot variable is on). A partition that is not
+// unprovisioned is an error, and is left unchanged.
+func Provision(ctx context.Context, f Volume, size int64, tpm transport.TPM) (*Unlocked, error) {
 	block := make([]byte, datapart.MarkerSize)
 	if _, err := f.ReadAt(block, 0); err != nil {
 		return nil, err
+	}
+	if !datapart.IsMarker(block) {
+		return nil, fmt.Errorf("expected an unprovisioned data partition (%q), found none", strings.TrimSpace(datapart.Magic))
 	}
 	m, err := datapart.DecodeMarker(block, size)
 	if err != nil {
@@ -202,7 +225,7 @@ func provision(ctx context.Context, f *os.File, size int64, tpm transport.TPM) (
 	if err := f.Sync(); err != nil {
 		return nil, err
 	}
-	return &Unlocked{VolumeKey: vk, Offset: datapart.SegmentOffset, Sectors: uint64(size-datapart.SegmentOffset) / sectorSize, Cipher: cipher, RecoveryKey: rec}, nil
+	return &Unlocked{VolumeKey: vk, Offset: datapart.SegmentOffset, Sectors: uint64(size-datapart.SegmentOffset) / sectorSize, Cipher: cipher, RecoveryKey: rec, PCR7: pcr7}, nil
 }
 
 // NewRecoveryKey returns 256 random bits as 8 dash-separated groups of 8
@@ -216,4 +239,24 @@ func NewRecoveryKey() string {
 		g = append(g, h[i:i+8])
 	}
 	return strings.Join(g, "-")
+}
+
+// SecureBootVar is the firmware's SecureBoot variable in efivarfs (EFI
+// global variable GUID).
+const SecureBootVar = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+// SecureBootFromEFIVars reads SecureBoot from efivarfs mounted at dir;
+// firmware without the variable has Secure Boot off.
+func SecureBootFromEFIVars(dir string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, SecureBootVar))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(b) != 5 { // 4 bytes of attributes, then the value
+		return false, fmt.Errorf("SecureBoot variable: %d bytes, expected 5", len(b))
+	}
+	return b[4] == 1, nil
 }

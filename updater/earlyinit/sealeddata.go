@@ -20,7 +20,7 @@ const DataName = "plumb-data"
 // efivars is where plumb-init mounts efivarfs to read SecureBoot.
 const (
 	efivars       = "/sys/firmware/efi/efivars"
-	secureBootVar = efivars + "/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+	secureBootVar = efivars + "/" + datacrypt.SecureBootVar
 )
 
 // openSealedData unlocks the encrypted data partition dev with the key
@@ -49,7 +49,7 @@ func openSealedData(ctx context.Context, dev string, log *slog.Logger) (string, 
 	if err != nil {
 		return "", fmt.Errorf("dm-crypt: %w (are dm_crypt and xts in the initramfs?)", err)
 	}
-	log.Info("data partition unlocked", "device", node, "unlock_ms", unlocked.Milliseconds(), "ms", time.Since(start).Milliseconds())
+	log.Info("data partition unlocked", "device", node, "pcr7", fmt.Sprintf("%x", u.PCR7), "unlock_ms", unlocked.Milliseconds(), "ms", time.Since(start).Milliseconds())
 	return node, nil
 }
 
@@ -57,21 +57,10 @@ func openSealedData(ctx context.Context, dev string, log *slog.Logger) (string, 
 // (loaded from the initramfs's modules), mounting it if needed; firmware
 // without the variable has Secure Boot off.
 func readSecureBoot() (bool, error) {
-	b, err := os.ReadFile(secureBootVar)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(secureBootVar); errors.Is(err, os.ErrNotExist) {
 		if merr := unix.Mount("efivarfs", efivars, "efivarfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, ""); merr != nil && !errors.Is(merr, unix.EBUSY) {
 			return false, fmt.Errorf("mounting efivarfs: %w", merr)
 		}
-		b, err = os.ReadFile(secureBootVar)
-		if errors.Is(err, os.ErrNotExist) {
-			return false, nil // efivarfs is there: firmware without Secure Boot
-		}
 	}
-	if err != nil {
-		return false, err
-	}
-	if len(b) != 5 { // 4 bytes of attributes, then the value
-		return false, fmt.Errorf("SecureBoot variable: %d bytes, expected 5", len(b))
-	}
-	return b[4] == 1, nil
+	return datacrypt.SecureBootFromEFIVars(efivars)
 }

@@ -16,6 +16,19 @@
 // entry last), a read-back verification of slot A, the data partition and
 // the ESP's boot files, and a sync. The first boot commits slot A after
 // its health checks like any trial. Not safe for concurrent use.
+//
+// A Secure Boot release (facts with a UKI per slot) gets what the agent
+// writes on an update: slot A's signed UKI, a TUF target downloaded and
+// checked against the facts before the partition table is written, and the
+// entry that starts it (slot.TrialEntryUKI); systemd-boot is the signed
+// one the installer medium carries. When the data partition is the
+// builder's unprovisioned one (partitions.data_encryption: luks2-tpm), the
+// installer booted under Secure Boot and its medium is signed with the
+// release's db certificate, PCR 7 is what the installed chain will give:
+// the installer creates the LUKS2 volume and seals its key to this TPM
+// (datacrypt.Provision) after everything else is verified, and prints the
+// recovery key once. Otherwise it leaves the partition to plumb-init on the
+// first boot under Secure Boot, and says why.
 package install
 
 import (
@@ -29,15 +42,19 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/config"
+	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/format/verity"
@@ -45,6 +62,7 @@ import (
 	"github.com/plumb-os/plumb/internal/diskimg"
 	"github.com/plumb-os/plumb/internal/errclass"
 	"github.com/plumb-os/plumb/internal/fstree"
+	"github.com/plumb-os/plumb/updater/datacrypt"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
 )
@@ -85,6 +103,14 @@ type Options struct {
 	// System is where the in-use check looks (nil: DefaultSystem, the
 	// running kernel's /sys and /proc).
 	System *System
+	// SecureBoot reports the firmware's SecureBoot variable (nil: off).
+	SecureBoot func() (bool, error)
+	// TPM is the device's TPM, or nil: with it, an installer booted under
+	// Secure Boot seals the data partition (see the package doc).
+	TPM transport.TPM
+	// TempDir holds a Secure Boot release's UKI between its download and
+	// the ESP ("": os.TempDir(); the installer's is a tmpfs).
+	TempDir string
 	// Console receives progress lines for people ("plumb-install: ...").
 	Console io.Writer
 	// Report, when set, gets every progress step (best effort: it must
@@ -95,7 +121,7 @@ type Options struct {
 
 // Progress is one step of an install, as reported to the server.
 type Progress struct {
-	Phase   string `json:"phase"` // refreshing, downloading, partitioning, data, esp, verifying, done, failed
+	Phase   string `json:"phase"` // refreshing, downloading, partitioning, data, esp, verifying, sealing, done, failed
 	Version string `json:"version,omitempty"`
 	Disk    string `json:"disk,omitempty"`
 	Bytes   int64  `json:"bytes,omitempty"`
@@ -108,6 +134,9 @@ type Result struct {
 	Version string
 	Disk    string
 	Bytes   int64 // release bytes written
+	// Sealed: the installer created the data partition's LUKS2 volume
+	// and sealed its key to the TPM.
+	Sealed bool
 }
 
 type run struct {
@@ -255,6 +284,26 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	r.prog.Bytes = n
 	r.say("release %s downloaded and verified against TUF: %d bytes in %.1fs", f.Version, n, time.Since(start).Seconds())
+	// A Secure Boot release: slot A's signed UKI, before the partition
+	// table too.
+	var uki string
+	if f.UKI != nil {
+		uki, err = r.downloadUKI(ctx, f)
+		if uki != "" {
+			defer os.Remove(uki)
+		}
+		if err != nil {
+			if !o.DryRun {
+				if zerr := zero(disk, rootA.Start, n); zerr != nil {
+					err = errors.Join(err, fmt.Errorf("zeroing the %d bytes written: %w", n, zerr))
+				} else {
+					disk.Sync()
+				}
+			}
+			r.say("release %s failed: %v; the partition table was not written", f.Version, err)
+			return nil, fmt.Errorf("release %s: %w", f.Version, err)
+		}
+	}
 	if o.DryRun {
 		r.say("dry run: would write the partition table, slot A, the data filesystem and the ESP of %s; nothing written", d.Path)
 		return &Result{Version: f.Version, Disk: d.Path, Bytes: n}, nil
@@ -298,7 +347,6 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	// 6. The ESP: bootloader, loader.conf, slot A's boot files, trial entry.
 	r.step("esp")
 	slotImage := io.NewSectionReader(disk, rootA.Start, n)
-	entryName, entry := slot.TrialEntry(f, disklayout.A, rootA.PartUUID)
 	boot, err := os.Stat(r.file(o.Layout.Bootloader))
 	if err != nil {
 		return nil, fmt.Errorf("bootloader: %w", err)
@@ -306,14 +354,29 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	files := []diskimg.ESPFile{
 		{Path: bootentry.Bootloader, Source: fstree.HostFile(r.file(o.Layout.Bootloader)), Size: boot.Size()},
 		{Path: bootentry.LoaderConfPath, Source: fstree.Bytes(bootentry.LoaderConf), Size: int64(len(bootentry.LoaderConf))},
-		{Path: bootentry.SlotKernel(disklayout.A), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
-		{Path: bootentry.SlotInitrd(disklayout.A), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size},
-		{Path: path.Join(bootentry.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))},
 	}
+	var entryName, entry, what string
+	var check []espCheck
+	if uki != "" {
+		entryName, entry = slot.TrialEntryUKI(f, disklayout.A, rootA.PartUUID)
+		want := f.UKI[string(disklayout.A)]
+		files = append(files, diskimg.ESPFile{Path: bootentry.SlotUKI(disklayout.A), Source: ukiSource{uki, want}, Size: want.Size})
+		check = append(check, espCheck{bootentry.SlotUKI(disklayout.A), want})
+		what = "slot a's signed UKI"
+	} else {
+		entryName, entry = slot.TrialEntry(f, disklayout.A, rootA.PartUUID)
+		files = append(files,
+			diskimg.ESPFile{Path: bootentry.SlotKernel(disklayout.A), Source: bootSource{slotImage, n, slot.Kernel, f.Kernel}, Size: f.Kernel.Size},
+			diskimg.ESPFile{Path: bootentry.SlotInitrd(disklayout.A), Source: bootSource{slotImage, n, slot.Initrd, f.Initrd}, Size: f.Initrd.Size})
+		check = append(check, espCheck{bootentry.SlotKernel(disklayout.A), f.Kernel}, espCheck{bootentry.SlotInitrd(disklayout.A), f.Initrd})
+		what = "slot a's kernel and initrd"
+	}
+	files = append(files, diskimg.ESPFile{Path: path.Join(bootentry.EntriesDir, entryName), Source: fstree.Bytes(entry), Size: int64(len(entry))})
+	check = append(check, espCheck{path.Join(bootentry.EntriesDir, entryName), digestOf(entry)})
 	if err := diskimg.WriteESP(ctx, disk, esp, layout.Seed, files, o.Layout.ModTime); err != nil {
 		return nil, err
 	}
-	r.say("ESP written: systemd-boot, slot a's kernel and initrd, entry %s", entryName)
+	r.say("ESP written: systemd-boot, %s, entry %s", what, entryName)
 
 	// 7. Verify what is on the disk, then sync.
 	r.step("verifying")
@@ -326,14 +389,154 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if err := verify(ctx, disk, data.Start, release.Digest{SHA256: o.Layout.DataSHA256, Size: o.Layout.DataBytes}); err != nil {
 		return nil, fmt.Errorf("partition %s read back: %w", data.Name, err)
 	}
-	if err := verifyESP(disk, esp, f, entryName, entry); err != nil {
+	if err := verifyESP(disk, esp, check); err != nil {
 		return nil, fmt.Errorf("ESP read back: %w", err)
 	}
-	rereadPartitions(disk)
 	r.say("verified: slot a matches TUF (sha256 %s), data and ESP read back", f.Rootfs.SHA256)
+
+	// 8. A sealed data partition, when PCR 7 now is the installed chain's.
+	sealed, err := r.sealData(ctx, disk, data, f)
+	if err != nil {
+		return nil, fmt.Errorf("partition %s: %w", data.Name, err)
+	}
+	rereadPartitions(disk)
 	r.step("done")
-	return &Result{Version: f.Version, Disk: d.Path, Bytes: n}, nil
+	return &Result{Version: f.Version, Disk: d.Path, Bytes: n, Sealed: sealed}, nil
 }
+
+// downloadUKI downloads slot A's signed UKI of a Secure Boot release (TUF
+// target release.UKIPath, length and sha256 checked by the fetcher, as the
+// agent does on an update) into a temporary file and returns its path; the
+// ESP copy is checked against the facts again as it is written.
+func (r *run) downloadUKI(ctx context.Context, f *release.Facts) (string, error) {
+	s := string(disklayout.A)
+	want, ok := f.UKI[s]
+	if !ok {
+		return "", fmt.Errorf("release facts: uki: expected a UKI for slot %s, got none", s)
+	}
+	target := release.UKIPath(f.Hardware, f.Version, s)
+	tmp, err := os.CreateTemp(r.o.TempDir, "plumb-install-uki-*.efi")
+	if err != nil {
+		return "", fmt.Errorf("downloading %s: %w", target, err)
+	}
+	defer tmp.Close()
+	lim := &limitWriter{w: tmp, left: want.Size}
+	n, err := r.o.Repo.Download(ctx, target, lim, nil)
+	if err == nil {
+		err = tmp.Close()
+	}
+	if err != nil {
+		return tmp.Name(), fmt.Errorf("downloading %s: %w", target, err)
+	}
+	r.say("slot a's signed UKI downloaded and verified against TUF: %s, %d bytes", target, n)
+	return tmp.Name(), nil
+}
+
+// ukiSource is the downloaded UKI, checked against the facts as it is
+// written to the ESP.
+type ukiSource struct {
+	path string
+	want release.Digest
+}
+
+func (u ukiSource) Open() (io.ReadCloser, error) {
+	f, err := os.Open(u.path)
+	if err != nil {
+		return nil, err
+	}
+	return slot.CheckedReader(bootentry.SlotUKI(disklayout.A), f, u.want), nil
+}
+
+// sealData creates the LUKS2 volume of the builder's unprovisioned data
+// partition (datapart) and seals its key to this TPM, when the PCR 7 the
+// installer booted with is the one the installed release's signed chain
+// gives (whyNotSeal); it reports whether it did. Otherwise, or for a plain
+// data partition, it leaves the partition as written. A failed creation
+// leaves the marker (datacrypt writes the LUKS2 header last), so plumb-init
+// creates the volume on the first boot under Secure Boot.
+func (r *run) sealData(ctx context.Context, disk *os.File, part disklayout.Partition, f *release.Facts) (bool, error) {
+	block := make([]byte, datapart.MarkerSize)
+	if _, err := disk.ReadAt(block, part.Start); err != nil {
+		return false, err
+	}
+	if !datapart.IsMarker(block) {
+		return false, nil
+	}
+	if why := r.whyNotSeal(f); why != "" {
+		r.say("data partition left unprovisioned: %s; plumb-init creates it and seals its key on the first boot under Secure Boot", why)
+		return false, nil
+	}
+	r.step("sealing")
+	start := time.Now()
+	u, err := datacrypt.Provision(ctx, &region{f: disk, off: part.Start, size: part.Size}, part.Size, r.o.TPM)
+	if err != nil {
+		return false, fmt.Errorf("creating the sealed data volume: %w (the partition stays unprovisioned: plumb-init creates it on the first boot under Secure Boot)", err)
+	}
+	clear(u.VolumeKey)
+	if err := disk.Sync(); err != nil {
+		return false, fmt.Errorf("syncing the data volume: %w", err)
+	}
+	r.say("data partition encrypted and sealed to this TPM (PCR 7 %x, PCR 15 zero) in %.1fs; its recovery key (LUKS2 keyslot 0) is shown this once, write it down: recovery_key=%s",
+		u.PCR7, time.Since(start).Seconds(), u.RecoveryKey)
+	return true, nil
+}
+
+// whyNotSeal says why the installer must not seal the data partition's
+// key now, or "" when PCR 7 is the installed chain's: the installer booted
+// under Secure Boot through a chain signed with the db certificate the
+// release is signed with (the installer's PCR 7 then holds the same
+// SecureBoot, PK, KEK, db, dbx and authority events as the first boot's),
+// and the release asks for a sealed /data.
+func (r *run) whyNotSeal(f *release.Facts) string {
+	const opt = datapart.CmdlineKey + "=" + datapart.Sealed
+	m := f.Measured
+	switch {
+	case f.UKI == nil || m == nil || m.SecureBoot == nil:
+		return fmt.Sprintf("release %s is not a Secure Boot release", f.Version)
+	case !slices.Contains(strings.Fields(m.Cmdline[string(disklayout.A)]), opt):
+		return fmt.Sprintf("release %s does not ask for it (no %s on slot a's command line)", f.Version, opt)
+	case r.o.Layout.SecureBootDB == "":
+		return "the installer is not signed for Secure Boot (built without boot.secure_boot)"
+	case !strings.EqualFold(r.o.Layout.SecureBootDB, m.SecureBoot.DB.SHA256):
+		return fmt.Sprintf("the installer is signed with the db certificate sha256 %s, release %s with %s (PCR 7 would differ)", r.o.Layout.SecureBootDB, f.Version, m.SecureBoot.DB.SHA256)
+	}
+	on := false
+	var err error
+	if r.o.SecureBoot != nil {
+		on, err = r.o.SecureBoot()
+	}
+	switch {
+	case err != nil:
+		return "reading the SecureBoot variable: " + err.Error()
+	case !on:
+		return "the installer booted with Secure Boot off (its PCR 7 is not the signed chain's)"
+	case r.o.TPM == nil:
+		return "no TPM"
+	}
+	return ""
+}
+
+// region is a partition's part of the disk as datacrypt.Volume.
+type region struct {
+	f         *os.File
+	off, size int64
+}
+
+func (g *region) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > g.size {
+		return 0, fmt.Errorf("reading %d bytes at %d: outside the partition's %d bytes", len(p), off, g.size)
+	}
+	return g.f.ReadAt(p, g.off+off)
+}
+
+func (g *region) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > g.size {
+		return 0, fmt.Errorf("writing %d bytes at %d: outside the partition's %d bytes", len(p), off, g.size)
+	}
+	return g.f.WriteAt(p, g.off+off)
+}
+
+func (g *region) Sync() error { return g.f.Sync() }
 
 func (r *run) file(p string) string { return filepath.Join(r.o.Root, filepath.FromSlash(p)) }
 
@@ -387,20 +590,19 @@ func verify(ctx context.Context, disk *os.File, off int64, want release.Digest) 
 	return nil
 }
 
+// espCheck is a file the ESP must hold.
+type espCheck struct {
+	name string
+	want release.Digest
+}
+
 // verifyESP reads the FAT32 ESP back and checks the boot files and entry.
-func verifyESP(disk *os.File, part disklayout.Partition, f *release.Facts, entryName, entry string) error {
+func verifyESP(disk *os.File, part disklayout.Partition, check []espCheck) error {
 	fs, err := fat32.Read(file.New(disk, true), part.Size, part.Start, 512)
 	if err != nil {
 		return err
 	}
-	for _, c := range []struct {
-		name string
-		want release.Digest
-	}{
-		{bootentry.SlotKernel(disklayout.A), f.Kernel},
-		{bootentry.SlotInitrd(disklayout.A), f.Initrd},
-		{path.Join(bootentry.EntriesDir, entryName), digestOf(entry)},
-	} {
+	for _, c := range check {
 		rd, err := fs.OpenFile(c.name, os.O_RDONLY)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)

@@ -97,6 +97,19 @@ func TrialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string) (na
 	return trialEntry(facts, slot, partUUID, false)
 }
 
+// TrialEntryUKI is TrialEntry for a Secure Boot release: the entry
+// InstallUKI writes, starting the slot's signed UKI (bootentry.SlotUKI).
+func TrialEntryUKI(facts *release.Facts, slot disklayout.Slot, partUUID string) (name, content string) {
+	return trialEntry(facts, slot, partUUID, true)
+}
+
+// CheckedReader passes rc on and fails with ErrDigest at its end when
+// what was read is not want (size and sha256); name is the file's name
+// for the error. The installer writes a UKI to a fresh ESP through it.
+func CheckedReader(name string, rc io.ReadCloser, want release.Digest) io.ReadCloser {
+	return &digestReader{name: strings.TrimPrefix(name, "/"), r: rc, c: rc, h: sha256.New(), want: want}
+}
+
 func trialEntry(facts *release.Facts, slot disklayout.Slot, partUUID string, uki bool) (name, content string) {
 	e := bootentry.NewTrial(facts.Version, slot, partUUID, facts.Cmdline)
 	if p, err := facts.VerityParams(); err == nil && p != nil {

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/internal/cli"
 	"github.com/plumb-os/plumb/updater/agent"
+	"github.com/plumb-os/plumb/updater/datacrypt"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/identity"
 	"github.com/plumb-os/plumb/updater/install"
@@ -46,9 +48,16 @@ the disk described by /etc/plumb/installer.json (the build's layout):
   2. the GPT (ESP, plumb-root-a, plumb-root-b, plumb-data);
   3. the data partition's empty ext4 filesystem;
   4. the ESP: systemd-boot, loader.conf, slot a's kernel and initrd (checked
-     against the release facts), its boot-counting trial entry;
+     against the release facts), its boot-counting trial entry; for a Secure
+     Boot release, slot a's signed UKI (a TUF target, downloaded before
+     step 2) and the entry that starts it, as plumbd writes on an update;
   5. slot A, the data partition and the ESP's boot files are read back and
-     checked, the disk is synced, the machine reboots.
+     checked, the disk is synced;
+  6. a data partition the recipe seals to the TPM (data_encryption:
+     luks2-tpm) is created and sealed now when the installer booted under
+     Secure Boot, signed with the release's db certificate, with a TPM; the
+     recovery key is printed once. Otherwise plumb-init does it on the first
+     boot under Secure Boot (the line says why). Then the machine reboots.
 
 --disk auto takes the only disk whose first MiB is all zeros. A disk holding
 a partition table, a filesystem or any data is refused (exit 2, nothing
@@ -141,6 +150,17 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 			}
 		}
 	}
+	secureBoot := func() (bool, error) { return datacrypt.SecureBootFromEFIVars(efivars) }
+	if on, err := secureBoot(); err == nil {
+		fmt.Fprintf(e.Stdout, "plumb-install: Secure Boot %s\n", map[bool]string{true: "on", false: "off"}[on])
+	}
+	var tpm transport.TPM
+	if o.root == "/" && !o.dryRun {
+		if f, err := openTPM(identity.TPMDevices); err == nil {
+			defer f.Close()
+			tpm = transport.FromReadWriter(f)
+		}
+	}
 	bootPart, err := install.BootPartUUID(efivars)
 	if err != nil {
 		e.Log.Warn("boot partition unknown", "err", err)
@@ -152,6 +172,7 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 		Disk: o.disk, Force: o.force, DryRun: o.dryRun, BootPartUUID: bootPart,
 		Hardware: cfg.Hardware, Channel: cfg.Channel, DeviceID: deviceID, Group: cfg.Group,
 		Layout: layout, Root: o.root, Repo: client,
+		SecureBoot: secureBoot, TPM: tpm,
 		SysBlock: "/sys/class/block", Dev: "/dev",
 		Console: e.Stdout, Log: e.Log,
 		Report: func(p install.Progress) {
@@ -178,6 +199,21 @@ func runInstall(ctx context.Context, e *cli.Env, o installOptions) error {
 		return fmt.Errorf("rebooting: %w", err)
 	}
 	return nil
+}
+
+// openTPM opens the first TPM device node that exists (resource manager
+// first).
+func openTPM(devs []string) (*os.File, error) {
+	for _, p := range devs {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return nil, errors.New("no TPM")
 }
 
 // rooted resolves an absolute device path below root.
