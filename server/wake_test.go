@@ -231,14 +231,26 @@ func (l acceptLog) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// TestWakeServe: through Serve (real listener), a held stream outlives
-// the server's ReadTimeout (heartbeats keep coming), its connection has
-// TCP_USER_TIMEOUT set to the wake timeout (a vanished device's stream
-// ends), and a shutdown ends it at once.
-func TestWakeServe(t *testing.T) {
-	repoDir := makeRepo(t).dir
-	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
-		ReadTimeout: 100 * time.Millisecond, Wake: WakeOptions{Heartbeat: 50 * time.Millisecond, Timeout: 7 * time.Second}})
+// wakeRig is plumb serve with a fleet, started through Serve on a real
+// 127.0.0.1 listener, and one device's HTTP/1.1 client (as plumbd speaks,
+// fetch.NewTransport) joined with the repository's join token.
+type wakeRig struct {
+	srv    *Server
+	l      *acceptLog
+	url    string
+	id     *identity.Identity
+	hc     *http.Client
+	cancel context.CancelFunc
+	done   chan error // Serve's result
+}
+
+// newWakeRig starts the rig; dial, if not nil, is the device's dialer.
+func newWakeRig(t *testing.T, o Options, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *wakeRig {
+	t.Helper()
+	o.Dir = makeRepo(t).dir
+	o.CertDir = filepath.Join(t.TempDir(), "tls")
+	o.Fleet = &FleetOptions{Bootstrap: true}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,11 +259,11 @@ func TestWakeServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := acceptLog{Listener: tl, conns: make(chan net.Conn, 8)}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r := &wakeRig{srv: srv, l: &acceptLog{Listener: tl, conns: make(chan net.Conn, 8)}, url: "https://" + tl.Addr().String(), done: make(chan error, 1)}
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(t.Context())
+	go func() { r.done <- srv.Serve(ctx, r.l) }()
+	t.Cleanup(func() { r.cancel(); <-r.done })
 
 	ca, err := os.ReadFile(srv.CACertPath())
 	if err != nil {
@@ -259,27 +271,41 @@ func TestWakeServe(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
-	if err != nil {
+	if r.id, err = identity.FromFile(filepath.Join(t.TempDir(), "identity.key")); err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
-	// HTTP/1.1, as plumbd speaks (fetch.NewTransport).
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
-	hc, err := report.DeviceClient(&http.Client{Transport: tr}, id, strings.TrimSpace(string(tok)))
-	if err != nil {
+	tok, _ := os.ReadFile(filepath.Join(o.Dir, JoinTokenFile))
+	tr := &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	t.Cleanup(tr.CloseIdleConnections)
+	if r.hc, err = report.DeviceClient(&http.Client{Transport: tr}, r.id, strings.TrimSpace(string(tok))); err != nil {
 		t.Fatal(err)
 	}
-	s, code, body := openWake(t, "https://"+l.Addr().String(), hc, id.ID)
+	return r
+}
+
+// open opens the device's wake-up stream and reads its first event.
+func (r *wakeRig) open(t *testing.T) *stream {
+	t.Helper()
+	s, code, body := openWake(t, r.url, r.hc, r.id.ID)
 	if code != http.StatusOK {
 		t.Fatalf("wake: %d %s", code, body)
 	}
 	s.next(t)
+	return s
+}
+
+// TestWakeServe: through Serve (real listener), a held stream outlives
+// the server's ReadTimeout (heartbeats keep coming), its connection has
+// TCP_USER_TIMEOUT set to the wake timeout (a vanished device's stream
+// ends), and a shutdown ends it at once.
+func TestWakeServe(t *testing.T) {
+	r := newWakeRig(t, Options{ReadTimeout: 100 * time.Millisecond, Wake: WakeOptions{Heartbeat: 50 * time.Millisecond, Timeout: 7 * time.Second}}, nil)
+	s := r.open(t)
 	if s.resp.ProtoMajor != 1 {
 		t.Errorf("protocol %s, want HTTP/1.1", s.resp.Proto)
 	}
 	// The device's one connection is the stream's: it has the timeout.
-	sc, err := (<-l.conns).(*net.TCPConn).SyscallConn()
+	sc, err := (<-r.l.conns).(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,13 +323,13 @@ func TestWakeServe(t *testing.T) {
 			beats++
 		}
 	}
-	cancel()
+	r.cancel()
 	for s.sc.Scan() {
 	}
-	if err := <-done; err != nil {
+	if err := <-r.done; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-	done <- nil
+	r.done <- nil
 }
 
 // TestWakeDeadPeer: a device that stops taking the stream's bytes (its
@@ -312,56 +338,23 @@ func TestWakeServe(t *testing.T) {
 // the wake timeout, and its slot is free again. Without the timeout the
 // stream would be held as long as the connection lives.
 func TestWakeDeadPeer(t *testing.T) {
-	repoDir := makeRepo(t).dir
-	srv, err := New(Options{Dir: repoDir, CertDir: filepath.Join(t.TempDir(), "tls"), Fleet: &FleetOptions{Bootstrap: true},
-		Wake: WakeOptions{Heartbeat: 2 * time.Millisecond, Timeout: 300 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	ca, err := os.ReadFile(srv.CACertPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	id, err := identity.FromFile(filepath.Join(t.TempDir(), "identity.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := os.ReadFile(filepath.Join(repoDir, JoinTokenFile))
 	// The smallest receive buffer the kernel allows, set before connect.
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 1) })
 		return serr
 	}}
-	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{RootCAs: pool}, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc, err := report.DeviceClient(&http.Client{Transport: tr}, id, strings.TrimSpace(string(tok)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, code, body := openWake(t, "https://"+l.Addr().String(), hc, id.ID)
-	if code != http.StatusOK {
-		t.Fatalf("wake: %d %s", code, body)
-	}
-	s.next(t)
-	if n := srv.Held(); n != 1 {
+	r := newWakeRig(t, Options{Wake: WakeOptions{Heartbeat: 2 * time.Millisecond, Timeout: 300 * time.Millisecond}}, d.DialContext)
+	r.open(t)
+	if n := r.srv.Held(); n != 1 {
 		t.Fatalf("Held() = %d, want 1", n)
 	}
 	// The device reads no more. Heartbeats fill its buffer and the
-	// server's, then a write blocks past the timeout.
-	for srv.Held() != 0 {
-		time.Sleep(50 * time.Millisecond)
+	// server's, then a write blocks past the timeout. (The deadline only
+	// keeps a broken build from hanging the package.)
+	for deadline := time.Now().Add(60 * time.Second); r.srv.Held() != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream of a device that reads no more is still held after 60 s (timeout 300 ms)")
+		}
 	}
 }
