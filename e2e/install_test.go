@@ -24,6 +24,28 @@ import (
 // installerRoot unpacks a build's installer initramfs into a directory
 // (with cpio) and points its agent at the fleet's server on 127.0.0.1, so
 // that the real plumbd can run `install --root DIR` on the host.
+// tamperTarget flips bytes in the middle of the one published target of
+// version whose file name matches pattern (a glob).
+func (f *fleet) tamperTarget(t *testing.T, version, pattern string) {
+	t.Helper()
+	matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, version, pattern))
+	if len(matches) != 1 {
+		t.Fatalf("published targets %s of %s: %v, want one", pattern, version, matches)
+	}
+	tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tf.Close()
+	fi, err := tf.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *fleet) installerRoot(t *testing.T, build string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -202,20 +224,7 @@ func TestInstallHost(t *testing.T) {
 	})
 
 	t.Run("tampered release", func(t *testing.T) {
-		// Flip bytes in the middle of the published rootfs target.
-		matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, "1.0.0", "*.rootfs.sqfs"))
-		if len(matches) != 1 {
-			t.Fatalf("published rootfs targets: %v", matches)
-		}
-		tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, _ := tf.Stat()
-		if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
-			t.Fatal(err)
-		}
-		tf.Close()
+		f.tamperTarget(t, "1.0.0", "*.rootfs.sqfs")
 		disk := filepath.Join(t.TempDir(), "disk.img")
 		blankDisk(t, disk, diskSize)
 		code, out := plumbdInstall(t, root, "--disk", disk)
@@ -282,20 +291,7 @@ func TestInstallUSB(t *testing.T) {
 		before[p] = sha256File(t, p)
 	}
 
-	// Flip bytes in the middle of the published rootfs target.
-	matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, "1.0.0", "*.rootfs.sqfs"))
-	if len(matches) != 1 {
-		t.Fatalf("published rootfs targets: %v", matches)
-	}
-	tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := tf.Stat()
-	if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	tf.Close()
+	f.tamperTarget(t, "1.0.0", "*.rootfs.sqfs")
 
 	keys, typing := io.Pipe()
 	t.Cleanup(func() { typing.Close() })

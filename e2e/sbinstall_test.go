@@ -130,19 +130,7 @@ func installSecureReleaseOnHost(t *testing.T, f *fleet, build string) {
 	}
 
 	// A tampered UKI target: refused before the partition table.
-	matches, _ := filepath.Glob(filepath.Join(f.work, "repo", "repository", "targets", f.hardware, man.Version, "*.uki-a.efi"))
-	if len(matches) != 1 {
-		t.Fatalf("published UKI targets of slot a: %v", matches)
-	}
-	tf, err := os.OpenFile(matches[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := tf.Stat()
-	if _, err := tf.WriteAt([]byte("TAMPERED"), fi.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	tf.Close()
+	f.tamperTarget(t, man.Version, "*.uki-a.efi")
 	blankDisk(t, disk, 1<<30)
 	code, out = plumbdInstall(t, root, "--disk", disk)
 	if code != 3 || !strings.Contains(out, "sha256 mismatch") || !strings.Contains(out, "the partition table was not written") {
