@@ -53,6 +53,9 @@ func TestDeltaUpdateVM(t *testing.T) {
 
 	start := time.Now()
 	d.waitFor(mark, `msg="downloading delta" version=2\.0\.0`)
+	// The kernel (6.1.0-55 -> -56, LZ4 bzImages) went as a patch of its
+	// decompressed payload, re-compressed by plumbd's liblz4.
+	d.waitFor(mark, `msg="delta applied" .*kernels=1`)
 	d.waitFor(mark, `msg="slot written from delta and verified" version=2\.0\.0 slot=b`)
 	written := time.Since(start).Seconds()
 	sent := f.srv.Stats().BytesOut - before.BytesOut
