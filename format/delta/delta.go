@@ -64,14 +64,13 @@ const MaxMemory = BodyWindow + 2<<20 + MaxSegCtrls*24 + MaxSegDiff + cacheBytes 
 	MaxBlocks*32 + MaxSources*48 + 256<<10 + innerMem
 
 // innerMem bounds the buffers of inner units, of one kind at a time (the
-// decoder drops one kind's before it allocates the other's): the old
-// content's stored bytes (an initramfs, at most MaxInner, or one LZ4
-// chunk, at most lz4legacy.ChunkBound), then for zstd the old stream
-// uncompressed and the inner encoder (MaxInner + innerEncMem), for LZ4
-// (a kernel, whatever its size up to MaxLZ4Raw) two old chunks and the
-// new one (3 x 8 MiB) and liblz4's HC state (lz4StateMem, C memory, while
-// a chunk is compressed).
-const innerMem = lz4legacy.ChunkBound + max(MaxInner+innerEncMem, 3*lz4legacy.ChunkSize+lz4StateMem)
+// decoder drops one kind's before it allocates the other's): for zstd,
+// the old stream as stored and uncompressed (2 x MaxInner) and the inner
+// encoder (innerEncMem); for LZ4 (a kernel, whatever its size up to
+// MaxLZ4Raw), two old chunks, each decompressed in place (lz4Slot: 8 MiB
+// and liblz4's margin), the new chunk (8 MiB) and liblz4's HC state
+// (lz4StateMem, C memory, while a chunk is compressed).
+const innerMem = max(2*MaxInner+innerEncMem, 2*lz4Slot+lz4legacy.ChunkSize+lz4StateMem)
 
 // innerEncMem is what NewInnerEncoder allocates (measured: 20 MiB, mostly
 // its 8 MiB window twice and its match tables).

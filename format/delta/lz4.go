@@ -3,6 +3,7 @@ package delta
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 
 	"github.com/plumb-os/plumb/format/lz4legacy"
 )
@@ -82,17 +83,24 @@ func (a *applier) lz4Unit(oldLen, contentLen uint64, f *blockFiller) error {
 	if uint64(len(a.lz4Chunks)) != want {
 		return fmt.Errorf("delta: unit old content: expected %d LZ4 chunks, got %d (wrong base?)", want, len(a.lz4Chunks))
 	}
-	// A zstd unit's buffers are not held together with these (MaxMemory).
-	if a.innerEnc != nil {
-		a.innerEnc.Close()
-		a.innerEnc = nil
+	// A zstd unit's buffers are not held together with these (MaxMemory):
+	// dropped, and collected now, before 32 MiB are allocated (else the
+	// process's peak holds both: 65 MiB instead of ~50 on the kernel pair).
+	if a.innerEnc != nil || a.innerDec != nil || a.innerOld != nil {
+		if a.innerEnc != nil {
+			a.innerEnc.Close()
+		}
+		if a.innerDec != nil {
+			a.innerDec.Close()
+		}
+		a.innerEnc, a.innerDec, a.innerOld = nil, nil, nil
+		a.innerSrc = nil
+		runtime.GC()
 	}
-	a.innerOld = nil
 	a.lz4Held = [2]int{-1, -1}
 	for i := range a.lz4Old {
-		a.lz4Old[i] = growCap(a.lz4Old[i], lz4legacy.ChunkSize)
+		a.lz4Old[i] = growCap(a.lz4Old[i], lz4Slot)
 	}
-	a.innerSrc = growCap(a.innerSrc, lz4legacy.ChunkBound)
 	a.lz4New = growCap(a.lz4New, lz4legacy.ChunkSize)[:0]
 	a.scratch = grow(a.scratch, 64<<10)
 
@@ -127,7 +135,7 @@ func (a *applier) lz4Unit(oldLen, contentLen uint64, f *blockFiller) error {
 		}
 		return nil
 	}
-	w := &lz4Writer{f: f, off: newOff, raw: newRaw, buf: a.lz4New, comp: a.innerSrc}
+	w := &lz4Writer{f: f, off: newOff, raw: newRaw, buf: a.lz4New, comp: a.lz4Spare}
 	p := patch{
 		next:   func() ([]byte, error) { return a.scratch, nil },
 		commit: func(n int) error { return w.write(a.scratch[:n]) },
@@ -150,7 +158,8 @@ func (a *applier) readOld(dst []byte, off, max uint64) error {
 // bytes). Two chunks are kept: a patch reads the old kernel in order, but
 // a kernel that moved by a few bytes reads across each chunk boundary
 // back and forth (measured on Debian's 6.1.0-55 -> -56: 2,498
-// decompressions with one kept, 9 with two).
+// decompressions with one kept, 9 with two). A chunk is decompressed in
+// place: its stored bytes are read to the end of its slot (lz4Slot).
 func (a *applier) oldLZ4Chunk(k int, rawLen uint64) ([]byte, error) {
 	for i := range a.lz4Old {
 		if a.lz4Held[i] == k {
@@ -160,18 +169,28 @@ func (a *applier) oldLZ4Chunk(k int, rawLen uint64) ([]byte, error) {
 	}
 	i := 1 - a.lz4Last // the one not used last
 	c := a.lz4Chunks[k]
-	src := a.innerSrc[:c.Len]
+	slot := a.lz4Old[i]
+	src := slot[len(slot)-c.Len:]
+	a.lz4Held[i] = -1
 	if err := a.readOld(src, uint64(c.Off), uint64(c.Len)); err != nil {
 		return nil, err
 	}
-	a.lz4Held[i] = -1
-	n, err := lz4legacy.DecompressChunk(a.lz4Old[i][:lz4legacy.ChunkSize], src)
+	n, err := lz4legacy.DecompressChunk(slot, src)
 	if err != nil || uint64(n) != rawLen {
 		return nil, fmt.Errorf("delta: unit old content: LZ4 chunk %d: expected %d bytes (wrong base?)", k, rawLen)
 	}
 	a.lz4Held[i], a.lz4Last = k, i
 	a.st.LZ4Chunks++
-	return a.lz4Old[i][:rawLen], nil
+	return slot[:rawLen], nil
+}
+
+// lz4Spare gives the slot of the old chunk not used last as scratch for a
+// new chunk's compressed bytes (that chunk is decompressed again if the
+// patch needs it: at most once per new chunk).
+func (a *applier) lz4Spare() []byte {
+	i := 1 - a.lz4Last
+	a.lz4Held[i] = -1
+	return a.lz4Old[i]
 }
 
 // lz4Writer turns the expanded new content into the content: bytes
@@ -181,8 +200,8 @@ type lz4Writer struct {
 	f        *blockFiller
 	pos      uint64
 	off, raw uint64
-	buf      []byte // the chunk being filled
-	comp     []byte // its compressed form
+	buf      []byte        // the chunk being filled
+	comp     func() []byte // room for its compressed form
 }
 
 func (w *lz4Writer) write(p []byte) error {
@@ -203,7 +222,7 @@ func (w *lz4Writer) write(p []byte) error {
 			n = int(min(uint64(len(p)), uint64(lz4legacy.ChunkSize-len(w.buf)), w.off+w.raw-w.pos))
 			w.buf = append(w.buf, p[:n]...)
 			if len(w.buf) == lz4legacy.ChunkSize || w.pos+uint64(n) == w.off+w.raw {
-				b, err := lz4legacy.CompressChunk(w.comp, w.buf)
+				b, err := lz4legacy.CompressChunk(w.comp(), w.buf)
 				if err != nil {
 					return fmt.Errorf("delta: re-compressing the kernel: %w", err)
 				}
@@ -226,6 +245,11 @@ func (w *lz4Writer) write(p []byte) error {
 	}
 	return nil
 }
+
+// lz4Slot holds an old chunk decompressed in place: its stored bytes (at
+// most ChunkBound) at the end, with liblz4's in-place margin
+// (LZ4_DECOMPRESS_INPLACE_MARGIN: a 256th of them plus 32 bytes).
+const lz4Slot = lz4legacy.ChunkBound + lz4legacy.ChunkBound>>8 + 32
 
 func growCap(b []byte, n int) []byte {
 	if cap(b) < n {
