@@ -14,6 +14,8 @@ export PLUMB_CACHE := $(CACHE)
 # workload tests start their own containerd + runc (private root, state and
 # socket); they never use the system's containerd service. gcc needs
 # libc6-dev for cgo (apt installs no recommends here); make build runs file.
+# liblz4-dev: plumb and plumbd link liblz4 (format/lz4legacy: the delta
+# decoder re-compresses Debian's LZ4 kernels; plumbd links liblz4.a).
 # internal/deps's TestMakeDepsInstallsEveryTool checks that every tool a
 # test, a make target or a script runs comes from this list (or from a
 # package every Debian has).
@@ -21,7 +23,7 @@ DEB_PKGS := qemu-system-x86 ovmf swtpm swtpm-tools mtools dosfstools \
 	squashfs-tools e2fsprogs gdisk systemd-boot-efi busybox-static cpio \
 	zstd xz-utils bzip2 nginx-light curl openssl tpm2-tools osslsigncode \
 	gcc libc6-dev libssl-dev file containerd runc postgresql \
-	cryptsetup-bin sbsigntool binutils chromium
+	cryptsetup-bin sbsigntool binutils chromium liblz4-dev
 
 # What make bench compares plumb with (not needed by the tests).
 BENCH_PKGS := bsdiff xdelta3 casync ostree time mosquitto
@@ -66,7 +68,8 @@ debs: deps
 
 # plumb uses cgo for libzstd (squashfs as small as mksquashfs's). plumbd
 # re-compresses delta blocks exactly as the builder does, so it links the
-# same libzstd (cgo), statically: netgo/osusergo keep glibc's NSS out.
+# same libzstd (cgo), statically, and liblz4 (Debian's liblz4-dev, the
+# static archive) to re-compress kernels: netgo/osusergo keep glibc's NSS out.
 # plumb-init stays pure Go (CGO_ENABLED=0). Both device binaries are static.
 STATIC_LDFLAGS := $(LDFLAGS) -linkmode external -extldflags -static
 

@@ -83,6 +83,9 @@ func TestDeltaUpdateVM(t *testing.T) {
 		t.Errorf("the download started before the wake-up: the device polled by itself")
 	}
 	t.Logf("wake-up channel: publish done (timestamp.json written) to the device woken %.1fs, to its download start %.1fs (poll: 1h)", woken.Seconds(), downloading.Seconds())
+	// The kernel (6.1.0-55 -> -56, LZ4 bzImages) went as a patch of its
+	// decompressed payload, re-compressed by plumbd's liblz4.
+	d.waitFor(mark, `msg="delta applied" .*kernels=1`)
 	d.waitFor(mark, `msg="slot written from delta and verified" version=2\.0\.0 slot=b`)
 	written := time.Since(start).Seconds()
 	sent := f.srv.Stats().BytesOut - before.BytesOut

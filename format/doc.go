@@ -16,6 +16,7 @@
 //	format/deviceapi   the device id, status report body and join token header (fleet service)
 //	format/delta       the delta bundle and its decoder (the encoder is builder/delta)
 //	format/blockcodec  the squashfs block codec (zstd frames as images hold them)
+//	format/lz4legacy   LZ4 legacy streams (a bzImage's kernel payload), as the delta decoder re-compresses them
 //
 // Packages here import only the standard library and each other, and
 // internal/ helpers that themselves import only the standard library
@@ -25,8 +26,9 @@
 // (github.com/DataDog/zstd through cgo, or github.com/klauspost/compress
 // in pure Go). A delta decoder must re-compress blocks to the very bytes
 // the builder wrote, so the codec is part of the format; writing it again
-// here would be a second zstd. The layering test (format_test.go) holds
-// these rules.
+// here would be a second zstd. For the same reason format/lz4legacy links
+// liblz4 through cgo (a C library, no Go module: see its package doc).
+// The layering test (format_test.go) holds these rules.
 //
 // A change to a format here is a change to what devices in the field read:
 // readers keep fields they do not know, and each format has golden files

@@ -452,6 +452,9 @@ func (e *encoder) tryUnit(content []byte, srcs []source, blocks []stored, fragme
 	u.old = old
 	if oi, ni, ok := e.innerStreams(old, content); ok {
 		u.inner, u.old, u.content, u.oldInner, u.newInner = wire.InnerZstd, oi, ni, len(oi), len(ni)
+	} else if k, ok := lz4Kernel(old, content); ok {
+		u.inner, u.old, u.content, u.lz4 = wire.InnerLZ4, k.old, k.new, k.fields
+		e.st.LZ4Units++
 	}
 	cs, err := bsdiff(u.old, u.content)
 	if err != nil {

@@ -26,6 +26,7 @@ type ublock struct {
 type unit struct {
 	inner              byte
 	oldInner, newInner int // stream lengths, for innerZstd
+	lz4                lz4Fields
 	sources            []source
 	blocks             []ublock
 	old                []byte // the old content (the sources' slices), encoder side
@@ -64,9 +65,15 @@ func (o *opWriter) unitOp(u *unit) error {
 			o.uvarint(b.copyLen)
 		}
 	}
-	if u.inner == wire.InnerZstd {
+	switch u.inner {
+	case wire.InnerZstd:
 		o.uvarint(uint64(u.oldInner))
 		o.uvarint(uint64(u.newInner))
+	case wire.InnerLZ4:
+		f := u.lz4
+		for _, v := range []int{f.version, f.oldOff, f.oldLen, f.oldRaw, f.newOff, f.newRaw, len(u.content)} {
+			o.uvarint(uint64(v))
+		}
 	}
 	// The patch, in segments: instructions, then their difference bytes,
 	// then their extra bytes (three kinds of data that compress better apart).

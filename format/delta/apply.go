@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/plumb-os/plumb/format/blockcodec"
+	"github.com/plumb-os/plumb/format/lz4legacy"
 	"github.com/plumb-os/plumb/internal/ctxio"
 	"github.com/plumb-os/plumb/internal/iox"
 )
@@ -120,6 +121,11 @@ type applier struct {
 	innerSrc, innerOld, scratch []byte
 	innerEnc                    *zstd.Encoder
 	innerDec                    *zstd.Decoder
+	lz4New                      []byte            // an inner LZ4 unit's new chunk (innerSrc: a chunk's stored bytes)
+	lz4Old                      [2][]byte         // old chunks, decompressed
+	lz4Held                     [2]int            // which chunk each holds, -1 for none
+	lz4Last                     int               // the one used last
+	lz4Chunks                   []lz4legacy.Chunk // the old stream's chunks
 	ctrls                       []ctrl
 	diff                        []byte
 }
@@ -207,8 +213,8 @@ func (a *applier) unit() error {
 	if err != nil {
 		return err
 	}
-	if inner > InnerZstd {
-		return fmt.Errorf("delta bundle: unit inner compression: expected 0 or 1, got %d", inner)
+	if inner > InnerLZ4 {
+		return fmt.Errorf("delta bundle: unit inner compression: expected 0..2, got %d", inner)
 	}
 	nsrc, err := in.uvarint("source count", MaxSources)
 	if err != nil {
@@ -324,10 +330,20 @@ func (a *applier) unit() error {
 		}
 	}()
 
-	if inner == InnerNone {
+	switch inner {
+	case InnerNone:
 		p := patch{next: nextBlock, commit: commitBlock, addOld: a.addOld, oldLen: oldLen, total: contentLen, ctrls: a.ctrls[:0], diff: &a.diff}
 		return p.run(in)
+	case InnerLZ4:
+		if err := a.lz4Unit(oldLen, contentLen, &blockFiller{next: nextBlock, commit: commitBlock}); err != nil {
+			return err
+		}
+		if bi != len(a.blocks) {
+			return fmt.Errorf("delta bundle: unit: the kernel filled %d of %d blocks", bi, len(a.blocks))
+		}
+		return nil
 	}
+	a.lz4New, a.lz4Old = nil, [2][]byte{} // an LZ4 unit's buffers are not held together with these (MaxMemory)
 
 	// Inner zstd: the patch makes the uncompressed stream from the old
 	// content's, and the stream is compressed into the blocks.

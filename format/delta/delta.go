@@ -12,7 +12,11 @@
 // concurrent use on different inputs.
 package delta
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/plumb-os/plumb/format/lz4legacy"
+)
 
 // Version is the bundle format version this package writes and reads.
 const Version = 2
@@ -37,7 +41,14 @@ const MaxInner = 8 << 20
 const (
 	InnerNone = 0 // the patch makes the content
 	InnerZstd = 1 // the patch makes a stream; NewInnerEncoder compresses it into the content
+	InnerLZ4  = 2 // the patch makes the content with its LZ4 legacy stream decompressed (a bzImage's kernel)
 )
+
+// MaxLZ4Raw bounds the uncompressed length of an inner LZ4 unit's stream
+// (a Debian cloud kernel is 53 MB): the decoder holds one 8 MiB chunk of
+// it at a time, old and new, so memory does not grow with it; the bound
+// keeps a corrupt bundle from making it compress without end.
+const MaxLZ4Raw = 256 << 20
 
 // MaxMemory is an upper bound, in bytes, of the buffers Apply allocates,
 // for the largest block size (1 MiB; a 128 KiB-block image needs far
@@ -46,16 +57,28 @@ const (
 // (MaxSegCtrls x 24 + MaxSegDiff), cacheBytes of decompressed old blocks, pipeDepth blocks in flight
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (MaxBlocks x 32 bytes) and sources (MaxSources x 48
-// bytes), a 256 KiB copy buffer, and for inner zstd units the old stream
-// compressed and not (2 x MaxInner) and the inner encoder (innerEncMem).
+// bytes), a 256 KiB copy buffer, and innerMem for inner units.
 // It does not depend on the image size: about 69 MiB, or 51 MiB for
 // 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
 const MaxMemory = BodyWindow + 2<<20 + MaxSegCtrls*24 + MaxSegDiff + cacheBytes + pipeDepth*(2*MaxBlock+MaxBlock/64) +
-	MaxBlocks*32 + MaxSources*48 + 256<<10 + 2*MaxInner + innerEncMem
+	MaxBlocks*32 + MaxSources*48 + 256<<10 + innerMem
+
+// innerMem bounds the buffers of inner units, of one kind at a time (the
+// decoder drops one kind's before it allocates the other's): for zstd,
+// the old stream as stored and uncompressed (2 x MaxInner) and the inner
+// encoder (innerEncMem); for LZ4 (a kernel, whatever its size up to
+// MaxLZ4Raw), two old chunks, each decompressed in place (lz4Slot: 8 MiB
+// and liblz4's margin), the new chunk (8 MiB) and liblz4's HC state
+// (lz4StateMem, C memory, while a chunk is compressed).
+const innerMem = max(2*MaxInner+innerEncMem, 2*lz4Slot+lz4legacy.ChunkSize+lz4StateMem)
 
 // innerEncMem is what NewInnerEncoder allocates (measured: 20 MiB, mostly
 // its 8 MiB window twice and its match tables).
 const innerEncMem = 20 << 20
+
+// lz4StateMem is liblz4 1.9.4's LZ4_streamHC_t (LZ4_STREAMHCSIZE, 262,200
+// bytes), which LZ4_compress_HC allocates for each chunk.
+const lz4StateMem = 262200
 
 // Stats describes a bundle, from either side.
 type Stats struct {
@@ -68,6 +91,8 @@ type Stats struct {
 	Recompressed int   // blocks re-compressed by the decoder
 	LiteralBlks  int   // blocks in units shipped as literal (re-compression would differ)
 	MatchedFiles int   // changed files patched against an old file
+	LZ4Units     int   // units patched with their LZ4 stream decompressed (kernels)
+	LZ4Chunks    int   // old LZ4 chunks the decoder decompressed (once each when the patch reads the old kernel in order)
 }
 
 // Header is the cheap-to-read start of a bundle.

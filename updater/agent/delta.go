@@ -131,7 +131,7 @@ func (a *Agent) installDelta(ctx context.Context, c, dc *release.Candidate, to d
 	if err := out.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("delta %s: %w", dc.Path, err)
 	}
-	log.Debug("delta applied", "copied", stats.CopyBytes, "literal", stats.LiteralBytes, "recompressed", stats.Recompressed)
+	log.Info("delta applied", "copied", stats.CopyBytes, "literal", stats.LiteralBytes, "recompressed", stats.Recompressed, "kernels", stats.LZ4Units)
 	ok = true
 	return out, hw.N, nil
 }
