@@ -341,6 +341,7 @@ func (a *applier) unit() error {
 		if bi != len(a.blocks) {
 			return fmt.Errorf("delta bundle: unit: the kernel filled %d of %d blocks", bi, len(a.blocks))
 		}
+		a.dropLZ4()
 		return nil
 	}
 	a.lz4New, a.lz4Old = nil, [2][]byte{} // an LZ4 unit's buffers are not held together with these (MaxMemory)

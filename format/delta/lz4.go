@@ -257,3 +257,13 @@ func growCap(b []byte, n int) []byte {
 	}
 	return b[:n]
 }
+
+// dropLZ4 lets go of an LZ4 unit's buffers (about 24 MiB: two 8 MiB old
+// chunks and a new one) once the kernel is written, and collects them at
+// once: the blocks that follow would otherwise grow the heap beside them
+// before the next collection, and the peak would be their sum (MaxMemory
+// counts them as not held together). A bundle has at most a few kernels.
+func (a *applier) dropLZ4() {
+	a.lz4New, a.lz4Old = nil, [2][]byte{}
+	runtime.GC()
+}
