@@ -97,7 +97,7 @@ func TestSecureBootVM(t *testing.T) {
 	f.publish(v2)
 	d.waitFor(mark, `slot installed on trial" slot=b version=2\.0\.0 entry=plumb-2\.0\.0\+3\.conf uki=/plumb/b/uki\.efi`)
 	d.waitFor(mark, `plumbd \S+ started: .*version=2\.0\.0 slot=b`)
-	d.waitFor(mark, `hook ran".*output="written by 1\.0\.0 before installing 2\.0\.0`) // /data unlocked after the update
+	d.waitFor(mark, `hook ran".*output="written by 1\.0\.0 before installing 2\.0\.0`)       // /data unlocked after the update
 	d.waitFor(mark, `measured boot matches the release's reference values" version=2\.0\.0`) // commit: attested
 	d.waitFor(mark, `release committed" version=2\.0\.0`)
 	logDataUnlock(t, vm.Console())

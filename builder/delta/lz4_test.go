@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,28 +13,6 @@ import (
 	"github.com/plumb-os/plumb/format/lz4legacy"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
-
-// kernel returns boot/vmlinuz-* of a cached Debian kernel package (the
-// test packages of make debs: 6.1.0-55 and -56, LZ4 bzImages).
-func kernel(t *testing.T, abi string) []byte {
-	t.Helper()
-	testutil.RequireTool(t, "dpkg-deb", "dpkg")
-	glob := "linux-image-" + abi + "-cloud-amd64_*.deb"
-	debs, _ := filepath.Glob(filepath.Join(testutil.CacheDir(t), "debs", glob))
-	if len(debs) == 0 {
-		t.Fatalf("no %s in the package cache: run make debs", glob)
-	}
-	dir := t.TempDir()
-	out, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards './boot/vmlinuz-*'`, "sh", debs[0], dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("unpacking %s: %v: %s", debs[0], err, out)
-	}
-	got, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
-	if len(got) != 1 {
-		t.Fatalf("%s: expected one boot/vmlinuz-*, found %d", debs[0], len(got))
-	}
-	return mustRead(t, got[0])
-}
 
 func kernelTrees(t *testing.T, oldKernel, newKernel []byte) (old, new []byte) {
 	base := tree{"etc/hostname": []byte("plumb\n"), "boot/vmlinuz": oldKernel}
@@ -56,7 +32,7 @@ func TestLZ4Kernel(t *testing.T) {
 	if !lz4legacy.Available {
 		t.Fatal("this build has no liblz4 (cgo off): the LZ4 unit cannot be tested")
 	}
-	k55, k56 := kernel(t, "6.1.0-55"), kernel(t, "6.1.0-56")
+	k55, k56 := testutil.DebianKernel(t, "6.1.0-55"), testutil.DebianKernel(t, "6.1.0-56")
 	oldImg, newImg := kernelTrees(t, k55, k56)
 	st, bundle := roundTrip(t, oldImg, newImg, Options{})
 	t.Logf("kernel %d bytes, bundle %d bytes: %+v", len(k56), len(bundle), st)

@@ -3,40 +3,11 @@ package lz4legacy
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/plumb-os/plumb/internal/testutil"
 )
-
-// debianKernel returns boot/vmlinuz-* of the cached Debian 6.1.0-56 cloud
-// kernel (a test package of make debs).
-func debianKernel(t *testing.T) []byte {
-	t.Helper()
-	testutil.RequireTool(t, "dpkg-deb", "dpkg")
-	glob := "linux-image-6.1.0-56-cloud-amd64_*.deb"
-	debs, _ := filepath.Glob(filepath.Join(testutil.CacheDir(t), "debs", glob))
-	if len(debs) == 0 {
-		t.Fatalf("no %s in the package cache: run make debs", glob)
-	}
-	dir := t.TempDir()
-	out, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards './boot/vmlinuz-*'`, "sh", debs[0], dir).CombinedOutput()
-	if err != nil {
-		t.Fatalf("unpacking %s: %v: %s", debs[0], err, out)
-	}
-	got, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
-	if len(got) != 1 {
-		t.Fatalf("%s: expected one boot/vmlinuz-*, found %d", debs[0], len(got))
-	}
-	b, err := os.ReadFile(got[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestDebianKernel: the payload of Debian's kernel (built with `lz4 -l
 // -9`, liblz4 1.9.4) decompresses chunk by chunk and compresses back to
@@ -45,7 +16,7 @@ func TestDebianKernel(t *testing.T) {
 	if !Available {
 		t.Fatal("this build has no liblz4 (cgo off)")
 	}
-	k := debianKernel(t)
+	k := testutil.DebianKernel(t, "6.1.0-56")
 	off, n, err := BzImageStream(k)
 	if err != nil {
 		t.Fatal(err)
