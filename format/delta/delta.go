@@ -58,7 +58,7 @@ const MaxLZ4Raw = 256 << 20
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (MaxBlocks x 32 bytes) and sources (MaxSources x 48
 // bytes), a 256 KiB copy buffer, and innerMem for inner units.
-// It does not depend on the image size: about 69 MiB, or 51 MiB for
+// It does not depend on the image size: about 69 MiB, or 55 MiB for
 // 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
 const MaxMemory = BodyWindow + 2<<20 + MaxSegCtrls*24 + MaxSegDiff + cacheBytes + pipeDepth*(2*MaxBlock+MaxBlock/64) +
 	MaxBlocks*32 + MaxSources*48 + 256<<10 + innerMem
