@@ -3,12 +3,10 @@ package tufrepo
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +17,6 @@ import (
 	"github.com/plumb-os/plumb/format/bootentry"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
-	"github.com/plumb-os/plumb/internal/ctxio"
 )
 
 // PublishOptions choose how a release is offered.
@@ -293,49 +290,17 @@ func extraCmdline(m *builder.Manifest) string {
 }
 
 // copyTarget streams the image to targets/<path dir>/<sha256>.<name>
-// through a temp file, checking size and sha256 against want.
+// (copyFile), checking size and sha256 against want; a mismatch fails the
+// publish, whose rollback removes the copy.
 func (r *Repo) copyTarget(ctx context.Context, t *txn, src, path string, want release.Digest) error {
-	dir := filepath.Join(r.TargetsDir(), filepath.FromSlash(filepath.Dir(path)))
-	final := filepath.Join(dir, want.SHA256+"."+filepath.Base(path))
-	if err := t.mkdirAll(dir); err != nil {
+	d, err := r.copyFile(ctx, t, src, path)
+	if err != nil {
 		return err
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", src, err)
+	if d.size != want.Size || d.sha != want.SHA256 {
+		return invalid("%s: sha256 %s (%d bytes), but manifest.json says %s (%d bytes)", src, d.sha, d.size, want.SHA256, want.Size)
 	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(dir, ".upload-*")
-	if err != nil {
-		return fmt.Errorf("writing target %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), ctxio.Reader(ctx, in))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err != nil {
-		return fmt.Errorf("writing target %s: %w", path, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != want.Size || got != want.SHA256 {
-		return invalid("%s: sha256 %s (%d bytes), but manifest.json says %s (%d bytes)", src, got, n, want.SHA256, want.Size)
-	}
-	if _, err := os.Lstat(final); err == nil {
-		// Left by an interrupted publish: same name, same content.
-		return nil
-	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return fmt.Errorf("writing target %s: %w", path, err)
-	}
-	t.created = append(t.created, final)
-	return syncDir(dir)
+	return nil
 }
 
 func jsonEqual(a, b []byte) bool {
