@@ -39,8 +39,15 @@ printf 'demo: the fleet page will be at %s (log in as admin; the password is pri
 step "creating a TUF repository in $out/repo"
 $plumb repo init "$out/repo"
 
+# The VM's TPM (swtpm) has an EK certificate from swtpm-localca: the
+# fleet service trusts that CA as it would a TPM manufacturer's, so the
+# attestation's ek_certificate check runs instead of being "not checkable".
+ekca=()
+while read -r c; do ekca+=(--ek-ca "$c"); done < <($plumb vm tpm-ca)
+[ ${#ekca[@]} -gt 0 ] || { echo "demo: plumb vm tpm-ca printed no certificate" >&2; exit 1; }
+
 step "serving it on https://127.0.0.1:$port (the VM sees it as https://10.0.2.100/)"
-$plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false > "$out/serve.log" 2>&1 &
+$plumb serve "$out/repo" --addr "127.0.0.1:$port" --access-log=false "${ekca[@]}" > "$out/serve.log" 2>&1 &
 pids+=($!)
 # plumb serve makes the CA and, for its fleet service, the default
 # organization's join token (DIR/join-token) that the image carries.

@@ -56,6 +56,27 @@ otherwise it runs until the guest powers off or Ctrl-C.`,
 	f.StringArrayVar(&o.forwards, "forward", nil, "GUEST_PORT:HOST_PORT: the guest's 10.0.2.100:GUEST_PORT reaches 127.0.0.1:HOST_PORT (repeatable)")
 	f.IntVar(&o.memory, "memory", 512, "guest memory in MiB")
 	vm.AddCommand(run)
+	vm.AddCommand(&cobra.Command{
+		Use:   "tpm-ca",
+		Short: "Print the CA certificates that sign the VM TPMs' EK certificates",
+		Long: `tpm-ca prints the PEM files, one a line, of the CA (swtpm-localca's root and
+issuer) that signs the EK certificate of every TPM plumb vm run attaches. Give
+them to plumb serve --ek-ca, and a VM's attestation checks its EK certificate
+as a real device's is checked against its TPM manufacturer. swtpm-localca
+makes them with its first certificate: if they are missing, tpm-ca makes a
+scratch TPM to have them made.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			certs, err := testvm.TPMCACerts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, c := range certs {
+				fmt.Fprintln(e.Stdout, c)
+			}
+			return nil
+		},
+	})
 	return vm
 }
 
