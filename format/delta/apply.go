@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sort"
 
 	"github.com/klauspost/compress/zstd"
@@ -405,7 +406,25 @@ func (a *applier) unit() error {
 	if bi != len(a.blocks) {
 		return fmt.Errorf("delta bundle: unit: the stream filled %d of %d blocks", bi, len(a.blocks))
 	}
+	a.dropInner()
 	return nil
+}
+
+// dropInner lets go of an inner zstd unit's streams and coders (about 21
+// MiB with an initramfs) once its blocks are written, and frees them at
+// once, as dropLZ4 does for a kernel (see there why FreeOSMemory): kept
+// for a next unit, they were live beside a kernel unit's buffers until
+// dropped there. A bundle has an inner unit or two (initramfs images): a
+// new coder for each costs little.
+func (a *applier) dropInner() {
+	if a.innerEnc != nil {
+		a.innerEnc.Close()
+	}
+	if a.innerDec != nil {
+		a.innerDec.Close()
+	}
+	a.innerEnc, a.innerDec, a.innerOld, a.innerSrc = nil, nil, nil, nil
+	debug.FreeOSMemory()
 }
 
 // blockFiller is an io.Writer into a unit's blocks.

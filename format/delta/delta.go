@@ -58,7 +58,7 @@ const MaxLZ4Raw = 256 << 20
 // (raw and compressed), one compression buffer per worker (at most 4), a
 // UNIT's block list (MaxBlocks x 32 bytes) and sources (MaxSources x 48
 // bytes), a 256 KiB copy buffer, and innerMem for inner units.
-// It does not depend on the image size: about 69 MiB, or 55 MiB for
+// It does not depend on the image size: about 62 MiB, or 48 MiB for
 // 128 KiB blocks. Measured peak RSS is in bench/delta/RESULTS.md.
 const MaxMemory = BodyWindow + 2<<20 + MaxSegCtrls*24 + MaxSegDiff + cacheBytes + pipeDepth*(2*MaxBlock+MaxBlock/64) +
 	MaxBlocks*32 + MaxSources*48 + 256<<10 + innerMem
@@ -72,9 +72,10 @@ const MaxMemory = BodyWindow + 2<<20 + MaxSegCtrls*24 + MaxSegDiff + cacheBytes 
 // (lz4StateMem, C memory, while a chunk is compressed).
 const innerMem = max(2*MaxInner+innerEncMem, 2*lz4Slot+lz4legacy.ChunkSize+lz4StateMem)
 
-// innerEncMem is what NewInnerEncoder allocates (measured: 20 MiB, mostly
-// its 8 MiB window twice and its match tables).
-const innerEncMem = 20 << 20
+// innerEncMem is what NewInnerEncoder allocates (measured: 12.4 MiB for a
+// 6 MiB stream, mostly its 8 MiB window of history and its match tables;
+// 20.5 MiB before WithLowerEncoderMem).
+const innerEncMem = 13 << 20
 
 // lz4StateMem is liblz4 1.9.4's LZ4_streamHC_t (LZ4_STREAMHCSIZE, 262,200
 // bytes), which LZ4_compress_HC allocates for each chunk.

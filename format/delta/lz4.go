@@ -3,7 +3,7 @@ package delta
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
+	"runtime/debug"
 
 	"github.com/plumb-os/plumb/format/lz4legacy"
 )
@@ -83,20 +83,8 @@ func (a *applier) lz4Unit(oldLen, contentLen uint64, f *blockFiller) error {
 	if uint64(len(a.lz4Chunks)) != want {
 		return fmt.Errorf("delta: unit old content: expected %d LZ4 chunks, got %d (wrong base?)", want, len(a.lz4Chunks))
 	}
-	// A zstd unit's buffers are not held together with these (MaxMemory):
-	// dropped, and collected now, before 32 MiB are allocated (else the
-	// process's peak holds both: 65 MiB instead of ~50 on the kernel pair).
-	if a.innerEnc != nil || a.innerDec != nil || a.innerOld != nil {
-		if a.innerEnc != nil {
-			a.innerEnc.Close()
-		}
-		if a.innerDec != nil {
-			a.innerDec.Close()
-		}
-		a.innerEnc, a.innerDec, a.innerOld = nil, nil, nil
-		a.innerSrc = nil
-		runtime.GC()
-	}
+	// A zstd unit's buffers are gone by now (dropInner): MaxMemory does
+	// not hold both kinds together.
 	a.lz4Held = [2]int{-1, -1}
 	for i := range a.lz4Old {
 		a.lz4Old[i] = growCap(a.lz4Old[i], lz4Slot)
@@ -259,11 +247,17 @@ func growCap(b []byte, n int) []byte {
 }
 
 // dropLZ4 lets go of an LZ4 unit's buffers (about 24 MiB: two 8 MiB old
-// chunks and a new one) once the kernel is written, and collects them at
-// once: the blocks that follow would otherwise grow the heap beside them
-// before the next collection, and the peak would be their sum (MaxMemory
-// counts them as not held together). A bundle has at most a few kernels.
+// chunks and a new one) once the kernel is written, collects them and
+// gives their pages back to the kernel at once (debug.FreeOSMemory): the
+// blocks that follow would otherwise grow the heap beside them before the
+// next collection (MaxMemory counts them as not held together), and freed
+// pages stay resident until the runtime's background scavenger gets to
+// them, so a later buffer could land on fresh pages beside them. With
+// runtime.GC alone the peak RSS of one apply varied by 8 MiB from run to
+// run (kernel pair 53-62 MiB, Debian pair 58.6-67.9 MiB); with
+// FreeOSMemory here and in dropInner it is 51.0-51.3 and 55.9-56.3 MiB
+// (bench/delta/RESULTS.md, Session 6). A bundle has a kernel or two.
 func (a *applier) dropLZ4() {
 	a.lz4New, a.lz4Old = nil, [2][]byte{}
-	runtime.GC()
+	debug.FreeOSMemory()
 }
