@@ -116,6 +116,17 @@ func dataDirs(dirs []string) ([]string, error) {
 	return out, nil
 }
 
+// WriteData writes the data partition part into the image file at
+// imagePath as Build does (writeData). The device side's tests use it to
+// start from the builder's own bytes, not a copy of the format.
+func WriteData(ctx context.Context, imagePath string, part disklayout.Partition, spec Spec) error {
+	tools, err := findE2fsprogs()
+	if err != nil {
+		return err
+	}
+	return writeData(ctx, tools, imagePath, part, spec)
+}
+
 // writeData makes the data partition: the ext4 filesystem, or with
 // spec.DataSealed the unprovisioned partition of format/datapart (a marker
 // and the filesystem, gzip-compressed, that the device's first boot

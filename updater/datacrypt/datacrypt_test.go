@@ -2,14 +2,11 @@ package datacrypt
 
 import (
 	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -17,48 +14,32 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/plumb-os/plumb/format/datapart"
+	"github.com/plumb-os/plumb/format/disklayout"
+	"github.com/plumb-os/plumb/internal/diskimg"
 	"github.com/plumb-os/plumb/internal/testutil"
 )
 
 // unprovisioned writes a data partition image of size bytes as the builder
-// does: the marker, and an empty ext4 filesystem (mkfs.ext4) compressed.
+// does, with its own code: the marker, and an empty ext4 filesystem
+// compressed.
 func unprovisioned(t *testing.T, dir string, size int64) string { return unprovisionedTB(t, dir, size) }
 
 func unprovisionedTB(t testing.TB, dir string, size int64) string {
 	t.Helper()
-	mkfs := testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
-	fs := filepath.Join(dir, "fs.img")
-	fsSize := size - datapart.SegmentOffset
-	if out, err := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-L", "plumb-data", fs, fmtInt(fsSize/1024)+"k").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	raw, err := os.ReadFile(fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	comp := gz.Bytes()
-	sum := sha256.Sum256(comp)
-	marker, err := datapart.Marker{Compressed: int64(len(comp)), SHA256: hex.EncodeToString(sum[:]), Size: int64(len(raw))}.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	part := filepath.Join(dir, "part.img")
-	f, err := os.Create(part)
-	if err != nil {
+	if err := os.WriteFile(part, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	f.Truncate(size)
-	f.WriteAt(marker, 0)
-	f.WriteAt(comp, datapart.ImageOffset)
+	if err := os.Truncate(part, size); err != nil {
+		t.Fatal(err)
+	}
+	p := disklayout.Partition{Name: disklayout.NameData, Start: 0, Size: size}
+	if err := diskimg.WriteData(context.Background(), part, p, diskimg.Spec{DataSealed: true}); err != nil {
+		t.Fatal(err)
+	}
 	return part
 }
-
-func fmtInt(n int64) string { return strconv.FormatInt(n, 10) }
 
 // swtpm starts a TPM with its state in dir; a second call on the same dir
 // stops the first (a reboot).

@@ -2,11 +2,8 @@ package install
 
 import (
 	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -19,36 +16,19 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/plumb-os/plumb/format/config"
-	"github.com/plumb-os/plumb/format/datapart"
 	"github.com/plumb-os/plumb/format/disklayout"
 	"github.com/plumb-os/plumb/format/release"
+	"github.com/plumb-os/plumb/internal/diskimg"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/updater/datacrypt"
 )
 
 // writeUnprovisioned writes, at part in the disk file, the data partition
-// the builder writes for data_encryption: luks2-tpm (format/datapart): the
-// marker and an empty ext4 filesystem (mkfs.ext4), gzip-compressed.
+// the builder writes for data_encryption: luks2-tpm (format/datapart),
+// with the builder's own code, on a zeroed partition.
 func writeUnprovisioned(t *testing.T, disk string, part disklayout.Partition) {
 	t.Helper()
-	mkfs := testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
-	fs := filepath.Join(t.TempDir(), "fs.img")
-	if out, err := exec.Command(mkfs, "-q", "-F", "-b", "4096", fs, fmt.Sprintf("%dk", (part.Size-datapart.SegmentOffset)/1024)).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	raw, err := os.ReadFile(fs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	sum := sha256.Sum256(gz.Bytes())
-	marker, err := datapart.Marker{Compressed: int64(gz.Len()), SHA256: hex.EncodeToString(sum[:]), Size: int64(len(raw))}.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	f, err := os.OpenFile(disk, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +37,9 @@ func writeUnprovisioned(t *testing.T, disk string, part disklayout.Partition) {
 	if _, err := f.WriteAt(make([]byte, part.Size), part.Start); err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt(marker, part.Start)
-	f.WriteAt(gz.Bytes(), part.Start+datapart.ImageOffset)
+	if err := diskimg.WriteData(t.Context(), disk, part, diskimg.Spec{DataSealed: true}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSealData runs the installer's last step against a real TPM (swtpm)
