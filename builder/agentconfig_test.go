@@ -21,23 +21,8 @@ func TestAgentJoinToken(t *testing.T) {
 	tok := filepath.Join(dir, "join-token")
 	os.WriteFile(tok, []byte("plumbjoin_abc123\n"), 0o600)
 	r := &recipe.Recipe{Hardware: "qemu", Channel: "stable", Agent: &recipe.Agent{Repository: "https://x/", Poll: 5e9, Commit: "health", JoinToken: tok}}
-	tree := fstree.New()
-	if err := (&build{r: r}).addAgentConfig(tree); err != nil {
-		t.Fatal(err)
-	}
-	n := tree.Get(config.Path)
-	if n == nil {
-		t.Fatal("no agent config")
-	}
-	rc, err := n.Source.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(rc)
-	rc.Close()
-	c, err := config.Parse(data)
-	if err != nil || c.JoinToken != "plumbjoin_abc123" {
-		t.Errorf("agent config join_token = %q, %v; want the file's token", c.JoinToken, err)
+	if c := imageAgentConfig(t, r); c.JoinToken != "plumbjoin_abc123" {
+		t.Errorf("agent config join_token = %q; want the file's token", c.JoinToken)
 	}
 	for _, bad := range []string{"", "two tokens\n", strings.Repeat("x", 300)} {
 		os.WriteFile(tok, []byte(bad), 0o600)
@@ -66,6 +51,13 @@ func agentJSON(t *testing.T, text string) *config.Config {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
+	return imageAgentConfig(t, r)
+}
+
+// imageAgentConfig returns the agent config the build of r writes into
+// the image, as plumbd reads it.
+func imageAgentConfig(t *testing.T, r *recipe.Recipe) *config.Config {
+	t.Helper()
 	tree := fstree.New()
 	if err := (&build{r: r}).addAgentConfig(tree); err != nil {
 		t.Fatal(err)
