@@ -14,11 +14,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -42,6 +40,7 @@ import (
 	"github.com/plumb-os/plumb/format/verity"
 	"github.com/plumb-os/plumb/internal/testutil"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/servetest"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/slot"
@@ -199,33 +198,10 @@ func newRig(t *testing.T, opts tufrepo.Options) *rig {
 	r.publish(t, v1)
 
 	r.certDir = filepath.Join(work, "tls")
-	srv, err := server.New(server.Options{Dir: r.repoDir, CertDir: r.certDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	r.srv = srv
-	r.url = "https://" + l.Addr().String()
-	ca, err := os.ReadFile(srv.CACertPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		t.Fatalf("%s: no certificate", srv.CACertPath())
-	}
+	srv := servetest.Start(t, server.Options{Dir: r.repoDir, CertDir: r.certDir}, "")
+	r.srv = srv.Server
+	r.url = "https://" + srv.Addr
+	pool := srv.CAs
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	t.Cleanup(tr.CloseIdleConnections)
 	r.hc = &http.Client{Transport: tr, Timeout: time.Minute}

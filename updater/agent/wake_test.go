@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"crypto/x509"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"github.com/plumb-os/plumb/format/config"
 	"github.com/plumb-os/plumb/format/release"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/servetest"
 	"github.com/plumb-os/plumb/updater/device"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
@@ -282,27 +281,8 @@ func serveFleet(t *testing.T, dir, addr string, fleet bool) (string, *x509.CertP
 	if fleet {
 		o.Fleet, o.Wake = &server.FleetOptions{Bootstrap: true}, server.WakeOptions{Check: 10 * time.Millisecond}
 	}
-	srv, err := server.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", cmp.Or(addr, "127.0.0.1:0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done; srv.Close() }) }
-	t.Cleanup(stop)
-	ca, err := os.ReadFile(srv.CACertPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	return l.Addr().String(), pool, stop
+	srv := servetest.Start(t, o, addr)
+	return srv.Addr, srv.CAs, srv.Stop
 }
 
 // copyRepo copies repo's metadata and targets into dir's repository,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/plumb-os/plumb/format/deviceapi"
 	"github.com/plumb-os/plumb/server"
+	"github.com/plumb-os/plumb/server/servetest"
 	"github.com/plumb-os/plumb/updater/fetch"
 	"github.com/plumb-os/plumb/updater/fetch/fetchtest"
 	"github.com/plumb-os/plumb/updater/identity"
@@ -26,38 +26,9 @@ import (
 // function that ends it like a restart would.
 func serve(t *testing.T, dir, addr string) (string, *x509.CertPool, func()) {
 	t.Helper()
-	srv, err := server.New(server.Options{Dir: dir, CertDir: filepath.Join(dir, "tls"),
-		Fleet: &server.FleetOptions{Bootstrap: true}, Wake: server.WakeOptions{Check: 10 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-			srv.Close()
-		}
-	}
-	t.Cleanup(stop)
-	ca, err := os.ReadFile(srv.CACertPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	return l.Addr().String(), pool, stop
+	srv := servetest.Start(t, server.Options{Dir: dir, CertDir: filepath.Join(dir, "tls"),
+		Fleet: &server.FleetOptions{Bootstrap: true}, Wake: server.WakeOptions{Check: 10 * time.Millisecond}}, addr)
+	return srv.Addr, srv.CAs, srv.Stop
 }
 
 // publish copies repo's metadata into dir's repository, timestamp.json
